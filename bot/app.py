@@ -1,0 +1,196 @@
+"""Assembles and runs the process: `fleet run`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
+
+from bot.config import Config, Role
+from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
+from bot.poller_lock import LockHeld, poller_lock
+from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
+from bot.scheduler import Scheduler
+from bot.sender import Sender
+from bot.text import esc
+from handlers import get_routers
+from handlers.registry import commands_for
+from storage import outbox
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+EXIT_TOKEN = 4
+
+SHUTDOWN_GRACE = 10.0
+
+
+def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
+    api = config.telegram.api_base
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
+    if monitor is not None:
+        session.middleware(monitor)
+    return Bot(
+        token=config.telegram.token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def make_dispatcher(
+    config: Config, db: Database, routers: list[Router], in_flight: InFlight, **services: object
+) -> Dispatcher:
+    dp = Dispatcher(config=config, db=db, routers=routers, **services)
+    dp.update.outer_middleware(in_flight)
+    dp.update.outer_middleware(AuthMiddleware())
+    dp.update.outer_middleware(DbSessionMiddleware())
+    dp.message.middleware(RoleMiddleware())
+    dp.callback_query.middleware(RoleMiddleware())
+    dp.include_routers(*routers)
+    return dp
+
+
+async def register_commands(bot: Bot, config: Config, routers: list[Router]) -> None:
+    """Each person sees the commands of their role in Telegram's menu; strangers see few."""
+
+    def menu(role: Role) -> list[BotCommand]:
+        return [
+            BotCommand(command=spec.name, description=spec.help[:256])
+            for spec in commands_for(routers, role)
+        ]
+
+    await bot.set_my_commands(
+        [c for c in menu(Role.viewer) if c.command in {"start", "help", "whoami"}],
+        scope=BotCommandScopeDefault(),
+    )
+    for person in config.people:
+        try:
+            await bot.set_my_commands(
+                menu(person.role), scope=BotCommandScopeChat(chat_id=person.telegram_id)
+            )
+        except TelegramAPIError as err:
+            # Telegram refuses a chat scope until the person has opened a chat with the bot.
+            log.info("command menu for %s not set yet: %s", person.name, err.message)
+
+
+async def run_fleet(config: Config) -> int:
+    db = Database(config.database.url)
+    lock = poller_lock(
+        db, config.telegram.token.get_secret_value(), config.sqlite_path(), config.path
+    )
+    try:
+        await lock.acquire()
+    except LockHeld as err:
+        log.error("%s", err)
+        await db.dispose()
+        return EXIT_LOCKED
+    try:
+        await db.migrate()
+        return await _serve(config, db)
+    finally:
+        await lock.release()
+        await db.dispose()
+
+
+async def _serve(config: Config, db: Database) -> int:
+    monitor = PollMonitor()
+    bot = make_bot(config, monitor)
+    routers = get_routers()
+    in_flight = InFlight()
+    sender = Sender(bot, db)
+    dp = make_dispatcher(config, db, routers, in_flight, poll_monitor=monitor, sender=sender)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def on_stall(silent: float) -> None:
+        await alert(
+            db,
+            config,
+            sender,
+            f"⚠️ Telegram polling stalled: no completed poll for {silent:.0f} s. "
+            "Polling was restarted.",
+            dedup_key=f"poll-stall:{int(time.time() // 300)}",
+        )
+
+    supervisor = PollingSupervisor(
+        dp, bot, monitor, polling_timeout=config.telegram.polling_timeout, on_stall=on_stall
+    )
+    scheduler = Scheduler(db)
+
+    async def poll_beat() -> None:
+        last = monitor.last_poll_monotonic
+        if last is None or time.monotonic() - last > supervisor.stall_after:
+            raise RuntimeError("no completed getUpdates within three polling timeouts")
+
+    scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
+    try:
+        me = await bot.get_me()
+    except TelegramUnauthorizedError:
+        log.error("Telegram rejected the bot token (401 Unauthorized): check telegram.token")
+        await bot.session.close()
+        return EXIT_TOKEN
+    except Exception as err:  # noqa: BLE001 - network: polling retries on its own
+        log.warning("cannot reach Telegram yet (%s); polling will keep trying", err)
+        me = None
+    if me is not None:
+        log.info("bot @%s (id %d) starting", me.username, me.id)
+        try:
+            await register_commands(bot, config, routers)
+        except TelegramAPIError as err:
+            log.warning("could not register the command menu: %s", err)
+
+    scheduler.start()
+    sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
+    code = EXIT_OK
+    try:
+        await supervisor.run(stop)
+    except TelegramTokenRejected:
+        log.error("Telegram rejected the bot token (401 Unauthorized): check telegram.token")
+        code = EXIT_TOKEN
+    finally:
+        log.info("shutting down: finishing %d update(s) in flight", in_flight.count)
+        stop.set()
+        if not await in_flight.drain(SHUTDOWN_GRACE):
+            log.warning("shutdown: updates still in flight after %.0f s", SHUTDOWN_GRACE)
+        scheduler.shutdown()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
+        await bot.session.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+    return code
+
+
+async def alert(
+    db: Database, config: Config, sender: Sender | None, text: str, *, dedup_key: str
+) -> None:
+    """Queue a message for the alerts feed (or only log it when no alerts feed is set)."""
+    feed = config.feed("alerts")
+    if feed is None:
+        log.warning("no alerts feed configured; alert not posted: %s", text)
+        return
+    async with db.session() as session:
+        await outbox.enqueue(
+            session,
+            outbox.Destination(feed.chat_id, feed.topic, "alerts"),
+            esc(text),
+            dedup_key=dedup_key,
+        )
+    if sender is not None:
+        sender.wake()

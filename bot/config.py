@@ -1,0 +1,470 @@
+"""The one configuration file: loading, secret references and validation.
+
+A config is read once, validated completely, and every problem is reported together with the
+file, the key path and what is wrong. Secret values never appear in an error: a problem with a
+secret names the environment variable or the file it was meant to come from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path("fleet.toml")
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used. `problems` holds one line per problem, each naming the file
+    and the key path; none contains a secret value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "45s", "10m", "2h" or "1d"."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f'"{text}" is not a duration like "45s", "10m", "2h" or "1d"')
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+class Role(StrEnum):
+    """What a person may do. Higher roles include everything lower roles may do."""
+
+    viewer = "viewer"
+    operator = "operator"
+    owner = "owner"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+_ROLE_RANK = {Role.viewer: 0, Role.operator: 1, Role.owner: 2}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TelegramConfig(_Section):
+    token: SecretStr
+    api_base: str = ""
+    polling_timeout: int = Field(default=30, ge=1, le=50)
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s):// URL of a Bot API server")
+        return value.rstrip("/")
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///fleet.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                "(the async drivers fleetbridge uses)"
+            )
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class Person(_Section):
+    telegram_id: int
+    name: str = Field(min_length=1)
+    role: Role
+
+
+class Feed(_Section):
+    chat_id: int
+    topic: int | None = None
+
+
+class Feeds(_Section):
+    alerts: Feed | None = None
+    triage: Feed | None = None
+    approvals: Feed | None = None
+    activity: Feed | None = None
+
+    def items(self) -> Iterator[tuple[str, Feed]]:
+        for name in ("alerts", "triage", "approvals", "activity"):
+            feed: Feed | None = getattr(self, name)
+            if feed is not None:
+                yield name, feed
+
+
+class AnthropicProfile(_Section):
+    api_key: SecretStr
+
+
+class AnthropicConfig(_Section):
+    base_url: str = ""
+    profiles: dict[str, AnthropicProfile] = Field(default_factory=dict)
+
+
+class Price(_Section):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+
+
+class AgentConfig(_Section):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    title: str = ""
+    hub: bool = False
+    reports_to: str | None = None
+    workspace: Path
+    model: str
+    fallbacks: list[str] = Field(default_factory=list)
+    profiles: list[str] = Field(default_factory=lambda: ["primary"])
+    heartbeat: str | None = None
+    cron: str | None = None
+    quiet_hours: str | None = None
+    budget_usd_month: float | None = Field(default=None, ge=0)
+    authority: list[str] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list)
+    max_retries: int = Field(default=3, ge=0)
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None and not _QUIET_HOURS.match(value):
+            raise ValueError(f'"{value}" is not a range like "23:00-07:00"')
+        return value
+
+
+class HimalayaOptions(_Section):
+    bin: str = "himalaya"
+    version: Literal[1, 2] | None = None
+
+
+class MailboxConfig(_Section):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    backend: Literal["himalaya", "graph"]
+    account: str | None = None
+    user: str | None = None
+    folder: str = "INBOX"
+    himalaya: HimalayaOptions = Field(default_factory=HimalayaOptions)
+    every: str = "10m"
+    vip: list[str] = Field(default_factory=list)
+    urgent_keywords: list[str] = Field(default_factory=list)
+    ignore: list[str] = Field(default_factory=list)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class CheckConfig(_Section):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    http: str | None = None
+    tcp: str | None = None
+    command: str | None = None
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    expect_text: str | None = None
+    every: str = "1m"
+    timeout: str = "10s"
+    failures_before_alert: int = Field(default=3, ge=1)
+    successes_before_resolve: int = Field(default=2, ge=1)
+    recover: str | None = None
+
+    @field_validator("every", "timeout")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class DeployConfig(_Section):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    command: str
+    verify: list[str] = Field(default_factory=list)
+    rollback: str | None = None
+    approvers: str = "owner"
+    shell: bool = False
+    timeout: str = "10m"
+
+
+class Config(_Section):
+    """The whole validated configuration. `path` is where it was read from."""
+
+    path: Path = Path("fleet.toml")
+    timezone: str = "UTC"
+    telegram: TelegramConfig
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    people: list[Person] = Field(default_factory=list)
+    feeds: Feeds = Field(default_factory=Feeds)
+    anthropic: AnthropicConfig = Field(default_factory=AnthropicConfig)
+    pricing: dict[str, Price] = Field(default_factory=dict)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    mailboxes: list[MailboxConfig] = Field(default_factory=list)
+    checks: list[CheckConfig] = Field(default_factory=list)
+    deploys: list[DeployConfig] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'unknown time zone "{value}" (use an IANA name)') from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def person(self, telegram_id: int) -> Person | None:
+        for person in self.people:
+            if person.telegram_id == telegram_id:
+                return person
+        return None
+
+    def feed(self, name: str) -> Feed | None:
+        feed: Feed | None = getattr(self.feeds, name, None)
+        return feed
+
+    @property
+    def feed_chat_ids(self) -> frozenset[int]:
+        return frozenset(feed.chat_id for _, feed in self.feeds.items())
+
+    @property
+    def hub(self) -> AgentConfig | None:
+        return next((agent for agent in self.agents if agent.hub), None)
+
+    def secret_values(self) -> list[str]:
+        """Every secret the config holds, for log redaction."""
+        values = [self.telegram.token.get_secret_value()]
+        values += [p.api_key.get_secret_value() for p in self.anthropic.profiles.values()]
+        return [v for v in values if v]
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for PostgreSQL or an in-memory database."""
+        if not self.database.is_sqlite:
+            return None
+        rest = self.database.url.split(":///", 1)[1] if ":///" in self.database.url else ""
+        if not rest or rest.startswith(":memory:"):
+            return None
+        return Path(rest.split("?", 1)[0])
+
+
+def load_config(path: Path) -> Config:
+    """Read, resolve and validate a config file; raise ConfigError listing every problem."""
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{where}: file not found (create one with `fleet init`)"]) from None
+    except OSError as err:
+        raise ConfigError([f"{where}: cannot read: {err.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{where}: not valid TOML: {err}"]) from None
+    return config_from_dict(raw, path)
+
+
+def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
+    problems: list[str] = []
+    resolved = _resolve_secrets(raw, (), path.parent, problems)
+    resolved["path"] = path
+    try:
+        config = Config.model_validate(resolved)
+    except ValidationError as err:
+        problems += [_describe(error) for error in err.errors(include_input=False)]
+        raise ConfigError([f"{path}: {p}" for p in problems]) from None
+    problems += _semantic_problems(config)
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    return config
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{_key_path(loc)}: unknown key"
+    if kind == "missing":
+        return f"{_key_path(loc)}: required key is missing"
+    if kind == "enum" and loc and loc[-1] == "role":
+        return f"{_key_path(loc)}: unknown role (use owner, operator or viewer)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{_key_path(loc)}: {message}"
+
+
+def _resolve_secrets(
+    node: Any, loc: tuple[str | int, ...], base: Path, problems: list[str]
+) -> Any:
+    """Expand ${VAR} references and read `<key>_file` entries into `<key>`."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key.endswith("_file") and isinstance(value, str) and len(key) > 5:
+                target = key.removesuffix("_file")
+                here = _key_path((*loc, key))
+                if target in node:
+                    problems.append(f"{here}: give either {target} or {key}, not both")
+                    continue
+                out[target] = _read_secret_file(value, base, here, problems)
+                continue
+            out[key] = _resolve_secrets(value, (*loc, key), base, problems)
+        return out
+    if isinstance(node, list):
+        return [_resolve_secrets(v, (*loc, i), base, problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        return _expand(node, _key_path(loc), problems)
+    return node
+
+
+def _expand(text: str, here: str, problems: list[str]) -> str:
+    def value_of(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = os.environ.get(name)
+        if value is None:
+            problems.append(f"{here}: references ${{{name}}}, which is not set")
+            return ""
+        if not value.strip():
+            problems.append(f"{here}: references ${{{name}}}, which is empty")
+            return ""
+        return value
+
+    return _VAR.sub(value_of, text)
+
+
+def _read_secret_file(name: str, base: Path, here: str, problems: list[str]) -> str:
+    file = (base / name) if not Path(name).is_absolute() else Path(name)
+    try:
+        value = file.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        problems.append(f"{here}: cannot read {file}: {err.strerror}")
+        return ""
+    if not value:
+        problems.append(f"{here}: {file} is empty")
+    return value
+
+
+def _semantic_problems(config: Config) -> list[str]:
+    problems: list[str] = []
+
+    seen_people: set[int] = set()
+    for i, person in enumerate(config.people):
+        if person.telegram_id in seen_people:
+            problems.append(f"people[{i}].telegram_id: duplicate person {person.telegram_id}")
+        seen_people.add(person.telegram_id)
+    if config.people and not any(p.role is Role.owner for p in config.people):
+        problems.append("people: no person has role owner (deploys and P0 need one)")
+
+    ids: dict[str, int] = {}
+    for i, agent in enumerate(config.agents):
+        if agent.id in ids:
+            problems.append(f'agents[{i}].id: duplicate agent id "{agent.id}"')
+        ids.setdefault(agent.id, i)
+    hubs = [i for i, agent in enumerate(config.agents) if agent.hub]
+    if config.agents and not hubs:
+        problems.append("agents: no agent has hub = true (exactly one must)")
+    for i in hubs[1:]:
+        problems.append(f"agents[{i}].hub: more than one hub (exactly one agent has hub = true)")
+
+    profiles = set(config.anthropic.profiles)
+    for i, agent in enumerate(config.agents):
+        if agent.reports_to is not None and agent.reports_to not in ids:
+            problems.append(f'agents[{i}].reports_to: unknown agent "{agent.reports_to}"')
+        if agent.hub and agent.reports_to is not None:
+            problems.append(f"agents[{i}].reports_to: the hub reports to no agent")
+        if agent.heartbeat and agent.cron:
+            problems.append(f"agents[{i}]: give either heartbeat or cron, not both")
+        for j, profile in enumerate(agent.profiles):
+            # With no [anthropic.profiles], "primary" is the SDK's own ANTHROPIC_API_KEY.
+            if profile not in profiles and (profiles or profile != "primary"):
+                problems.append(
+                    f'agents[{i}].profiles[{j}]: unknown profile "{profile}" '
+                    "(define it under [anthropic.profiles])"
+                )
+    problems += _cycles(config.agents)
+
+    for kind, items in (
+        ("mailboxes", config.mailboxes),
+        ("checks", config.checks),
+        ("deploys", config.deploys),
+    ):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.id in seen:
+                problems.append(f'{kind}[{i}].id: duplicate id "{item.id}"')
+            seen.add(item.id)
+    for i, mailbox in enumerate(config.mailboxes):
+        if mailbox.backend == "himalaya" and not mailbox.account:
+            problems.append(f"mailboxes[{i}].account: required for the himalaya backend")
+        if mailbox.backend == "graph" and not mailbox.user:
+            problems.append(f"mailboxes[{i}].user: required for the graph backend")
+    for i, check in enumerate(config.checks):
+        kinds = [k for k in (check.http, check.tcp, check.command) if k]
+        if len(kinds) != 1:
+            problems.append(f"checks[{i}]: give exactly one of http, tcp or command")
+    return problems
+
+
+def _cycles(agents: list[AgentConfig]) -> list[str]:
+    manager = {agent.id: agent.reports_to for agent in agents}
+    problems: list[str] = []
+    reported: set[str] = set()
+    for agent in agents:
+        chain = [agent.id]
+        current = manager.get(agent.id)
+        while current is not None and current in manager:
+            if current in chain:
+                cycle = chain[chain.index(current) :] + [current]
+                if not reported.intersection(cycle):
+                    problems.append("agents: reports_to forms a cycle: " + " -> ".join(cycle))
+                    reported.update(cycle)
+                break
+            chain.append(current)
+            current = manager[current]
+    return problems

@@ -1,0 +1,43 @@
+"""Logging: one format, UTC times, and secrets replaced before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+
+from bot.polling import QuietPollingErrors
+
+# Bot tokens look like 123456789:AA...; redact any, even one the config does not know.
+_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b")
+
+
+class RedactingFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__("%(asctime)sZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return _TOKEN.sub("[redacted-token]", text)
+
+
+def configure_logging(secrets: list[str], level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiogram.dispatcher").addFilter(QuietPollingErrors())
+    # One line per handled update is noise at fleet scale; errors still come through.
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,61 @@
+"""APScheduler, with every job wrapped so that it writes a job beat (start, finish, error).
+
+The scheduler's job store is in memory and rebuilt at start from the config and the database;
+the job beats in the database, not the job store, are the record of what ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from storage import jobs
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+JobFunc = Callable[[], Awaitable[None]]
+
+
+class Scheduler:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def every(self, job_id: str, seconds: int, func: JobFunc) -> None:
+        """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
+        self.scheduler.add_job(
+            self._with_beat(job_id, seconds, func),
+            IntervalTrigger(seconds=seconds, timezone=UTC),
+            id=job_id,
+            name=job_id,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, seconds // 2),
+            replace_existing=True,
+        )
+
+    def _with_beat(self, job_id: str, seconds: int, func: JobFunc) -> JobFunc:
+        async def run() -> None:
+            async with self.db.session() as session:
+                await jobs.started(session, job_id, datetime.now(UTC), seconds)
+            error: str | None = None
+            try:
+                await func()
+            except Exception as err:  # a job failure is recorded, never fatal
+                error = f"{type(err).__name__}: {err}"
+                log.exception("job %s failed", job_id)
+            async with self.db.session() as session:
+                await jobs.finished(session, job_id, datetime.now(UTC), error)
+
+        return run
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)

@@ -1,0 +1,12 @@
+"""Telegram handlers: one Router per feature. `get_routers` is used by the process and tests."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers import errors, fallback, start, status
+
+
+def get_routers() -> list[Router]:
+    """Feature routers in order; the fallback for unknown commands comes last."""
+    return [errors.router, start.router, status.router, fallback.router]

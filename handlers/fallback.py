@@ -1,0 +1,16 @@
+"""Included last: a command nobody handled gets a pointer to /help instead of silence."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.types import Message
+
+from bot.text import esc
+
+router = Router(name=__name__)
+
+
+@router.message(F.text.startswith("/"))
+async def unknown_command(message: Message) -> None:
+    word = (message.text or "").split(maxsplit=1)[0][:64]
+    await message.answer(f"Unknown command {esc(word)}. /help lists the commands you can use.")

@@ -1,0 +1,40 @@
+"""Job beats: the last start, finish and error of every scheduled job."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import JobBeat
+
+
+async def started(
+    session: AsyncSession, job_id: str, at: datetime, interval_s: int | None
+) -> None:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(JobBeat).values(
+        job_id=job_id, interval_s=interval_s, last_start=at, runs=1, failures=0
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id"],
+        set_={"last_start": at, "interval_s": interval_s, "runs": JobBeat.runs + 1},
+    )
+    await session.execute(stmt)
+
+
+async def finished(session: AsyncSession, job_id: str, at: datetime, error: str | None) -> None:
+    values: dict[str, object] = {"last_finish": at}
+    if error is None:
+        values["last_success"] = at
+    else:
+        values |= {"last_error": error[:2000], "last_error_at": at}
+        values["failures"] = JobBeat.failures + 1
+    await session.execute(update(JobBeat).where(JobBeat.job_id == job_id).values(**values))
+
+
+async def all_beats(session: AsyncSession) -> list[JobBeat]:
+    return list((await session.execute(select(JobBeat).order_by(JobBeat.job_id))).scalars())

@@ -1,0 +1,327 @@
+"""Tables for the whole vocabulary of design.md.
+
+Every status lives here and is changed only by the transition functions of `storage/`. Times
+are stored in UTC; `UTCDateTime` makes that hold on SQLite, which has no time zones.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use UTC-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class AgentState(Base):
+    """What the database knows about an agent beyond its config: pause, backoff."""
+
+    __tablename__ = "agent_state"
+
+    agent_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(String(64))
+    budget_usd_month: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    assignee: Mapped[str] = mapped_column(String(32), index=True)
+    creator: Mapped[str] = mapped_column(String(64))  # "person:<telegram id>" or "agent:<id>"
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=2)  # 0 urgent .. 3 low
+    status: Mapped[str] = mapped_column(String(16), default="todo", index=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    blocked_reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TaskEvent(Base):
+    """One thing that happened to a task: created, a status change, a comment, an assignment."""
+
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    """One heartbeat turn of one agent. A queued run is a wake; wakes for an agent merge."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_agent_status", "agent_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(32))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | assignment | comment | manual
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
+    changed_anything: Mapped[bool | None] = mapped_column(Boolean)
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(
+        String(16)
+    )  # deploy | action | publish | incident_p0 | budget
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
+    approvers: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"role": .., "people": [..]}
+    required: Mapped[int] = mapped_column(Integer, default=1)
+    deadline: Mapped[datetime | None]
+    on_timeout: Mapped[str] = mapped_column(String(16), default="expire")  # escalate | expire
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    reminded_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApprovalVote(Base):
+    """One person's vote; the unique pair makes a second vote by the same person impossible."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (UniqueConstraint("approval_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    vote: Mapped[str] = mapped_column(String(8))  # approve | reject
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeployRun(Base):
+    __tablename__ = "deploy_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(32), index=True)
+    approval_id: Mapped[int | None] = mapped_column(ForeignKey("approvals.id"), unique=True)
+    ref: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    output_tail: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+    # One open incident per fingerprint, on both backends.
+    __table_args__ = (
+        Index(
+            "uq_incidents_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text("status IN ('open', 'acknowledged', 'silenced')"),
+            postgresql_where=text("status IN ('open', 'acknowledged', 'silenced')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(2))  # P3 .. P0
+    requested_severity: Mapped[str | None] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    details: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(64))  # "check:<id>" or "agent:<id>"
+    confirmations: Mapped[list[Any]] = mapped_column(default=list)
+    silenced_until: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+
+
+class Silence(Base):
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matcher: Mapped[str] = mapped_column(String(128))  # a check id or a fingerprint
+    until: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Outbox(Base):
+    """One outbound Telegram message. Rows are written first, then the sender delivers them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_chat", "status", "chat_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feed: Mapped[str | None] = mapped_column(String(16))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    topic: Mapped[int | None] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    buttons: Mapped[list[Any] | None] = mapped_column(JSON)
+    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0)
+    sent_message_ids: Mapped[list[Any]] = mapped_column(default=list)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class Usage(Base):
+    """One LLM call."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16), default="turn")  # turn | triage | ...
+    model: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(32))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
+    price_known: Mapped[bool] = mapped_column(Boolean, default=True)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | error
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class JobBeat(Base):
+    """The last start, finish and error of each scheduled job, read by the watchdog."""
+
+    __tablename__ = "job_beats"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    last_start: Mapped[datetime | None]
+    last_finish: Mapped[datetime | None]
+    last_success: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TriageItem(Base):
+    """One email judged once, across restarts and across mailboxes that share it."""
+
+    __tablename__ = "triage_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(512), unique=True)
+    mailbox: Mapped[str] = mapped_column(String(32))
+    backend_id: Mapped[str] = mapped_column(String(256))
+    sender: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(500))
+    verdict: Mapped[str | None] = mapped_column(String(8))  # urgent | normal | ignore
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(8))  # rule | model
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    received_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HubMessage(Base):
+    """A message for the hub's inbox (escalations, oversight notices), read on its heartbeat."""
+
+    __tablename__ = "hub_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    read_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,143 @@
+"""The outbox: every outbound Telegram message except a command's direct reply is a row first.
+
+`enqueue` is how the rest of the code sends; the functions below it are the sender's
+transitions (pending -> sent | failed), each a conditional update that says whether it won.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Outbox, utcnow
+
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a message goes: a chat, optionally a forum topic; `feed` names it for people."""
+
+    chat_id: int
+    topic: int | None = None
+    feed: str | None = None
+
+
+Button = dict[str, str]  # {"text": ..., "callback_data": ...} or {"text": ..., "url": ...}
+
+
+async def enqueue(
+    session: AsyncSession,
+    to: Destination,
+    text: str,
+    *,
+    buttons: list[list[Button]] | None = None,
+    dedup_key: str | None = None,
+) -> int | None:
+    """Queue a message. Returns its row id, or None if `dedup_key` was already queued (the
+    message is then not queued twice)."""
+    values: dict[str, Any] = {
+        "feed": to.feed,
+        "chat_id": to.chat_id,
+        "topic": to.topic,
+        "text": text,
+        "buttons": buttons,
+        "dedup_key": dedup_key or f"once:{uuid.uuid4().hex}",
+        "status": PENDING,
+        "attempts": 0,
+        "parts_sent": 0,
+        "sent_message_ids": [],
+        "next_attempt_at": utcnow(),
+        "created_at": utcnow(),
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Outbox)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(Outbox.id)
+    )
+    row_id: int | None = (await session.execute(stmt)).scalar_one_or_none()
+    return row_id
+
+
+async def due_heads(session: AsyncSession, now: datetime, limit: int = 100) -> list[Outbox]:
+    """The oldest pending row of each chat, where that row is due. A chat whose oldest row
+    waits (retry_after, backoff) sends nothing else, so each chat keeps its order."""
+    heads = (
+        select(func.min(Outbox.id))
+        .where(Outbox.status == PENDING)
+        .group_by(Outbox.chat_id)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Outbox)
+        .where(Outbox.id.in_(heads), Outbox.next_attempt_at <= now)
+        .order_by(Outbox.id)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    stmt = select(func.min(Outbox.next_attempt_at)).where(Outbox.status == PENDING)
+    value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
+    return value
+
+
+async def record_part(
+    session: AsyncSession, row_id: int, part: int, message_ids: list[int]
+) -> bool:
+    """Record that part `part` (0-based) went out, so a restart resumes after it."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status == PENDING, Outbox.parts_sent == part)
+        .values(parts_sent=part + 1, sent_message_ids=message_ids)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_sent(session: AsyncSession, row_id: int) -> bool:
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status == PENDING)
+        .values(status=SENT, sent_at=utcnow(), last_error=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def defer(
+    session: AsyncSession, row_id: int, until: datetime, error: str, *, attempt: bool
+) -> bool:
+    """Try again at `until`. `attempt` counts it against the row's attempts (a 429 does not:
+    Telegram said exactly when to come back)."""
+    values: dict[str, Any] = {"next_attempt_at": until, "last_error": error[:1000]}
+    if attempt:
+        values["attempts"] = Outbox.attempts + 1
+    result = await session.execute(
+        update(Outbox).where(Outbox.id == row_id, Outbox.status == PENDING).values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_failed(session: AsyncSession, row_id: int, error: str) -> bool:
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status == PENDING)
+        .values(status=FAILED, attempts=Outbox.attempts + 1, last_error=error[:1000])
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    stmt = select(Outbox.status, func.count()).group_by(Outbox.status)
+    return {status: n for status, n in (await session.execute(stmt)).tuples()}
