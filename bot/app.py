@@ -20,7 +20,7 @@ from bot.config import Config, Role
 from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
-from bot.scheduler import Scheduler
+from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
 from handlers import get_routers
@@ -46,7 +46,7 @@ def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
     return Bot(
         token=config.telegram.token.get_secret_value(),
         session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
     )
 
 
@@ -131,11 +131,12 @@ async def _serve(config: Config, db: Database) -> int:
         dp, bot, monitor, polling_timeout=config.telegram.polling_timeout, on_stall=on_stall
     )
     scheduler = Scheduler(db)
+    started = time.monotonic()
 
     async def poll_beat() -> None:
-        last = monitor.last_poll_monotonic
-        if last is None or time.monotonic() - last > supervisor.stall_after:
-            raise RuntimeError("no completed getUpdates within three polling timeouts")
+        last = monitor.last_poll_monotonic or started
+        if time.monotonic() - last > supervisor.stall_after:
+            raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     try:

@@ -1,12 +1,14 @@
 """The one configuration file: loading, secret references and validation.
 
-A config is read once, validated completely, and every problem is reported together with the
-file, the key path and what is wrong. Secret values never appear in an error: a problem with a
+A config is read once and validated completely: every problem of a stage is reported together
+with the file, the key path and what is wrong (cross-checks such as duplicate ids run once the
+keys and types are right). Secret values never appear in an error: a problem with a
 secret names the environment variable or the file it was meant to come from.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -316,7 +318,21 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
     problems += _semantic_problems(config)
     if problems:
         raise ConfigError([f"{path}: {p}" for p in problems])
-    return config
+    return _anchor_sqlite(config)
+
+
+def _anchor_sqlite(config: Config) -> Config:
+    """A relative SQLite path is relative to the config file, like workspaces, not to
+    wherever the process happens to start (systemd, cron and shells differ)."""
+    prefix = "sqlite+aiosqlite:///"
+    url = config.database.url
+    if not url.startswith(prefix) or url[len(prefix) :].startswith(("/", ":memory:")):
+        return config
+    if not url[len(prefix) :]:
+        return config
+    absolute = (config.path.parent / url[len(prefix) :]).resolve()
+    database = config.database.model_copy(update={"url": f"{prefix}{absolute}"})
+    return config.model_copy(update={"database": database})
 
 
 def _key_path(loc: tuple[str | int, ...]) -> str:
@@ -330,13 +346,43 @@ def _describe(error: Any) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{_key_path(loc)}: unknown key"
+        known = _known_keys(loc[:-1])
+        hint = ""
+        if known:
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(known)})"
+        return f"{_key_path(loc)}: unknown key{hint}"
     if kind == "missing":
         return f"{_key_path(loc)}: required key is missing"
     if kind == "enum" and loc and loc[-1] == "role":
         return f"{_key_path(loc)}: unknown role (use owner, operator or viewer)"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{_key_path(loc)}: {message}"
+
+
+def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The keys a section accepts, found by walking the models along `loc`."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        if model is None:
+            return []
+    return [name for name in model.model_fields if name != "path"]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _resolve_secrets(
@@ -379,11 +425,16 @@ def _expand(text: str, here: str, problems: list[str]) -> str:
 
 
 def _read_secret_file(name: str, base: Path, here: str, problems: list[str]) -> str:
+    # The path may use ${VAR}, e.g. systemd's ${CREDENTIALS_DIRECTORY}/telegram.
+    name = _expand(name, here, problems) if "${" in name else name
     file = (base / name) if not Path(name).is_absolute() else Path(name)
     try:
         value = file.read_text(encoding="utf-8").strip()
     except OSError as err:
         problems.append(f"{here}: cannot read {file}: {err.strerror}")
+        return ""
+    except UnicodeDecodeError:
+        problems.append(f"{here}: {file} is not UTF-8 text")
         return ""
     if not value:
         problems.append(f"{here}: {file} is empty")
@@ -423,9 +474,10 @@ def _semantic_problems(config: Config) -> list[str]:
         for j, profile in enumerate(agent.profiles):
             # With no [anthropic.profiles], "primary" is the SDK's own ANTHROPIC_API_KEY.
             if profile not in profiles and (profiles or profile != "primary"):
+                default = " (the default)" if profile == "primary" else ""
                 problems.append(
-                    f'agents[{i}].profiles[{j}]: unknown profile "{profile}" '
-                    "(define it under [anthropic.profiles])"
+                    f'agents[{i}].profiles[{j}]: unknown profile "{profile}"{default}; '
+                    f"define [anthropic.profiles.{profile}] or list this agent's profiles"
                 )
     problems += _cycles(config.agents)
 

@@ -7,8 +7,6 @@ import re
 import sys
 import time
 
-from bot.polling import QuietPollingErrors
-
 # Bot tokens look like 123456789:AA...; redact any, even one the config does not know.
 _TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b")
 
@@ -30,6 +28,14 @@ class RedactingFormatter(logging.Formatter):
         return _TOKEN.sub("[redacted-token]", text)
 
 
+class QuietPollingErrors(logging.Filter):
+    """Drops aiogram's per-retry polling error lines; bot.polling.PollMonitor logs those once
+    a minute instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Failed to fetch updates", "Sleep for "))
+
+
 def configure_logging(secrets: list[str], level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(secrets))
@@ -41,3 +47,4 @@ def configure_logging(secrets: list[str], level: int = logging.INFO) -> None:
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -87,14 +87,6 @@ class PollMonitor(BaseRequestMiddleware):
         return response
 
 
-class QuietPollingErrors(logging.Filter):
-    """Drops aiogram's per-retry polling error lines; PollMonitor logs them once a minute."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not message.startswith(("Failed to fetch updates", "Sleep for "))
-
-
 class PollingSupervisor:
     """Runs dp.start_polling, restarting it when it stalls or dies."""
 

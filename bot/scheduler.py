@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 JobFunc = Callable[[], Awaitable[None]]
 
 
+class JobFailed(Exception):
+    """A job found something wrong that is not a bug: recorded and logged without traceback."""
+
+
 class Scheduler:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -46,6 +50,9 @@ class Scheduler:
             error: str | None = None
             try:
                 await func()
+            except JobFailed as err:
+                error = str(err)
+                log.error("job %s: %s", job_id, err)
             except Exception as err:  # a job failure is recorded, never fatal
                 error = f"{type(err).__name__}: {err}"
                 log.exception("job %s failed", job_id)

@@ -10,6 +10,7 @@ TELEGRAM_LIMIT = 4096
 
 _ATOM = re.compile(r"<[^<>]*>|&#?\w+;|\n| +|[^<&\n ]+|[<&]")
 _TAG = re.compile(r"^<(/?)([a-zA-Z][a-zA-Z0-9-]*)")
+_TAGS = re.compile(r"<[^<>]*>")
 
 
 def esc(value: object) -> str:
@@ -22,36 +23,41 @@ def split_html(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
 
     Parts end at line boundaries where possible; a tag open at a cut is closed at the end of
     the part and reopened at the start of the next, so every part is valid on its own. The
-    limit applies to the raw HTML, which is never shorter than what Telegram counts.
+    limit applies to the raw HTML, which is never shorter than what Telegram counts. Parts
+    without visible text are dropped (Telegram refuses empty messages).
     """
     if len(text) <= limit:
         return [text]
-    atoms = _atoms(text, max(1, limit // 4))
     parts: list[str] = []
-    stack: list[tuple[str, str]] = []  # (name, opening tag) of tags open at this point
-    current: list[tuple[str, list[tuple[str, str]]]] = []  # atom, stack after it
-    prefix = ""
+    prefix = ""  # tags reopened at the start of the current part
+    stack: list[tuple[str, str]] = []  # (name, opening tag) open after the last atom
+    items: list[tuple[str, list[tuple[str, str]]]] = []  # atoms of the part, stack after each
+    size = 0  # characters in `items`
 
-    def size(items: list[tuple[str, list[tuple[str, str]]]], open_: list[tuple[str, str]]) -> int:
-        return len(prefix) + sum(len(a) for a, _ in items) + _closers_len(open_)
-
-    for atom in atoms:
+    for atom in _atoms(text, max(1, limit // 4)):
         after = _apply(stack, atom)
-        if current and size([*current, (atom, after)], after) > limit:
-            cut = _last_newline(current)
-            if cut is None:
-                kept, carry = current, []
-            else:
-                kept, carry = current[:cut], current[cut + 1 :]
+        while items and len(prefix) + size + len(atom) + _closers_len(after) > limit:
+            cut = _last_newline(items)
+            kept, carry = (items, []) if cut is None else (items[:cut], items[cut + 1 :])
             open_at_cut = kept[-1][1]
-            parts.append(prefix + "".join(a for a, _ in kept) + _closers(open_at_cut))
+            part = prefix + "".join(a for a, _ in kept) + _closers(open_at_cut)
+            if _visible(part):
+                parts.append(part)
             prefix = "".join(tag for _, tag in open_at_cut)
-            current = carry
-        current.append((atom, after))
+            items = carry
+            size = sum(len(a) for a, _ in carry)
+        items.append((atom, after))
+        size += len(atom)
         stack = after
-    if current:
-        parts.append(prefix + "".join(a for a, _ in current) + _closers(stack))
-    return [p for p in parts if p.strip()]
+    if items:
+        part = prefix + "".join(a for a, _ in items) + _closers(stack)
+        if _visible(part):
+            parts.append(part)
+    return parts
+
+
+def _visible(part: str) -> bool:
+    return bool(_TAGS.sub("", part).strip())
 
 
 def _atoms(text: str, longest: int) -> list[str]:

@@ -1,4 +1,6 @@
-"""Included last: a command nobody handled gets a pointer to /help instead of silence."""
+"""Included last: a command nobody handled gets a pointer to /help instead of silence.
+
+Only in private chats: in a feed group, a command may be meant for another bot."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from bot.text import esc
 router = Router(name=__name__)
 
 
-@router.message(F.text.startswith("/"))
+@router.message(F.chat.type == "private", F.text.startswith("/"))
 async def unknown_command(message: Message) -> None:
     word = (message.text or "").split(maxsplit=1)[0][:64]
     await message.answer(f"Unknown command {esc(word)}. /help lists the commands you can use.")

@@ -52,10 +52,9 @@ class Database:
     @asynccontextmanager
     async def claim(self) -> AsyncIterator[AsyncSession]:
         """A write transaction that holds the write lock from its first statement."""
-        async with self.sessions() as session:
+        async with self.sessions() as session, session.begin():
             await session.connection(execution_options={_IMMEDIATE: True})
-            async with session.begin():
-                yield session
+            yield session
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest migration."""

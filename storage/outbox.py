@@ -140,4 +140,26 @@ async def mark_failed(session: AsyncSession, row_id: int, error: str) -> bool:
 
 async def counts(session: AsyncSession) -> dict[str, int]:
     stmt = select(Outbox.status, func.count()).group_by(Outbox.status)
-    return {status: n for status, n in (await session.execute(stmt)).tuples()}
+    return {status: n for status, n in (await session.execute(stmt)).all()}
+
+
+async def requeue(session: AsyncSession, row_id: int) -> bool:
+    """Give a failed row another full set of attempts. Only a failed row can be requeued."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status == FAILED)
+        .values(status=PENDING, attempts=0, next_attempt_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def get(session: AsyncSession, row_id: int) -> Outbox | None:
+    return await session.get(Outbox, row_id)
+
+
+async def unsent(session: AsyncSession, limit: int = 20) -> list[Outbox]:
+    """Rows not delivered (pending or failed), oldest first."""
+    stmt = (
+        select(Outbox).where(Outbox.status.in_((PENDING, FAILED))).order_by(Outbox.id).limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())

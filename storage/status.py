@@ -33,7 +33,7 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
         .where(Task.status.in_(OPEN_TASK_STATUSES))
         .group_by(Task.status)
     )
-    summary.open_tasks = dict(tasks.tuples().all())
+    summary.open_tasks = {status: n for status, n in tasks.all()}
     approvals = await session.execute(
         select(func.count()).select_from(Approval).where(Approval.status == "pending")
     )
@@ -43,7 +43,7 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
         .where(Incident.status.in_(OPEN_INCIDENT_STATUSES))
         .group_by(Incident.severity)
     )
-    summary.open_incidents = dict(incidents.tuples().all())
+    summary.open_incidents = {severity: n for severity, n in incidents.all()}
     summary.jobs = await jobs.all_beats(session)
     summary.outbox = await outbox.counts(session)
     return summary

@@ -1,0 +1,59 @@
+"""/outbox and /resend: messages that have not gone out yet, and a way to retry failed ones."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import CommandObject
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import Config, Role
+from bot.sender import Sender
+from bot.text import esc, when
+from handlers.registry import command
+from storage import outbox
+
+router = Router(name=__name__)
+
+
+@command(router, "outbox", Role.viewer)
+async def show_outbox(message: Message, session: AsyncSession, config: Config) -> None:
+    """Messages waiting or failed, with the last error"""
+    rows = await outbox.unsent(session)
+    if not rows:
+        await message.answer("Outbox is empty: every message was delivered.")
+        return
+    lines = ["<b>Outbox</b> (oldest first)"]
+    for row in rows:
+        where = row.feed or str(row.chat_id)
+        preview = esc(row.text[:60].replace("\n", " "))
+        error = f" — {esc(row.last_error[:120])}" if row.last_error else ""
+        lines.append(
+            f"#{row.id} {row.status} → {esc(where)}, {row.attempts} attempt(s), "
+            f"queued {when(row.created_at, config.tz)}: {preview}{error}"
+        )
+    await message.answer("\n".join(lines))
+
+
+@command(router, "resend", Role.operator, usage="<outbox id>")
+async def resend(
+    message: Message, command: CommandObject, session: AsyncSession, sender: Sender
+) -> None:
+    """Retry a failed outbox message"""
+    arg = (command.args or "").strip().lstrip("#")
+    if not arg.isdigit():
+        await message.answer("Usage: /resend &lt;outbox id&gt; (see /outbox)")
+        return
+    row_id = int(arg)
+    if row_id >= 2**63:
+        await message.answer(f"There is no outbox message #{arg[:20]}….")
+        return
+    if await outbox.requeue(session, row_id):
+        sender.wake()  # early pass; the row is visible once this update's session commits
+        await message.answer(f"Outbox #{row_id} is queued again.")
+        return
+    row = await outbox.get(session, row_id)
+    if row is None:
+        await message.answer(f"There is no outbox message #{row_id}.")
+    else:
+        await message.answer(f"Outbox #{row_id} is {row.status}; only failed messages are resent.")

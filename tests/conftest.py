@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.botapi_server import BotAPIServer
+from tests.fleet import TOKEN, FleetProcess, write_config
+
+
+@pytest.fixture
+async def botapi() -> AsyncIterator[BotAPIServer]:
+    async with BotAPIServer(TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def fleet_config(tmp_path: Path, botapi: BotAPIServer) -> Path:
+    return write_config(tmp_path, botapi.base_url)
+
+
+@pytest.fixture
+async def fleet(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[FleetProcess]:
+    """A running `fleet run`, polling the local Bot API server. On teardown it must stop
+    cleanly on SIGTERM: exit 0 and no traceback in its log."""
+    process = FleetProcess(fleet_config)
+    await process.start()
+    await botapi.wait_until_polling(timeout=20)
+    yield process
+    code = await process.stop()
+    assert code == 0, process.log
+    assert "Traceback" not in process.log, process.log

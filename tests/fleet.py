@@ -1,0 +1,167 @@
+"""Runs the real `fleet run` process against the local Bot API server, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+TOKEN = "123456:TEST-token"
+OWNER = 1001
+OPERATOR = 1002
+VIEWER = 1003
+STRANGER = 6666
+FEED_CHAT = -100500
+ALERTS_TOPIC = 3
+
+FLEET = Path(sys.executable).parent / "fleet"
+
+
+def write_config(
+    folder: Path, api_base: str, *, polling_timeout: int = 2, extra: str = ""
+) -> Path:
+    """A small fleet: three people, one feed group with topics, a hub and a specialist."""
+    for agent in ("hub", "coder"):
+        (folder / "workspaces" / agent).mkdir(parents=True, exist_ok=True)
+    path = folder / "fleet.toml"
+    path.write_text(
+        f"""
+timezone = "Europe/Amsterdam"
+
+[telegram]
+token = "${{TELEGRAM_BOT_TOKEN}}"
+api_base = "{api_base}"
+polling_timeout = {polling_timeout}
+
+[database]
+url = "sqlite+aiosqlite:///{folder / "fleet.db"}"
+
+[[people]]
+telegram_id = {OWNER}
+name = "Ana"
+role = "owner"
+
+[[people]]
+telegram_id = {OPERATOR}
+name = "Ben"
+role = "operator"
+
+[[people]]
+telegram_id = {VIEWER}
+name = "Cy"
+role = "viewer"
+
+[feeds]
+alerts = {{ chat_id = {FEED_CHAT}, topic = {ALERTS_TOPIC} }}
+approvals = {{ chat_id = {FEED_CHAT} }}
+
+[[agents]]
+id = "hub"
+hub = true
+workspace = "workspaces/hub"
+model = "claude-sonnet-4-6"
+heartbeat = "30m"
+
+[[agents]]
+id = "coder"
+reports_to = "hub"
+workspace = "workspaces/coder"
+model = "claude-sonnet-4-6"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def fleet_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TELEGRAM_"))}
+    env["TELEGRAM_BOT_TOKEN"] = TOKEN
+    env.update(extra)
+    return env
+
+
+class FleetProcess:
+    """One `fleet run` subprocess; its log goes to a file the test can read."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = env or fleet_env()
+        self.log_path = config.parent / f"fleet-{id(self)}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = self.log_path.open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            str(FLEET),
+            "run",
+            "--config",
+            str(self.config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+        )
+        log.close()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    async def wait_log(self, needle: str, timeout: float = 15.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while needle not in self.log:
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(f"fleet exited {self.proc.returncode}:\n{self.log}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{needle!r} not logged in {timeout} s:\n{self.log}")
+            await asyncio.sleep(0.05)
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await self.wait(timeout)
+
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `fleet <args>`; returns the exit code and the combined output."""
+    proc = await asyncio.create_subprocess_exec(
+        str(FLEET),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env or fleet_env(),
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def query(config: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Read the fleet's SQLite database directly, as an operator would."""
+    with sqlite3.connect(config.parent / "fleet.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
+async def wait_query(
+    config: Path, sql: str, expected: list[tuple[Any, ...]], timeout: float = 15.0
+) -> None:
+    """Wait until `sql` returns `expected` (the process writes after Telegram answers)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (rows := query(config, sql)) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{sql} gave {rows}, expected {expected}")
+        await asyncio.sleep(0.05)

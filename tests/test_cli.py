@@ -1,0 +1,198 @@
+"""The `fleet` command line, run as the real console script in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from bot.scaffold import WORKSPACE_FILES, init
+
+SECRET = "cli-s3cr3t-9d2e41"  # distinctive, so any leak into the output is unmistakable
+
+_FLEET = Path(sys.executable).parent / "fleet"
+FLEET = [str(_FLEET)] if _FLEET.exists() else [sys.executable, "-m", "bot.cli"]
+
+AGENTS = ("hub", "coder", "writer")
+
+
+def fleet(*args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `fleet ARGS` with a clean copy of the environment plus `env`; the secret must never
+    show up in what it prints."""
+    environ = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
+    environ.update(env)
+    done = subprocess.run(
+        [*FLEET, *map(str, args)],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert SECRET not in done.stdout
+    assert SECRET not in done.stderr
+    return done
+
+
+def db_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        '[telegram]\ntoken = "${FLEET_CLI_TOKEN}"\n'
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/fleet.db"\n'
+        "[feeds]\nalerts = { chat_id = -1001234, topic = 3 }\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def snapshot(folder: Path) -> dict[Path, tuple[bytes, int]]:
+    return {
+        path: (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+# --- check-config --------------------------------------------------------------------------
+
+
+def test_check_config_prints_every_error_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text(
+        '[telegram]\ntoken = "${FLEET_CLI_TOKEN}"\ntokn = "x"\n'
+        "[feeds]\nalarms = { chat_id = 1 }\n"
+        '[[agents]]\nid = "hub"\nhub = true\nworkspace = "w"\nmodel = "m"\nheartbeat = "30x"\n',
+        encoding="utf-8",
+    )
+    done = fleet("check-config", "--config", config, cwd=tmp_path, FLEET_CLI_TOKEN=SECRET)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert sorted(done.stderr.splitlines()) == [
+        f'{config}: agents[0].heartbeat: "30x" is not a duration like "45s", "10m", "2h" or "1d"',
+        f"{config}: feeds.alarms: unknown key",
+        f"{config}: telegram.tokn: unknown key",
+    ]
+
+
+def test_check_config_ok(tmp_path: Path) -> None:
+    config = db_config(tmp_path)
+    done = fleet("check-config", "--config", config, cwd=tmp_path, FLEET_CLI_TOKEN=SECRET)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+def test_check_config_without_a_file(tmp_path: Path) -> None:
+    done = fleet("check-config", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "fleet.toml: file not found (create one with `fleet init`)\n"
+
+
+# --- init ----------------------------------------------------------------------------------
+
+
+def test_init_writes_a_config_and_workspaces_and_never_overwrites(tmp_path: Path) -> None:
+    target = tmp_path / "myfleet"
+    done = fleet("init", target, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = {target / "fleet.toml"} | {
+        target / "workspaces" / agent / name for agent in AGENTS for name in WORKSPACE_FILES
+    }
+    assert set(snapshot(target)) == expected
+    assert len(expected) == 19
+    assert done.stdout == f"wrote 19 files under {target}; edit {target / 'fleet.toml'}\n"
+    assert (
+        (target / "workspaces" / "coder" / "SOUL.md").read_text().startswith("# Developer (coder)")
+    )
+
+    checked = fleet(
+        "check-config", "--config", target / "fleet.toml", cwd=tmp_path, TELEGRAM_BOT_TOKEN=SECRET
+    )
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "ok\n", "")
+
+    # a person has started editing; a second init must not touch anything
+    (target / "workspaces" / "hub" / "USER.md").write_text("edited by hand\n", encoding="utf-8")
+    before = snapshot(target)
+    again = fleet("init", target, cwd=tmp_path)
+    assert again.returncode != 0
+    assert "refusing to overwrite" in again.stderr
+    assert str(target / "fleet.toml") in again.stderr
+    assert snapshot(target) == before
+
+
+def test_init_writes_nothing_when_any_file_exists(tmp_path: Path) -> None:
+    existing = tmp_path / "workspaces" / "writer" / "MEMORY.md"
+    existing.parent.mkdir(parents=True)
+    existing.write_text("mine\n", encoding="utf-8")
+    with pytest.raises(FileExistsError, match=r"MEMORY\.md"):
+        init(tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [existing]
+    assert existing.read_text(encoding="utf-8") == "mine\n"
+
+
+# --- migrate and send ------------------------------------------------------------------------
+
+
+def _tables(database: Path) -> set[str]:
+    with closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    config = db_config(tmp_path)
+    done = fleet("migrate", "--config", config, cwd=tmp_path, FLEET_CLI_TOKEN=SECRET)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "database is at the newest schema\n"
+    database = tmp_path / "fleet.db"
+    assert {
+        "outbox",
+        "tasks",
+        "task_events",
+        "runs",
+        "approvals",
+        "incidents",
+        "usage",
+        "job_beats",
+        "triage_items",
+        "alembic_version",
+    } <= _tables(database)
+    with closing(sqlite3.connect(database)) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+
+
+def test_send_queues_an_escaped_row_once_per_key(tmp_path: Path) -> None:
+    config = db_config(tmp_path)
+    database = tmp_path / "fleet.db"
+    first = fleet(
+        "send", "--config", config, "--feed", "alerts", "--key", "k1", "a <b> & c",
+        cwd=tmp_path, FLEET_CLI_TOKEN=SECRET,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "queued as outbox 1\n"
+
+    second = fleet(
+        "send", "--config", config, "--feed", "alerts", "--key", "k1", "something else",
+        cwd=tmp_path, FLEET_CLI_TOKEN=SECRET,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "already queued earlier (same --key); not again\n"
+
+    with closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute(
+            "SELECT feed, chat_id, topic, text, dedup_key, status FROM outbox"
+        ).fetchall()
+    assert rows == [("alerts", -1001234, 3, "a &lt;b&gt; &amp; c", "k1", "pending")]
+
+    unknown = fleet(
+        "send", "--config", config, "--feed", "nosuch", "hello", cwd=tmp_path,
+        FLEET_CLI_TOKEN=SECRET,
+    )  # fmt: skip
+    assert unknown.returncode != 0
+    assert unknown.stderr == f"no feed named 'nosuch' in {config} [feeds]\n"
+    with closing(sqlite3.connect(database)) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
