@@ -53,7 +53,9 @@ def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
 def make_dispatcher(
     config: Config, db: Database, routers: list[Router], in_flight: InFlight, **services: object
 ) -> Dispatcher:
-    dp = Dispatcher(config=config, db=db, routers=routers, **services)
+    """Handlers receive `config`, `db`, `routers` and each of `services` by naming them."""
+    dp = Dispatcher()
+    dp.workflow_data.update(config=config, db=db, routers=routers, **services)
     dp.update.outer_middleware(in_flight)
     dp.update.outer_middleware(AuthMiddleware())
     dp.update.outer_middleware(DbSessionMiddleware())

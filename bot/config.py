@@ -362,17 +362,15 @@ def _describe(error: Any) -> str:
 
 def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
     """The keys a section accepts, found by walking the models along `loc`."""
-    model: Any = Config
+    model: type[BaseModel] | None = Config
     for part in loc:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = model.model_fields.get(part) if model is not None else None
         if field is None:
             return []
         model = _model_in(field.annotation)
-        if model is None:
-            return []
-    return [name for name in model.model_fields if name != "path"]
+    return [name for name in model.model_fields if name != "path"] if model else []
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -481,16 +479,17 @@ def _semantic_problems(config: Config) -> list[str]:
                 )
     problems += _cycles(config.agents)
 
-    for kind, items in (
-        ("mailboxes", config.mailboxes),
-        ("checks", config.checks),
-        ("deploys", config.deploys),
-    ):
+    named: dict[str, list[str]] = {
+        "mailboxes": [m.id for m in config.mailboxes],
+        "checks": [c.id for c in config.checks],
+        "deploys": [d.id for d in config.deploys],
+    }
+    for kind, item_ids in named.items():
         seen: set[str] = set()
-        for i, item in enumerate(items):
-            if item.id in seen:
-                problems.append(f'{kind}[{i}].id: duplicate id "{item.id}"')
-            seen.add(item.id)
+        for i, item_id in enumerate(item_ids):
+            if item_id in seen:
+                problems.append(f'{kind}[{i}].id: duplicate id "{item_id}"')
+            seen.add(item_id)
     for i, mailbox in enumerate(config.mailboxes):
         if mailbox.backend == "himalaya" and not mailbox.account:
             problems.append(f"mailboxes[{i}].account: required for the himalaya backend")
@@ -512,7 +511,7 @@ def _cycles(agents: list[AgentConfig]) -> list[str]:
         current = manager.get(agent.id)
         while current is not None and current in manager:
             if current in chain:
-                cycle = chain[chain.index(current) :] + [current]
+                cycle = [*chain[chain.index(current) :], current]
                 if not reported.intersection(cycle):
                     problems.append("agents: reports_to forms a cycle: " + " -> ".join(cycle))
                     reported.update(cycle)

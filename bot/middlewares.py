@@ -41,9 +41,10 @@ class InFlight(BaseMiddleware):
             if self.count == 0:
                 self._idle.set()
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for the updates in flight; False if some remain."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
             return False
         return True

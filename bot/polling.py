@@ -9,6 +9,7 @@ restarts polling when none has completed for three polling timeouts and posts an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -58,7 +59,10 @@ class PollMonitor(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
-        if not isinstance(method, GetUpdates):
+        # A stored flag, not isinstance narrowing: narrowing `method` to GetUpdates would
+        # no longer match make_request's generic parameter.
+        polling = isinstance(method, GetUpdates)
+        if not polling:
             return await make_request(bot, method)
         try:
             response = await make_request(bot, method)
@@ -138,6 +142,8 @@ class PollingSupervisor:
                 self.restarts += 1
                 await self.on_stall(silent)
                 continue
+            if time.monotonic() - started > 60:
+                backoff = 1.0  # it had been working: this is a new failure, not a repeat
             # The polling task ended by itself (for instance getMe failed at start).
             error = task.exception() if not task.cancelled() else None
             if isinstance(error, TelegramUnauthorizedError):
@@ -147,10 +153,8 @@ class PollingSupervisor:
                 f"{type(error).__name__}: {error}" if error else "no error",
                 backoff,
             )
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
             backoff = min(backoff * 2, 60.0)
 
     async def _watch(self, task: asyncio.Task[None], stop: asyncio.Event, started: float) -> str:
@@ -181,7 +185,7 @@ class PollingSupervisor:
             await task
         except asyncio.CancelledError:
             pass
-        except Exception as err:  # already reported by the loop; stopping anyway
+        except Exception as err:  # noqa: BLE001 - already reported by the loop; stopping anyway
             log.debug("polling task ended with %s during stop", type(err).__name__)
 
 

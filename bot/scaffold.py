@@ -37,7 +37,9 @@ def _workspace(agent: str, title: str, purpose: str) -> dict[str, str]:
             "4. When blocked, set the task to blocked and say exactly why.\n"
             "5. Before your context runs out, write what you were doing to WORKSTATE.md.\n"
         ),
-        "USER.md": "# Who you serve\n\nDescribe the people, their goals and how they like updates.\n",
+        "USER.md": (
+            "# Who you serve\n\nDescribe the people, their goals and how they like updates.\n"
+        ),
         "MEMORY.md": "# Long-term memory\n\nCurated facts worth remembering across days.\n",
         "GUARDRAILS.md": (
             "# Guardrails (at most 15; newest first)\n\n"

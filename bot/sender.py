@@ -207,5 +207,7 @@ def _keyboard(buttons: list[list[dict[str, str]]] | None) -> InlineKeyboardMarku
     if not buttons:
         return None
     return InlineKeyboardMarkup(
-        inline_keyboard=[[InlineKeyboardButton(**button) for button in row] for row in buttons]
+        inline_keyboard=[
+            [InlineKeyboardButton.model_validate(button) for button in row] for row in buttons
+        ]
     )

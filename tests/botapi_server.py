@@ -28,10 +28,15 @@ and 409 for concurrent pollers), messages per chat (so edits of unknown messages
 Faults can be injected per method with `BotAPIServer.fail_next` and `BotAPIServer.stall`.
 
 Methods with a specific implementation are listed in ``BotAPIServer._handlers`` (getUpdates
-is handled in ``_process``/``_get_updates``). Any other
-method of the spec is validated and answered generically: ``true`` for methods returning
-Boolean, a Message for methods returning Message (sendX fills the matching content field),
-and for other return types a minimal object built from the spec's required fields.
+is handled in ``_process``/``_get_updates``). Any other method of the spec is validated and
+answered generically: ``true`` for methods returning Boolean, a Message for methods returning
+Message (sendX fills the matching content field), and for other return types a minimal object
+built from the spec's required fields (enough for aiogram to parse it).
+
+Requests: aiogram POSTs ``{base}/bot{token}/{method}`` as application/x-www-form-urlencoded
+(multipart/form-data when uploading); scalars are strings ("true", "123"), nested objects are
+JSON strings, empty strings are left out, an upload is a part named by a random key that the
+parameter references as ``attach://key``. JSON bodies and query strings are accepted too.
 """
 
 from __future__ import annotations
@@ -1060,7 +1065,7 @@ class BotAPIServer:
         method: str,
         predicate: Callable[[Call], bool] | None = None,
         *,
-        timeout: float = 10.0,  # noqa: ASYNC109 - the documented API
+        timeout: float = 10.0,
         count: int = 1,
         after: int = 0,
     ) -> list[Call]:
@@ -1088,7 +1093,7 @@ class BotAPIServer:
                 )
             await _wait(self._state_event, remaining)
 
-    async def wait_until_polling(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_until_polling(self, timeout: float = 10.0) -> None:
         """Wait until some getUpdates call is waiting for updates (the bot is polling)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -1400,7 +1405,7 @@ class BotAPIServer:
                 raise _BadRequest(f"can't parse JSON body: {err}") from None
             if not isinstance(body, dict):
                 raise _BadRequest("JSON body must be an object")
-            raw.update(body)
+            raw.update({k: v for k, v in body.items() if v is not None})  # null = absent
         elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             try:
                 form = await request.post()

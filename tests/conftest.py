@@ -23,7 +23,7 @@ def fleet_config(tmp_path: Path, botapi: BotAPIServer) -> Path:
 @pytest.fixture
 async def fleet(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[FleetProcess]:
     """A running `fleet run`, polling the local Bot API server. On teardown it must stop
-    cleanly on SIGTERM: exit 0 and no traceback in its log."""
+    cleanly on SIGTERM: exit 0, no traceback and no secret in its log."""
     process = FleetProcess(fleet_config)
     await process.start()
     await botapi.wait_until_polling(timeout=20)
@@ -31,3 +31,4 @@ async def fleet(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[Fleet
     code = await process.stop()
     assert code == 0, process.log
     assert "Traceback" not in process.log, process.log
+    assert TOKEN not in process.log

@@ -22,7 +22,12 @@ FLEET = Path(sys.executable).parent / "fleet"
 
 
 def write_config(
-    folder: Path, api_base: str, *, polling_timeout: int = 2, extra: str = ""
+    folder: Path,
+    api_base: str,
+    *,
+    polling_timeout: int = 2,
+    extra: str = "",
+    database_url: str | None = None,
 ) -> Path:
     """A small fleet: three people, one feed group with topics, a hub and a specialist."""
     for agent in ("hub", "coder"):
@@ -38,7 +43,7 @@ api_base = "{api_base}"
 polling_timeout = {polling_timeout}
 
 [database]
-url = "sqlite+aiosqlite:///{folder / "fleet.db"}"
+url = "{database_url or f"sqlite+aiosqlite:///{folder / 'fleet.db'}"}"
 
 [[people]]
 telegram_id = {OWNER}

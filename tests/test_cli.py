@@ -75,8 +75,8 @@ def test_check_config_prints_every_error_and_exits_2(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert sorted(done.stderr.splitlines()) == [
         f'{config}: agents[0].heartbeat: "30x" is not a duration like "45s", "10m", "2h" or "1d"',
-        f"{config}: feeds.alarms: unknown key",
-        f"{config}: telegram.tokn: unknown key",
+        f'{config}: feeds.alarms: unknown key (did you mean "alerts"?)',
+        f'{config}: telegram.tokn: unknown key (did you mean "token"?)',
     ]
 
 

@@ -17,6 +17,11 @@ SECRET = "s3cr3t-VALUE-7f3a9c"  # distinctive, so any leak into an error is unmi
 
 TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 
+TOP_LEVEL_KEYS = (
+    "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
+    "deploys"
+)
+
 HUB = """
 [[agents]]
 id = "hub"
@@ -119,7 +124,7 @@ def test_config_that_is_not_utf8(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "tokn = 1\n" + TELEGRAM)
-    assert problems_of(path) == ["tokn: unknown key"]
+    assert problems_of(path) == [f"tokn: unknown key (known: {TOP_LEVEL_KEYS})"]
 
 
 def test_unknown_nested_keys(tmp_path: Path) -> None:
@@ -128,8 +133,8 @@ def test_unknown_nested_keys(tmp_path: Path) -> None:
         '[telegram]\ntoken = "t"\ntokn = "t"\n' + HUB + agent("coder", 'modle = "claude-x"'),
     )
     assert sorted(problems_of(path)) == [
-        "agents[1].modle: unknown key",
-        "telegram.tokn: unknown key",
+        'agents[1].modle: unknown key (did you mean "model"?)',
+        'telegram.tokn: unknown key (did you mean "token"?)',
     ]
 
 
@@ -161,7 +166,7 @@ def test_feed_without_chat_id(tmp_path: Path) -> None:
 
 def test_unknown_feed_name(tmp_path: Path) -> None:
     path = write(tmp_path, TELEGRAM + "[feeds]\nalarms = { chat_id = -100 }\n")
-    assert problems_of(path) == ["feeds.alarms: unknown key"]
+    assert problems_of(path) == ['feeds.alarms: unknown key (did you mean "alerts"?)']
 
 
 def test_bad_heartbeat(tmp_path: Path) -> None:
@@ -289,7 +294,8 @@ def test_secret_never_in_errors_next_to_a_semantic_error(
     _assert_no_secret(info.value, SECRET)
     assert [line.removeprefix(f"{path}: ") for line in info.value.problems] == [
         "anthropic.profiles.backup.api_key: references ${FLEET_TEST_UNSET}, which is not set",
-        'agents[1].profiles[1]: unknown profile "third" (define it under [anthropic.profiles])',
+        'agents[1].profiles[1]: unknown profile "third"; '
+        "define [anthropic.profiles.third] or list this agent's profiles",
     ]
 
 
@@ -347,18 +353,47 @@ def test_token_and_token_file_both_given(tmp_path: Path, order: str) -> None:
     assert problems_of(path) == ["telegram.token_file: give either token or token_file, not both"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/config.py _read_secret_file (line 398-399) catches only OSError: a token_file "
-    "that is not UTF-8 raises UnicodeDecodeError out of load_config instead of a ConfigError "
-    "line naming telegram.token_file",
-)
 def test_token_file_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "bin.token").write_bytes(b"\xff\xfe" + SECRET.encode())
     path = write(tmp_path, '[telegram]\ntoken_file = "bin.token"\n')
     (problem,) = problems_of(path)
-    assert problem.startswith("telegram.token_file: ")
+    assert problem == f"telegram.token_file: {tmp_path / 'bin.token'} is not UTF-8 text"
     assert SECRET not in problem
+
+
+def test_token_file_path_expands_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"  # like systemd's ${CREDENTIALS_DIRECTORY}
+    creds.mkdir()
+    (creds / "tg").write_text(f"{SECRET}\n", encoding="utf-8")
+    monkeypatch.setenv("CREDS", str(creds))
+    config = load(tmp_path / "conf", '[telegram]\ntoken_file = "${CREDS}/tg"\n')
+    assert config.telegram.token.get_secret_value() == SECRET
+
+
+def test_token_file_path_with_an_unset_variable_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDS", raising=False)
+    path = write(tmp_path, '[telegram]\ntoken_file = "${CREDS}/tg"\n')
+    problems = problems_of(path)
+    assert problems[0] == "telegram.token_file: references ${CREDS}, which is not set"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bot/config.py _read_secret_file (lines 429-430): when ${CREDS} is unset the path is "
+    'still read with the variable replaced by "" ("/tg", at the filesystem root), adding a '
+    "second, misleading line 'cannot read /tg: No such file or directory' (or reading an "
+    "unrelated file if one exists there)",
+)
+def test_token_file_path_with_an_unset_variable_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDS", raising=False)
+    path = write(tmp_path, '[telegram]\ntoken_file = "${CREDS}/tg"\n')
+    assert problems_of(path) == ["telegram.token_file: references ${CREDS}, which is not set"]
 
 
 # --- people and agents ------------------------------------------------------------------------
@@ -448,14 +483,16 @@ def test_profile_not_defined_when_profiles_exist(tmp_path: Path) -> None:
         + agent("coder", 'profiles = ["main", "spare"]'),
     )
     assert problems_of(path) == [
-        'agents[1].profiles[1]: unknown profile "spare" (define it under [anthropic.profiles])'
+        'agents[1].profiles[1]: unknown profile "spare"; '
+        "define [anthropic.profiles.spare] or list this agent's profiles"
     ]
 
 
 def test_default_primary_profile_needs_definition_once_profiles_exist(tmp_path: Path) -> None:
     path = write(tmp_path, TELEGRAM + '[anthropic.profiles.main]\napi_key = "k"\n' + HUB)
     assert problems_of(path) == [
-        'agents[0].profiles[0]: unknown profile "primary" (define it under [anthropic.profiles])'
+        'agents[0].profiles[0]: unknown profile "primary" (the default); '
+        "define [anthropic.profiles.primary] or list this agent's profiles"
     ]
 
 
@@ -467,7 +504,8 @@ def test_primary_allowed_without_any_profiles(tmp_path: Path) -> None:
 def test_non_primary_profile_without_any_profiles(tmp_path: Path) -> None:
     path = write(tmp_path, TELEGRAM + HUB + 'profiles = ["spare"]\n')
     assert problems_of(path) == [
-        'agents[0].profiles[0]: unknown profile "spare" (define it under [anthropic.profiles])'
+        'agents[0].profiles[0]: unknown profile "spare"; '
+        "define [anthropic.profiles.spare] or list this agent's profiles"
     ]
 
 
@@ -487,7 +525,7 @@ def test_every_problem_is_reported_at_once(
     )
     assert sorted(problems_of(path)) == [
         'agents[0].heartbeat: "30x" is not a duration like "45s", "10m", "2h" or "1d"',
-        "feeds.alarms: unknown key",
+        'feeds.alarms: unknown key (did you mean "alerts"?)',
         "telegram.token: references ${FLEET_TEST_UNSET}, which is not set",
     ]
 
@@ -507,23 +545,23 @@ def test_every_semantic_problem_is_reported_at_once(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/config.py config_from_dict (lines 311-316): when pydantic validation fails the "
-    "cross-field checks (_semantic_problems) never run, so a config with a typo'd key and a "
-    "duplicate person reports only the typo; the module promises every problem together",
-)
-def test_schema_and_semantic_problems_are_reported_together(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        "tokn = 1\n"
-        + TELEGRAM
-        + '[[people]]\ntelegram_id = 7\nname = "Ana"\nrole = "owner"\n'
-        + '[[people]]\ntelegram_id = 7\nname = "Bo"\nrole = "owner"\n',
+def test_cross_field_checks_run_once_keys_and_types_are_right(tmp_path: Path) -> None:
+    """As bot/config.py documents: every problem of a stage is reported together, and the
+    cross-field checks (duplicates, hub, reports_to) run only once the keys and types pass."""
+    people = (
+        '[[people]]\ntelegram_id = 7\nname = "Ana"\nrole = "owner"\n'
+        '[[people]]\ntelegram_id = 7\nname = "Bo"\nrole = "owner"\n'
     )
-    assert sorted(problems_of(path)) == [
+    cross_field = people + HUB + agent("coder", 'reports_to = "nobody"')
+    broken = write(tmp_path, "tokn = 1\n" + TELEGRAM + cross_field + 'heartbeat = "30x"\n')
+    assert sorted(problems_of(broken)) == [
+        'agents[1].heartbeat: "30x" is not a duration like "45s", "10m", "2h" or "1d"',
+        f"tokn: unknown key (known: {TOP_LEVEL_KEYS})",
+    ]
+    fixed = write(tmp_path, TELEGRAM + cross_field, name="fixed.toml")
+    assert problems_of(fixed) == [
         "people[1].telegram_id: duplicate person 7",
-        "tokn: unknown key",
+        'agents[1].reports_to: unknown agent "nobody"',
     ]
 
 

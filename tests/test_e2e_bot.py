@@ -53,7 +53,7 @@ async def test_viewer_is_refused_an_operator_command(
 ) -> None:
     text = await reply_to(botapi, VIEWER, "/resend 1")
     assert text == "/resend needs the operator role; you are viewer."
-    assert "There is no outbox message #1." == await reply_to(botapi, OPERATOR, "/resend 1")
+    assert await reply_to(botapi, OPERATOR, "/resend 1") == "There is no outbox message #1."
 
 
 async def test_unknown_user_is_refused_once_an_hour_and_logged(

@@ -213,27 +213,22 @@ def test_lone_ampersand_and_angle_do_not_confuse_the_splitter() -> None:
         assert "\n".join(parts) == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/text.py split_html line 50: after a cut at the last newline, the carried tail "
-    "plus the atom that overflowed is appended without a size check; when little text precedes "
-    "that newline the tail stays over the limit and is later emitted whole (part of 4097 chars)",
-)
 def test_no_part_exceeds_the_limit_when_a_short_line_precedes_a_long_one() -> None:
     text = "H\n" + "wwwww " * 1200
     parts = split_html(text)
     assert [len(p) for p in parts if len(p) > TELEGRAM_LIMIT] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/text.py split_html line 54 keeps parts with tags but no text: '<pre>\\n' + a "
-    "long line yields a first part '<pre></pre>' (Telegram: message text is empty) and a "
-    "second of 4107 chars (> 4096)",
-)
 def test_no_part_is_only_tags() -> None:
     parts = split_html("<pre>\n" + "x" * 5000 + "</pre>")
     assert [p for p in parts if not visible(p).strip()] == []
+    assert all(len(p) <= TELEGRAM_LIMIT for p in parts)
+
+
+def test_a_long_text_of_many_short_lines() -> None:
+    text = "a b c d e f g h\n" * 20000
+    parts = split_html(text)
+    assert len(parts) > 1
     assert all(len(p) <= TELEGRAM_LIMIT for p in parts)
 
 
@@ -314,12 +309,6 @@ def test_random_texts_split_into_well_formed_parts_that_keep_text_and_formatting
         assert visible(text).count("\n") >= sum(visible(p).count("\n") for p in parts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/text.py split_html line 50 (same bug as the fixed case above): 44 of these 300 "
-    "texts give a part longer than the limit, whenever the text before the last newline of a "
-    "full part is shorter than the atom that overflowed it (word chunks are up to limit/4)",
-)
 def test_random_texts_respect_the_limit() -> None:
     over = [
         (i, limit) for i, text, limit in CASES if max(map(len, split_html(text, limit))) > limit
@@ -327,11 +316,6 @@ def test_random_texts_respect_the_limit() -> None:
     assert over == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/text.py split_html line 54 (same bug as the fixed case above): some of these "
-    "texts give a part made only of tags, which Telegram rejects as empty",
-)
 def test_random_texts_have_no_tag_only_parts() -> None:
     empty = [
         (i, limit)
