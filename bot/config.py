@@ -363,12 +363,17 @@ def _describe(error: Any) -> str:
 def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
     """The keys a section accepts, found by walking the models along `loc`."""
     model: type[BaseModel] | None = Config
+    keyed_by_name = False  # inside a dict[str, Model] section such as pricing."model"
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or model is None:
             continue
-        field = model.model_fields.get(part) if model is not None else None
+        if keyed_by_name:
+            keyed_by_name = False
+            continue
+        field = model.model_fields.get(part)
         if field is None:
             return []
+        keyed_by_name = getattr(field.annotation, "__origin__", None) is dict
         model = _model_in(field.annotation)
     return [name for name in model.model_fields if name != "path"] if model else []
 
@@ -424,7 +429,11 @@ def _expand(text: str, here: str, problems: list[str]) -> str:
 
 def _read_secret_file(name: str, base: Path, here: str, problems: list[str]) -> str:
     # The path may use ${VAR}, e.g. systemd's ${CREDENTIALS_DIRECTORY}/telegram.
-    name = _expand(name, here, problems) if "${" in name else name
+    if "${" in name:
+        before = len(problems)
+        name = _expand(name, here, problems)
+        if len(problems) > before:
+            return ""
     file = (base / name) if not Path(name).is_absolute() else Path(name)
     try:
         value = file.read_text(encoding="utf-8").strip()

@@ -381,13 +381,6 @@ def test_token_file_path_with_an_unset_variable_names_it(
     assert problems[0] == "telegram.token_file: references ${CREDS}, which is not set"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/config.py _read_secret_file (lines 429-430): when ${CREDS} is unset the path is "
-    'still read with the variable replaced by "" ("/tg", at the filesystem root), adding a '
-    "second, misleading line 'cannot read /tg: No such file or directory' (or reading an "
-    "unrelated file if one exists there)",
-)
 def test_token_file_path_with_an_unset_variable_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
