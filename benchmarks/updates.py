@@ -50,6 +50,7 @@ EXAMPLE_OWNER = 123456789
 POLLING_TIMEOUT = 2
 WARMUP = 30
 REPLY_TIMEOUT = 120.0
+STOP_TIMEOUT = 20.0
 
 P99_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 0.40
@@ -149,16 +150,19 @@ class BotProcess:
             fields = fh.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    async def stop(self, timeout: float = 20.0) -> int | None:
+    async def stop(self) -> int | None:
         if self.proc is None:
             return None
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
+                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
             except TimeoutError:
-                print(f"{self.name} ignored SIGTERM for {timeout:.0f} s; killing it", file=sys.stderr)
+                print(
+                    f"{self.name} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it",
+                    file=sys.stderr,
+                )
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
                 await self.proc.wait()
@@ -192,8 +196,8 @@ class Replies:
             self.by_chat[chat].append(call)
             self.count += 1
 
-    async def wait(self, count: int, bot: BotProcess, timeout: float = REPLY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait(self, count: int, bot: BotProcess) -> None:
+        deadline = time.monotonic() + REPLY_TIMEOUT
         while True:
             self.scan()
             if self.count >= count:
@@ -201,7 +205,7 @@ class Replies:
             bot.check_alive()
             if time.monotonic() > deadline:
                 raise BenchmarkError(
-                    f"{bot.name}: {self.count} of {count} replies after {timeout:.0f} s\n"
+                    f"{bot.name}: {self.count} of {count} replies after {REPLY_TIMEOUT:.0f} s\n"
                     f"{self.server.describe_calls(10)}\n{bot.log_tail()}"
                 )
             await asyncio.sleep(0.005)
@@ -406,10 +410,10 @@ async def py_spy_record(pid: int, out: Path, seconds: float) -> asyncio.subproce
         str(pid),
         "--duration",
         str(int(seconds)),
-        "--rate",
-        "250",
+        "--nonblocking",
+        "--gil",  # only the thread holding the GIL: where Python CPU time goes
         "--format",
-        "speedscope" if out.suffix == ".json" else "flamegraph",
+        {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph"),
         "--output",
         str(out),
         stdout=asyncio.subprocess.DEVNULL,
@@ -424,7 +428,12 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             server = BotAPIServer(TOKEN)
             await server.start()
             stack.push_async_callback(server.stop)
-            phases = {"updates": args.updates, "rate": args.rate, "duration": args.duration}
+            phases = {
+                "command": args.command,
+                "updates": args.updates,
+                "rate": args.rate,
+                "duration": args.duration,
+            }
 
             echo_script = tmp / "echo_bot.py"
             echo_script.write_text(ECHO_BOT, encoding="utf-8")
@@ -434,9 +443,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 fleet_env(),
                 tmp / "echo.log",
             )
-            baseline = await run_bot(
-                server, echo, stack, command="/status", echoes=True, **phases
-            )
+            baseline = await run_bot(server, echo, stack, echoes=True, **phases)
 
             folder = tmp / "fleet"
             folder.mkdir()
@@ -451,15 +458,13 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 # Profile the whole measured part (throughput and fixed rate) of fleet run.
                 stack.push_async_callback(fleet.stop)
                 await start_polling(server, fleet)
-                spy = await py_spy_record(fleet.pid, Path(args.py_spy).resolve(), 600)
-                result = await measure(server, fleet, command="/status", echoes=False, **phases)
+                spy = await py_spy_record(fleet.pid, args.py_spy, 600)
+                result = await measure(server, fleet, echoes=False, **phases)
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 await spy.wait()
                 await stop_bot(server, fleet)
             else:
-                result = await run_bot(
-                    server, fleet, stack, command="/status", echoes=False, **phases
-                )
+                result = await run_bot(server, fleet, stack, echoes=False, **phases)
 
             example = await example_config_rss(server, tmp, stack, args.example_seconds)
             if server.errors:
@@ -498,6 +503,7 @@ def report(
             "updates": args.updates,
             "rate": args.rate,
             "duration": args.duration,
+            "command": args.command,
             "chats": len(USERS),
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
@@ -513,7 +519,7 @@ def report(
 def print_table(results: dict[str, Any]) -> None:
     s = results["settings"]
     print(
-        f"{s['updates']} updates at once, then {s['rate']:g}/s for {s['duration']:g} s, "
+        f"{s['command']} x {s['updates']} at once, then {s['rate']:g}/s for {s['duration']:g} s, "
         f"over {s['chats']} private chats; {s['cpus']} CPUs, Python {s['python']}"
     )
     header = (
@@ -575,14 +581,21 @@ def main(argv: list[str] | None = None) -> int:
         default=5.0,
         help="how long config.example.toml's fleet run polls before its RSS is read (5)",
     )
+    parser.add_argument(
+        "--command",
+        default="/status",
+        help="what the people send (/status); e.g. /whoami to leave the database out",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--py-spy",
         metavar="OUT",
         help="profile fleet run's measured phases with py-spy (OUT.svg flamegraph, "
-        "OUT.json speedscope); needs `pip install py-spy`",
+        "OUT.json speedscope, OUT.txt collapsed stacks); needs `pip install py-spy`",
     )
     args = parser.parse_args(argv)
+    if args.py_spy:
+        args.py_spy = Path(args.py_spy).resolve()
     if args.updates < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("--updates, --rate and --duration must be positive")
     try:
