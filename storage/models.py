@@ -100,6 +100,8 @@ class Task(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
     blocked_reason: Mapped[str | None] = mapped_column(Text)
+    # Consecutive runs on this task that changed nothing; wakes for it back off after two.
+    idle_runs: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -124,12 +126,30 @@ class Run(Base):
     """One heartbeat turn of one agent. A queued run is a wake; wakes for an agent merge."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_agent_status", "agent_id", "status"),)
+    # At most one queued run (wakes merge into it) and one running run per agent.
+    __table_args__ = (
+        Index("ix_runs_agent_status", "agent_id", "status"),
+        Index(
+            "uq_runs_queued_agent",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "uq_runs_running_agent",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(32))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
-    trigger: Mapped[str] = mapped_column(String(16))  # schedule | assignment | comment | manual
+    # schedule | assignment | comment | manual | retry | escalation | followup
+    trigger: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     not_before: Mapped[datetime] = mapped_column(default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -141,6 +161,7 @@ class Run(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
     changed_anything: Mapped[bool | None] = mapped_column(Boolean)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str | None] = mapped_column(Text)
 
 

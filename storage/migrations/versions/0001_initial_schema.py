@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 09:23:07.151123
+Create Date: 2026-11-25 09:53:54.727769
 """
 
 from collections.abc import Sequence
@@ -128,6 +128,7 @@ def upgrade() -> None:
         sa.Column("retries", sa.Integer(), nullable=False),
         sa.Column("max_retries", sa.Integer(), nullable=False),
         sa.Column("blocked_reason", sa.Text(), nullable=True),
+        sa.Column("idle_runs", sa.Integer(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=128), nullable=True),
         sa.Column("created_at", storage.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", storage.models.UTCDateTime(timezone=True), nullable=False),
@@ -204,6 +205,7 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.Integer(), nullable=False),
         sa.Column("cost_usd", sa.Numeric(precision=12, scale=6), nullable=False),
         sa.Column("changed_anything", sa.Boolean(), nullable=True),
+        sa.Column("turns", sa.Integer(), nullable=False),
         sa.Column("outcome", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name=op.f("fk_runs_task_id_tasks")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
@@ -212,6 +214,20 @@ def upgrade() -> None:
         batch_op.create_index("ix_runs_agent_status", ["agent_id", "status"], unique=False)
         batch_op.create_index(batch_op.f("ix_runs_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_runs_task_id"), ["task_id"], unique=False)
+        batch_op.create_index(
+            "uq_runs_queued_agent",
+            ["agent_id"],
+            unique=True,
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        )
+        batch_op.create_index(
+            "uq_runs_running_agent",
+            ["agent_id"],
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        )
 
     op.create_table(
         "task_events",
@@ -322,6 +338,16 @@ def downgrade() -> None:
 
     op.drop_table("task_events")
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_runs_running_agent",
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        )
+        batch_op.drop_index(
+            "uq_runs_queued_agent",
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        )
         batch_op.drop_index(batch_op.f("ix_runs_task_id"))
         batch_op.drop_index(batch_op.f("ix_runs_status"))
         batch_op.drop_index("ix_runs_agent_status")

@@ -1,0 +1,275 @@
+"""Runs: wakes (queued runs), leases, and what each heartbeat did.
+
+A wake is a queued run row. An agent has at most one queued run (a second wake merges into it)
+and at most one running run (partial unique indexes), so one agent never runs twice at once,
+whichever process claims it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Run, Task, TaskEvent, utcnow
+
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+TIMED_OUT = "timed_out"
+FINISHED = (SUCCEEDED, FAILED, SKIPPED, TIMED_OUT)
+
+
+async def wake(
+    session: AsyncSession,
+    agent_id: str,
+    trigger: str,
+    *,
+    task_id: int | None = None,
+    not_before: datetime | None = None,
+) -> bool:
+    """Queue a run for `agent_id`. If one is queued already, this wake merges into it (the
+    earlier start wins). Returns True if a new run was queued."""
+    now = utcnow()
+    start = not_before or now
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Run)
+        .values(
+            agent_id=agent_id,
+            task_id=task_id,
+            trigger=trigger,
+            status=QUEUED,
+            not_before=start,
+            queued_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["agent_id"], index_where=text("status = 'queued'"))
+        .returning(Run.id)
+    )
+    if (await session.execute(stmt)).scalar_one_or_none() is not None:
+        return True
+    queued = (
+        await session.execute(
+            select(Run).where(Run.agent_id == agent_id, Run.status == QUEUED).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if queued is not None:
+        await session.execute(
+            update(Run)
+            .where(Run.id == queued.id, Run.status == QUEUED)
+            .values(
+                not_before=min(queued.not_before, start),
+                task_id=queued.task_id if queued.task_id is not None else task_id,
+            )
+        )
+    return False
+
+
+@dataclass(frozen=True)
+class Claimed:
+    run_id: int
+    agent_id: str
+    task_id: int | None
+    trigger: str
+
+
+async def claim_due(
+    session: AsyncSession, owner: str, lease: timedelta, *, exclude: set[str], limit: int
+) -> list[Claimed]:
+    """Take due queued runs of agents that are not running now. Call inside `Database.claim()`
+    so SQLite holds the write lock and PostgreSQL claimers skip each other's rows."""
+    now = utcnow()
+    running = select(Run.agent_id).where(Run.status == RUNNING)
+    stmt = (
+        select(Run)
+        .where(
+            Run.status == QUEUED,
+            Run.not_before <= now,
+            Run.agent_id.not_in(running),
+            Run.agent_id.not_in(exclude or {""}),
+        )
+        .order_by(Run.not_before, Run.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed: list[Claimed] = []
+    for run in (await session.execute(stmt)).scalars().all():
+        result = await session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == QUEUED)
+            .values(
+                status=RUNNING,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                started_at=now,
+            )
+            .returning(Run.id)
+        )
+        if result.first() is not None:
+            claimed.append(Claimed(run.id, run.agent_id, run.task_id, run.trigger))
+    return claimed
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    stmt = select(func.min(Run.not_before)).where(Run.status == QUEUED)
+    value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
+    return value
+
+
+async def renew(session: AsyncSession, run_id: int, owner: str, lease: timedelta) -> bool:
+    """Extend a lease we still hold. False means the reaper took the run from us."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RUNNING, Run.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + lease)
+        .returning(Run.id)
+    )
+    return result.first() is not None
+
+
+async def set_task(session: AsyncSession, run_id: int, task_id: int) -> None:
+    await session.execute(update(Run).where(Run.id == run_id).values(task_id=task_id))
+
+
+async def finish(
+    session: AsyncSession,
+    run_id: int,
+    owner: str,
+    status: str,
+    outcome: str,
+    *,
+    changed: bool | None = None,
+    turns: int = 0,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cost_usd: Decimal = Decimal(0),
+) -> bool:
+    """Close a run we hold. False if it was no longer ours (reaped after lease expiry)."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RUNNING, Run.lease_owner == owner)
+        .values(
+            status=status,
+            outcome=outcome[:2000],
+            finished_at=utcnow(),
+            changed_anything=changed,
+            turns=turns,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+        )
+        .returning(Run.id)
+    )
+    return result.first() is not None
+
+
+async def record_skipped(session: AsyncSession, agent_id: str, trigger: str, outcome: str) -> None:
+    """A heartbeat that had nothing to do: recorded, and no model was called."""
+    now = utcnow()
+    session.add(
+        Run(
+            agent_id=agent_id,
+            trigger=trigger,
+            status=SKIPPED,
+            not_before=now,
+            queued_at=now,
+            started_at=now,
+            finished_at=now,
+            outcome=outcome,
+            changed_anything=False,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Reaped:
+    run_id: int
+    agent_id: str
+    task_id: int | None
+    task_blocked: bool
+
+
+async def reap_expired(session: AsyncSession, now: datetime | None = None) -> list[Reaped]:
+    """Runs whose lease expired (their process died): mark them timed out and put their task
+    back to todo, counting a retry; past max_retries the task is blocked instead. The caller
+    wakes the assignee or the manager."""
+    now = now or utcnow()
+    stmt = (
+        select(Run)
+        .where(Run.status == RUNNING, Run.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    )
+    reaped: list[Reaped] = []
+    for run in (await session.execute(stmt)).scalars().all():
+        result = await session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == RUNNING, Run.lease_expires_at < now)
+            .values(status=TIMED_OUT, finished_at=now, outcome="lease expired: the run died")
+            .returning(Run.id)
+        )
+        if result.first() is None:
+            continue
+        blocked = False
+        if run.task_id is not None:
+            blocked = await _return_task(session, run.task_id, run.id)
+        reaped.append(Reaped(run.id, run.agent_id, run.task_id, blocked))
+    return reaped
+
+
+async def _return_task(session: AsyncSession, task_id: int, run_id: int) -> bool:
+    task = await session.get(Task, task_id, populate_existing=True)
+    if task is None or task.status != "in_progress":
+        return False
+    exhausted = task.retries + 1 > task.max_retries
+    to = "blocked" if exhausted else "todo"
+    reason = (
+        f"run {run_id} died {task.retries + 1} times; giving up after {task.max_retries} retries"
+        if exhausted
+        else f"run {run_id} died (lease expired); retry {task.retries + 1} of {task.max_retries}"
+    )
+    result = await session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == "in_progress")
+        .values(
+            status=to,
+            retries=Task.retries + 1,
+            blocked_reason=reason if exhausted else None,
+            updated_at=utcnow(),
+        )
+        .returning(Task.id)
+    )
+    if result.first() is None:
+        return False
+    session.add(
+        TaskEvent(
+            task_id=task_id,
+            kind="status",
+            actor="system:reaper",
+            from_status="in_progress",
+            to_status=to,
+            body=reason,
+        )
+    )
+    return exhausted
+
+
+async def recent(session: AsyncSession, agent_id: str, limit: int = 5) -> list[Run]:
+    stmt = select(Run).where(Run.agent_id == agent_id).order_by(Run.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def current(session: AsyncSession, agent_id: str) -> Run | None:
+    stmt = select(Run).where(Run.agent_id == agent_id, Run.status == RUNNING)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def has_queued(session: AsyncSession, agent_id: str) -> bool:
+    stmt = select(Run.id).where(Run.agent_id == agent_id, Run.status == QUEUED)
+    return (await session.execute(stmt)).first() is not None

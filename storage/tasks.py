@@ -1,0 +1,265 @@
+"""Tasks: the lifecycle of design.md, enforced in one transition function.
+
+Every change is a conditional UPDATE plus an event row (and any wake or outbox row) in the
+caller's transaction. Functions return what happened; they never raise for a lost race.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import runs
+from storage.models import Task, TaskEvent, utcnow
+
+BACKLOG = "backlog"
+TODO = "todo"
+IN_PROGRESS = "in_progress"
+IN_REVIEW = "in_review"
+DONE = "done"
+BLOCKED = "blocked"
+CANCELLED = "cancelled"
+
+STATUSES = (BACKLOG, TODO, IN_PROGRESS, IN_REVIEW, DONE, BLOCKED, CANCELLED)
+OPEN = (BACKLOG, TODO, IN_PROGRESS, IN_REVIEW, BLOCKED)
+ACTIVE = (TODO, IN_PROGRESS)  # what a heartbeat works on
+
+# to-status -> the statuses it may be reached from
+_FROM: dict[str, tuple[str, ...]] = {
+    BACKLOG: (TODO,),
+    TODO: (BACKLOG, IN_PROGRESS, IN_REVIEW, BLOCKED),
+    IN_PROGRESS: (TODO, IN_REVIEW),
+    IN_REVIEW: (IN_PROGRESS,),
+    DONE: (IN_PROGRESS, IN_REVIEW),
+    BLOCKED: (BACKLOG, TODO, IN_PROGRESS, IN_REVIEW),
+    CANCELLED: OPEN,
+}
+
+PRIORITIES = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Whether a change won, and the task as it is now (None if it does not exist)."""
+
+    won: bool
+    task: Task | None
+    reason: str = ""
+
+
+def allowed_from(status: str) -> tuple[str, ...]:
+    return _FROM.get(status, ())
+
+
+async def get(session: AsyncSession, task_id: int) -> Task | None:
+    return await session.get(Task, task_id, populate_existing=True)
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    title: str,
+    assignee: str,
+    creator: str,
+    body: str = "",
+    parent_id: int | None = None,
+    priority: int = PRIORITIES["normal"],
+    max_retries: int = 3,
+    idempotency_key: str | None = None,
+    status: str = TODO,
+) -> Task:
+    """Create a task and wake its assignee now (not at its next scheduled heartbeat).
+
+    With an `idempotency_key` already used, returns the existing task and changes nothing.
+    """
+    if idempotency_key is not None:
+        existing = (
+            await session.execute(select(Task).where(Task.idempotency_key == idempotency_key))
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
+    task = Task(
+        title=title[:200],
+        body=body,
+        assignee=assignee,
+        creator=creator,
+        parent_id=parent_id,
+        priority=priority,
+        status=status,
+        max_retries=max_retries,
+        idempotency_key=idempotency_key,
+    )
+    session.add(task)
+    await session.flush()
+    session.add(
+        TaskEvent(task_id=task.id, kind="created", actor=creator, to_status=status, body=title)
+    )
+    if status == TODO:
+        await runs.wake(session, assignee, "assignment", task_id=task.id)
+    return task
+
+
+async def transition(
+    session: AsyncSession,
+    task_id: int,
+    to: str,
+    *,
+    actor: str,
+    note: str = "",
+    manager: str | None = None,
+) -> Outcome:
+    """Move a task to `to` if its current status allows it.
+
+    Blocking needs a `note` (the reason) and wakes `manager` with it. Unblocking (to todo)
+    and reopening wake the assignee. A refused change names the current status.
+    """
+    if to not in _FROM:
+        return Outcome(False, await get(session, task_id), f'"{to}" is not a task status')
+    if to == BLOCKED and not note.strip():
+        return Outcome(False, await get(session, task_id), "blocking needs a reason")
+    task = await get(session, task_id)
+    if task is None:
+        return Outcome(False, None, f"there is no task #{task_id}")
+    previous = task.status
+    if previous not in _FROM[to]:
+        return Outcome(False, task, _refusal(task, to))
+    values: dict[str, object] = {"status": to, "updated_at": utcnow()}
+    if to == BLOCKED:
+        values["blocked_reason"] = note
+    elif to == TODO:
+        values["blocked_reason"] = None
+    result = await session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == previous)
+        .values(**values)
+        .returning(Task.id)
+    )
+    if result.first() is None:  # another writer changed it since we read it
+        task = await get(session, task_id)
+        assert task is not None
+        return Outcome(False, task, _refusal(task, to))
+    task = await get(session, task_id)
+    assert task is not None
+    session.add(
+        TaskEvent(
+            task_id=task_id,
+            kind="status",
+            actor=actor,
+            from_status=previous,
+            to_status=to,
+            body=note,
+        )
+    )
+    if to == BLOCKED and manager is not None:
+        await runs.wake(session, manager, "escalation", task_id=task_id)
+    if to == TODO and previous in (BLOCKED, BACKLOG, IN_REVIEW):
+        await runs.wake(session, task.assignee, "assignment", task_id=task_id)
+    return Outcome(True, task)
+
+
+def _refusal(task: Task, to: str) -> str:
+    if task.status == to:
+        return f"task #{task.id} is already {to}"
+    return f"task #{task.id} is {task.status}; it cannot become {to}"
+
+
+async def comment(session: AsyncSession, task_id: int, *, actor: str, body: str) -> Outcome:
+    """Add a comment. The assignee is woken, unless the comment is its own."""
+    task = await get(session, task_id)
+    if task is None:
+        return Outcome(False, None, f"there is no task #{task_id}")
+    session.add(TaskEvent(task_id=task_id, kind="comment", actor=actor, body=body))
+    task.updated_at = utcnow()
+    if actor != f"agent:{task.assignee}" and task.status in (*ACTIVE, IN_REVIEW, BLOCKED):
+        await runs.wake(session, task.assignee, "comment", task_id=task_id)
+    return Outcome(True, task)
+
+
+async def reassign(session: AsyncSession, task_id: int, assignee: str, *, actor: str) -> Outcome:
+    """Give an open task to another agent and wake that agent."""
+    result = await session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status.in_(OPEN))
+        .values(assignee=assignee, idle_runs=0, updated_at=utcnow())
+        .returning(Task.id)
+    )
+    task = await get(session, task_id)
+    if result.first() is None:
+        if task is None:
+            return Outcome(False, None, f"there is no task #{task_id}")
+        return Outcome(False, task, f"task #{task_id} is {task.status}; it cannot be reassigned")
+    assert task is not None
+    session.add(TaskEvent(task_id=task_id, kind="assigned", actor=actor, body=assignee))
+    if task.status in ACTIVE:
+        await runs.wake(session, assignee, "assignment", task_id=task_id)
+    return Outcome(True, task)
+
+
+async def note_run(session: AsyncSession, task_id: int, *, changed: bool) -> int:
+    """Record whether a run on the task changed anything; returns consecutive idle runs."""
+    values = {"idle_runs": 0} if changed else {"idle_runs": Task.idle_runs + 1}
+    result = await session.execute(
+        update(Task).where(Task.id == task_id).values(**values).returning(Task.idle_runs)
+    )
+    return result.scalar_one_or_none() or 0
+
+
+async def record_refusal(session: AsyncSession, task_id: int, *, actor: str, body: str) -> None:
+    """A tool call that was refused (authority, org chart, schema): kept for the record."""
+    session.add(TaskEvent(task_id=task_id, kind="refused", actor=actor, body=body))
+
+
+async def events(session: AsyncSession, task_id: int, limit: int = 50) -> list[TaskEvent]:
+    stmt = (
+        select(TaskEvent)
+        .where(TaskEvent.task_id == task_id)
+        .order_by(TaskEvent.id.desc())
+        .limit(limit)
+    )
+    return list(reversed((await session.execute(stmt)).scalars().all()))
+
+
+async def listing(
+    session: AsyncSession,
+    *,
+    assignee: str | None = None,
+    statuses: tuple[str, ...] = OPEN,
+    offset: int = 0,
+    limit: int = 10,
+) -> tuple[list[Task], int]:
+    """A page of tasks (most urgent, then oldest first) and the total count."""
+    where: list[ColumnElement[bool]] = [Task.status.in_(statuses)]
+    if assignee is not None:
+        where.append(Task.assignee == assignee)
+    total = (
+        await session.execute(select(func.count()).select_from(Task).where(*where))
+    ).scalar_one()
+    stmt = select(Task).where(*where).order_by(Task.priority, Task.id).offset(offset).limit(limit)
+    return list((await session.execute(stmt)).scalars()), total
+
+
+async def next_for(session: AsyncSession, agent_id: str, task_id: int | None) -> Task | None:
+    """The task a run of `agent_id` should work on: the one it was woken for, if still
+    active, else its most urgent active task."""
+    if task_id is not None:
+        task = await get(session, task_id)
+        if task is not None and task.assignee == agent_id and task.status in ACTIVE:
+            return task
+    stmt = (
+        select(Task)
+        .where(Task.assignee == agent_id, Task.status.in_(ACTIVE))
+        .order_by(Task.priority, Task.id)
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def open_counts(session: AsyncSession, agent_ids: list[str]) -> dict[str, int]:
+    stmt = (
+        select(Task.assignee, func.count())
+        .where(Task.assignee.in_(agent_ids), Task.status.in_(ACTIVE))
+        .group_by(Task.assignee)
+    )
+    return {agent: n for agent, n in (await session.execute(stmt)).all()}
