@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -16,6 +17,8 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
 
+from agents.gateway import Gateway
+from agents.runtime import Runtime, heartbeat_seconds
 from bot.config import Config, Role
 from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
 from bot.poller_lock import LockHeld, poller_lock
@@ -113,17 +116,22 @@ async def _serve(config: Config, db: Database) -> int:
     routers = get_routers()
     in_flight = InFlight()
     sender = Sender(bot, db)
-    dp = make_dispatcher(config, db, routers, in_flight, poll_monitor=monitor, sender=sender)
+    gateway = Gateway(config, db)
+    runtime = Runtime(config, db, gateway)
+    dp = make_dispatcher(
+        config, db, routers, in_flight, poll_monitor=monitor, sender=sender, org=runtime.org
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    db.on_commit("outbox", sender.wake)
+
     async def on_stall(silent: float) -> None:
         await alert(
             db,
             config,
-            sender,
             f"⚠️ Telegram polling stalled: no completed poll for {silent:.0f} s. "
             "Polling was restarted.",
             dedup_key=f"poll-stall:{int(time.time() // 300)}",
@@ -141,6 +149,15 @@ async def _serve(config: Config, db: Database) -> int:
             raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
+    for agent in config.agents:
+        if agent.heartbeat or agent.cron:
+            scheduler.agent_heartbeat(
+                agent.id,
+                functools.partial(runtime.heartbeat, agent.id),
+                every=heartbeat_seconds(agent),
+                cron=agent.cron,
+                tz=config.tz,
+            )
     try:
         me = await bot.get_me()
     except TelegramUnauthorizedError:
@@ -159,6 +176,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     scheduler.start()
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
+    runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     code = EXIT_OK
     try:
         await supervisor.run(stop)
@@ -172,7 +190,11 @@ async def _serve(config: Config, db: Database) -> int:
             log.warning("shutdown: updates still in flight after %.0f s", SHUTDOWN_GRACE)
         scheduler.shutdown()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            # Runs in flight get their grace period; the rest go back to the queue.
+            await asyncio.wait_for(runtime_task, config.runtime.shutdown_grace_seconds + 5)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
+        await gateway.close()
         await bot.session.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -180,9 +202,7 @@ async def _serve(config: Config, db: Database) -> int:
     return code
 
 
-async def alert(
-    db: Database, config: Config, sender: Sender | None, text: str, *, dedup_key: str
-) -> None:
+async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:
     """Queue a message for the alerts feed (or only log it when no alerts feed is set)."""
     feed = config.feed("alerts")
     if feed is None:
@@ -195,5 +215,3 @@ async def alert(
             esc(text),
             dedup_key=dedup_key,
         )
-    if sender is not None:
-        sender.wake()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DEFAULT_CONFIG_PATH = Path("fleet.toml")
@@ -227,6 +228,16 @@ class DeployConfig(_Section):
     timeout: str = "10m"
 
 
+class RuntimeConfig(_Section):
+    """How agent runs are executed."""
+
+    max_concurrent_runs: int = Field(default=4, ge=1, le=64)
+    lease_seconds: int = Field(default=120, ge=3)
+    max_turns: int = Field(default=10, ge=1, le=100)
+    context_budget_tokens: int = Field(default=200_000, ge=1000)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+
 class Config(_Section):
     """The whole validated configuration. `path` is where it was read from."""
 
@@ -242,6 +253,7 @@ class Config(_Section):
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     checks: list[CheckConfig] = Field(default_factory=list)
     deploys: list[DeployConfig] = Field(default_factory=list)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -471,6 +483,7 @@ def _semantic_problems(config: Config) -> list[str]:
         problems.append(f"agents[{i}].hub: more than one hub (exactly one agent has hub = true)")
 
     profiles = set(config.anthropic.profiles)
+    base = config.path.parent
     for i, agent in enumerate(config.agents):
         if agent.reports_to is not None and agent.reports_to not in ids:
             problems.append(f'agents[{i}].reports_to: unknown agent "{agent.reports_to}"')
@@ -478,6 +491,17 @@ def _semantic_problems(config: Config) -> list[str]:
             problems.append(f"agents[{i}].reports_to: the hub reports to no agent")
         if agent.heartbeat and agent.cron:
             problems.append(f"agents[{i}]: give either heartbeat or cron, not both")
+        if agent.cron:
+            try:
+                CronTrigger.from_crontab(agent.cron, timezone=config.tz)
+            except ValueError as err:
+                problems.append(f'agents[{i}].cron: "{agent.cron}" is not a crontab line: {err}')
+        folder = agent.workspace if agent.workspace.is_absolute() else base / agent.workspace
+        if not folder.is_dir():
+            problems.append(
+                f"agents[{i}].workspace: folder {folder} does not exist "
+                "(`fleet init` writes example workspaces)"
+            )
         for j, profile in enumerate(agent.profiles):
             # With no [anthropic.profiles], "primary" is the SDK's own ANTHROPIC_API_KEY.
             if profile not in profiles and (profiles or profile != "primary"):

@@ -47,8 +47,11 @@ def _workspace(agent: str, title: str, purpose: str) -> dict[str, str]:
         ),
         "HEARTBEAT.md": (
             "# Each heartbeat\n\n"
-            "List standing checks here, one per line. Leave it empty and a heartbeat with no "
-            "open tasks costs nothing.\n"
+            "<!-- Standing checks, one list item each (\"- check the inbox\"). With none, a\n"
+            "heartbeat with no open tasks and no messages makes no model call and costs nothing.\n"
+            "For example:\n"
+            "- Check that yesterday's deploy is still healthy.\n"
+            "-->\n"
         ),
     }
 

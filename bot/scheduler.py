@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from storage import jobs
@@ -40,6 +41,26 @@ class Scheduler:
             coalesce=True,
             max_instances=1,
             misfire_grace_time=max(1, seconds // 2),
+            replace_existing=True,
+        )
+
+    def agent_heartbeat(
+        self, agent_id: str, func: JobFunc, *, every: int | None, cron: str | None, tz: tzinfo
+    ) -> None:
+        """An agent's heartbeat. No job beat: the runs table is the record of heartbeats."""
+        trigger = (
+            CronTrigger.from_crontab(cron, timezone=tz)
+            if cron
+            else IntervalTrigger(seconds=every or 1800, timezone=UTC)
+        )
+        self.scheduler.add_job(
+            func,
+            trigger,
+            id=f"heartbeat:{agent_id}",
+            name=f"heartbeat:{agent_id}",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=60,
             replace_existing=True,
         )
 

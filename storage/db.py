@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # with a plain (deferred) BEGIN two claimers both read, then one fails to upgrade its lock
 # with SQLITE_BUSY at once, whatever the busy timeout.
 _IMMEDIATE = "fleet_immediate"
+_TOUCHED = "fleet_touched"
+
+
+def touch(session: AsyncSession, topic: str) -> None:
+    """Mark that this transaction changed `topic` (see `Database.on_commit`)."""
+    session.info.setdefault(_TOUCHED, set()).add(topic)
 
 
 class Database:
@@ -42,19 +48,34 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
+
+    def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
+        """Call `listener` after any transaction that `touch`ed `topic` commits: the sender
+        when outbox rows were queued, the run worker when an agent was woken."""
+        self._listeners.setdefault(topic, []).append(listener)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits when the block ends without an exception."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+            self._notify(session)
 
     @asynccontextmanager
     async def claim(self) -> AsyncIterator[AsyncSession]:
         """A write transaction that holds the write lock from its first statement."""
-        async with self.sessions() as session, session.begin():
-            await session.connection(execution_options={_IMMEDIATE: True})
-            yield session
+        async with self.sessions() as session:
+            async with session.begin():
+                await session.connection(execution_options={_IMMEDIATE: True})
+                yield session
+            self._notify(session)
+
+    def _notify(self, session: AsyncSession) -> None:
+        for topic in session.info.pop(_TOUCHED, ()):
+            for listener in self._listeners.get(topic, ()):
+                listener()
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest migration."""

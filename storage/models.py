@@ -338,14 +338,18 @@ class TriageItem(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class HubMessage(Base):
-    """A message for the hub's inbox (escalations, oversight notices), read on its heartbeat."""
+class InboxMessage(Base):
+    """A message for an agent, read on its next heartbeat: escalations from reports, notes to
+    the hub, oversight notices. Agents never message each other except through the hub."""
 
-    __tablename__ = "hub_messages"
+    __tablename__ = "inbox"
+    __table_args__ = (Index("ix_inbox_agent_unread", "agent_id", "read_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # escalation | message | oversight
     source: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
     body: Mapped[str] = mapped_column(Text)
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     read_at: Mapped[datetime | None]

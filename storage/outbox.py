@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import touch
 from storage.models import Outbox, utcnow
 
 PENDING = "pending"
@@ -67,6 +68,8 @@ async def enqueue(
         .returning(Outbox.id)
     )
     row_id: int | None = (await session.execute(stmt)).scalar_one_or_none()
+    if row_id is not None:
+        touch(session, "outbox")
     return row_id
 
 
@@ -150,6 +153,7 @@ async def requeue(session: AsyncSession, row_id: int) -> bool:
         .where(Outbox.id == row_id, Outbox.status == FAILED)
         .values(status=PENDING, attempts=0, next_attempt_at=utcnow())
     )
+    touch(session, "outbox")
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

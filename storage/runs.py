@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import touch
 from storage.models import Run, Task, TaskEvent, utcnow
 
 QUEUED = "queued"
@@ -39,6 +40,8 @@ async def wake(
     earlier start wins). Returns True if a new run was queued."""
     now = utcnow()
     start = not_before or now
+    if task_id is not None:
+        start = max(start, await _backoff_until(session, task_id, now))
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
         insert(Run)
@@ -53,6 +56,7 @@ async def wake(
         .on_conflict_do_nothing(index_elements=["agent_id"], index_where=text("status = 'queued'"))
         .returning(Run.id)
     )
+    touch(session, "runs")
     if (await session.execute(stmt)).scalar_one_or_none() is not None:
         return True
     queued = (
@@ -70,6 +74,22 @@ async def wake(
             )
         )
     return False
+
+
+BACKOFF_FIRST = timedelta(minutes=2)
+BACKOFF_MAX = timedelta(minutes=30)
+
+
+async def _backoff_until(session: AsyncSession, task_id: int, now: datetime) -> datetime:
+    """After two runs in a row that changed nothing on a task, wakes for it wait 2 min,
+    doubling up to 30 min, so a confused agent cannot loop on it and burn money."""
+    idle = (
+        await session.execute(select(Task.idle_runs).where(Task.id == task_id))
+    ).scalar_one_or_none() or 0
+    if idle < 2:
+        return now
+    backoff: datetime = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (idle - 2))
+    return backoff
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ caller's transaction. Functions return what happened; they never raise for a los
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import runs
+from storage import inbox, outbox, runs
 from storage.models import Task, TaskEvent, utcnow
 
 BACKLOG = "backlog"
@@ -152,11 +153,40 @@ async def transition(
             body=note,
         )
     )
+    if to in (DONE, IN_REVIEW, BLOCKED) and task.creator.startswith("person:"):
+        await _tell_creator(session, task, previous, to, actor, note)
     if to == BLOCKED and manager is not None:
-        await runs.wake(session, manager, "escalation", task_id=task_id)
+        await inbox.send(
+            session,
+            manager,
+            kind="escalation",
+            source=actor,
+            task_id=task_id,
+            body=f"task #{task_id} ({task.title}) assigned to {task.assignee} is blocked: {note}",
+        )
     if to == TODO and previous in (BLOCKED, BACKLOG, IN_REVIEW):
         await runs.wake(session, task.assignee, "assignment", task_id=task_id)
     return Outcome(True, task)
+
+
+async def _tell_creator(
+    session: AsyncSession, task: Task, previous: str, to: str, actor: str, note: str
+) -> None:
+    """The person who asked for the work hears how it ended, in their private chat."""
+    person = task.creator.removeprefix("person:")
+    if not person.isdigit():
+        return
+    headline = {DONE: "✅ done", IN_REVIEW: "👀 ready for review", BLOCKED: "⛔ blocked"}[to]
+    who = actor.removeprefix("agent:").removeprefix("person:")
+    text = f"Task #{task.id} {html.escape(task.title)}: {headline} ({html.escape(who)})"
+    if note:
+        text += f"\n{html.escape(note[:1500])}"
+    await outbox.enqueue(
+        session,
+        outbox.Destination(int(person)),
+        text,
+        dedup_key=f"task-status:{task.id}:{previous}:{to}:{task.updated_at.timestamp()}",
+    )
 
 
 def _refusal(task: Task, to: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.botapi_server import BotAPIServer
-from tests.fleet import TOKEN, FleetProcess, write_config
+from tests.fleet import ANTHROPIC_KEY, TOKEN, FleetProcess, write_config
 
 
 @pytest.fixture
@@ -32,3 +32,4 @@ async def fleet(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[Fleet
     assert code == 0, process.log
     assert "Traceback" not in process.log, process.log
     assert TOKEN not in process.log
+    assert ANTHROPIC_KEY not in process.log

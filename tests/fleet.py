@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -18,7 +19,27 @@ STRANGER = 6666
 FEED_CHAT = -100500
 ALERTS_TOPIC = 3
 
+ACTIVITY_TOPIC = 5
+ANTHROPIC_KEY = "sk-ant-test-primary"
+
 FLEET = Path(sys.executable).parent / "fleet"
+
+DEFAULT_AGENTS = """
+[[agents]]
+id = "hub"
+hub = true
+workspace = "workspaces/hub"
+model = "claude-sonnet-4-6"
+heartbeat = "30m"
+authority = ["assign", "comment", "subtask"]
+
+[[agents]]
+id = "coder"
+reports_to = "hub"
+workspace = "workspaces/coder"
+model = "claude-sonnet-4-6"
+authority = ["comment", "request_deploy"]
+"""
 
 
 def write_config(
@@ -28,9 +49,12 @@ def write_config(
     polling_timeout: int = 2,
     extra: str = "",
     database_url: str | None = None,
+    anthropic_base: str = "http://127.0.0.1:9",
+    agents: str = DEFAULT_AGENTS,
 ) -> Path:
-    """A small fleet: three people, one feed group with topics, a hub and a specialist."""
-    for agent in ("hub", "coder"):
+    """A small fleet: three people, one feed group with topics, a hub and a specialist.
+    `agents` replaces the [[agents]] tables; `extra` is appended (e.g. a [runtime] table)."""
+    for agent in re.findall(r'^id = "([a-z0-9_-]+)"', agents, re.MULTILINE):
         (folder / "workspaces" / agent).mkdir(parents=True, exist_ok=True)
     path = folder / "fleet.toml"
     path.write_text(
@@ -63,19 +87,14 @@ role = "viewer"
 [feeds]
 alerts = {{ chat_id = {FEED_CHAT}, topic = {ALERTS_TOPIC} }}
 approvals = {{ chat_id = {FEED_CHAT} }}
+activity = {{ chat_id = {FEED_CHAT}, topic = {ACTIVITY_TOPIC} }}
 
-[[agents]]
-id = "hub"
-hub = true
-workspace = "workspaces/hub"
-model = "claude-sonnet-4-6"
-heartbeat = "30m"
+[anthropic]
+base_url = "{anthropic_base}"
+[anthropic.profiles.primary]
+api_key = "${{ANTHROPIC_API_KEY}}"
 
-[[agents]]
-id = "coder"
-reports_to = "hub"
-workspace = "workspaces/coder"
-model = "claude-sonnet-4-6"
+{agents}
 {extra}
 """,
         encoding="utf-8",
@@ -86,6 +105,7 @@ model = "claude-sonnet-4-6"
 def fleet_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TELEGRAM_"))}
     env["TELEGRAM_BOT_TOKEN"] = TOKEN
+    env["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
     env.update(extra)
     return env
 

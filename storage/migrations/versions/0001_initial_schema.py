@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 09:53:54.727769
+Create Date: 2026-11-25 09:59:33.169999
 """
 
 from collections.abc import Sequence
@@ -29,18 +29,6 @@ def upgrade() -> None:
         sa.Column("budget_usd_month", sa.Numeric(precision=12, scale=4), nullable=True),
         sa.Column("updated_at", storage.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("agent_id", name=op.f("pk_agent_state")),
-    )
-    op.create_table(
-        "hub_messages",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("source", sa.String(length=64), nullable=False),
-        sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("dedup_key", sa.String(length=200), nullable=True),
-        sa.Column("read_at", storage.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", storage.models.UTCDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_hub_messages")),
-        sa.UniqueConstraint("dedup_key", name=op.f("uq_hub_messages_dedup_key")),
     )
     op.create_table(
         "incidents",
@@ -187,6 +175,24 @@ def upgrade() -> None:
     with op.batch_alter_table("approvals", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_approvals_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_approvals_task_id"), ["task_id"], unique=False)
+
+    op.create_table(
+        "inbox",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("task_id", sa.Integer(), nullable=True),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("dedup_key", sa.String(length=200), nullable=True),
+        sa.Column("read_at", storage.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", storage.models.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name=op.f("fk_inbox_task_id_tasks")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_inbox")),
+        sa.UniqueConstraint("dedup_key", name=op.f("uq_inbox_dedup_key")),
+    )
+    with op.batch_alter_table("inbox", schema=None) as batch_op:
+        batch_op.create_index("ix_inbox_agent_unread", ["agent_id", "read_at"], unique=False)
 
     op.create_table(
         "runs",
@@ -353,6 +359,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_runs_agent_status")
 
     op.drop_table("runs")
+    with op.batch_alter_table("inbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_inbox_agent_unread")
+
+    op.drop_table("inbox")
     with op.batch_alter_table("approvals", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_approvals_task_id"))
         batch_op.drop_index(batch_op.f("ix_approvals_status"))
@@ -380,6 +390,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_incidents_status"))
 
     op.drop_table("incidents")
-    op.drop_table("hub_messages")
     op.drop_table("agent_state")
     # ### end Alembic commands ###

@@ -1,0 +1,405 @@
+"""Heartbeat runs: scheduled wakes, the worker that claims and executes queued runs, and the
+reaper that returns the tasks of dead runs.
+
+Runs are short and stateless: a run reads its agent's task, inbox and workspace from the
+database and disk, calls the model through the gateway, writes what happened, and exits. A run
+whose process dies is found by its expired lease and retried from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents import workspace
+from agents.gateway import Gateway
+from agents.org import OrgChart
+from agents.tools import ToolContext
+from agents.turn import TurnResult, run_turn
+from bot.config import AgentConfig, Config, parse_duration
+from bot.text import esc
+from storage import inbox, outbox, runs, tasks
+from storage.db import Database
+from storage.models import AgentState, InboxMessage, Task, TaskEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, config: Config, db: Database, gateway: Gateway) -> None:
+        self.config = config
+        self.db = db
+        self.gateway = gateway
+        self.org = OrgChart(config)
+        self.settings = config.runtime
+        self.lease = timedelta(seconds=self.settings.lease_seconds)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        db.on_commit("runs", self._wake.set)
+
+    def workspace_of(self, agent: AgentConfig) -> Path:
+        folder = agent.workspace
+        return folder if folder.is_absolute() else self.config.path.parent / folder
+
+    # -- scheduled heartbeats -------------------------------------------------------------
+
+    async def heartbeat(self, agent_id: str) -> None:
+        """A scheduled heartbeat: queue a run if the agent has something to do, else record a
+        skipped run. No model is called here."""
+        agent = self.org.get(agent_id)
+        if agent is None or self.in_quiet_hours(agent, datetime.now(self.config.tz)):
+            return
+        async with self.db.session() as session:
+            state = await session.get(AgentState, agent_id)
+            if state is not None and state.paused:
+                await runs.record_skipped(session, agent_id, "schedule", "paused")
+                return
+            if await self._has_work(session, agent):
+                await runs.wake(session, agent_id, "schedule")
+            else:
+                await runs.record_skipped(session, agent_id, "schedule", "nothing to do")
+
+    async def _has_work(self, session: AsyncSession, agent: AgentConfig) -> bool:
+        counts = await tasks.open_counts(session, [agent.id])
+        if counts.get(agent.id):
+            return True
+        if await inbox.has_unread(session, agent.id):
+            return True
+        return workspace.heartbeat_has_tasks(self.workspace_of(agent))
+
+    def in_quiet_hours(self, agent: AgentConfig, now: datetime) -> bool:
+        if not agent.quiet_hours:
+            return False
+        start, end = agent.quiet_hours.split("-")
+        current = now.strftime("%H:%M")
+        if start <= end:
+            return start <= current < end
+        return current >= start or current < end
+
+    # -- the worker -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and execute due runs until `stop`; then let runs in flight finish for a
+        grace period and hand the rest back to the queue."""
+        last_reap = 0.0
+        while not stop.is_set():
+            delay = 1.0
+            try:
+                if time.monotonic() - last_reap > self.lease.total_seconds() / 2:
+                    await self.reap()
+                    last_reap = time.monotonic()
+                await self._claim()
+                async with self.db.session() as session:
+                    due = await runs.next_due_at(session)
+                if due is not None:
+                    delay = min(delay, max(0.0, (due - utcnow()).total_seconds()))
+            except Exception:  # the worker must outlive a database hiccup
+                log.exception("run worker pass failed")
+            self._wake.clear()
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+            ]
+            await asyncio.wait(
+                waiters, timeout=max(delay, 0.01), return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+        await self._drain()
+
+    async def _claim(self) -> None:
+        free = self.settings.max_concurrent_runs - len(self._running)
+        if free <= 0:
+            return
+        async with self.db.claim() as session:
+            claimed = await runs.claim_due(
+                session, self.owner, self.lease, exclude=set(self._running), limit=free
+            )
+        for run in claimed:
+            task = asyncio.create_task(self._execute(run), name=f"run-{run.run_id}")
+            self._running[run.agent_id] = task
+            task.add_done_callback(self._forget(run.agent_id))
+
+    def _forget(self, agent_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def forget(_: asyncio.Task[None]) -> None:
+            self._running.pop(agent_id, None)
+
+        return forget
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        pending = list(self._running.values())
+        log.info("waiting for %d run(s) in flight", len(pending))
+        _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_seconds)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still)
+
+    async def reap(self) -> None:
+        """Return the tasks of runs whose lease expired; wake the assignee or the manager."""
+        async with self.db.claim() as session:
+            reaped = await runs.reap_expired(session)
+            for dead in reaped:
+                log.warning("run %d of %s died (lease expired)", dead.run_id, dead.agent_id)
+                if dead.task_id is None:
+                    continue
+                if dead.task_blocked:
+                    hub = self.org.hub.id if self.org.hub else None
+                    manager = self.org.manager(dead.agent_id) or hub
+                    if manager is not None:
+                        await inbox.send(
+                            session,
+                            manager,
+                            kind="escalation",
+                            source="system:reaper",
+                            task_id=dead.task_id,
+                            body=f"task #{dead.task_id} of {dead.agent_id} is blocked: its runs "
+                            "kept dying and the retries are used up",
+                        )
+                    await self._post(
+                        session,
+                        "alerts",
+                        f"⛔ Task #{dead.task_id} of {esc(dead.agent_id)} blocked: its runs kept "
+                        "dying (retries used up).",
+                        f"reaped-blocked:{dead.run_id}",
+                    )
+                else:
+                    await runs.wake(session, dead.agent_id, "retry", task_id=dead.task_id)
+
+    # -- one run --------------------------------------------------------------------------
+
+    async def _execute(self, claimed: runs.Claimed) -> None:
+        renewer = asyncio.create_task(self._renew(claimed.run_id))
+        try:
+            await self._execute_inner(claimed)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupted(claimed))
+            raise
+        except Exception as err:
+            log.exception("run %d of %s crashed", claimed.run_id, claimed.agent_id)
+            await self._finish_failed(claimed, f"crashed: {type(err).__name__}: {err}")
+        finally:
+            renewer.cancel()
+
+    async def _renew(self, run_id: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            async with self.db.session() as session:
+                if not await runs.renew(session, run_id, self.owner, self.lease):
+                    log.warning("lost the lease of run %d", run_id)
+                    return
+
+    async def _execute_inner(self, claimed: runs.Claimed) -> None:
+        agent = self.org.get(claimed.agent_id)
+        if agent is None:
+            await self._finish(claimed, runs.FAILED, "agent is no longer in the config")
+            return
+        now = datetime.now(self.config.tz)
+        folder = self.workspace_of(agent)
+        async with self.db.session() as session:
+            state = await session.get(AgentState, agent.id)
+            if state is not None and state.paused:
+                await runs.finish(session, claimed.run_id, self.owner, runs.SKIPPED, "paused")
+                return
+            task = await tasks.next_for(session, agent.id, claimed.task_id)
+            messages = await inbox.unread(session, agent.id)
+            standing = workspace.heartbeat_has_tasks(folder)
+            if task is None and not messages and not standing:
+                # Idle: recorded, and no model is called.
+                await runs.finish(
+                    session, claimed.run_id, self.owner, runs.SKIPPED, "nothing to do"
+                )
+                return
+            if task is not None:
+                if task.status == tasks.TODO:
+                    await tasks.transition(
+                        session, task.id, tasks.IN_PROGRESS, actor=f"agent:{agent.id}"
+                    )
+                await runs.set_task(session, claimed.run_id, task.id)
+                history = await tasks.events(session, task.id, limit=20)
+            else:
+                history = []
+        files = workspace.load_workspace(folder, now.date())
+        system = workspace.render_system_prompt(agent.id, agent.title or agent.id, files)
+        brief = _brief(task, history, messages, standing, self.config)
+        ctx = ToolContext(
+            config=self.config,
+            org=self.org,
+            db=self.db,
+            agent=agent,
+            run_id=claimed.run_id,
+            task_id=task.id if task else None,
+            workspace=folder,
+            today=now.date(),
+            now=now,
+        )
+        result = await run_turn(
+            ctx,
+            self.gateway,
+            system=system,
+            brief=brief,
+            max_turns=self.settings.max_turns,
+            context_budget=self.settings.context_budget_tokens,
+        )
+        await self._record(claimed, agent, task, messages, result)
+
+    async def _record(
+        self,
+        claimed: runs.Claimed,
+        agent: AgentConfig,
+        task: Task | None,
+        messages: list[InboxMessage],
+        result: TurnResult,
+    ) -> None:
+        status = {"succeeded": runs.SUCCEEDED, "deferred": runs.SKIPPED}.get(
+            result.status, runs.FAILED
+        )
+        outcome = result.outcome
+        if result.status == "deferred" and result.retry_at is not None:
+            outcome = f"deferred until {result.retry_at:%H:%M:%S} UTC: {result.outcome}"
+        async with self.db.session() as session:
+            await runs.finish(
+                session,
+                claimed.run_id,
+                self.owner,
+                status,
+                outcome,
+                changed=result.changed,
+                turns=result.turns,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                cost_usd=result.cost_usd,
+            )
+            if task is not None:
+                await tasks.note_run(session, task.id, changed=result.changed)
+            if result.status == "succeeded":
+                await inbox.mark_read(session, [m.id for m in messages])
+            if result.status == "deferred":
+                await runs.wake(
+                    session,
+                    agent.id,
+                    "retry",
+                    task_id=task.id if task else None,
+                    not_before=result.retry_at,
+                )
+            where = f" on task #{task.id}" if task else ""
+            tokens = f"{result.input_tokens}+{result.output_tokens} tokens"
+            if status == runs.FAILED:
+                await self._post(
+                    session,
+                    "alerts",
+                    f"❌ Run {claimed.run_id} of <b>{esc(agent.id)}</b>{where} failed: "
+                    f"{esc(result.outcome)} ({tokens})",
+                    f"run-failed:{claimed.run_id}",
+                )
+            elif result.changed:
+                await self._post(
+                    session,
+                    "activity",
+                    f"✅ <b>{esc(agent.id)}</b>{where}: {esc(outcome[:300])} ({tokens})",
+                    f"activity:{claimed.run_id}",
+                )
+            if await _has_todo(session, agent.id):
+                await runs.wake(session, agent.id, "followup")
+
+    async def _finish(self, claimed: runs.Claimed, status: str, outcome: str) -> None:
+        async with self.db.session() as session:
+            await runs.finish(session, claimed.run_id, self.owner, status, outcome)
+
+    async def _finish_failed(self, claimed: runs.Claimed, outcome: str) -> None:
+        async with self.db.session() as session:
+            if await runs.finish(session, claimed.run_id, self.owner, runs.FAILED, outcome):
+                await self._post(
+                    session,
+                    "alerts",
+                    f"❌ Run {claimed.run_id} of <b>{esc(claimed.agent_id)}</b> failed: "
+                    f"{esc(outcome)}",
+                    f"run-failed:{claimed.run_id}",
+                )
+
+    async def _interrupted(self, claimed: runs.Claimed) -> None:
+        """Shutdown cut a run short: close it and put its task back for the next start."""
+        async with self.db.session() as session:
+            if not await runs.finish(
+                session, claimed.run_id, self.owner, runs.FAILED, "interrupted by shutdown"
+            ):
+                return
+            current = await tasks.next_for(session, claimed.agent_id, claimed.task_id)
+            if current is not None and current.status == tasks.IN_PROGRESS:
+                await tasks.transition(
+                    session,
+                    current.id,
+                    tasks.TODO,
+                    actor="system:shutdown",
+                    note=f"run {claimed.run_id} was interrupted by a shutdown",
+                )
+                await runs.wake(session, claimed.agent_id, "retry", task_id=current.id)
+
+    async def _post(self, session: AsyncSession, feed_name: str, text: str, key: str) -> None:
+        feed = self.config.feed(feed_name)
+        if feed is None:
+            return
+        await outbox.enqueue(
+            session,
+            outbox.Destination(feed.chat_id, feed.topic, feed_name),
+            text,
+            dedup_key=key,
+        )
+
+
+async def _has_todo(session: AsyncSession, agent_id: str) -> bool:
+    stmt = select(Task.id).where(Task.assignee == agent_id, Task.status == tasks.TODO).limit(1)
+    return (await session.execute(stmt)).first() is not None
+
+
+def _brief(
+    task: Task | None,
+    history: list[TaskEvent],
+    messages: list[InboxMessage],
+    standing: bool,
+    config: Config,
+) -> str:
+    """The first user message of a run: the task, its recent history, the inbox."""
+    lines: list[str] = []
+    if task is not None:
+        priority = next((k for k, v in tasks.PRIORITIES.items() if v == task.priority), "normal")
+        lines += [
+            f"Your task: #{task.id} {task.title}",
+            f"Status: {task.status} · priority {priority} · created by {task.creator}",
+        ]
+        if task.body:
+            lines += ["", "Task description:", task.body]
+        if history:
+            lines += ["", "History (oldest first):"]
+            for event in history:
+                when = event.created_at.astimezone(config.tz).strftime("%Y-%m-%d %H:%M")
+                change = f" {event.from_status}->{event.to_status}" if event.to_status else ""
+                body = f": {event.body}" if event.body else ""
+                lines.append(f"- {when} {event.actor} {event.kind}{change}{body}")
+    if messages:
+        lines += ["", "Inbox (unread):"]
+        lines += [f"- from {m.source}: {m.body}" for m in messages]
+    if standing:
+        lines += ["", "Also do the standing checks listed in HEARTBEAT.md."]
+    lines += [
+        "",
+        "Work with the tools. When the task is finished, call set_status with the evidence; "
+        "if you cannot continue, set it blocked with the reason. Keep this run short.",
+    ]
+    return "\n".join(lines)
+
+
+def heartbeat_seconds(agent: AgentConfig) -> int | None:
+    return int(parse_duration(agent.heartbeat).total_seconds()) if agent.heartbeat else None

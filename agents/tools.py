@@ -1,0 +1,359 @@
+"""The tools an agent may call in its turn. Every call is validated against its JSON schema and
+checked against the agent's authority and the org chart before it acts; a refused call returns
+an error to the model, is recorded on the task, and never takes effect."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from agents import workspace
+from agents.org import OrgChart
+from bot.config import AgentConfig, Config
+from bot.text import esc
+from storage import approvals, inbox, outbox, tasks
+from storage.db import Database
+
+TEXT_MAX = 4000
+
+
+@dataclass
+class ToolContext:
+    config: Config
+    org: OrgChart
+    db: Database
+    agent: AgentConfig
+    run_id: int
+    task_id: int | None
+    workspace: Path
+    today: date
+    now: datetime
+    fallback_model: str | None = None  # set while acting on a reply from a fallback model
+
+    @property
+    def actor(self) -> str:
+        return f"agent:{self.agent.id}"
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    ok: bool
+    content: str
+    changed: bool = False
+    ends_run: bool = False
+
+
+Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolResult]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    authority: str | None  # None: every agent may use it
+    handler: Handler
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.schema}
+
+
+def _text(description: str, max_length: int = TEXT_MAX) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "description": description}
+
+
+def _schema(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def refused(reason: str) -> ToolResult:
+    return ToolResult(False, f"refused: {reason}")
+
+
+async def _comment(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    task_id = args.get("task_id", ctx.task_id)
+    if task_id is None:
+        return refused("no task to comment on; give task_id")
+    async with ctx.db.session() as session:
+        task = await tasks.get(session, task_id)
+        if task is None:
+            return refused(f"there is no task #{task_id}")
+        if task.assignee != ctx.agent.id and not ctx.org.is_below(task.assignee, ctx.agent.id):
+            return refused(
+                f"task #{task_id} belongs to {task.assignee}, who does not report to you"
+            )
+        await tasks.comment(session, task_id, actor=ctx.actor, body=args["text"])
+    return ToolResult(True, f"comment added to task #{task_id}", changed=True)
+
+
+async def _set_status(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    if ctx.task_id is None:
+        return refused("this run has no task")
+    status, note = args["status"], args.get("note", "").strip()
+    if status in (tasks.DONE, tasks.IN_REVIEW) and len(note) < 10:
+        return refused(f"{status} needs evidence: say in `note` what was done and how you checked")
+    if status == tasks.BLOCKED and not note:
+        return refused("blocked needs a reason in `note`")
+    if status == tasks.DONE and ctx.fallback_model is not None:
+        status = tasks.IN_REVIEW
+        note = (
+            f"{note}\n[moved to in_review, not done: this result came from the fallback model "
+            f"{ctx.fallback_model} and needs a review]"
+        )
+    async with ctx.db.session() as session:
+        outcome = await tasks.transition(
+            session,
+            ctx.task_id,
+            status,
+            actor=ctx.actor,
+            note=note,
+            manager=ctx.org.manager(ctx.agent.id),
+        )
+    if not outcome.won:
+        return refused(outcome.reason)
+    final = status in (tasks.DONE, tasks.IN_REVIEW, tasks.BLOCKED)
+    return ToolResult(True, f"task #{ctx.task_id} is now {status}", changed=True, ends_run=final)
+
+
+async def _create_subtask(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    assignee = args["assignee"]
+    if assignee not in ctx.org:
+        return refused(f'unknown agent "{assignee}"; your reports: {_reports(ctx)}')
+    if not ctx.org.is_below(assignee, ctx.agent.id):
+        return refused(
+            f"{assignee} does not report to you; "
+            f"subtasks go only to your reports ({_reports(ctx)})"
+        )
+    async with ctx.db.session() as session:
+        task = await tasks.create(
+            session,
+            title=args["title"],
+            body=args.get("body", ""),
+            assignee=assignee,
+            creator=ctx.actor,
+            parent_id=ctx.task_id,
+            priority=tasks.PRIORITIES[args.get("priority", "normal")],
+            max_retries=(ctx.org.get(assignee) or ctx.agent).max_retries,
+            idempotency_key=f"subtask:{ctx.run_id}:{assignee}:{args['title'][:80]}",
+        )
+    return ToolResult(True, f"created task #{task.id} for {assignee}", changed=True)
+
+
+async def _assign_task(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    assignee, task_id = args["assignee"], args["task_id"]
+    if assignee not in ctx.org:
+        return refused(f'unknown agent "{assignee}"; your reports: {_reports(ctx)}')
+    if not ctx.org.is_below(assignee, ctx.agent.id):
+        return refused(f"{assignee} does not report to you; you may not assign upward or across")
+    async with ctx.db.session() as session:
+        task = await tasks.get(session, task_id)
+        if task is None:
+            return refused(f"there is no task #{task_id}")
+        mine = task.assignee == ctx.agent.id or ctx.org.is_below(task.assignee, ctx.agent.id)
+        if not mine:
+            return refused(f"task #{task_id} is not yours or your reports'")
+        outcome = await tasks.reassign(session, task_id, assignee, actor=ctx.actor)
+    if not outcome.won:
+        return refused(outcome.reason)
+    return ToolResult(True, f"task #{task_id} assigned to {assignee}", changed=True)
+
+
+async def _message_hub(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    hub = ctx.org.hub
+    if hub is None or hub.id == ctx.agent.id:
+        return refused("you are the hub; comment on tasks or create subtasks instead")
+    async with ctx.db.session() as session:
+        await inbox.send(
+            session,
+            hub.id,
+            kind="message",
+            source=ctx.actor,
+            body=args["text"],
+            task_id=ctx.task_id,
+        )
+    return ToolResult(True, "message left for the hub", changed=True)
+
+
+async def _append_memory(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    path = workspace.append_daily_log(ctx.workspace, ctx.today, args["text"], ctx.now)
+    return ToolResult(True, f"appended to {path.name}", changed=True)
+
+
+async def _update_workstate(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    workspace.write_workstate(ctx.workspace, args["text"])
+    return ToolResult(True, "WORKSTATE.md replaced", changed=True)
+
+
+async def _remember(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    try:
+        # Only what fits the loaded part of MEMORY.md is worth remembering.
+        limit = workspace.DEFAULT_LIMITS["MEMORY.md"]
+        workspace.remember(ctx.workspace, args["text"], max_chars=limit)
+    except ValueError as err:
+        return refused(str(err))
+    return ToolResult(True, "added to MEMORY.md", changed=True)
+
+
+async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    kind = args["kind"]
+    needed = "request_deploy" if kind == "deploy" else "request_approval"
+    if needed not in ctx.agent.authority:
+        return refused(f"{kind} approvals need the {needed} authority")
+    async with ctx.db.session() as session:
+        approval = await approvals.request(
+            session,
+            kind=kind,
+            payload={"summary": args["summary"], "details": args.get("details", "")},
+            requested_by=ctx.actor,
+            task_id=ctx.task_id,
+            idempotency_key=f"approval:{ctx.run_id}:{kind}:{args['summary'][:80]}",
+        )
+        feed = ctx.config.feed("approvals")
+        if feed is not None:
+            await outbox.enqueue(
+                session,
+                outbox.Destination(feed.chat_id, feed.topic, "approvals"),
+                f"🟡 Approval #{approval.id} requested by {esc(ctx.agent.id)} ({esc(kind)}):\n"
+                f"{esc(args['summary'])}",
+                dedup_key=f"approval-request:{approval.id}",
+            )
+    return ToolResult(
+        True, f"approval #{approval.id} requested; a person will decide", changed=True
+    )
+
+
+def _reports(ctx: ToolContext) -> str:
+    return ", ".join(ctx.org.reports(ctx.agent.id)) or "none"
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "comment",
+        "Add a comment to your current task (or to task_id, yours or a report's).",
+        _schema(["text"], text=_text("the comment"), task_id={"type": "integer", "minimum": 1}),
+        "comment",
+        _comment,
+    ),
+    Tool(
+        "set_status",
+        "Move your current task: in_review or done need evidence in `note` (what was done and "
+        "how you verified it); blocked needs the reason.",
+        _schema(
+            ["status"],
+            status={"enum": ["in_progress", "in_review", "done", "blocked"]},
+            note=_text("evidence or reason"),
+        ),
+        None,
+        _set_status,
+    ),
+    Tool(
+        "create_subtask",
+        "Create a subtask of your current task for an agent that reports to you.",
+        _schema(
+            ["assignee", "title"],
+            assignee={"type": "string"},
+            title=_text("short title", 200),
+            body=_text("what to do and what done looks like"),
+            priority={"enum": list(tasks.PRIORITIES)},
+        ),
+        "subtask",
+        _create_subtask,
+    ),
+    Tool(
+        "assign_task",
+        "Give a task (yours or a report's) to an agent that reports to you.",
+        _schema(
+            ["task_id", "assignee"],
+            task_id={"type": "integer", "minimum": 1},
+            assignee={"type": "string"},
+        ),
+        "assign",
+        _assign_task,
+    ),
+    Tool(
+        "message_hub",
+        "Leave a message for the hub (the only way to reach other agents).",
+        _schema(["text"], text=_text("the message")),
+        None,
+        _message_hub,
+    ),
+    Tool(
+        "append_memory",
+        "Append a line to today's log in your workspace (memory/YYYY-MM-DD.md).",
+        _schema(["text"], text=_text("what happened")),
+        None,
+        _append_memory,
+    ),
+    Tool(
+        "update_workstate",
+        "Replace WORKSTATE.md: where you are, so the next run can continue.",
+        _schema(["text"], text=_text("the whole new WORKSTATE.md")),
+        None,
+        _update_workstate,
+    ),
+    Tool(
+        "remember",
+        "Add a curated long-term fact to MEMORY.md.",
+        _schema(["text"], text=_text("the fact", 1000)),
+        None,
+        _remember,
+    ),
+    Tool(
+        "request_approval",
+        "Ask a person to approve an action, a publication or a deploy.",
+        _schema(
+            ["kind", "summary"],
+            kind={"enum": ["action", "publish", "deploy"]},
+            summary=_text("what exactly should be approved", 500),
+            details=_text("details a person needs to decide"),
+        ),
+        None,  # checked per kind: request_approval, or request_deploy for deploys
+        _request_approval,
+    ),
+)
+BY_NAME = {tool.name: tool for tool in TOOLS}
+
+
+def definitions(agent: AgentConfig) -> list[dict[str, Any]]:
+    """The tools offered to `agent`: those its authority allows."""
+    return [tool.definition() for tool in TOOLS if _allowed(tool, agent)]
+
+
+def _allowed(tool: Tool, agent: AgentConfig) -> bool:
+    if tool.name == "request_approval":
+        return bool({"request_approval", "request_deploy"} & set(agent.authority))
+    return tool.authority is None or tool.authority in agent.authority
+
+
+async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
+    """Run one tool call; never raises for a bad call (the model gets the reason)."""
+    tool = BY_NAME.get(name)
+    if tool is None:
+        result = refused(f'unknown tool "{name}"; available: {", ".join(BY_NAME)}')
+    elif not _allowed(tool, ctx.agent):
+        result = refused(f"{name} needs the {tool.authority} authority, which you do not have")
+    elif not isinstance(args, dict):
+        result = refused("tool input must be a JSON object")
+    else:
+        errors = sorted(Draft202012Validator(tool.schema).iter_errors(args), key=str)
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "input"
+            result = refused(f"invalid input at {where}: {errors[0].message}")
+        else:
+            result = await tool.handler(ctx, args)
+    if not result.ok and ctx.task_id is not None:
+        async with ctx.db.session() as session:
+            await tasks.record_refusal(
+                session, ctx.task_id, actor=ctx.actor, body=f"{name}: {result.content}"[:2000]
+            )
+    return result
