@@ -8,7 +8,6 @@ from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, Role
-from bot.sender import Sender
 from bot.text import esc, when
 from handlers.registry import command
 from storage import outbox
@@ -37,7 +36,7 @@ async def show_outbox(message: Message, session: AsyncSession, config: Config) -
 
 @command(router, "resend", Role.operator, usage="<outbox id>")
 async def resend(
-    message: Message, command: CommandObject, session: AsyncSession, sender: Sender
+    message: Message, command: CommandObject, session: AsyncSession
 ) -> None:
     """Retry a failed outbox message"""
     arg = (command.args or "").strip().lstrip("#")
@@ -49,7 +48,6 @@ async def resend(
         await message.answer(f"There is no outbox message #{arg[:20]}….")
         return
     if await outbox.requeue(session, row_id):
-        sender.wake()  # early pass; the row is visible once this update's session commits
         await message.answer(f"Outbox #{row_id} is queued again.")
         return
     row = await outbox.get(session, row_id)
