@@ -27,6 +27,7 @@ from agents.tools import ToolContext
 from agents.turn import TurnResult, run_turn
 from bot.config import AgentConfig, Config, parse_duration
 from bot.text import esc
+from storage import agents as agent_state
 from storage import inbox, outbox, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, InboxMessage, Task, TaskEvent, utcnow
@@ -59,7 +60,7 @@ class Runtime:
         agent = self.org.get(agent_id)
         if agent is None or self.in_quiet_hours(agent, datetime.now(self.config.tz)):
             return
-        async with self.db.session() as session:
+        async with self.db.claim() as session:
             state = await session.get(AgentState, agent_id)
             if state is not None and state.paused:
                 await runs.record_skipped(session, agent_id, "schedule", "paused")
@@ -70,10 +71,7 @@ class Runtime:
                 await runs.record_skipped(session, agent_id, "schedule", "nothing to do")
 
     async def _has_work(self, session: AsyncSession, agent: AgentConfig) -> bool:
-        counts = await tasks.open_counts(session, [agent.id])
-        if counts.get(agent.id):
-            return True
-        if await inbox.has_unread(session, agent.id):
+        if await agent_state.has_work(session, agent.id):
             return True
         return workspace.heartbeat_has_tasks(self.workspace_of(agent))
 
@@ -196,7 +194,7 @@ class Runtime:
     async def _renew(self, run_id: int) -> None:
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
-            async with self.db.session() as session:
+            async with self.db.claim() as session:
                 if not await runs.renew(session, run_id, self.owner, self.lease):
                     log.warning("lost the lease of run %d", run_id)
                     return
@@ -208,7 +206,7 @@ class Runtime:
             return
         now = datetime.now(self.config.tz)
         folder = self.workspace_of(agent)
-        async with self.db.session() as session:
+        async with self.db.claim() as session:
             state = await session.get(AgentState, agent.id)
             if state is not None and state.paused:
                 await runs.finish(session, claimed.run_id, self.owner, runs.SKIPPED, "paused")
@@ -269,7 +267,7 @@ class Runtime:
         outcome = result.outcome
         if result.status == "deferred" and result.retry_at is not None:
             outcome = f"deferred until {result.retry_at:%H:%M:%S} UTC: {result.outcome}"
-        async with self.db.session() as session:
+        async with self.db.claim() as session:
             await runs.finish(
                 session,
                 claimed.run_id,
@@ -315,11 +313,11 @@ class Runtime:
                 await runs.wake(session, agent.id, "followup")
 
     async def _finish(self, claimed: runs.Claimed, status: str, outcome: str) -> None:
-        async with self.db.session() as session:
+        async with self.db.claim() as session:
             await runs.finish(session, claimed.run_id, self.owner, status, outcome)
 
     async def _finish_failed(self, claimed: runs.Claimed, outcome: str) -> None:
-        async with self.db.session() as session:
+        async with self.db.claim() as session:
             if await runs.finish(session, claimed.run_id, self.owner, runs.FAILED, outcome):
                 await self._post(
                     session,
@@ -331,7 +329,7 @@ class Runtime:
 
     async def _interrupted(self, claimed: runs.Claimed) -> None:
         """Shutdown cut a run short: close it and put its task back for the next start."""
-        async with self.db.session() as session:
+        async with self.db.claim() as session:
             if not await runs.finish(
                 session, claimed.run_id, self.owner, runs.FAILED, "interrupted by shutdown"
             ):

@@ -84,7 +84,7 @@ async def _comment(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     task_id = args.get("task_id", ctx.task_id)
     if task_id is None:
         return refused("no task to comment on; give task_id")
-    async with ctx.db.session() as session:
+    async with ctx.db.claim() as session:
         task = await tasks.get(session, task_id)
         if task is None:
             return refused(f"there is no task #{task_id}")
@@ -110,7 +110,7 @@ async def _set_status(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             f"{note}\n[moved to in_review, not done: this result came from the fallback model "
             f"{ctx.fallback_model} and needs a review]"
         )
-    async with ctx.db.session() as session:
+    async with ctx.db.claim() as session:
         outcome = await tasks.transition(
             session,
             ctx.task_id,
@@ -134,7 +134,7 @@ async def _create_subtask(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             f"{assignee} does not report to you; "
             f"subtasks go only to your reports ({_reports(ctx)})"
         )
-    async with ctx.db.session() as session:
+    async with ctx.db.claim() as session:
         task = await tasks.create(
             session,
             title=args["title"],
@@ -155,7 +155,7 @@ async def _assign_task(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         return refused(f'unknown agent "{assignee}"; your reports: {_reports(ctx)}')
     if not ctx.org.is_below(assignee, ctx.agent.id):
         return refused(f"{assignee} does not report to you; you may not assign upward or across")
-    async with ctx.db.session() as session:
+    async with ctx.db.claim() as session:
         task = await tasks.get(session, task_id)
         if task is None:
             return refused(f"there is no task #{task_id}")
@@ -172,7 +172,7 @@ async def _message_hub(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     hub = ctx.org.hub
     if hub is None or hub.id == ctx.agent.id:
         return refused("you are the hub; comment on tasks or create subtasks instead")
-    async with ctx.db.session() as session:
+    async with ctx.db.claim() as session:
         await inbox.send(
             session,
             hub.id,
@@ -209,7 +209,7 @@ async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
     needed = "request_deploy" if kind == "deploy" else "request_approval"
     if needed not in ctx.agent.authority:
         return refused(f"{kind} approvals need the {needed} authority")
-    async with ctx.db.session() as session:
+    async with ctx.db.claim() as session:
         approval = await approvals.request(
             session,
             kind=kind,
@@ -352,7 +352,7 @@ async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
         else:
             result = await tool.handler(ctx, args)
     if not result.ok and ctx.task_id is not None:
-        async with ctx.db.session() as session:
+        async with ctx.db.claim() as session:
             await tasks.record_refusal(
                 session, ctx.task_id, actor=ctx.actor, body=f"{name}: {result.content}"[:2000]
             )

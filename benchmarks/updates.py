@@ -17,6 +17,8 @@ after the other, in the same run. For each bot:
    swap two latencies. For the echo bot the text carries a sequence number, and the number of
    replies this matching got wrong is reported.
 
+4. idle: the CPU it uses over a few seconds with nothing to do.
+
 Then the peak RSS (VmHWM) of `fleet run` is read from /proc, for the test config and for a
 copy of config.example.toml pointed at the local server. Results are a report: the exit code
 is 0 whether the targets pass or not, non-zero only when the benchmark itself fails.
@@ -35,7 +37,8 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +50,11 @@ from tests.botapi_server import BotAPIServer, Call  # noqa: E402
 from tests.fleet import FLEET, OPERATOR, OWNER, TOKEN, VIEWER, fleet_env, write_config  # noqa: E402
 
 USERS = (OWNER, OPERATOR, VIEWER)
-EXAMPLE_OWNER = 123456789
 POLLING_TIMEOUT = 2
 WARMUP = 30
 REPLY_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
+IDLE_SECONDS = 3.0
 
 P99_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 0.40
@@ -273,7 +276,7 @@ class BotResult:
     mismatched_pairs: int | None = None  # echo bot only
     peak_rss_mb: float = 0.0
     rss_mb: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    idle_cpu_pct: float = 0.0  # % of one core over IDLE_SECONDS with nothing to do
 
 
 async def measure(
@@ -334,10 +337,22 @@ async def measure(
     result.max_ms = max(latencies)
     result.mismatched_pairs = mismatched if echoes else None
 
+    # Idle: nothing to answer; a long-polling bot should use next to no CPU.
+    await asyncio.sleep(0.5)
+    result.idle_cpu_pct = await idle_cpu_pct(bot, IDLE_SECONDS)
+
     memory = bot.memory_mb()
     result.peak_rss_mb = memory["VmHWM"]
     result.rss_mb = memory["VmRSS"]
     return result
+
+
+async def idle_cpu_pct(bot: BotProcess, seconds: float) -> float:
+    """CPU the bot uses over `seconds` with nothing to do, in % of one core."""
+    before = bot.cpu_seconds()
+    await asyncio.sleep(seconds)
+    bot.check_alive()
+    return (bot.cpu_seconds() - before) * 100 / seconds
 
 
 async def start_polling(server: BotAPIServer, bot: BotProcess) -> None:
@@ -382,6 +397,14 @@ async def example_config_rss(
         raise BenchmarkError('config.example.toml has no `api_base = ""` line to point here')
     config = folder / "fleet.toml"
     config.write_text(text, encoding="utf-8")
+    parsed = tomllib.loads(text)
+    for agent in parsed.get("agents", []):
+        (folder / agent["workspace"]).mkdir(parents=True, exist_ok=True)  # as `fleet init` does
+    owner = next(
+        (p["telegram_id"] for p in parsed.get("people", []) if p.get("role") == "owner"), None
+    )
+    if owner is None:
+        raise BenchmarkError("config.example.toml names no owner to send /status from")
     bot = BotProcess(
         "fleet run (config.example.toml)",
         [str(FLEET), "run", "--config", str(config)],
@@ -390,22 +413,29 @@ async def example_config_rss(
     )
     stack.push_async_callback(bot.stop)
     await start_polling(server, bot)
-    replies = Replies(server, (EXAMPLE_OWNER,))
+    replies = Replies(server, (owner,))
     for i in range(5):
-        server.push_message(EXAMPLE_OWNER, f"/status #{i}")
+        server.push_message(owner, f"/status #{i}")
         await asyncio.sleep(0.2)
     await replies.wait(5, bot)
-    await asyncio.sleep(seconds)
-    bot.check_alive()
+    idle = await idle_cpu_pct(bot, seconds)
     memory = bot.memory_mb()
     await stop_bot(server, bot)
-    return {"peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"]}
+    return {"peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"], "idle_cpu_pct": idle}
+
+
+def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+
+
+PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
 async def py_spy_record(pid: int, out: Path, seconds: float) -> asyncio.subprocess.Process:
-    exe = Path(sys.executable).parent / "py-spy"
     return await asyncio.create_subprocess_exec(
-        str(exe),
+        str(PY_SPY),
         "record",
         "--pid",
         str(pid),
@@ -423,6 +453,10 @@ async def py_spy_record(pid: int, out: Path, seconds: float) -> asyncio.subproce
 
 
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM cancels the run like Ctrl-C does, so the bots are stopped on the way out.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with contextlib.AsyncExitStack() as stack:
@@ -460,6 +494,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 stack.push_async_callback(fleet.stop)
                 await start_polling(server, fleet)
                 spy = await py_spy_record(fleet.pid, args.py_spy, 600)
+                stack.callback(_terminate, spy)
                 result = await measure(server, fleet, echoes=False, **phases)
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 await spy.wait()
@@ -507,6 +542,7 @@ def report(
             "command": args.command,
             "chats": len(USERS),
             "cpus": os.cpu_count(),
+            "load_before": args.load_before,
             "python": sys.version.split()[0],
         },
         "baseline": asdict(baseline),
@@ -521,11 +557,12 @@ def print_table(results: dict[str, Any]) -> None:
     s = results["settings"]
     print(
         f"{s['command']} x {s['updates']} at once, then {s['rate']:g}/s for {s['duration']:g} s, "
-        f"over {s['chats']} private chats; {s['cpus']} CPUs, Python {s['python']}"
+        f"over {s['chats']} private chats; {s['cpus']} CPUs, load {s['load_before']:.2f} before, "
+        f"Python {s['python']}"
     )
     header = (
         f"{'bot':<14} {'updates/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'bot CPU ms/upd':>15} {'peak RSS MB':>12}"
+        f"{'max ms':>8} {'CPU ms/upd':>11} {'idle CPU %':>11} {'peak RSS MB':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -534,7 +571,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(
             f"{r['bot']:<14} {r['throughput_per_s']:>10.1f} {r['p50_ms']:>8.1f} "
             f"{r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
-            f"{r['bot_cpu_ms_per_update']:>15.2f} {r['peak_rss_mb']:>12.1f}"
+            f"{r['bot_cpu_ms_per_update']:>11.2f} {r['idle_cpu_pct']:>11.1f} "
+            f"{r['peak_rss_mb']:>12.1f}"
         )
     b, f = results["baseline"], results["fleetbridge"]
     print(
@@ -549,6 +587,11 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         f"server CPU ms/update (this process, throughput phase): baseline "
         f"{b['server_cpu_ms_per_update']:.2f}, fleetbridge {f['server_cpu_ms_per_update']:.2f}"
+    )
+    e = results["fleetbridge_example_config"]
+    print(
+        f"fleet run with config.example.toml: peak RSS {e['peak_rss_mb']:.1f} MB, "
+        f"idle CPU {e['idle_cpu_pct']:.1f} %"
     )
     c = results["checks"]
 
@@ -596,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.py_spy:
+        if not PY_SPY.exists():
+            parser.error(f"--py-spy needs {PY_SPY}: pip install py-spy")
         args.py_spy = Path(args.py_spy).resolve()
     if args.updates < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("--updates, --rate and --duration must be positive")
@@ -604,11 +649,15 @@ def main(argv: list[str] | None = None) -> int:
     # would show up as latency of whichever bot is measured. Move them out of its sight.
     gc.collect()
     gc.freeze()
+    args.load_before = os.getloadavg()[0]  # other work on the machine skews every number
     try:
         results = asyncio.run(benchmark(args))
     except BenchmarkError as err:
         print(f"benchmark failed: {err}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("benchmark interrupted; bots stopped", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(results, indent=2))
     else:

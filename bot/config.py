@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bot.cron import crontab_trigger
 
 DEFAULT_CONFIG_PATH = Path("fleet.toml")
 
@@ -491,15 +492,16 @@ def _semantic_problems(config: Config) -> list[str]:
             problems.append(f"agents[{i}].reports_to: the hub reports to no agent")
         if agent.heartbeat and agent.cron:
             problems.append(f"agents[{i}]: give either heartbeat or cron, not both")
-        if agent.cron:
+        if agent.cron is not None:
             try:
-                CronTrigger.from_crontab(agent.cron, timezone=config.tz)
+                crontab_trigger(agent.cron, config.tz)
             except ValueError as err:
                 problems.append(f'agents[{i}].cron: "{agent.cron}" is not a crontab line: {err}')
         folder = agent.workspace if agent.workspace.is_absolute() else base / agent.workspace
         if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
             problems.append(
-                f"agents[{i}].workspace: folder {folder} does not exist "
+                f"agents[{i}].workspace: folder {folder} {what} "
                 "(`fleet init` writes example workspaces)"
             )
         for j, profile in enumerate(agent.profiles):

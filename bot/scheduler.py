@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.cron import crontab_trigger
 from storage import jobs
 from storage.db import Database
 
@@ -49,7 +49,7 @@ class Scheduler:
     ) -> None:
         """An agent's heartbeat. No job beat: the runs table is the record of heartbeats."""
         trigger = (
-            CronTrigger.from_crontab(cron, timezone=tz)
+            crontab_trigger(cron, tz)
             if cron
             else IntervalTrigger(seconds=every or 1800, timezone=UTC)
         )

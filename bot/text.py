@@ -103,3 +103,33 @@ def when(moment: datetime | None, tz: tzinfo) -> str:
     if moment is None:
         return "never"
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def utf16_len(text: str) -> int:
+    """Telegram counts message length in UTF-16 code units."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` UTF-16 code units of `text` (before escaping), "…" marking a cut."""
+    if utf16_len(text) <= limit:
+        return text
+    out: list[str] = []
+    size = 0
+    for ch in text:
+        width = 2 if ord(ch) > 0xFFFF else 1
+        if size + width > limit - 1:
+            break
+        out.append(ch)
+        size += width
+    return "".join(out) + "…"
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` clipped and folded onto one line, for lists."""
+    return clip(" ".join(text.split()), limit)
+
+
+def visible_len(html_text: str) -> int:
+    """What Telegram counts of our HTML: tags are ours, everything dynamic was escaped."""
+    return utf16_len(html.unescape(_TAGS.sub("", html_text)))

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import errors, fallback, outbox, start, status
+from handlers import agents, errors, fallback, outbox, start, status, tasks
 
 
 def get_routers() -> list[Router]:
     """Feature routers in order; the fallback for unknown commands comes last."""
-    return [errors.router, start.router, status.router, outbox.router, fallback.router]
+    return [
+        errors.router,
+        start.router,
+        status.router,
+        outbox.router,
+        tasks.router,
+        agents.router,
+        fallback.router,
+    ]

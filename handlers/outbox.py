@@ -35,12 +35,10 @@ async def show_outbox(message: Message, session: AsyncSession, config: Config) -
 
 
 @command(router, "resend", Role.operator, usage="<outbox id>")
-async def resend(
-    message: Message, command: CommandObject, session: AsyncSession
-) -> None:
+async def resend(message: Message, command: CommandObject, session: AsyncSession) -> None:
     """Retry a failed outbox message"""
     arg = (command.args or "").strip().lstrip("#")
-    if not arg.isdigit():
+    if not (arg.isascii() and arg.isdigit()):
         await message.answer("Usage: /resend &lt;outbox id&gt; (see /outbox)")
         return
     row_id = int(arg)

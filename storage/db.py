@@ -32,9 +32,14 @@ def touch(session: AsyncSession, topic: str) -> None:
 
 
 class Database:
-    """Owns the engine. `session()` for ordinary work, `claim()` for transactions that read
-    rows in order to take them (BEGIN IMMEDIATE on SQLite; pair with
-    `with_for_update(skip_locked=True)` so PostgreSQL claimers skip each other's rows)."""
+    """Owns the engine.
+
+    `claim()` is for every transaction that reads and then writes: on SQLite it takes the write
+    lock at BEGIN (IMMEDIATE), because a deferred transaction whose snapshot went stale fails
+    at its first write with "database is locked", whatever the busy timeout. Pair row claims
+    with `with_for_update(skip_locked=True)` so PostgreSQL claimers skip each other's rows.
+    `session()` is for reads and for transactions whose first statement writes. Keep write
+    transactions short: no network calls inside them."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url

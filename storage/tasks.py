@@ -66,8 +66,8 @@ async def create(
     creator: str,
     body: str = "",
     parent_id: int | None = None,
+    max_retries: int,
     priority: int = PRIORITIES["normal"],
-    max_retries: int = 3,
     idempotency_key: str | None = None,
     status: str = TODO,
 ) -> Task:
@@ -110,8 +110,10 @@ async def transition(
     actor: str,
     note: str = "",
     manager: str | None = None,
+    only_from: tuple[str, ...] | None = None,
 ) -> Outcome:
-    """Move a task to `to` if its current status allows it.
+    """Move a task to `to` if its current status allows it (and is in `only_from`, when
+    given: an Unblock button moves only a blocked task, though todo has other ways in).
 
     Blocking needs a `note` (the reason) and wakes `manager` with it. Unblocking (to todo)
     and reopening wake the assignee. A refused change names the current status.
@@ -124,6 +126,8 @@ async def transition(
     if task is None:
         return Outcome(False, None, f"there is no task #{task_id}")
     previous = task.status
+    if only_from is not None and previous not in only_from:
+        return Outcome(False, task, f"task #{task_id} is {previous}, not {' or '.join(only_from)}")
     if previous not in _FROM[to]:
         return Outcome(False, task, _refusal(task, to))
     values: dict[str, object] = {"status": to, "updated_at": utcnow()}
@@ -209,6 +213,9 @@ async def comment(session: AsyncSession, task_id: int, *, actor: str, body: str)
 
 async def reassign(session: AsyncSession, task_id: int, assignee: str, *, actor: str) -> Outcome:
     """Give an open task to another agent and wake that agent."""
+    current = await get(session, task_id)
+    if current is not None and current.assignee == assignee:
+        return Outcome(False, current, f"task #{task_id} is already assigned to {assignee}")
     result = await session.execute(
         update(Task)
         .where(Task.id == task_id, Task.status.in_(OPEN))
@@ -286,7 +293,7 @@ async def next_for(session: AsyncSession, agent_id: str, task_id: int | None) ->
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def open_counts(session: AsyncSession, agent_ids: list[str]) -> dict[str, int]:
+async def active_counts(session: AsyncSession, agent_ids: list[str]) -> dict[str, int]:
     stmt = (
         select(Task.assignee, func.count())
         .where(Task.assignee.in_(agent_ids), Task.status.in_(ACTIVE))

@@ -9,6 +9,13 @@ from tests.botapi_server import BotAPIServer
 from tests.fleet import ANTHROPIC_KEY, TOKEN, FleetProcess, write_config
 
 
+@pytest.fixture(autouse=True)
+async def _no_leftover_processes() -> AsyncIterator[None]:
+    """A failed test must not leave a `fleet run` polling in the background."""
+    yield
+    await FleetProcess.kill_leftovers()
+
+
 @pytest.fixture
 async def botapi() -> AsyncIterator[BotAPIServer]:
     async with BotAPIServer(TOKEN) as server:

@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 TOKEN = "123456:TEST-token"
 OWNER = 1001
@@ -111,7 +111,10 @@ def fleet_env(**extra: str) -> dict[str, str]:
 
 
 class FleetProcess:
-    """One `fleet run` subprocess; its log goes to a file the test can read."""
+    """One `fleet run` subprocess; its log goes to a file the test can read. Every process
+    still alive when its test ends is killed (see `kill_leftovers`)."""
+
+    started: ClassVar[list[FleetProcess]] = []
 
     def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
         self.config = config
@@ -132,6 +135,15 @@ class FleetProcess:
             env=self.env,
         )
         log.close()
+        FleetProcess.started.append(self)
+
+    @classmethod
+    async def kill_leftovers(cls) -> None:
+        for process in cls.started:
+            if process.proc is not None and process.proc.returncode is None:
+                process.proc.kill()
+                await process.proc.wait()
+        cls.started.clear()
 
     @property
     def log(self) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.scaffold import WORKSPACE_FILES, init
+from bot.scaffold import TEMPLATE_FILES, init
 
 SECRET = "cli-s3cr3t-9d2e41"  # distinctive, so any leak into the output is unmistakable
 
@@ -100,7 +100,7 @@ def test_init_writes_a_config_and_workspaces_and_never_overwrites(tmp_path: Path
     done = fleet("init", target, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     expected = {target / "fleet.toml"} | {
-        target / "workspaces" / agent / name for agent in AGENTS for name in WORKSPACE_FILES
+        target / "workspaces" / agent / name for agent in AGENTS for name in TEMPLATE_FILES
     }
     assert set(snapshot(target)) == expected
     assert len(expected) == 19

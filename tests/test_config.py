@@ -3,6 +3,7 @@ key path and what is wrong, and never a secret value."""
 
 from __future__ import annotations
 
+import tomllib
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -19,8 +20,14 @@ TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 
 TOP_LEVEL_KEYS = (
     "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
-    "deploys"
+    "deploys, runtime"
 )
+
+RUNTIME_KEYS = (
+    "max_concurrent_runs, lease_seconds, max_turns, context_budget_tokens, shutdown_grace_seconds"
+)
+
+WORKSPACE_HINT = "does not exist (`fleet init` writes example workspaces)"
 
 HUB = """
 [[agents]]
@@ -41,11 +48,33 @@ model = "claude-test"
 """
 
 
-def write(folder: Path, text: str, name: str = "fleet.toml") -> Path:
+def write(folder: Path, text: str, name: str = "fleet.toml", *, workspaces: bool = True) -> Path:
+    """Write a config; with `workspaces`, also create the workspace folder of every agent it
+    lists (relative to `folder`), since a missing one is itself a problem."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text(text, encoding="utf-8")
+    if workspaces:
+        for workspace in workspaces_of(text):
+            (folder / workspace).mkdir(parents=True, exist_ok=True)
     return path
+
+
+def workspaces_of(text: str) -> list[str]:
+    """The `workspace` of each [[agents]] entry; none when the text is not valid TOML (those
+    tests are about the TOML, not the agents)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return []
+    agents = raw.get("agents", [])
+    if not isinstance(agents, list):
+        return []
+    return [
+        a["workspace"]
+        for a in agents
+        if isinstance(a, dict) and isinstance(a.get("workspace"), str)
+    ]
 
 
 def problems_of(path: Path) -> list[str]:
@@ -466,6 +495,96 @@ def test_heartbeat_and_cron_both(tmp_path: Path) -> None:
     assert problems_of(path) == ["agents[0]: give either heartbeat or cron, not both"]
 
 
+def test_missing_workspace_folder(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + HUB + agent("coder"), workspaces=False)
+    (tmp_path / "workspaces" / "hub").mkdir(parents=True)
+    assert problems_of(path) == [
+        f"agents[1].workspace: folder {tmp_path / 'workspaces' / 'coder'} {WORKSPACE_HINT}"
+    ]
+
+
+def test_every_missing_workspace_folder_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + HUB + agent("coder"), workspaces=False)
+    assert problems_of(path) == [
+        f"agents[0].workspace: folder {tmp_path / 'workspaces' / 'hub'} {WORKSPACE_HINT}",
+        f"agents[1].workspace: folder {tmp_path / 'workspaces' / 'coder'} {WORKSPACE_HINT}",
+    ]
+
+
+def test_workspace_that_is_a_file_is_not_a_folder(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + HUB, workspaces=False)
+    (tmp_path / "workspaces").mkdir()
+    (tmp_path / "workspaces" / "hub").write_text("not a folder", encoding="utf-8")
+    assert problems_of(path) == [
+        f"agents[0].workspace: folder {tmp_path / 'workspaces' / 'hub'} is not a folder "
+        "(`fleet init` writes example workspaces)"
+    ]
+
+
+def test_workspace_is_relative_to_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc" / "fleet"
+    path = write(folder, TELEGRAM + HUB)
+    assert (folder / "workspaces" / "hub").is_dir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative to the config's folder, not the working directory
+    config = load_config(path)
+    assert config.agents[0].workspace == Path("workspaces/hub")
+
+
+def test_absolute_workspace(tmp_path: Path) -> None:
+    workspace = tmp_path / "abs" / "hub"
+    workspace.mkdir(parents=True)
+    hub = HUB.replace('"workspaces/hub"', f'"{workspace}"')
+    config = load(tmp_path / "conf", TELEGRAM + hub)
+    assert config.agents[0].workspace == workspace
+    missing = tmp_path / "abs" / "gone"
+    gone = HUB.replace('"workspaces/hub"', f'"{missing}"')
+    path = write(tmp_path / "conf", TELEGRAM + gone, workspaces=False)
+    assert problems_of(path) == [f"agents[0].workspace: folder {missing} {WORKSPACE_HINT}"]
+
+
+@pytest.mark.parametrize("cron", ["0 */2 * * *", "30 9 * * mon-fri", "0 0 1 1 *"])
+def test_good_cron(tmp_path: Path, cron: str) -> None:
+    config = load(tmp_path, TELEGRAM + HUB + f'cron = "{cron}"\n')
+    assert config.agents[0].cron == cron
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [
+        ("every hour", "expected 5 fields (minute hour day month weekday), got 2"),
+        ("0 * * * * *", "expected 5 fields (minute hour day month weekday), got 6"),
+        ("", "expected 5 fields (minute hour day month weekday), got 0"),
+        ("61 * * * *", "61"),
+        ("*/0 * * * *", "Increment must be higher than 0"),
+        ("0 0 0 * *", "0"),
+        ("0 0 * * funday", "funday"),
+    ],
+)
+def test_bad_cron(tmp_path: Path, cron: str, why: str) -> None:
+    path = write(tmp_path, TELEGRAM + HUB + f'cron = "{cron}"\n')
+    (problem,) = problems_of(path)
+    assert problem.startswith(f'agents[0].cron: "{cron}" is not a crontab line: '), problem
+    assert why in problem.removeprefix(f'agents[0].cron: "{cron}"'), problem
+
+
+def test_bad_cron_is_reported_with_the_other_agent_problems(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TELEGRAM + HUB + agent("coder", 'cron = "* * *"\nreports_to = "nobody"'),
+        workspaces=False,
+    )
+    (tmp_path / "workspaces" / "hub").mkdir(parents=True)
+    assert problems_of(path) == [
+        'agents[1].reports_to: unknown agent "nobody"',
+        'agents[1].cron: "* * *" is not a crontab line: expected 5 fields (minute hour day month weekday), got 3',
+        f"agents[1].workspace: folder {tmp_path / 'workspaces' / 'coder'} {WORKSPACE_HINT}",
+    ]
+
+
 def test_profile_not_defined_when_profiles_exist(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -500,6 +619,46 @@ def test_non_primary_profile_without_any_profiles(tmp_path: Path) -> None:
         'agents[0].profiles[0]: unknown profile "spare"; '
         "define [anthropic.profiles.spare] or list this agent's profiles"
     ]
+
+
+# --- runtime ---------------------------------------------------------------------------------
+
+
+def test_runtime_defaults(tmp_path: Path) -> None:
+    runtime = load(tmp_path, TELEGRAM).runtime
+    assert runtime.max_concurrent_runs == 4
+    assert runtime.lease_seconds == 120
+    assert runtime.max_turns == 10
+    assert runtime.context_budget_tokens == 200_000
+    assert runtime.shutdown_grace_seconds == 10.0
+
+
+def test_runtime_values(tmp_path: Path) -> None:
+    runtime = load(
+        tmp_path,
+        TELEGRAM + "[runtime]\nmax_concurrent_runs = 2\nlease_seconds = 3\nmax_turns = 100\n"
+        "context_budget_tokens = 1000\nshutdown_grace_seconds = 0\n",
+    ).runtime
+    assert (runtime.max_concurrent_runs, runtime.lease_seconds, runtime.max_turns) == (2, 3, 100)
+    assert runtime.context_budget_tokens == 1000
+    assert runtime.shutdown_grace_seconds == 0
+
+
+def test_runtime_unknown_key_with_a_close_match(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + "[runtime]\nmax_turn = 5\n")
+    assert problems_of(path) == ['runtime.max_turn: unknown key (did you mean "max_turns"?)']
+
+
+def test_runtime_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + "[runtime]\nworkers = 5\n")
+    assert problems_of(path) == [f"runtime.workers: unknown key (known: {RUNTIME_KEYS})"]
+
+
+def test_lease_seconds_too_short(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + "[runtime]\nlease_seconds = 1\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith("runtime.lease_seconds: "), problem
+    assert "greater than or equal to 3" in problem
 
 
 # --- every problem at once ------------------------------------------------------------------

@@ -89,8 +89,8 @@ async def test_a_refused_message_is_marked_failed_never_dropped(
     botapi.fail_next("sendMessage", status=400, description="Bad Request: chat not found")
     await send_alert(fleet_config, "to nowhere")
     await fleet.wait_log("failed for good")
-    [(status, error)] = query(fleet_config, "SELECT status, last_error FROM outbox")
-    assert status == "failed"
+    await wait_query(fleet_config, "SELECT status FROM outbox", [("failed",)])
+    [(error,)] = query(fleet_config, "SELECT last_error FROM outbox")
     assert "chat not found" in error
 
 

@@ -13,6 +13,7 @@ import pytest
 from tests.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
+    ACTIVITY_TOPIC,
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
     FEED_CHAT,
@@ -114,7 +115,12 @@ async def test_assigned_task_is_done_by_the_agent_and_the_person_sees_it(
     second = anthropic.requests[1].body["messages"]
     assert second[-1]["content"][0]["type"] == "tool_result"
     assert anthropic.requests[0].body["system"].startswith("You are")
-    await botapi.wait_for_call("sendMessage", lambda c: "coder" in c.params["text"] and c.params.get("message_thread_id") == 5)
+    await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: (
+            c.params.get("message_thread_id") == ACTIVITY_TOPIC and "coder" in c.params["text"]
+        ),
+    )
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
 
@@ -242,9 +248,7 @@ async def test_a_killed_run_is_retried_after_its_lease_then_blocked(
     timed_out = query(fleet.config, "SELECT count(*) FROM runs WHERE status = 'timed_out'")
     assert timed_out == [(2,)]
     # The manager is woken with the reason.
-    await wait_query(
-        fleet.config, "SELECT agent_id, kind FROM inbox", [("hub", "escalation")], 20
-    )
+    await wait_query(fleet.config, "SELECT agent_id, kind FROM inbox", [("hub", "escalation")], 20)
     await anthropic_request(anthropic, 3, timeout=20)
     assert anthropic.requests[2].api_key == ANTHROPIC_KEY
     assert await third.stop() == 0
