@@ -580,7 +580,8 @@ def test_bad_cron_is_reported_with_the_other_agent_problems(tmp_path: Path) -> N
     (tmp_path / "workspaces" / "hub").mkdir(parents=True)
     assert problems_of(path) == [
         'agents[1].reports_to: unknown agent "nobody"',
-        'agents[1].cron: "* * *" is not a crontab line: expected 5 fields (minute hour day month weekday), got 3',
+        'agents[1].cron: "* * *" is not a crontab line: '
+        "expected 5 fields (minute hour day month weekday), got 3",
         f"agents[1].workspace: folder {tmp_path / 'workspaces' / 'coder'} {WORKSPACE_HINT}",
     ]
 
