@@ -96,7 +96,8 @@ P99_TARGET_MS = 200.0
 STOP_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 MATCH_TIMEOUT = 60.0
-BURST_GAP = 5.0  # heartbeats less than this apart belong to one burst
+BURST_GAP = 1.0  # scheduled heartbeats less than this apart belong to one group ...
+BURST_SHARE = 0.1  # ... which is a burst if it holds at least this share of the agents
 BURST_LEAD = 0.5  # pushes from this long before a burst's first heartbeat ...
 BURST_TAIL = 2.0  # ... to this long after its last one count as "during a burst"
 
@@ -492,6 +493,10 @@ class AssignResult:
     reply: dict[str, float]
     wake_in_burst: dict[str, float]
     wake_outside_burst: dict[str, float]
+    # The wake's stages, from the run row (times written by fleet run, to the millisecond):
+    stage_push_to_queued: dict[str, float]  # update handled, wake row written
+    stage_queued_to_claimed: dict[str, float]  # waiting for the run worker
+    stage_claimed_to_request: dict[str, float]  # run set-up until the model request
     bursts: list[dict[str, float]]
     model_requests: int
     fleet_cpu_s: float
@@ -621,25 +626,47 @@ async def wait_matched(
         await asyncio.sleep(0.02)
 
 
-def heartbeat_bursts(config: Path, mono_minus_wall: float) -> list[dict[str, float]]:
-    """Scheduled heartbeats found in the runs table, grouped into bursts (monotonic times)."""
+def _mono(value: str, mono_minus_wall: float) -> float:
+    """A UTC time as SQLite stores it, on this process's monotonic clock."""
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp() + mono_minus_wall
+
+
+def heartbeat_bursts(config: Path, mono_minus_wall: float, least: int) -> list[dict[str, float]]:
+    """Scheduled heartbeats from the runs table, grouped (less than BURST_GAP apart); groups
+    of at least `least` heartbeats are bursts. Times are monotonic."""
     with sqlite3.connect(config.parent / "fleet.db") as db:
         rows = db.execute(
             "SELECT queued_at, status FROM runs WHERE trigger = 'schedule' ORDER BY queued_at"
         ).fetchall()
-    bursts: list[dict[str, float]] = []
+    groups: list[dict[str, float]] = []
     for queued_at, status in rows:
-        wall = datetime.fromisoformat(queued_at).replace(tzinfo=UTC).timestamp()
-        at = wall + mono_minus_wall
-        if bursts and at - bursts[-1]["end"] < BURST_GAP:
-            burst = bursts[-1]
-            burst["end"] = at
+        at = _mono(queued_at, mono_minus_wall)
+        if groups and at - groups[-1]["end"] < BURST_GAP:
+            group = groups[-1]
+            group["end"] = at
         else:
-            burst = {"start": at, "end": at, "heartbeats": 0, "woke": 0}
-            bursts.append(burst)
-        burst["heartbeats"] += 1
-        burst["woke"] += status != runs.SKIPPED
-    return bursts
+            group = {"start": at, "end": at, "heartbeats": 0, "woke": 0}
+            groups.append(group)
+        group["heartbeats"] += 1
+        group["woke"] += status != runs.SKIPPED
+    return [g for g in groups if g["heartbeats"] >= least]
+
+
+def assignment_runs(config: Path, mono_minus_wall: float) -> dict[int, tuple[float, float]]:
+    """(queued, started) of the run each measured /assign woke, by push number."""
+    with sqlite3.connect(config.parent / "fleet.db") as db:
+        rows = db.execute(
+            "SELECT t.title, r.queued_at, r.started_at FROM runs r JOIN tasks t "
+            "ON r.task_id = t.id WHERE r.trigger = 'assignment' AND r.started_at IS NOT NULL "
+            "AND t.title LIKE 'benchmark task %'"
+        ).fetchall()
+    return {
+        int(title.rsplit(" ", 1)[1]): (
+            _mono(queued, mono_minus_wall),
+            _mono(started, mono_minus_wall),
+        )
+        for title, queued, started in rows
+    }
 
 
 async def assignment_latency(
@@ -711,7 +738,11 @@ async def assignment_latency(
     if model.unscripted:
         raise BenchmarkError(f"{len(model.unscripted)} model requests were refused")
 
-    bursts = heartbeat_bursts(config, mono_minus_wall)
+    bursts = heartbeat_bursts(config, mono_minus_wall, max(2, round(BURST_SHARE * args.agents)))
+    stages = assignment_runs(config, mono_minus_wall)
+    to_queued: list[float] = []
+    queue_wait: list[float] = []
+    to_request: list[float] = []
     wake: list[float] = []
     reply: list[float] = []
     in_burst: list[float] = []
@@ -726,6 +757,11 @@ async def assignment_latency(
         reply.append((answered - p.at) * 1000)
         during = any(b["start"] - BURST_LEAD <= p.at <= b["end"] + BURST_TAIL for b in bursts)
         (in_burst if during else outside).append(ms)
+        if p.seq in stages:
+            queued, claimed = stages[p.seq]
+            to_queued.append((queued - p.at) * 1000)
+            queue_wait.append((claimed - queued) * 1000)
+            to_request.append((woke - claimed) * 1000)
         rows.append(
             {
                 "agent": p.agent,
@@ -745,6 +781,9 @@ async def assignment_latency(
         reply=summary(reply),
         wake_in_burst=summary(in_burst),
         wake_outside_burst=summary(outside),
+        stage_push_to_queued=summary(to_queued),
+        stage_queued_to_claimed=summary(queue_wait),
+        stage_claimed_to_request=summary(to_request),
         bursts=[
             {
                 "at_s": b["start"] - started,
@@ -909,6 +948,9 @@ def print_table(results: dict[str, Any]) -> None:
             ("wake", "first model request of the agent"),
             ("wake_outside_burst", "  ... pushed outside heartbeat bursts"),
             ("wake_in_burst", "  ... pushed during a heartbeat burst"),
+            ("stage_push_to_queued", "  stage: push -> wake row (runs.queued_at)"),
+            ("stage_queued_to_claimed", "  stage: queued -> claimed (runs.started_at)"),
+            ("stage_claimed_to_request", "  stage: claimed -> model request"),
             ("reply", "/assign reply (sendMessage answered)"),
         ):
             v = a[key]

@@ -252,3 +252,28 @@ async def test_a_killed_run_is_retried_after_its_lease_then_blocked(
     await anthropic_request(anthropic, 3, timeout=20)
     assert anthropic.requests[2].api_key == ANTHROPIC_KEY
     assert await third.stop() == 0
+
+
+async def test_a_nearly_full_context_flushes_workstate_and_ends_the_run(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> None:
+    big = tool_use("comment", {"text": "Read the whole codebase."})
+    big.usage = {"input_tokens": 950, "output_tokens": 20}
+    anthropic.script(
+        big,
+        tool_use("update_workstate", {"text": "Halfway through the refactor of bot/."}),
+    )
+    fleet = await start_fleet(tmp_path, botapi, anthropic, runtime="context_budget_tokens = 1000")
+    botapi.push_message(OPERATOR, "/assign coder Refactor everything")
+    await wait_query(
+        fleet.config,
+        "SELECT status, turns FROM runs WHERE status != 'skipped'",
+        [("succeeded", 2)],
+        timeout=20,
+    )
+    flush = anthropic.requests[1].body["messages"][-1]["content"][-1]
+    assert flush["type"] == "text" and "update_workstate" in flush["text"]
+    workstate = tmp_path / "workspaces" / "coder" / "WORKSTATE.md"
+    assert workstate.read_text(encoding="utf-8").startswith("Halfway through")
+    assert len(anthropic.requests) == 2
+    assert await fleet.stop() == 0

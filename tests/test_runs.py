@@ -1,0 +1,117 @@
+"""Wakes, claims and backoff in storage/, on a real SQLite database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from storage import inbox, runs, tasks
+from storage.db import Database
+from storage.models import Run, utcnow
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+async def queued(db: Database, agent: str) -> list[Run]:
+    async with db.session() as session:
+        stmt = select(Run).where(Run.agent_id == agent, Run.status == runs.QUEUED)
+        return list((await session.execute(stmt)).scalars())
+
+
+async def test_a_second_wake_merges_into_the_queued_run(db: Database) -> None:
+    later = utcnow() + timedelta(minutes=5)
+    async with db.claim() as session:
+        assert await runs.wake(session, "coder", "schedule", not_before=later)
+    async with db.claim() as session:
+        assert not await runs.wake(session, "coder", "assignment", task_id=None)
+    [run] = await queued(db, "coder")
+    assert run.not_before <= utcnow()  # the earlier start wins
+    async with db.claim() as session:
+        assert await runs.wake(session, "hub", "manual")
+    assert len(await queued(db, "hub")) == 1
+
+
+async def test_one_running_run_per_agent(db: Database) -> None:
+    lease = timedelta(minutes=1)
+    async with db.claim() as session:
+        await runs.wake(session, "coder", "manual")
+    async with db.claim() as session:
+        [first] = await runs.claim_due(session, "a", lease, exclude=set(), limit=5)
+    async with db.claim() as session:
+        await runs.wake(session, "coder", "manual")
+    async with db.claim() as session:
+        assert await runs.claim_due(session, "b", lease, exclude=set(), limit=5) == []
+    async with db.claim() as session:
+        assert await runs.finish(session, first.run_id, "a", runs.SUCCEEDED, "ok")
+    async with db.claim() as session:
+        [second] = await runs.claim_due(session, "b", lease, exclude=set(), limit=5)
+    assert second.agent_id == "coder" and second.run_id != first.run_id
+
+
+async def test_wakes_back_off_after_two_runs_that_changed_nothing(db: Database) -> None:
+    async with db.claim() as session:
+        task = await tasks.create(
+            session, title="Loop", assignee="coder", creator="person:1", max_retries=3
+        )
+    expected = {0: 0, 1: 0, 2: 2, 3: 4, 4: 8, 5: 16, 6: 30, 7: 30}
+    for idle, minutes in expected.items():
+        async with db.claim() as session:
+            await session.execute(Run.__table__.delete())
+            if idle:
+                await tasks.note_run(session, task.id, changed=False)
+            before = utcnow()
+            await runs.wake(session, "coder", "comment", task_id=task.id)
+        [run] = await queued(db, "coder")
+        delay = (run.not_before - before).total_seconds() / 60
+        assert abs(delay - minutes) < 0.05, (idle, delay)
+    async with db.claim() as session:
+        await tasks.note_run(session, task.id, changed=True)
+        await session.execute(Run.__table__.delete())
+        await runs.wake(session, "coder", "comment", task_id=task.id)
+    [run] = await queued(db, "coder")
+    assert run.not_before <= utcnow()
+
+
+async def test_a_comment_by_the_assignee_does_not_wake_it(db: Database) -> None:
+    async with db.claim() as session:
+        task = await tasks.create(
+            session, title="Quiet", assignee="coder", creator="person:1", max_retries=3
+        )
+        await session.execute(Run.__table__.delete())
+    async with db.claim() as session:
+        await tasks.comment(session, task.id, actor="agent:coder", body="note to self")
+    assert await queued(db, "coder") == []
+    async with db.claim() as session:
+        await tasks.comment(session, task.id, actor="person:1", body="any news?")
+    assert len(await queued(db, "coder")) == 1
+
+
+async def test_illegal_transitions_name_the_current_status(db: Database) -> None:
+    async with db.claim() as session:
+        task = await tasks.create(
+            session, title="T", assignee="coder", creator="person:1", max_retries=3
+        )
+        done = await tasks.transition(session, task.id, tasks.DONE, actor="agent:coder")
+        assert not done.won and done.reason == f"task #{task.id} is todo; it cannot become done"
+        blocked = await tasks.transition(session, task.id, tasks.BLOCKED, actor="agent:coder")
+        assert not blocked.won and blocked.reason == "blocking needs a reason"
+        ok = await tasks.transition(
+            session, task.id, tasks.BLOCKED, actor="agent:coder", note="no access", manager="hub"
+        )
+        assert ok.won
+        [message] = await inbox.unread(session, "hub")
+        assert "no access" in message.body and message.kind == "escalation"
+        again = await tasks.transition(
+            session, task.id, tasks.BLOCKED, actor="agent:coder", note="x"
+        )
+        assert not again.won and again.reason == f"task #{task.id} is already blocked"
