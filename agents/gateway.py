@@ -13,16 +13,17 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
-
-import anthropic
-from anthropic.types import Message
+from typing import TYPE_CHECKING, Any
 
 from bot.config import AgentConfig, Config, Price
 from bot.text import esc
 from storage import outbox
 from storage.db import Database
 from storage.models import Usage, utcnow
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import Message
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,10 @@ class Gateway:
         self._cooldown: dict[tuple[str, str], datetime] = {}
 
     def _client(self, profile: str) -> anthropic.AsyncAnthropic:
+        # Imported at the first model call: the SDK costs ~40 MB, and a fleet whose agents
+        # are all idle never needs it.
+        import anthropic
+
         client = self._clients.get(profile)
         if client is None:
             configured = self.config.anthropic.profiles.get(profile)
@@ -140,6 +145,8 @@ class Gateway:
         tools: list[dict[str, Any]] | None = None,
         max_tokens: int = 4096,
     ) -> Reply:
+        import anthropic
+
         problems: list[str] = []
         now = utcnow()
         cooling = [self._cooldown.get(pair) for pair in self.pairs(agent)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 import time
@@ -174,6 +175,10 @@ async def _serve(config: Config, db: Database) -> int:
         except TelegramAPIError as err:
             log.warning("could not register the command menu: %s", err)
 
+    # The process's long-lived objects are all built now. Freezing them keeps the garbage
+    # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
+    gc.collect()
+    gc.freeze()
     scheduler.start()
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")

@@ -52,6 +52,9 @@ class PollMonitor(BaseRequestMiddleware):
         self.polls = 0
         self.unauthorized = False
         self._throttle = Throttle(60.0)
+        # aiogram builds Response[T] per call and pydantic caches it only weakly, so a garbage
+        # collection makes the next call rebuild it (~5 ms); holding them keeps them built.
+        self._response_types: dict[type[Any], Any] = {}
 
     async def __call__(
         self,
@@ -61,6 +64,8 @@ class PollMonitor(BaseRequestMiddleware):
     ) -> Response[TelegramType]:
         # A stored flag, not isinstance narrowing: narrowing `method` to GetUpdates would
         # no longer match make_request's generic parameter.
+        if type(method) not in self._response_types:
+            self._response_types[type(method)] = Response[method.__returning__]  # type: ignore[name-defined]
         polling = isinstance(method, GetUpdates)
         if not polling:
             return await make_request(bot, method)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -46,7 +50,10 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
+            # One writer at a time anyway; a small fixed pool avoids a thread per burst.
             kwargs["connect_args"] = {"timeout": 30}
+            kwargs["pool_size"] = 5
+            kwargs["max_overflow"] = 0
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -83,15 +90,48 @@ class Database:
                 listener()
 
     async def migrate(self) -> None:
-        """Upgrade the schema to the newest migration."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        """Upgrade the schema to the newest migration (a quick check when it is there)."""
+        async with self.engine.connect() as conn:
+            current = await _current_revision(conn)
+        if current != head_revision():
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
+_REVISION = re.compile(r'^revision(?:: str)? = ["\']([^"\']+)["\']', re.MULTILINE)
+_DOWN = re.compile(r'^down_revision(?:: [^=]+)? = ["\']([^"\']+)["\']', re.MULTILINE)
+
+
+def head_revision() -> str:
+    """The newest migration, read from the migration files without importing Alembic (which
+    would stay in memory for the life of the process)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        if found := _REVISION.search(source):
+            revisions.add(found.group(1))
+        parents.update(_DOWN.findall(source))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one head migration, found {sorted(heads)}")
+    return heads.pop()
+
+
+async def _current_revision(conn: AsyncConnection) -> str | None:
+    try:
+        result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:  # no alembic_version table: a new database
+        return None
+    return result.scalar_one_or_none()
+
+
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -100,6 +140,8 @@ def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     command.upgrade(_alembic_config(connection), "head")
 
 

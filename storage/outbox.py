@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ScalarSelect, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,18 +73,22 @@ async def enqueue(
     return row_id
 
 
-async def due_heads(session: AsyncSession, now: datetime, limit: int = 100) -> list[Outbox]:
-    """The oldest pending row of each chat, where that row is due. A chat whose oldest row
-    waits (retry_after, backoff) sends nothing else, so each chat keeps its order."""
-    heads = (
+def _heads() -> ScalarSelect[int]:
+    """The oldest pending row of each chat."""
+    return (
         select(func.min(Outbox.id))
         .where(Outbox.status == PENDING)
         .group_by(Outbox.chat_id)
         .scalar_subquery()
     )
+
+
+async def due_heads(session: AsyncSession, now: datetime, limit: int = 100) -> list[Outbox]:
+    """The oldest pending row of each chat, where that row is due. A chat whose oldest row
+    waits (retry_after, backoff) sends nothing else, so each chat keeps its order."""
     stmt = (
         select(Outbox)
-        .where(Outbox.id.in_(heads), Outbox.next_attempt_at <= now)
+        .where(Outbox.id.in_(_heads()), Outbox.next_attempt_at <= now)
         .order_by(Outbox.id)
         .limit(limit)
     )
@@ -92,7 +96,9 @@ async def due_heads(session: AsyncSession, now: datetime, limit: int = 100) -> l
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
-    stmt = select(func.min(Outbox.next_attempt_at)).where(Outbox.status == PENDING)
+    """When the next head row (see `due_heads`) is due; rows queued behind a waiting head
+    do not count, or the sender would wake for them and find nothing to send."""
+    stmt = select(func.min(Outbox.next_attempt_at)).where(Outbox.id.in_(_heads()))
     value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
     return value
 
@@ -139,11 +145,6 @@ async def mark_failed(session: AsyncSession, row_id: int, error: str) -> bool:
         .values(status=FAILED, attempts=Outbox.attempts + 1, last_error=error[:1000])
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def counts(session: AsyncSession) -> dict[str, int]:
-    stmt = select(Outbox.status, func.count()).group_by(Outbox.status)
-    return {status: n for status, n in (await session.execute(stmt)).all()}
 
 
 async def requeue(session: AsyncSession, row_id: int) -> bool:

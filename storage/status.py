@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import String, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import jobs, outbox
-from storage.models import AgentState, Approval, Incident, JobBeat, Task
+from storage import jobs
+from storage.models import AgentState, Approval, Incident, JobBeat, Outbox, Task
 
 OPEN_TASK_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
 OPEN_INCIDENT_STATUSES = ("open", "acknowledged")
@@ -25,25 +25,37 @@ class FleetSummary:
 
 
 async def fleet_summary(session: AsyncSession) -> FleetSummary:
-    summary = FleetSummary()
-    paused = await session.execute(select(AgentState.agent_id).where(AgentState.paused))
-    summary.paused_agents = set(paused.scalars())
-    tasks = await session.execute(
-        select(Task.status, func.count())
+    """Everything /status shows, in two queries (it is the most frequent command)."""
+    statement = union_all(
+        select(literal_column("'paused'", String), AgentState.agent_id, func.count())
+        .where(AgentState.paused)
+        .group_by(AgentState.agent_id),
+        select(literal_column("'task'", String), Task.status, func.count())
         .where(Task.status.in_(OPEN_TASK_STATUSES))
-        .group_by(Task.status)
-    )
-    summary.open_tasks = {status: n for status, n in tasks.all()}
-    approvals = await session.execute(
-        select(func.count()).select_from(Approval).where(Approval.status == "pending")
-    )
-    summary.pending_approvals = approvals.scalar_one()
-    incidents = await session.execute(
-        select(Incident.severity, func.count())
+        .group_by(Task.status),
+        select(
+            literal_column("'approval'", String), literal_column("'pending'", String), func.count()
+        )
+        .select_from(Approval)
+        .where(Approval.status == "pending"),
+        select(literal_column("'incident'", String), Incident.severity, func.count())
         .where(Incident.status.in_(OPEN_INCIDENT_STATUSES))
-        .group_by(Incident.severity)
+        .group_by(Incident.severity),
+        select(literal_column("'outbox'", String), Outbox.status, func.count())
+        .where(Outbox.status != "sent")
+        .group_by(Outbox.status),
     )
-    summary.open_incidents = {severity: n for severity, n in incidents.all()}
+    summary = FleetSummary()
+    for kind, key, count in (await session.execute(statement)).all():
+        if kind == "paused":
+            summary.paused_agents.add(key)
+        elif kind == "task":
+            summary.open_tasks[key] = count
+        elif kind == "approval":
+            summary.pending_approvals = count
+        elif kind == "incident":
+            summary.open_incidents[key] = count
+        else:
+            summary.outbox[key] = count
     summary.jobs = await jobs.all_beats(session)
-    summary.outbox = await outbox.counts(session)
     return summary
