@@ -31,6 +31,7 @@ from handlers import get_routers
 from handlers.registry import commands_for
 from storage import outbox
 from storage.db import Database
+from storage.status import SummaryCache
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,14 @@ async def _serve(config: Config, db: Database) -> int:
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
     dp = make_dispatcher(
-        config, db, routers, in_flight, poll_monitor=monitor, sender=sender, org=runtime.org
+        config,
+        db,
+        routers,
+        in_flight,
+        poll_monitor=monitor,
+        sender=sender,
+        org=runtime.org,
+        status_cache=SummaryCache(db),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

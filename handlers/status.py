@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from aiogram import Router
 from aiogram.types import Message
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, Role
 from bot.polling import PollMonitor
 from bot.text import esc, when
 from handlers.registry import command
-from storage.status import OPEN_TASK_STATUSES, fleet_summary
+from storage.status import OPEN_TASK_STATUSES, SummaryCache
 
 router = Router(name=__name__)
 
 
 @command(router, "status", Role.viewer)
 async def status(
-    message: Message, session: AsyncSession, config: Config, poll_monitor: PollMonitor
+    message: Message, status_cache: SummaryCache, config: Config, poll_monitor: PollMonitor
 ) -> None:
     """Fleet summary: agents, tasks, approvals, incidents, jobs"""
-    summary = await fleet_summary(session)
+    summary = await status_cache.get()
     tz = config.tz
     agents = len(config.agents)
     paused = sorted(summary.paused_agents & {a.id for a in config.agents})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import String, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import jobs
+from storage.db import Database
 from storage.models import AgentState, Approval, Incident, JobBeat, Outbox, Task
 
 OPEN_TASK_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
@@ -59,3 +62,30 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
             summary.outbox[key] = count
     summary.jobs = await jobs.all_beats(session)
     return summary
+
+
+class SummaryCache:
+    """/status may be pressed by many people at once (or spammed in a group): concurrent
+    requests share one read, and a read is reused for `ttl` seconds. Still read from the
+    database, at most `ttl` old."""
+
+    def __init__(self, db: Database, ttl: float = 1.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._read_at = -1e9
+        self._current: asyncio.Future[FleetSummary] | None = None
+
+    async def get(self) -> FleetSummary:
+        now = time.monotonic()
+        if self._current is None or (self._current.done() and now - self._read_at > self.ttl):
+            self._read_at = now
+            self._current = asyncio.ensure_future(self._read())
+        try:
+            return await asyncio.shield(self._current)
+        except Exception:
+            self._current = None  # a failed read is not reused
+            raise
+
+    async def _read(self) -> FleetSummary:
+        async with self.db.session() as session:
+            return await fleet_summary(session)
