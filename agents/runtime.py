@@ -58,7 +58,7 @@ class Runtime:
         """A scheduled heartbeat: queue a run if the agent has something to do, else record a
         skipped run. No model is called here."""
         agent = self.org.get(agent_id)
-        if agent is None or self.in_quiet_hours(agent, datetime.now(self.config.tz)):
+        if agent is None or in_quiet_hours(agent.quiet_hours, datetime.now(self.config.tz)):
             return
         async with self.db.claim() as session:
             state = await session.get(AgentState, agent_id)
@@ -74,15 +74,6 @@ class Runtime:
         if await agent_state.has_work(session, agent.id):
             return True
         return workspace.heartbeat_has_tasks(self.workspace_of(agent))
-
-    def in_quiet_hours(self, agent: AgentConfig, now: datetime) -> bool:
-        if not agent.quiet_hours:
-            return False
-        start, end = agent.quiet_hours.split("-")
-        current = now.strftime("%H:%M")
-        if start <= end:
-            return start <= current < end
-        return current >= start or current < end
 
     # -- the worker -----------------------------------------------------------------------
 
@@ -397,6 +388,18 @@ def _brief(
         "if you cannot continue, set it blocked with the reason. Keep this run short.",
     ]
     return "\n".join(lines)
+
+
+def in_quiet_hours(quiet_hours: str | None, now: datetime) -> bool:
+    """Whether `now` (in the configured zone) falls in "HH:MM-HH:MM", which may span
+    midnight ("23:00-07:00")."""
+    if not quiet_hours:
+        return False
+    start, end = quiet_hours.split("-")
+    current = now.strftime("%H:%M")
+    if start <= end:
+        return start <= current < end
+    return current >= start or current < end
 
 
 def heartbeat_seconds(agent: AgentConfig) -> int | None:
