@@ -27,7 +27,6 @@ from agents.tools import ToolContext
 from agents.turn import TurnResult, run_turn
 from bot.config import AgentConfig, Config, parse_duration
 from bot.text import esc
-from storage import agents as agent_state
 from storage import inbox, outbox, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, InboxMessage, Task, TaskEvent, utcnow
@@ -60,20 +59,23 @@ class Runtime:
         agent = self.org.get(agent_id)
         if agent is None or in_quiet_hours(agent.quiet_hours, datetime.now(self.config.tz)):
             return
-        async with self.db.claim() as session:
-            state = await session.get(AgentState, agent_id)
-            if state is not None and state.paused:
-                await runs.record_skipped(session, agent_id, "schedule", "paused")
-                return
-            if await self._has_work(session, agent):
-                await runs.wake(session, agent_id, "schedule")
-            else:
-                await runs.record_skipped(session, agent_id, "schedule", "nothing to do")
-
-    async def _has_work(self, session: AsyncSession, agent: AgentConfig) -> bool:
-        if await agent_state.has_work(session, agent.id):
-            return True
-        return workspace.heartbeat_has_tasks(self.workspace_of(agent))
+        async with self.db.session() as session:
+            state = await runs.heartbeat_state(session, agent_id)
+        if state.paused:
+            outcome = "paused"
+        elif (
+            state.task_id is not None
+            or state.unread
+            or workspace.heartbeat_has_tasks(self.workspace_of(agent))
+        ):
+            async with self.db.claim() as session:
+                # With the task named, a task that keeps making no progress backs off.
+                await runs.wake(session, agent_id, "schedule", task_id=state.task_id)
+            return
+        else:
+            outcome = "nothing to do"
+        async with self.db.session() as session:  # a single INSERT: no lock upgrade
+            await runs.record_skipped(session, agent_id, "schedule", outcome)
 
     # -- the worker -----------------------------------------------------------------------
 
@@ -285,7 +287,7 @@ class Runtime:
                 )
             where = f" on task #{task.id}" if task else ""
             tokens = f"{result.input_tokens}+{result.output_tokens} tokens"
-            if status == runs.FAILED:
+            if status == runs.FAILED and not result.alerted:
                 await self._post(
                     session,
                     "alerts",

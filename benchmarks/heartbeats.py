@@ -26,13 +26,16 @@ checks, so an idle heartbeat must not call a model). Phases, in one run:
 4. wake on assignment: the real `fleet run` with the same 200 agents (`heartbeat = "1m"`),
    the local Bot API server and a local Anthropic Messages API that answers every request
    with "ok" at once. `/assign <agent> <text>` is pushed from the operator at `--rate` per
-   second for `--seconds`, one agent after the other. Latency = the time the Anthropic server
-   received the first /v1/messages request for that agent (found by the system prompt,
-   `... (agent "<id>")`) minus the push time. The `/assign` reply (sendMessage) latency is
-   reported as context. By default the pushes start `--assign-start` (50) seconds after the
-   process began polling, so the window contains the first heartbeat burst (all 200 agents
-   are due together 60 s after start); the latencies of pushes made while a burst was being
-   processed are reported separately.
+   second for `--seconds`, each to another specialist. Latency = the time the Anthropic
+   server received the first /v1/messages request for that agent (found by the system
+   prompt, `... (agent "<id>")`) minus the push time. The `/assign` reply (sendMessage)
+   latency is reported as context, and the wake is split into stages with the times the run
+   row holds (queued_at: the wake was written; started_at: the worker claimed it). By default
+   the pushes start `--assign-start` (50) seconds after the process began polling, so the
+   window contains the first heartbeat burst (every agent is due 60 s after start). A burst
+   is a stretch in which scheduled heartbeats (runs rows, trigger "schedule") of at least
+   10 % of the agents were queued within one second; pushes from 0.5 s before a burst to 2 s
+   after it are reported separately from the others.
 
 The exit code is 0 whether the targets pass or not (it is a report); 1 when the benchmark
 itself failed (a process died, requests never came, a sanity check failed).
@@ -52,6 +55,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,8 +100,8 @@ P99_TARGET_MS = 200.0
 STOP_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 MATCH_TIMEOUT = 60.0
-BURST_GAP = 1.0  # scheduled heartbeats less than this apart belong to one group ...
-BURST_SHARE = 0.1  # ... which is a burst if it holds at least this share of the agents
+BURST_WINDOW = 1.0  # a burst: at least BURST_SHARE of the agents' heartbeats within 1 s
+BURST_SHARE = 0.1
 BURST_LEAD = 0.5  # pushes from this long before a burst's first heartbeat ...
 BURST_TAIL = 2.0  # ... to this long after its last one count as "during a burst"
 
@@ -348,11 +352,6 @@ async def breakdown(runtime: Runtime, db: Database, idle: list[str], n: int) -> 
         assert config is not None
         workspace.heartbeat_has_tasks(runtime.workspace_of(config))
 
-    async def quiet_hours(i: int) -> None:
-        config = runtime.org.get(agent(i))
-        assert config is not None
-        runtime.in_quiet_hours(config, datetime.now(runtime.config.tz))
-
     return [
         await measure("empty db.session() transaction", n, empty_session),
         await measure("empty db.claim() (BEGIN IMMEDIATE) transaction", n, empty_claim),
@@ -360,7 +359,6 @@ async def breakdown(runtime: Runtime, db: Database, idle: list[str], n: int) -> 
         await measure("claim() + agent_state.has_work (2 queries)", n, claim_has_work),
         await measure("claim() + runs.record_skipped (ORM insert)", n, claim_record),
         await measure("workspace.heartbeat_has_tasks (HEARTBEAT.md)", n, heartbeat_file),
-        await measure("org lookup + in_quiet_hours", n, quiet_hours),
     ]
 
 
@@ -632,24 +630,33 @@ def _mono(value: str, mono_minus_wall: float) -> float:
 
 
 def heartbeat_bursts(config: Path, mono_minus_wall: float, least: int) -> list[dict[str, float]]:
-    """Scheduled heartbeats from the runs table, grouped (less than BURST_GAP apart); groups
-    of at least `least` heartbeats are bursts. Times are monotonic."""
+    """Bursts of scheduled heartbeats (runs rows, trigger "schedule"): stretches where at
+    least `least` of them were queued within BURST_WINDOW seconds. Times are monotonic."""
     with sqlite3.connect(config.parent / "fleet.db") as db:
         rows = db.execute(
             "SELECT queued_at, status FROM runs WHERE trigger = 'schedule' ORDER BY queued_at"
         ).fetchall()
-    groups: list[dict[str, float]] = []
-    for queued_at, status in rows:
-        at = _mono(queued_at, mono_minus_wall)
-        if groups and at - groups[-1]["end"] < BURST_GAP:
-            group = groups[-1]
-            group["end"] = at
+    beats = [(_mono(queued_at, mono_minus_wall), status) for queued_at, status in rows]
+    spans: list[list[float]] = []
+    first = 0
+    for i, (at, _) in enumerate(beats):
+        while beats[first][0] < at - BURST_WINDOW:
+            first += 1
+        if i - first + 1 < least:
+            continue
+        if spans and beats[first][0] <= spans[-1][1]:
+            spans[-1][1] = at
         else:
-            group = {"start": at, "end": at, "heartbeats": 0, "woke": 0}
-            groups.append(group)
-        group["heartbeats"] += 1
-        group["woke"] += status != runs.SKIPPED
-    return [g for g in groups if g["heartbeats"] >= least]
+            spans.append([beats[first][0], at])
+    return [
+        {
+            "start": start,
+            "end": end,
+            "heartbeats": sum(start <= at <= end for at, _ in beats),
+            "woke": sum(start <= at <= end and status != runs.SKIPPED for at, status in beats),
+        }
+        for start, end in spans
+    ]
 
 
 def assignment_runs(config: Path, mono_minus_wall: float) -> dict[int, tuple[float, float]]:
@@ -712,14 +719,14 @@ async def assignment_latency(
     if args.py_spy:
         spy = await py_spy_record(fleet.proc.pid, args.py_spy)
         stack.callback(_terminate, spy)
-    cpu_before = proc_cpu_seconds(fleet.proc.pid) if fleet.proc else 0.0
+    cpu_before = proc_cpu_seconds(fleet.proc.pid)
     pushes: list[Push] = []
     for i in range(count):
         delay = begin + i / args.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         check_alive(fleet)
-        agent = ids[i % len(ids)]
+        agent = ids[i]  # each measured agent once: its first request after the push is ours
         at = time.monotonic()
         botapi.push_message(OPERATOR, f"/assign {agent} benchmark task {i}")
         pushes.append(Push(i, agent, at))
@@ -849,6 +856,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "load_before": os.getloadavg()[0],
             "python": sys.version.split()[0],
+            "source": source_version(),
         }
     }
     with tempfile.TemporaryDirectory(prefix="fleet-heartbeats-") as tmp_name:
@@ -864,6 +872,29 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             await FleetProcess.kill_leftovers()
     results["checks"] = checks(results)
     return results
+
+
+def source_version() -> str:
+    """The commit measured, and whether files other than benchmarks/ differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    dirty = [line for line in changed if not line[3:].startswith("benchmarks/")]
+    return f"{commit} + {len(dirty)} changed file(s)" if dirty else commit
 
 
 def checks(results: dict[str, Any]) -> dict[str, Any]:
@@ -898,7 +929,8 @@ def print_table(results: dict[str, Any]) -> None:
     s = results["settings"]
     print(
         f"{s['agents']} agents (1 hub, {s['agents'] - 1} specialists), {s['busy']} with an open "
-        f"task; {s['cpus']} CPUs, load {s['load_before']:.2f} before, Python {s['python']}"
+        f"task; {s['cpus']} CPUs, load {s['load_before']:.2f} before, Python {s['python']}, "
+        f"source {s['source']}"
     )
     hb = results.get("in_process")
     if hb:
@@ -1015,6 +1047,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--phases takes heartbeat and/or assign")
     if args.agents < 2 + BUSY or args.rounds < 1 or args.rate <= 0 or args.seconds <= 0:
         parser.error(f"--agents must be at least {2 + BUSY}; --rounds, --rate, --seconds > 0")
+    if "assign" in args.phases and round(args.rate * args.seconds) > args.agents - 4:
+        parser.error("--rate x --seconds must not exceed --agents - 4 (one /assign per agent)")
     # Imports leave many objects for the collector; keep full collections out of the timings.
     gc.collect()
     gc.freeze()

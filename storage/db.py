@@ -54,6 +54,9 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
             kwargs["pool_size"] = 5
             kwargs["max_overflow"] = 0
+            # Sessions always end their transaction; the extra ROLLBACK on every return to the
+            # pool is a wasted round trip to the driver's thread.
+            kwargs["pool_reset_on_return"] = None
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, text, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import touch
-from storage.models import Run, Task, TaskEvent, utcnow
+from storage.models import AgentState, InboxMessage, Run, Task, TaskEvent, utcnow
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -92,6 +93,9 @@ async def _backoff_until(session: AsyncSession, task_id: int, now: datetime) -> 
     return backoff
 
 
+_ROUTINE = ("schedule", "followup")
+
+
 @dataclass(frozen=True)
 class Claimed:
     run_id: int
@@ -115,7 +119,8 @@ async def claim_due(
             Run.agent_id.not_in(running),
             Run.agent_id.not_in(exclude or {""}),
         )
-        .order_by(Run.not_before, Run.id)
+        # Work a person or another agent is waiting for goes before routine heartbeats.
+        .order_by(case((Run.trigger.in_(_ROUTINE), 1), else_=0), Run.not_before, Run.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -193,8 +198,8 @@ async def finish(
 async def record_skipped(session: AsyncSession, agent_id: str, trigger: str, outcome: str) -> None:
     """A heartbeat that had nothing to do: recorded, and no model was called."""
     now = utcnow()
-    session.add(
-        Run(
+    await session.execute(
+        sa_insert(Run).values(
             agent_id=agent_id,
             trigger=trigger,
             status=SKIPPED,
@@ -204,8 +209,39 @@ async def record_skipped(session: AsyncSession, agent_id: str, trigger: str, out
             finished_at=now,
             outcome=outcome,
             changed_anything=False,
+            input_tokens=0,
+            output_tokens=0,
+            turns=0,
+            cost_usd=Decimal(0),
         )
     )
+
+
+@dataclass(frozen=True)
+class HeartbeatState:
+    paused: bool
+    task_id: int | None  # the task a run would work on
+    unread: bool
+
+
+async def heartbeat_state(session: AsyncSession, agent_id: str) -> HeartbeatState:
+    """What a scheduled heartbeat needs to decide, in one query (it runs for every agent on
+    every tick, so it must be cheap)."""
+    paused = select(AgentState.paused).where(AgentState.agent_id == agent_id).scalar_subquery()
+    task = (
+        select(Task.id)
+        .where(Task.assignee == agent_id, Task.status.in_(("todo", "in_progress")))
+        .order_by(Task.priority, Task.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    unread = (
+        select(InboxMessage.id)
+        .where(InboxMessage.agent_id == agent_id, InboxMessage.read_at.is_(None))
+        .exists()
+    )
+    row = (await session.execute(select(paused, task, unread))).one()
+    return HeartbeatState(bool(row[0]), row[1], bool(row[2]))
 
 
 @dataclass(frozen=True)
