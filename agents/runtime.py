@@ -59,15 +59,16 @@ class Runtime:
         agent = self.org.get(agent_id)
         if agent is None or in_quiet_hours(agent.quiet_hours, datetime.now(self.config.tz)):
             return
+        standing = workspace.heartbeat_has_tasks(self.workspace_of(agent))
+        if not standing:
+            async with self.db.session() as session:
+                if await runs.record_if_idle(session, agent_id):
+                    return
         async with self.db.session() as session:
             state = await runs.heartbeat_state(session, agent_id)
         if state.paused:
             outcome = "paused"
-        elif (
-            state.task_id is not None
-            or state.unread
-            or workspace.heartbeat_has_tasks(self.workspace_of(agent))
-        ):
+        elif state.task_id is not None or state.unread or standing:
             async with self.db.claim() as session:
                 # With the task named, a task that keeps making no progress backs off.
                 await runs.wake(session, agent_id, "schedule", task_id=state.task_id)

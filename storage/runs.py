@@ -10,15 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import case, func, select, text, update
+from sqlalchemy import Insert, String, bindparam, case, func, literal, or_, select, text, update
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import touch
-from storage.models import AgentState, InboxMessage, Run, Task, TaskEvent, utcnow
+from storage.models import AgentState, InboxMessage, Run, Task, TaskEvent, UTCDateTime, utcnow
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -215,6 +216,54 @@ async def record_skipped(session: AsyncSession, agent_id: str, trigger: str, out
             cost_usd=Decimal(0),
         )
     )
+
+
+def _idle_insert() -> Insert:
+    """INSERT a skipped run for :agent_id at :now unless the agent is paused or has an
+    active task or an unread message. Built once: building the statement costs more than
+    running it."""
+    agent_id = bindparam("agent_id", type_=String)
+    now = bindparam("now", type_=UTCDateTime())
+    busy = or_(
+        select(Task.id)
+        .where(Task.assignee == agent_id, Task.status.in_(("todo", "in_progress")))
+        .exists(),
+        select(InboxMessage.id)
+        .where(InboxMessage.agent_id == agent_id, InboxMessage.read_at.is_(None))
+        .exists(),
+        select(AgentState.agent_id)
+        .where(AgentState.agent_id == agent_id, AgentState.paused)
+        .exists(),
+    )
+    row = {
+        "agent_id": agent_id,
+        "trigger": literal("schedule"),
+        "status": literal(SKIPPED),
+        "not_before": now,
+        "queued_at": now,
+        "started_at": now,
+        "finished_at": now,
+        "outcome": literal("nothing to do"),
+        "changed_anything": literal(False),
+        "input_tokens": literal(0),
+        "output_tokens": literal(0),
+        "turns": literal(0),
+        "cost_usd": literal(0),
+    }
+    columns: list[Any] = list(row.values())
+    return sa_insert(Run).from_select(list(row), select(*columns).where(~busy))
+
+
+_IDLE_INSERT = _idle_insert()
+
+
+async def record_if_idle(session: AsyncSession, agent_id: str) -> bool:
+    """Record a skipped scheduled heartbeat if the agent is idle, in one statement: the
+    common case of a heartbeat. False: there is something to look at (`heartbeat_state`)."""
+    # On the connection: through the ORM session, parameters would mean a bulk INSERT.
+    connection = await session.connection()
+    result = await connection.execute(_IDLE_INSERT, {"agent_id": agent_id, "now": utcnow()})
+    return bool(result.rowcount)
 
 
 @dataclass(frozen=True)
