@@ -27,6 +27,7 @@ class TurnResult:
     output_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     retry_at: datetime | None = None
+    alerted: bool = False  # the gateway told `alerts` why the run stopped (a budget stop)
     actions: list[str] = field(default_factory=list)
 
 
@@ -57,6 +58,7 @@ async def run_turn(
             result.status = "deferred" if err.retry_at is not None else "failed"
             result.outcome = str(err)
             result.retry_at = err.retry_at
+            result.alerted = err.alerted
             return result
         result.turns = turn
         result.input_tokens += reply.input_tokens

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         "check-config": _check_config,
         "init": _init,
         "send": _send,
+        "costs": _costs,
     }[args.command]
     try:
         return handler(args)
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--key", help="dedup key: a second send with the same key is dropped")
     send.add_argument("--html", action="store_true", help="the text is HTML already")
     send.add_argument("text", help='the message; "-" reads standard input')
+    costs = sub.add_parser(
+        "costs", parents=[common], help="spend per agent in a month, against budgets"
+    )
+    costs.add_argument("--month", help="YYYY-MM (default: this month, UTC)")
+    costs.add_argument("--csv", action="store_true", help="CSV instead of a table")
     return parser
 
 
@@ -152,6 +158,37 @@ def _send(args: argparse.Namespace) -> int:
 
     row = asyncio.run(send())
     print(f"queued as outbox {row}" if row else "already queued earlier (same --key); not again")
+    return 0
+
+
+def _costs(args: argparse.Namespace) -> int:
+    from handlers.costs import csv_text, month_report, table_lines
+    from storage import usage
+    from storage.db import Database
+
+    try:
+        month = usage.parse_month(args.month) if args.month else usage.month_of()
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    if config is None:
+        return 2
+    configure_logging(config.secret_values())
+
+    async def report() -> str:
+        db = Database(config.database.url)
+        try:
+            await db.migrate()
+            async with db.session() as session:
+                found = await month_report(session, month, config)
+        finally:
+            await db.dispose()
+        if args.csv:
+            return csv_text(found)
+        return f"Costs {month:%Y-%m} (UTC)\n" + "\n".join(table_lines(found)) + "\n"
+
+    sys.stdout.write(asyncio.run(report()))
     return 0
 
 

@@ -239,6 +239,13 @@ class RuntimeConfig(_Section):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
 
+class BudgetConfig(_Section):
+    """Fleet-wide spending limits. Per-agent budgets are `budget_usd_month` on each agent."""
+
+    fleet_usd_month: float | None = Field(default=None, ge=0)
+    raise_step_usd: float = Field(default=10, gt=0)
+
+
 class Config(_Section):
     """The whole validated configuration. `path` is where it was read from."""
 
@@ -255,6 +262,7 @@ class Config(_Section):
     checks: list[CheckConfig] = Field(default_factory=list)
     deploys: list[DeployConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @field_validator("timezone")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import agents, errors, fallback, outbox, start, status, tasks
+from handlers import agents, budget, costs, errors, fallback, outbox, start, status, tasks
 
 
 def get_routers() -> list[Router]:
@@ -16,5 +16,7 @@ def get_routers() -> list[Router]:
         outbox.router,
         tasks.router,
         agents.router,
+        budget.router,
+        costs.router,
         fallback.router,
     ]

@@ -23,6 +23,7 @@ from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
 from storage.models import Run
+from storage.usage import spend_this_month
 
 router = Router(name=__name__)
 
@@ -137,7 +138,7 @@ async def show_agent(
             )
     else:
         lines.append("No runs yet.")
-    spent = await agent_state.spend_this_month(session, agent_id)
+    spent = await spend_this_month(session, agent_id)
     budget = (
         state.budget_usd_month
         if state is not None and state.budget_usd_month is not None

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import inbox, runs, tasks
-from storage.models import AgentState, Run, Task, Usage, utcnow
+from storage.models import AgentState, Run, Task, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +90,6 @@ async def has_work(session: AsyncSession, agent_id: str) -> bool:
     """Active tasks or unread inbox messages: what a run would work on."""
     counts = await tasks.active_counts(session, [agent_id])
     return bool(counts.get(agent_id)) or await inbox.has_unread(session, agent_id)
-
-
-def month_start(now: datetime | None = None) -> datetime:
-    """Midnight of the first day of the current month, in UTC."""
-    now = now or utcnow()
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-async def spend_this_month(
-    session: AsyncSession, agent_id: str, now: datetime | None = None
-) -> Decimal:
-    """USD spent on model calls by `agent_id` since the first of the month (UTC)."""
-    stmt = select(func.sum(Usage.cost_usd)).where(
-        Usage.agent_id == agent_id, Usage.created_at >= month_start(now)
-    )
-    value = (await session.execute(stmt)).scalar_one_or_none()
-    return Decimal(str(value)) if value is not None else Decimal(0)
 
 
 @dataclass(frozen=True)

@@ -51,11 +51,17 @@ def write_config(
     database_url: str | None = None,
     anthropic_base: str = "http://127.0.0.1:9",
     agents: str = DEFAULT_AGENTS,
+    profiles: dict[str, str] | None = None,
 ) -> Path:
     """A small fleet: three people, one feed group with topics, a hub and a specialist.
-    `agents` replaces the [[agents]] tables; `extra` is appended (e.g. a [runtime] table)."""
+    `agents` replaces the [[agents]] tables; `extra` is appended (e.g. a [runtime] table);
+    `profiles` adds key profiles next to `primary` (name -> literal api_key)."""
     for agent in re.findall(r'^id = "([a-z0-9_-]+)"', agents, re.MULTILINE):
         (folder / "workspaces" / agent).mkdir(parents=True, exist_ok=True)
+    more_profiles = "".join(
+        f'[anthropic.profiles.{name}]\napi_key = "{key}"\n'
+        for name, key in (profiles or {}).items()
+    )
     path = folder / "fleet.toml"
     path.write_text(
         f"""
@@ -93,7 +99,7 @@ activity = {{ chat_id = {FEED_CHAT}, topic = {ACTIVITY_TOPIC} }}
 base_url = "{anthropic_base}"
 [anthropic.profiles.primary]
 api_key = "${{ANTHROPIC_API_KEY}}"
-
+{more_profiles}
 {agents}
 {extra}
 """,

@@ -1,0 +1,187 @@
+"""/budget and the "Raise budget" button on a budget stop.
+
+When an agent's month-to-date spend reaches its budget, the gateway pauses it and posts a
+stop to `alerts` with a `RaiseBudget` button (see `agents.gateway`). The owner's press raises
+the budget by `[budget] raise_step_usd` and resumes the agent, once: the press decides the
+stop's approval row with a conditional update, and a second or stale press answers who decided
+it and when. `/budget <agent> <usd>` sets a budget outright.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, Message
+
+from agents.org import OrgChart
+from bot.config import Config, Person, Role
+from bot.text import clip, esc, when
+from handlers.registry import command
+from handlers.tasks import actor_name, person_actor, unknown_agent, usage
+from storage import usage as spend
+from storage.db import Database
+from storage.models import Approval
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+MAX_BUDGET = Decimal(1_000_000)
+CENT = Decimal("0.01")
+OWNER = {"role": Role.owner}
+
+
+class RaiseBudget(CallbackData, prefix="bud"):
+    """The button on a budget stop: approve budget approval `approval` (raise by its step)."""
+
+    approval: int
+
+
+def money(value: Decimal | float) -> str:
+    """USD to the cent, half a cent rounded up: 1234.565 -> "1,234.57"."""
+    return f"{Decimal(str(value)).quantize(CENT, ROUND_HALF_UP):,.2f}"
+
+
+def usd(value: Decimal | float) -> str:
+    return f"${money(value)}"
+
+
+def percent(part: Decimal, whole: Decimal) -> str:
+    """`part` as a whole percentage of `whole` (not zero), half rounded up: "63%"."""
+    return f"{(part / whole * 100).quantize(Decimal(1), ROUND_HALF_UP)}%"
+
+
+def _configured(config: Config) -> dict[str, float | None]:
+    return {agent.id: agent.budget_usd_month for agent in config.agents}
+
+
+def _share(spent: Decimal, budget: Decimal | None) -> str:
+    if budget is None:
+        return "no budget"
+    if budget == 0:
+        return f"{usd(spent)} of a {usd(0)} budget"
+    return f"{usd(spent)} of {usd(budget)}, {percent(spent, budget)}"
+
+
+def _parse_usd(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text.strip().removeprefix("$").replace(",", ""))
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or value < 0 or value > MAX_BUDGET:
+        return None
+    return value.quantize(Decimal("0.01"))
+
+
+@command(router, "budget", Role.owner, usage="<agent> <usd>")
+async def set_budget(
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    person: Person,
+    config: Config,
+    org: OrgChart,
+) -> None:
+    """Set an agent's monthly budget in USD (resumes it if its budget paused it)"""
+    line = usage("budget", "<agent> <usd>")
+    parts = (command.args or "").split()
+    if len(parts) != 2:
+        await message.answer(f"{line}\nAgents: {esc(clip(', '.join(org.ids), 1000))}.")
+        return
+    agent_id = parts[0].lower()
+    if agent_id not in org:
+        await message.answer(unknown_agent(org, parts[0], line))
+        return
+    amount = _parse_usd(parts[1])
+    if amount is None:
+        await message.answer(
+            f"{esc(clip(parts[1], 40))} is not an amount of USD from 0 to "
+            f"{usd(MAX_BUDGET)}.\n{line}"
+        )
+        return
+    async with db.claim() as session:
+        change = await spend.set_budget(session, agent_id, amount, by=person_actor(person))
+    if change.resumed:
+        after = " It was paused by its budget and is resumed."
+    elif change.paused_by == spend.BUDGET_ACTOR:
+        after = " It stays paused: this month's spend is not under that budget."
+    elif change.paused_by is not None:
+        by = esc(clip(actor_name(change.paused_by, config), 40))
+        after = f" It stays paused (by {by}); /resume {esc(agent_id)} when ready."
+    else:
+        after = ""
+    await message.answer(
+        f"Monthly budget of <b>{esc(agent_id)}</b> set to {usd(amount)} "
+        f"(this month: {_share(change.spent, change.budget)}).{after}"
+    )
+
+
+@router.callback_query(RaiseBudget.filter(), flags=OWNER)
+async def press_raise(
+    callback: CallbackQuery,
+    callback_data: RaiseBudget,
+    db: Database,
+    person: Person,
+    config: Config,
+) -> None:
+    async with db.claim() as session:
+        change = await spend.raise_budget(
+            session,
+            callback_data.approval,
+            by=person_actor(person),
+            configured=_configured(config),
+        )
+    approval = change.approval
+    if approval is None:
+        await callback.answer("There is no such budget request.", show_alert=True)
+        return
+    decision = _decision(approval, config, change)
+    await _show(callback, decision)
+    if change.won:
+        await callback.answer(f"Budget of {change.agent_id} raised to {usd(change.budget or 0)}")
+    else:
+        await callback.answer(clip(f"Already settled: {decision}", 200), show_alert=True)
+
+
+def _decision(approval: Approval, config: Config, change: spend.BudgetChange) -> str:
+    """Who settled a budget request and when, as plain text."""
+    by = actor_name(approval.decided_by or "someone", config)
+    moment = when(approval.decided_at, config.tz)
+    agent = str(approval.payload.get("agent", "?"))
+    if approval.status == spend.APPROVED:
+        step = usd(Decimal(str(approval.payload.get("step", 0))))
+        text = f"raised by {step} by {by} at {moment}"
+        if change.won:
+            text = f"raised to {usd(change.budget or 0)} by {by} at {moment}"
+            text += f"; {agent} resumed" if change.resumed else f"; {agent} not resumed"
+        return text
+    if approval.status == spend.CANCELLED:
+        reason = f" ({approval.reason})" if approval.reason else ""
+        return f"settled by {by} at {moment}{reason}"
+    return f"{approval.status} ({by} at {moment})"
+
+
+async def _show(callback: CallbackQuery, decision: str) -> None:
+    """Edit the stop to say how it was settled, without its button, unless it says so already.
+    A failed edit (message deleted or too old) changes nothing that was decided: logged."""
+    message = callback.message
+    if not isinstance(message, Message) or message.text is None:
+        return
+    if "\n\n✅ " in message.text:
+        return  # it shows the decision already
+    line = esc(decision[:1].upper() + decision[1:])
+    try:
+        await message.edit_text(f"{message.html_text}\n\n✅ {line}.")
+    except TelegramBadRequest as err:
+        if "message is not modified" not in err.message:
+            log.warning("could not edit budget stop %d: %s", message.message_id, err.message)
+
+
+@router.callback_query(F.data.startswith("bud:"))
+async def stale_button(callback: CallbackQuery) -> None:
+    """A budget button this version does not understand (from an older message)."""
+    await callback.answer("This button is out of date.", show_alert=True)

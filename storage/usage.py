@@ -1,0 +1,411 @@
+"""What the fleet spent on models, and the monthly budgets that bound it.
+
+Every query about usage rows lives here: spend since a moment (per agent, or the fleet), the
+month table behind /costs and `fleet costs`, and spend per day for the chart. Months are
+calendar months in UTC, like the budgets they are compared with.
+
+A budget is the agent's `AgentState.budget_usd_month` when set (by /budget or a "Raise budget"
+press), else its `budget_usd_month` from the config. A raise is decided once: the stop posts a
+pending approval of kind "budget", and `raise_budget` approves it with a conditional update
+before it touches the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Date, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import agents as agent_state
+from storage import approvals
+from storage.models import AgentState, Approval, Usage, utcnow
+
+log = logging.getLogger(__name__)
+
+BUDGET_ACTOR = "system:budget"  # who pauses an agent whose budget ran out
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+PENDING = "pending"
+APPROVED = "approved"
+CANCELLED = "cancelled"
+
+
+# -- months ----------------------------------------------------------------------------------
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    """Midnight of the first day of the month of `now` (default: the current one), in UTC."""
+    now = (now or utcnow()).astimezone(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_of(now: datetime | None = None) -> date:
+    """The first day of the month of `now` (default: the current one), in UTC."""
+    return month_start(now).date()
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """[start, end) of the calendar month that contains `month`, in UTC."""
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def parse_month(text: str) -> date:
+    """ "2026-11" as the first day of that month; ValueError for anything else."""
+    try:
+        parsed = datetime.strptime(text.strip(), "%Y-%m")
+    except ValueError:
+        raise ValueError(f'"{text}" is not a month like 2026-11') from None
+    return parsed.date()
+
+
+def month_days(month: date) -> list[date]:
+    start, end = month_bounds(month)
+    return [start.date() + timedelta(days=i) for i in range((end - start).days)]
+
+
+# -- spend -----------------------------------------------------------------------------------
+
+
+def _usd(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else ZERO
+
+
+async def spend_since(
+    session: AsyncSession,
+    since: datetime,
+    agent_ids: Iterable[str] | None = None,
+    *,
+    until: datetime | None = None,
+) -> dict[str, Decimal]:
+    """USD per agent for calls made at or after `since` (and before `until`). Agents without
+    calls are missing from the result."""
+    stmt = (
+        select(Usage.agent_id, func.sum(Usage.cost_usd))
+        .where(Usage.created_at >= since, Usage.agent_id.is_not(None))
+        .group_by(Usage.agent_id)
+    )
+    if until is not None:
+        stmt = stmt.where(Usage.created_at < until)
+    if agent_ids is not None:
+        stmt = stmt.where(Usage.agent_id.in_(list(agent_ids)))
+    return {str(agent): _usd(total) for agent, total in (await session.execute(stmt)).all()}
+
+
+async def fleet_spend_since(session: AsyncSession, since: datetime) -> Decimal:
+    """USD for every call made at or after `since`, whoever made it."""
+    stmt = select(func.sum(Usage.cost_usd)).where(Usage.created_at >= since)
+    return _usd((await session.execute(stmt)).scalar_one_or_none())
+
+
+async def spend_this_month(
+    session: AsyncSession, agent_id: str, now: datetime | None = None
+) -> Decimal:
+    """USD spent on model calls by `agent_id` since the first of the month (UTC)."""
+    found = await spend_since(session, month_start(now), [agent_id])
+    return found.get(agent_id, ZERO)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One agent's month: calls that answered, tokens by kind, and their cost."""
+
+    agent: str
+    calls: int
+    input: int
+    output: int
+    cache_write: int
+    cache_read: int
+    usd: Decimal
+
+    @property
+    def tokens(self) -> int:
+        return self.input + self.output + self.cache_write + self.cache_read
+
+
+NO_AGENT = "(none)"  # usage rows not made for an agent
+
+
+async def month_table(session: AsyncSession, month: date) -> list[Row]:
+    """One row per agent that called a model in `month`, most expensive first. Calls that
+    failed (429, 5xx ...) cost nothing and are not counted."""
+    start, end = month_bounds(month)
+    stmt = (
+        select(
+            Usage.agent_id,
+            func.count(),
+            func.sum(Usage.input_tokens),
+            func.sum(Usage.output_tokens),
+            func.sum(Usage.cache_write_tokens),
+            func.sum(Usage.cache_read_tokens),
+            func.sum(Usage.cost_usd),
+        )
+        .where(Usage.created_at >= start, Usage.created_at < end, Usage.status == "ok")
+        .group_by(Usage.agent_id)
+    )
+    rows = [
+        Row(
+            agent=agent or NO_AGENT,
+            calls=int(calls),
+            input=int(inp or 0),
+            output=int(out or 0),
+            cache_write=int(write or 0),
+            cache_read=int(read or 0),
+            usd=_usd(usd),
+        )
+        for agent, calls, inp, out, write, read, usd in (await session.execute(stmt)).all()
+    ]
+    return sorted(rows, key=lambda row: (-row.usd, row.agent))
+
+
+async def daily_spend(session: AsyncSession, month: date) -> dict[str, dict[date, Decimal]]:
+    """USD per agent per UTC day of `month`; days without spend are missing."""
+    start, end = month_bounds(month)
+    day: ColumnElement[Any]
+    if session.get_bind().dialect.name == "postgresql":
+        day = cast(func.timezone("UTC", Usage.created_at), Date)
+    else:  # SQLite holds UTC as "YYYY-MM-DD HH:MM:SS.ffffff"
+        day = func.date(Usage.created_at)
+    stmt = (
+        select(Usage.agent_id, day, func.sum(Usage.cost_usd))
+        .where(Usage.created_at >= start, Usage.created_at < end)
+        .group_by(Usage.agent_id, day)
+    )
+    out: dict[str, dict[date, Decimal]] = {}
+    for agent, when, usd in (await session.execute(stmt)).all():
+        spent = _usd(usd)
+        if spent <= 0:
+            continue
+        moment = when if isinstance(when, date) else date.fromisoformat(str(when))
+        out.setdefault(agent or NO_AGENT, {})[moment] = spent
+    return out
+
+
+# -- budgets ---------------------------------------------------------------------------------
+
+
+def effective_budget(override: Decimal | None, configured: float | None) -> Decimal | None:
+    """The budget in force: the database's override, else the config's (None: no budget)."""
+    if override is not None:
+        return Decimal(str(override))
+    return Decimal(str(configured)) if configured is not None else None
+
+
+async def budget_overrides(session: AsyncSession, agent_ids: Iterable[str]) -> dict[str, Decimal]:
+    """Budgets set in the database (/budget, raises), by agent; others use the config's."""
+    stmt = select(AgentState.agent_id, AgentState.budget_usd_month).where(
+        AgentState.agent_id.in_(list(agent_ids)), AgentState.budget_usd_month.is_not(None)
+    )
+    return {agent: _usd(usd) for agent, usd in (await session.execute(stmt)).all()}
+
+
+async def budgets(
+    session: AsyncSession, configured: Mapping[str, float | None]
+) -> dict[str, Decimal | None]:
+    """The budget in force for each agent of `configured` (agent id -> config budget)."""
+    overrides = await budget_overrides(session, configured)
+    return {
+        agent: effective_budget(overrides.get(agent), usd) for agent, usd in configured.items()
+    }
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An agent's budget override and month-to-date spend, and the fleet's spend."""
+
+    override: Decimal | None
+    spent: Decimal
+    fleet_spent: Decimal
+
+
+async def standing(
+    session: AsyncSession, agent_id: str, since: datetime, *, fleet: bool = True
+) -> Standing:
+    """What a budget check needs, in one statement (it runs before every model call).
+    Without `fleet` (no fleet budget) the fleet's spend is not summed and reads 0."""
+    override = (
+        select(AgentState.budget_usd_month)
+        .where(AgentState.agent_id == agent_id)
+        .scalar_subquery()
+    )
+    spent = (
+        select(func.sum(Usage.cost_usd))
+        .where(Usage.agent_id == agent_id, Usage.created_at >= since)
+        .scalar_subquery()
+    )
+    fleet_spent = (
+        select(func.sum(Usage.cost_usd)).where(Usage.created_at >= since).scalar_subquery()
+        if fleet
+        else literal(None)
+    )
+    row = (await session.execute(select(override, spent, fleet_spent))).one()
+    return Standing(
+        override=_usd(row[0]) if row[0] is not None else None,
+        spent=_usd(row[1]),
+        fleet_spent=_usd(row[2]),
+    )
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    """The outcome of /budget or a "Raise budget" press.
+
+    `won` is False when the approval was decided already (`approval` says by whom and when)
+    or does not exist (`approval` is None)."""
+
+    won: bool
+    agent_id: str | None
+    approval: Approval | None = None
+    budget: Decimal | None = None  # the agent's budget now
+    spent: Decimal = ZERO  # this month, so far
+    resumed: bool = False
+    paused_by: str | None = None  # who paused the agent, if it is still paused
+
+
+async def pending_raise(session: AsyncSession, agent_id: str) -> Approval | None:
+    """The agent's budget approval still waiting for a press, if any."""
+    found = await session.execute(
+        select(Approval)
+        .where(Approval.kind == "budget", Approval.status == PENDING)
+        .order_by(Approval.id)
+    )
+    return next((a for a in found.scalars() if a.payload.get("agent") == agent_id), None)
+
+
+async def request_raise(
+    session: AsyncSession,
+    agent_id: str,
+    *,
+    month: date,
+    budget: Decimal,
+    spent: Decimal,
+    step: Decimal,
+) -> tuple[Approval, bool]:
+    """The pending approval behind a budget stop's "Raise budget" button, and whether it is
+    new. An agent has at most one pending: a second stop before the press reuses it."""
+    existing = await pending_raise(session, agent_id)
+    if existing is not None:
+        return existing, False
+    approval = await approvals.request(
+        session,
+        kind="budget",
+        payload={
+            "agent": agent_id,
+            "month": f"{month:%Y-%m}",
+            "budget": str(budget),
+            "spent": str(spent),
+            "step": str(step),
+        },
+        requested_by=BUDGET_ACTOR,
+    )
+    approval.approvers = {"role": "owner"}  # raising spend is the owner's call
+    return approval, True
+
+
+async def raise_budget(
+    session: AsyncSession,
+    approval_id: int,
+    *,
+    by: str,
+    configured: Mapping[str, float | None],
+    now: datetime | None = None,
+) -> BudgetChange:
+    """Approve a pending budget approval and raise the agent's budget by its step; resume the
+    agent if its budget paused it and it is now under the new budget. A press on an approval
+    decided already changes nothing (won=False)."""
+    now = now or utcnow()
+    decided = await session.execute(
+        update(Approval)
+        .where(Approval.id == approval_id, Approval.kind == "budget", Approval.status == PENDING)
+        .values(status=APPROVED, decided_by=by, decided_at=now)
+        .returning(Approval.payload)
+    )
+    payload = decided.scalar_one_or_none()
+    approval = await session.get(Approval, approval_id, populate_existing=True)
+    if payload is None:
+        agent_id = (
+            approval.payload.get("agent") if approval and approval.kind == "budget" else None
+        )
+        return BudgetChange(False, agent_id, approval if agent_id else None)
+    agent_id = str(payload["agent"])
+    step = Decimal(str(payload["step"]))
+    base = effective_budget(None, configured.get(agent_id)) or ZERO
+    insert = _insert(session)
+    await session.execute(
+        insert(AgentState)
+        .values(agent_id=agent_id, paused=False, budget_usd_month=base + step, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=["agent_id"],
+            set_={
+                "budget_usd_month": func.coalesce(AgentState.budget_usd_month, base) + step,
+            },
+        )
+    )
+    log.info("budget of %s raised by $%s by %s", agent_id, step, by)
+    return await _settle(session, agent_id, by, approval, now)
+
+
+async def set_budget(
+    session: AsyncSession,
+    agent_id: str,
+    usd: Decimal,
+    *,
+    by: str,
+    now: datetime | None = None,
+) -> BudgetChange:
+    """Set an agent's monthly budget (overriding the config's). Pending raise requests for it
+    are settled (cancelled, naming who set the budget); the agent is resumed if its budget
+    paused it and it is now under the new budget."""
+    now = now or utcnow()
+    insert = _insert(session)
+    await session.execute(
+        insert(AgentState)
+        .values(agent_id=agent_id, paused=False, budget_usd_month=usd, updated_at=now)
+        .on_conflict_do_update(index_elements=["agent_id"], set_={"budget_usd_month": usd})
+    )
+    stale = await pending_raise(session, agent_id)
+    if stale is not None:
+        await session.execute(
+            update(Approval)
+            .where(Approval.id == stale.id, Approval.status == PENDING)
+            .values(
+                status=CANCELLED,
+                decided_by=by,
+                decided_at=now,
+                reason=f"budget set to ${usd:,.2f} with /budget",
+            )
+        )
+    log.info("budget of %s set to $%s by %s", agent_id, usd, by)
+    return await _settle(session, agent_id, by, None, now)
+
+
+async def _settle(
+    session: AsyncSession, agent_id: str, by: str, approval: Approval | None, now: datetime
+) -> BudgetChange:
+    state = await agent_state.state(session, agent_id)
+    budget = _usd(state.budget_usd_month) if state and state.budget_usd_month is not None else None
+    spent = await spend_this_month(session, agent_id, now)
+    resumed = False
+    if (
+        state is not None
+        and state.paused
+        and state.paused_by == BUDGET_ACTOR
+        and budget is not None
+        and spent < budget
+    ):
+        resumed = (await agent_state.resume(session, agent_id, by=by)).won
+    paused_by = state.paused_by if state is not None and state.paused and not resumed else None
+    return BudgetChange(True, agent_id, approval, budget, spent, resumed, paused_by)
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
