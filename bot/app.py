@@ -201,7 +201,7 @@ async def _serve(config: Config, db: Database) -> int:
         stop.set()
         if not await in_flight.drain(SHUTDOWN_GRACE):
             log.warning("shutdown: updates still in flight after %.0f s", SHUTDOWN_GRACE)
-        scheduler.shutdown()
+        await scheduler.shutdown(SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             # Runs in flight get their grace period; the rest go back to the queue.
             await asyncio.wait_for(runtime_task, config.runtime.shutdown_grace_seconds + 5)

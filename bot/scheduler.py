@@ -6,10 +6,12 @@ the job beats in the database, not the job store, are the record of what ran.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -31,11 +33,12 @@ class Scheduler:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running: set[asyncio.Task[Any]] = set()
 
     def every(self, job_id: str, seconds: int, func: JobFunc) -> None:
         """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
         self.scheduler.add_job(
-            self._with_beat(job_id, seconds, func),
+            self._tracked(self._with_beat(job_id, seconds, func)),
             IntervalTrigger(seconds=seconds, timezone=UTC),
             id=job_id,
             name=job_id,
@@ -59,7 +62,7 @@ class Scheduler:
             start = datetime.now(UTC) + timedelta(seconds=offset)
             trigger = IntervalTrigger(seconds=seconds, start_date=start, timezone=UTC)
         self.scheduler.add_job(
-            func,
+            self._tracked(func),
             trigger,
             id=f"heartbeat:{agent_id}",
             name=f"heartbeat:{agent_id}",
@@ -87,8 +90,27 @@ class Scheduler:
 
         return run
 
+    def _tracked(self, func: JobFunc) -> JobFunc:
+        """Remember the job's task while it runs, so shutdown can let it finish instead of
+        cancelling it half-way through a database write."""
+
+        async def run() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                await func()
+            finally:
+                if task is not None:
+                    self._running.discard(task)
+
+        return run
+
     def start(self) -> None:
         self.scheduler.start()
 
-    def shutdown(self) -> None:
+    async def shutdown(self, grace: float) -> None:
+        """Start no more jobs; give the running ones `grace` seconds to finish."""
         self.scheduler.shutdown(wait=False)
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace)
