@@ -230,6 +230,13 @@ class Gateway:
                 output_tokens=message.usage.output_tokens,
                 cost_usd=cost,
             )
+        cooling = [self._cooldown.get(pair) for pair in self.pairs(agent)]
+        if all(until is not None and until > utcnow() for until in cooling):
+            # Every pair is rate-limited (some just now): come back when the first cools down.
+            retry_at = min(until for until in cooling if until is not None)
+            raise GatewayError(
+                "every model and key is rate-limited: " + "; ".join(problems), retry_at=retry_at
+            )
         raise GatewayError("no model answered: " + "; ".join(problems))
 
     async def _record(

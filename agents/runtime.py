@@ -274,7 +274,9 @@ class Runtime:
                 output_tokens=result.output_tokens,
                 cost_usd=result.cost_usd,
             )
-            if task is not None:
+            if task is not None and result.status != "deferred":
+                # A deferred run never reached a model: it says nothing about progress, and
+                # counting it would push the retry into the idle backoff.
                 await tasks.note_run(session, task.id, changed=result.changed)
             if result.status == "succeeded":
                 await inbox.mark_read(session, [m.id for m in messages])
