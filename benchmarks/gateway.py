@@ -158,12 +158,26 @@ async def step(name: str, count: int, op: Callable[[int], Awaitable[object]]) ->
 
 
 async def serve() -> None:
-    """Answer every request with "ok"; print the base URL; stop when stdin closes."""
+    """Answer every request with "ok"; print the base URL; stop when stdin closes.
+
+    The fake keeps every request it got; left to grow, its log makes the server's own
+    garbage collector stall a request for 200-300 ms now and then (a full collection over
+    thousands of request bodies), which lands on whichever side is calling. So the log is
+    emptied as it fills and the collector sees only what the requests leave behind."""
     from tests.anthropic_server import AnthropicServer, text
 
+    async def forget(server: AnthropicServer) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            server.requests.clear()
+
     async with AnthropicServer(default=text("ok")) as server:
+        gc.collect()
+        gc.freeze()
+        trimmer = asyncio.create_task(forget(server))
         print(server.base_url, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        trimmer.cancel()
 
 
 @contextlib.asynccontextmanager
