@@ -148,18 +148,9 @@ class Runtime:
                 if dead.task_id is None:
                     continue
                 if dead.task_blocked:
-                    hub = self.org.hub.id if self.org.hub else None
-                    manager = self.org.manager(dead.agent_id) or hub
-                    if manager is not None:
-                        await inbox.send(
-                            session,
-                            manager,
-                            kind="escalation",
-                            source="system:reaper",
-                            task_id=dead.task_id,
-                            body=f"task #{dead.task_id} of {dead.agent_id} is blocked: its runs "
-                            "kept dying and the retries are used up",
-                        )
+                    await self._escalate(
+                        session, dead.agent_id, dead.task_id, "its runs kept dying"
+                    )
                     await self._post(
                         session,
                         "alerts",
@@ -169,6 +160,22 @@ class Runtime:
                     )
                 else:
                     await runs.wake(session, dead.agent_id, "retry", task_id=dead.task_id)
+
+    async def _escalate(
+        self, session: AsyncSession, agent_id: str, task_id: int, why: str
+    ) -> None:
+        """Tell the manager (or the hub) that a task is blocked because its runs fail."""
+        hub = self.org.hub.id if self.org.hub else None
+        manager = self.org.manager(agent_id) or hub
+        if manager is not None and manager != agent_id:
+            await inbox.send(
+                session,
+                manager,
+                kind="escalation",
+                source="system:runtime",
+                task_id=task_id,
+                body=f"task #{task_id} of {agent_id} is blocked, retries used up: {why}",
+            )
 
     # -- one run --------------------------------------------------------------------------
 
@@ -305,6 +312,14 @@ class Runtime:
                     f"✅ <b>{esc(agent.id)}</b>{where}: {esc(outcome[:300])} ({tokens})",
                     f"activity:{claimed.run_id}",
                 )
+            if status == runs.FAILED and task is not None:
+                # Not left in_progress for a heartbeat that may never come: retried (with the
+                # idle backoff) until max_retries, then blocked and escalated.
+                blocked = await runs.return_task(session, task.id, claimed.run_id, "failed")
+                if blocked:
+                    await self._escalate(session, agent.id, task.id, result.outcome)
+                else:
+                    await runs.wake(session, agent.id, "retry", task_id=task.id)
             if await _has_todo(session, agent.id):
                 await runs.wake(session, agent.id, "followup")
 

@@ -72,7 +72,10 @@ async def run_turn(
             result.status = "succeeded"
             result.outcome = text[:500] or "(the model ended its turn without text)"
             return result
-        ctx.fallback_model = reply.model if reply.fallback_used else None
+        if reply.fallback_used:
+            # Sticky for the run: work a fallback model did is not marked done later by the
+            # main model either; it goes to review.
+            ctx.fallback_model = reply.model
         tool_results: list[dict[str, Any]] = []
         ends = False
         for call in calls:

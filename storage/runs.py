@@ -323,21 +323,24 @@ async def reap_expired(session: AsyncSession, now: datetime | None = None) -> li
             continue
         blocked = False
         if run.task_id is not None:
-            blocked = await _return_task(session, run.task_id, run.id)
+            blocked = await return_task(session, run.task_id, run.id, "died (lease expired)")
         reaped.append(Reaped(run.id, run.agent_id, run.task_id, blocked))
     return reaped
 
 
-async def _return_task(session: AsyncSession, task_id: int, run_id: int) -> bool:
+async def return_task(session: AsyncSession, task_id: int, run_id: int, what: str) -> bool:
+    """A run on the task died or failed: back to todo, counting a retry, or blocked once the
+    retries are used up (returns True then; the caller escalates)."""
     task = await session.get(Task, task_id, populate_existing=True)
     if task is None or task.status != "in_progress":
         return False
     exhausted = task.retries + 1 > task.max_retries
     to = "blocked" if exhausted else "todo"
     reason = (
-        f"run {run_id} died {task.retries + 1} times; giving up after {task.max_retries} retries"
+        f"run {run_id} {what}; {task.retries + 1} failed runs, "
+        f"giving up after {task.max_retries} retries"
         if exhausted
-        else f"run {run_id} died (lease expired); retry {task.retries + 1} of {task.max_retries}"
+        else f"run {run_id} {what}; retry {task.retries + 1} of {task.max_retries}"
     )
     result = await session.execute(
         update(Task)

@@ -197,8 +197,11 @@ async def test_a_confused_model_is_bounded_and_alerted(
         tool_use("deploy_everything", {}),  # not a tool
         tool_use("comment", {"text": ""}),  # too short
         text("Still thinking..."),
+        model="claude-sonnet-4-6",
     )
-    fleet = await start_fleet(tmp_path, botapi, anthropic, runtime="max_turns = 3")
+    anthropic.default = text("Noted the blocked task.")  # the hub, woken by the escalation
+    agents = AGENTS.replace("max_retries = 1", "max_retries = 0")
+    fleet = await start_fleet(tmp_path, botapi, anthropic, agents=agents, runtime="max_turns = 3")
     botapi.push_message(OPERATOR, "/assign coder Do the thing")
     [alert] = await botapi.wait_for_call(
         "sendMessage",
@@ -208,16 +211,21 @@ async def test_a_confused_model_is_bounded_and_alerted(
     assert alert.params["message_thread_id"] == ALERTS_TOPIC
     assert "turn limit of 3" in alert.params["text"]
     [(status, outcome)] = query(
-        fleet.config, "SELECT status, outcome FROM runs WHERE status != 'skipped'"
+        fleet.config,
+        "SELECT status, outcome FROM runs WHERE agent_id = 'coder' AND status != 'skipped'",
     )
     assert status == "failed" and "turn limit" in outcome
-    assert len(anthropic.requests) == 3
-    results = [r.body["messages"][-1]["content"][0] for r in anthropic.requests[1:]]
+    coder = [r for r in anthropic.requests if '(agent "coder")' in str(r.body["system"])]
+    assert len(coder) == 3
+    results = [r.body["messages"][-1]["content"][0] for r in coder[1:]]
     assert all(r["is_error"] for r in results)
     assert "invalid input at status" in results[0]["content"]
     assert 'unknown tool "deploy_everything"' in results[1]["content"]
     refused = query(fleet.config, "SELECT count(*) FROM task_events WHERE kind = 'refused'")
     assert refused == [(3,)]
+    # No retries left: the task is blocked (not left in progress) and the manager is told.
+    await wait_query(fleet.config, "SELECT status FROM tasks", [("blocked",)])
+    await wait_query(fleet.config, "SELECT agent_id, kind FROM inbox", [("hub", "escalation")])
     assert await fleet.stop() == 0
 
 
