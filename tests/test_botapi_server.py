@@ -381,7 +381,7 @@ async def test_long_polling_returns_pushed_updates_and_respects_offset(
 async def test_long_poll_without_updates_answers_empty_after_timeout(bot: Bot) -> None:
     started = time.monotonic()
     assert await bot.get_updates(timeout=1) == []
-    assert 0.9 <= time.monotonic() - started < 2
+    assert 0.9 <= time.monotonic() - started < 4  # waited for the timeout, and not forever
 
 
 async def test_long_poll_wakes_up_on_push(botapi: BotAPIServer, bot: Bot) -> None:
@@ -391,7 +391,7 @@ async def test_long_poll_wakes_up_on_push(botapi: BotAPIServer, bot: Bot) -> Non
     update_id = botapi.push_message(USER, "ping")
     updates = await poll
     assert [u.update_id for u in updates] == [update_id]
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 4  # answered by the push, not the 5 s timeout
 
 
 async def test_limit_and_allowed_updates(botapi: BotAPIServer, bot: Bot) -> None:
@@ -436,7 +436,7 @@ async def test_stop_answers_a_waiting_poll() -> None:
         started = time.monotonic()
         await server.stop()
         assert await poll == []
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 10  # stop() answered it; the poll asked for 30 s
     finally:
         await bot.session.close()
 

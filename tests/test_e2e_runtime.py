@@ -90,7 +90,8 @@ async def test_assigned_task_is_done_by_the_agent_and_the_person_sees_it(
     pushed = time.monotonic()
     botapi.push_message(OPERATOR, "/assign coder Fix the typo on the login page")
     await anthropic_request(anthropic, 1)
-    assert anthropic.requests[0].at - pushed < 3.0  # woken now, not at the next heartbeat
+    # Woken now, not at the next heartbeat (the fleet's only heartbeat is every 30 min).
+    assert anthropic.requests[0].at - pushed < 15.0
 
     [note] = await botapi.wait_for_call(
         "sendMessage", lambda c: c.params["chat_id"] == OPERATOR and "done" in c.params["text"]
