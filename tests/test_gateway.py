@@ -76,6 +76,7 @@ reports_to = "hub"
 workspace = "workspaces/revoked"
 model = "{MODEL}"
 profiles = ["backup"]
+max_retries = 0
 """
 
 
@@ -388,31 +389,6 @@ async def test_an_unknown_model_is_recorded_with_no_price_and_not_blocked(env: E
 
 # -- end to end: the real `fleet run` -----------------------------------------------------------
 
-E2E_AGENTS = f"""
-[[agents]]
-id = "hub"
-hub = true
-workspace = "workspaces/hub"
-model = "{MODEL}"
-authority = ["assign", "comment", "subtask"]
-
-[[agents]]
-id = "coder"
-reports_to = "hub"
-workspace = "workspaces/coder"
-model = "{MODEL}"
-fallbacks = ["{FALLBACK}"]
-profiles = ["primary", "secondary"]
-authority = ["comment"]
-
-[[agents]]
-id = "revoked"
-reports_to = "hub"
-workspace = "workspaces/revoked"
-model = "{MODEL}"
-profiles = ["backup"]
-max_retries = 0
-"""
 
 DONE = tool_use("set_status", {"status": "done", "note": "Fixed the typo and checked the page."})
 
@@ -430,7 +406,7 @@ async def start_fleet(
         tmp_path,
         botapi.base_url,
         anthropic_base=anthropic.base_url,
-        agents=E2E_AGENTS,
+        agents=AGENTS,
         profiles={"secondary": SECONDARY_KEY, "backup": BAD_KEY},
     )
     fleet = FleetProcess(config)
