@@ -416,8 +416,15 @@ async def _view_of(
     return await card(session, task, config, org) if task is not None else None
 
 
-@router.callback_query(TaskAction.filter(F.action == "cancel"), flags=OPERATOR)
-async def press_cancel(
+# A button that moves the task: (to, note, only_from, what the presser is told).
+_MOVES: dict[str, tuple[str, str, tuple[str, ...] | None, str]] = {
+    "cancel": (tasks.CANCELLED, "from /task", None, "cancelled"),
+    "unblock": (tasks.TODO, "unblocked", (tasks.BLOCKED,), "unblocked: back to todo"),
+}
+
+
+@router.callback_query(TaskAction.filter(F.action.in_(_MOVES)), flags=OPERATOR)
+async def press_move(
     callback: CallbackQuery,
     callback_data: TaskAction,
     db: Database,
@@ -427,38 +434,14 @@ async def press_cancel(
 ) -> None:
     if not await _pressed_task(callback, callback_data):
         return
+    to, note, only_from, done = _MOVES[callback_data.action]
     task_id = callback_data.id
     async with db.claim() as session:
         outcome = await tasks.transition(
-            session, task_id, tasks.CANCELLED, actor=person_actor(person), note="from /task"
+            session, task_id, to, actor=person_actor(person), note=note, only_from=only_from
         )
         view = await _view_of(session, outcome.task, config, org)
-    await _settle(callback, outcome, f"Task #{task_id} cancelled", view)
-
-
-@router.callback_query(TaskAction.filter(F.action == "unblock"), flags=OPERATOR)
-async def press_unblock(
-    callback: CallbackQuery,
-    callback_data: TaskAction,
-    db: Database,
-    person: Person,
-    config: Config,
-    org: OrgChart,
-) -> None:
-    if not await _pressed_task(callback, callback_data):
-        return
-    task_id = callback_data.id
-    async with db.claim() as session:
-        outcome = await tasks.transition(
-            session,
-            task_id,
-            tasks.TODO,
-            actor=person_actor(person),
-            note="unblocked",
-            only_from=(tasks.BLOCKED,),
-        )
-        view = await _view_of(session, outcome.task, config, org)
-    await _settle(callback, outcome, f"Task #{task_id} unblocked: back to todo", view)
+    await _settle(callback, outcome, f"Task #{task_id} {done}", view)
 
 
 @router.callback_query(TaskAction.filter(F.action == "reassign"), flags=OPERATOR)
