@@ -227,6 +227,25 @@ class DeployConfig(_Section):
     approvers: str = "owner"
     shell: bool = False
     timeout: str = "10m"
+    verify_status: list[int] = Field(default_factory=lambda: [200])
+    verify_text: str | None = None
+    verify_timeout: str = "10s"
+    verify_attempts: int = Field(default=3, ge=1, le=20)
+    verify_interval: str = "5s"
+    required: int = Field(default=1, ge=1, le=10)
+
+    @field_validator("timeout", "verify_timeout", "verify_interval")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: str) -> str:
+        if value not in ("owner", "operator"):
+            raise ValueError('must be "owner" or "operator" (deploys default to owners)')
+        return value
 
 
 class RuntimeConfig(_Section):
@@ -246,6 +265,22 @@ class BudgetConfig(_Section):
     raise_step_usd: float = Field(default=10, gt=0)
 
 
+class ApprovalsConfig(_Section):
+    """How approvals wait for people: the default deadline, what happens when it passes
+    (a reminder at half time either way), and whether approvers also get a private message."""
+
+    deadline: str = "24h"
+    on_timeout: Literal["escalate", "expire"] = "expire"
+    notify_private: bool = False
+    check_every: int = Field(default=30, ge=1, le=3600)
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class Config(_Section):
     """The whole validated configuration. `path` is where it was read from."""
 
@@ -263,6 +298,7 @@ class Config(_Section):
     deploys: list[DeployConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
     @field_validator("timezone")
     @classmethod

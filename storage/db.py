@@ -62,7 +62,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Copied into every session's `info`: what storage functions need from the config
+        # (see storage.approvals.configure).
+        self.info: dict[str, Any] = {}
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
 
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:

@@ -186,6 +186,8 @@ class Approval(Base):
     reminded_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when an `escalate` timeout handed the approval to the next group (once).
+    escalated_at: Mapped[datetime | None]
 
 
 class ApprovalVote(Base):
@@ -354,3 +356,19 @@ class InboxMessage(Base):
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     read_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApprovalEvent(Base):
+    """The audit trail of an approval: request, vote, decision, reminder, escalation, expiry,
+    deploy. Written in the same transaction as the change it records."""
+
+    __tablename__ = "approval_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    approval_id: Mapped[int] = mapped_column(
+        ForeignKey("approvals.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

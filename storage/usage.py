@@ -331,11 +331,24 @@ async def raise_budget(
     )
     payload = decided.scalar_one_or_none()
     approval = await session.get(Approval, approval_id, populate_existing=True)
-    if payload is None:
+    if payload is None or approval is None:
         agent_id = (
             approval.payload.get("agent") if approval and approval.kind == "budget" else None
         )
         return BudgetChange(False, agent_id, approval if agent_id else None)
+    return await apply_raise(session, approval, by=by, configured=configured, now=now)
+
+
+async def apply_raise(
+    session: AsyncSession,
+    approval: Approval,
+    *,
+    by: str,
+    configured: Mapping[str, float | None],
+    now: datetime,
+) -> BudgetChange:
+    """The effect of an approved budget approval: raise by its step, resume if now under."""
+    payload = approval.payload
     agent_id = str(payload["agent"])
     step = Decimal(str(payload["step"]))
     base = effective_budget(None, configured.get(agent_id)) or ZERO

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.scaffold import TEMPLATE_FILES, init
+from storage.db import head_revision
 
 SECRET = "cli-s3cr3t-9d2e41"  # distinctive, so any leak into the output is unmistakable
 
@@ -162,7 +163,7 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         "alembic_version",
     } <= _tables(database)
     with closing(sqlite3.connect(database)) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
 
 
 def test_send_queues_an_escaped_row_once_per_key(tmp_path: Path) -> None:
