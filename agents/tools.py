@@ -15,8 +15,7 @@ from jsonschema import Draft202012Validator
 from agents import workspace
 from agents.org import OrgChart
 from bot.config import AgentConfig, Config
-from bot.text import esc
-from storage import approvals, inbox, outbox, tasks
+from storage import approvals, inbox, tasks
 from storage.db import Database
 
 TEXT_MAX = 4000
@@ -206,10 +205,12 @@ async def _remember(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
 
 async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     kind = args["kind"]
-    needed = "request_deploy" if kind == "deploy" else "request_approval"
-    if needed not in ctx.agent.authority:
-        return refused(f"{kind} approvals need the {needed} authority")
+    if kind == "deploy":
+        return refused("deploys are requested with the request_deploy tool (a named target)")
+    if "request_approval" not in ctx.agent.authority:
+        return refused(f"{kind} approvals need the request_approval authority")
     async with ctx.db.claim() as session:
+        # approvals.request posts the message with its buttons to the approvals feed.
         approval = await approvals.request(
             session,
             kind=kind,
@@ -218,17 +219,38 @@ async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
             task_id=ctx.task_id,
             idempotency_key=f"approval:{ctx.run_id}:{kind}:{args['summary'][:80]}",
         )
-        feed = ctx.config.feed("approvals")
-        if feed is not None:
-            await outbox.enqueue(
-                session,
-                outbox.Destination(feed.chat_id, feed.topic, "approvals"),
-                f"🟡 Approval #{approval.id} requested by {esc(ctx.agent.id)} ({esc(kind)}):\n"
-                f"{esc(args['summary'])}",
-                dedup_key=f"approval-request:{approval.id}",
-            )
     return ToolResult(
-        True, f"approval #{approval.id} requested; a person will decide", changed=True
+        True,
+        f"approval #{approval.id} requested; a person will decide, and the decision is "
+        "commented on this task",
+        changed=True,
+    )
+
+
+async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    target = next((d for d in ctx.config.deploys if d.id == args["target"]), None)
+    if target is None:
+        known = ", ".join(d.id for d in ctx.config.deploys) or "none configured"
+        return refused(f'unknown deploy target "{args["target"]}" (known: {known})')
+    ref = args.get("ref") or None
+    if ref is not None and not approvals.valid_ref(ref):
+        return refused("ref must be a commit, tag or version: letters, digits and ._/-")
+    async with ctx.db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="deploy",
+            payload=approvals.deploy_payload(target.id, ref, target.command, args["reason"]),
+            requested_by=ctx.actor,
+            task_id=ctx.task_id,
+            approvers={"role": target.approvers},
+            required=target.required,
+            idempotency_key=f"deploy:{ctx.run_id}:{target.id}:{ref or ''}",
+        )
+    return ToolResult(
+        True,
+        f"deploy approval #{approval.id} requested; an owner decides, and the deploy's report "
+        "is commented on this task",
+        changed=True,
     )
 
 
@@ -313,12 +335,25 @@ TOOLS: tuple[Tool, ...] = (
         "Ask a person to approve an action, a publication or a deploy.",
         _schema(
             ["kind", "summary"],
-            kind={"enum": ["action", "publish", "deploy"]},
+            kind={"enum": ["action", "publish"]},
             summary=_text("what exactly should be approved", 500),
             details=_text("details a person needs to decide"),
         ),
-        None,  # checked per kind: request_approval, or request_deploy for deploys
+        "request_approval",
         _request_approval,
+    ),
+    Tool(
+        "request_deploy",
+        "Ask an owner to approve deploying a configured target; the deploy runs, is verified "
+        "and rolled back on failure by the system, never by you.",
+        _schema(
+            ["target", "reason"],
+            target=_text("the deploy target's id from the config", 32),
+            ref=_text("commit, tag or version to deploy, if any", 128),
+            reason=_text("why deploy now", 500),
+        ),
+        "request_deploy",
+        _request_deploy,
     ),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}
@@ -330,8 +365,6 @@ def definitions(agent: AgentConfig) -> list[dict[str, Any]]:
 
 
 def _allowed(tool: Tool, agent: AgentConfig) -> bool:
-    if tool.name == "request_approval":
-        return bool({"request_approval", "request_deploy"} & set(agent.authority))
     return tool.authority is None or tool.authority in agent.authority
 
 

@@ -28,8 +28,10 @@ from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
 from handlers import get_routers
+from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
-from storage import outbox
+from integrations.deploy import DeployWorker
+from storage import approvals, outbox
 from storage.db import Database
 from storage.status import SummaryCache
 
@@ -136,6 +138,9 @@ async def _serve(config: Config, db: Database) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     db.on_commit("outbox", sender.wake)
+    approvals.configure(db, approval_settings(config))
+    deployer = DeployWorker(config, db)
+    db.on_commit("deploys", deployer.wake)
 
     async def on_stall(silent: float) -> None:
         await alert(
@@ -158,6 +163,12 @@ async def _serve(config: Config, db: Database) -> int:
             raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
+
+    async def expire_approvals() -> None:
+        async with db.claim() as session:
+            await approvals.sweep(session)
+
+    scheduler.every("approvals-expire", config.approvals.check_every, expire_approvals)
     for agent in config.agents:
         if agent.heartbeat or agent.cron:
             scheduler.agent_heartbeat(
@@ -190,6 +201,7 @@ async def _serve(config: Config, db: Database) -> int:
     scheduler.start()
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
+    deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     code = EXIT_OK
     try:
         await supervisor.run(stop)
@@ -205,6 +217,10 @@ async def _serve(config: Config, db: Database) -> int:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             # Runs in flight get their grace period; the rest go back to the queue.
             await asyncio.wait_for(runtime_task, config.runtime.shutdown_grace_seconds + 5)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            # A deploy still running after the grace is cut off; the next start reports it
+            # as interrupted and does not re-run it.
+            await asyncio.wait_for(deploy_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await gateway.close()

@@ -23,6 +23,7 @@ from bot.config import Config, Person, Role
 from bot.text import clip, esc, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
+from storage import approvals
 from storage import usage as spend
 from storage.db import Database
 from storage.models import Approval
@@ -128,13 +129,22 @@ async def press_raise(
     person: Person,
     config: Config,
 ) -> None:
+    # The press is the approval's decision (storage.approvals.decide runs the budget effect).
     async with db.claim() as session:
-        change = await spend.raise_budget(
+        decided = await approvals.decide(
             session,
             callback_data.approval,
-            by=person_actor(person),
-            configured=_configured(config),
+            person_id=person.telegram_id,
+            person_name=person.name,
+            vote=approvals.APPROVE,
+            kind="budget",
         )
+    found = decided.approval
+    if isinstance(decided.effect, spend.BudgetChange):
+        change = decided.effect
+    else:
+        agent = found.payload.get("agent") if found and found.kind == "budget" else None
+        change = spend.BudgetChange(False, agent, found if agent else None)
     approval = change.approval
     if approval is None:
         await callback.answer("There is no such budget request.", show_alert=True)

@@ -13,6 +13,7 @@ What the rows cannot say (who the people are, the approvals feed, the time zone)
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
-from storage.models import Approval, ApprovalEvent, ApprovalVote, DeployRun, utcnow
+from storage.models import Approval, ApprovalEvent, ApprovalVote, DeployRun, Outbox, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,9 @@ async def get(session: AsyncSession, approval_id: int) -> Approval | None:
 
 async def votes_of(session: AsyncSession, approval_id: int) -> list[ApprovalVote]:
     found = await session.execute(
-        select(ApprovalVote).where(ApprovalVote.approval_id == approval_id).order_by(ApprovalVote.id)
+        select(ApprovalVote)
+        .where(ApprovalVote.approval_id == approval_id)
+        .order_by(ApprovalVote.id)
     )
     return list(found.scalars())
 
@@ -391,9 +394,7 @@ async def _announce(session: AsyncSession, approval: Approval, settings: Setting
             )
 
 
-async def _show(
-    session: AsyncSession, approval: Approval, settings: Settings, key: str
-) -> None:
+async def _show(session: AsyncSession, approval: Approval, settings: Settings, key: str) -> None:
     """Edit the posted message (and private copies) to show the state now; a settled
     approval loses its buttons."""
     text = render(approval, settings, await votes_of(session, approval.id))
@@ -407,6 +408,9 @@ async def _show(
                 (outbox.Destination(person_id), f"approval:{approval.id}:dm:{person_id}")
             )
     for to, original in targets:
+        posted = await session.execute(select(Outbox.id).where(Outbox.dedup_key == original))
+        if posted.first() is None:
+            continue  # never announced here (a budget stop has its own message)
         await outbox.enqueue(
             session,
             to,
@@ -448,9 +452,7 @@ def _settled(approval: Approval, settings: Settings, now: datetime) -> str:
     if approval.status == EXPIRED:
         return f"approval #{approval.id} expired at {moment(approval.decided_at, settings, now)}"
     by = settings.name(approval.decided_by)
-    return (
-        f"already {approval.status} by {by} at {moment(approval.decided_at, settings, now)}"
-    )
+    return f"already {approval.status} by {by} at {moment(approval.decided_at, settings, now)}"
 
 
 async def check(
@@ -492,6 +494,7 @@ async def decide(
     vote: str,
     reason: str | None = None,
     now: datetime | None = None,
+    kind: str | None = None,
 ) -> Decision:
     """Record `person_id`'s vote and settle the approval when it decides it: a rejection
     decides at once; approvals decide when `required` different people approved.
@@ -499,7 +502,8 @@ async def decide(
     Everything is re-checked from the database (the person's role, a vote already given, the
     approval still pending and not past its deadline); a refused call changes nothing. Run it
     in `Database.claim()`: the approval row is locked first, so concurrent presses serialise
-    and exactly one of them decides."""
+    and exactly one of them decides. `kind`, when given, must be the approval's kind (a
+    budget button decides only budget approvals)."""
     if vote not in (APPROVE, REJECT):
         raise ValueError(f"vote must be {APPROVE!r} or {REJECT!r}, not {vote!r}")
     now = now or utcnow()
@@ -512,8 +516,9 @@ async def decide(
         .execution_options(populate_existing=True)
     )
     approval = locked.scalar_one_or_none()
-    if approval is None:
-        return Decision(False, "", f"there is no approval #{approval_id}")
+    if approval is None or (kind is not None and approval.kind != kind):
+        what = f"{kind} approval" if kind else "approval"
+        return Decision(False, "", f"there is no {what} #{approval_id}")
     refusal = await check(session, approval_id, person_id=person_id, now=now)
     if refusal is not None:
         return Decision(False, approval.status, refusal, approval)
@@ -693,3 +698,17 @@ async def _escalate(
         )
     log.info("approval #%d escalated to owners", approval.id)
     return True
+
+
+# -- deploy requests --------------------------------------------------------------------------
+
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+
+
+def valid_ref(ref: str) -> bool:
+    """A commit, tag or version: no spaces, no shell metacharacters, at most 128 characters."""
+    return bool(_REF.match(ref))
+
+
+def deploy_payload(target: str, ref: str | None, command: str, reason: str = "") -> dict[str, Any]:
+    return {"target": target, "ref": ref, "command": command, "details": reason}

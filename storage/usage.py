@@ -306,8 +306,9 @@ async def request_raise(
             "step": str(step),
         },
         requested_by=BUDGET_ACTOR,
+        approvers={"role": "owner"},  # raising spend is the owner's call
+        announce=False,  # the budget stop in `alerts` is its message
     )
-    approval.approvers = {"role": "owner"}  # raising spend is the owner's call
     return approval, True
 
 
@@ -387,15 +388,8 @@ async def set_budget(
     )
     stale = await pending_raise(session, agent_id)
     if stale is not None:
-        await session.execute(
-            update(Approval)
-            .where(Approval.id == stale.id, Approval.status == PENDING)
-            .values(
-                status=CANCELLED,
-                decided_by=by,
-                decided_at=now,
-                reason=f"budget set to ${usd:,.2f} with /budget",
-            )
+        await approvals.cancel(
+            session, stale.id, by=by, reason=f"budget set to ${usd:,.2f} with /budget", now=now
         )
     log.info("budget of %s set to $%s by %s", agent_id, usd, by)
     return await _settle(session, agent_id, by, None, now)

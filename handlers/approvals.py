@@ -1,0 +1,342 @@
+"""Approvals in Telegram: the Approve / Reject / Details buttons, /approvals, /approve,
+/reject, /deploy and /audit.
+
+Every press and command goes to `storage.approvals.decide`, which re-checks everything from
+the database; these handlers only parse, call it and answer. Reject by button asks for the
+reason with ForceReply: the prompt carries the approval id ("Reason for rejecting approval
+#12"), so the reply is matched to the approval without any state kept here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+from aiogram import F, Router
+from aiogram.filters import CommandObject
+from aiogram.types import (
+    CallbackQuery,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
+
+from bot.config import Config, Person, Role, parse_duration
+from bot.text import clip, esc, one_line
+from handlers.registry import command
+from handlers.tasks import MAX_ID, parse_task_id, person_actor, sentence, usage
+from storage import approvals, deploys, outbox
+from storage.approvals import ApprovalCb
+from storage.db import Database
+from storage.models import Approval
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+OPERATOR = {"role": Role.operator}
+VIEWER = {"role": Role.viewer}
+PROMPT = "Reason for rejecting approval #{id}? Reply to this message."
+_PROMPT = re.compile(r"^Reason for rejecting approval #(\d{1,19})\?")
+MAX_AUDIT = 50
+
+
+def settings(config: Config) -> approvals.Settings:
+    """What storage.approvals needs from the config; `approvals.configure` stores it."""
+    feed = config.feed("approvals")
+    return approvals.Settings(
+        people={p.telegram_id: (p.name, p.role.value) for p in config.people},
+        feed=outbox.Destination(feed.chat_id, feed.topic, "approvals") if feed else None,
+        tz=config.tz,
+        deadline=parse_duration(config.approvals.deadline),
+        on_timeout=config.approvals.on_timeout,
+        notify_private=config.approvals.notify_private,
+        budgets={agent.id: agent.budget_usd_month for agent in config.agents},
+    )
+
+
+def _answer_text(decision: approvals.Decision) -> str:
+    if not decision.won:
+        return clip(sentence(decision.refusal), 200)
+    approval = decision.approval
+    assert approval is not None
+    if decision.status == approvals.PENDING:
+        return f"Your approval is counted: {decision.votes} of {approval.required}."
+    if decision.status == approvals.APPROVED and approval.kind == "deploy":
+        return f"Approved #{approval.id}: the deploy is queued."
+    return f"{decision.status.capitalize()} #{approval.id}."
+
+
+async def _decide(
+    db: Database, approval_id: int, person: Person, vote: str, reason: str | None = None
+) -> approvals.Decision:
+    async with db.claim() as session:
+        decision = await approvals.decide(
+            session,
+            approval_id,
+            person_id=person.telegram_id,
+            person_name=person.name,
+            vote=vote,
+            reason=reason,
+        )
+    if not decision.won:
+        log.info(
+            "approval #%d: %s's %s refused: %s", approval_id, person.name, vote, decision.refusal
+        )
+    return decision
+
+
+# -- buttons ----------------------------------------------------------------------------------
+
+
+@router.callback_query(ApprovalCb.filter(F.a == "y"), flags=OPERATOR)
+async def press_approve(
+    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
+) -> None:
+    if callback_data.id > MAX_ID:
+        await _forged(callback, person)
+        return
+    decision = await _decide(db, callback_data.id, person, approvals.APPROVE)
+    if decision.approval is None:
+        await _forged(callback, person)
+        return
+    await callback.answer(_answer_text(decision), show_alert=not decision.won)
+
+
+@router.callback_query(ApprovalCb.filter(F.a == "n"), flags=OPERATOR)
+async def press_reject(
+    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
+) -> None:
+    """Ask for the reason first; the rejection counts when the reply comes (and is checked
+    again then)."""
+    if callback_data.id > MAX_ID:
+        await _forged(callback, person)
+        return
+    async with db.session() as session:
+        exists = await approvals.get(session, callback_data.id) is not None
+        refusal = await approvals.check(session, callback_data.id, person_id=person.telegram_id)
+    if not exists:
+        await _forged(callback, person)
+        return
+    if refusal is not None:
+        await callback.answer(clip(sentence(refusal), 200), show_alert=True)
+        return
+    message = callback.message
+    prompt = PROMPT.format(id=callback_data.id)
+    if isinstance(message, Message):
+        await message.answer(
+            esc(prompt),
+            reply_markup=ForceReply(
+                force_reply=True, selective=True, input_field_placeholder="reason"
+            ),
+        )
+    await callback.answer("Reply with the reason to reject.")
+
+
+@router.callback_query(ApprovalCb.filter(F.a == "d"), flags=VIEWER)
+async def press_details(
+    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, config: Config
+) -> None:
+    async with db.session() as session:
+        approval = await approvals.get(session, callback_data.id)
+        votes = await approvals.votes_of(session, callback_data.id) if approval else []
+    if approval is None:
+        await callback.answer("There is no such approval.", show_alert=True)
+        return
+    s = settings(config)
+    parts = [f"#{approval.id} {approval.kind}: {approvals.summary(approval)}", approval.status]
+    details = str(approval.payload.get("details") or "")
+    if details:
+        parts.append(details)
+    parts += [f"{s.name(f'person:{v.person_id}')}: {v.vote}" for v in votes]
+    await callback.answer(clip(" · ".join(parts), 200), show_alert=True)
+
+
+@router.callback_query(F.data.startswith("ap:"))
+async def forged_button(callback: CallbackQuery, person: Person) -> None:
+    """Approval button data that does not parse: forged or from an incompatible version."""
+    await _forged(callback, person)
+
+
+async def _forged(callback: CallbackQuery, person: Person) -> None:
+    log.warning(
+        "refused approval button with invalid data %r from %s (%d)",
+        one_line(callback.data or "", 80),
+        person.name,
+        person.telegram_id,
+    )
+    await callback.answer("This button is not valid; nothing was changed.", show_alert=True)
+
+
+@router.message(F.reply_to_message.text.regexp(_PROMPT), flags=OPERATOR)
+async def reject_reason(message: Message, db: Database, person: Person) -> None:
+    """A reply to a "Reason for rejecting approval #12?" prompt: the rejection."""
+    prompt = message.reply_to_message
+    assert prompt is not None and prompt.text is not None
+    bot_user = prompt.from_user
+    if bot_user is None or not bot_user.is_bot:
+        return  # someone quoting the words, not our prompt
+    found = _PROMPT.match(prompt.text)
+    assert found is not None
+    reason = (message.text or "").strip()
+    if not reason or reason.startswith("/"):
+        await message.reply("A rejection needs a reason: reply to the prompt with it.")
+        return
+    decision = await _decide(db, int(found.group(1)), person, approvals.REJECT, reason)
+    await message.reply(esc(_answer_text(decision)))
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _line(approval: Approval, s: approvals.Settings) -> str:
+    deadline = f", deadline {approvals.moment(approval.deadline, s)}" if approval.deadline else ""
+    return (
+        f"#{approval.id} {esc(approval.kind)}: {esc(one_line(approvals.summary(approval), 120))}"
+        f" ({esc(s.name(approval.requested_by))}{deadline})"
+    )
+
+
+@command(router, "approvals", Role.viewer)
+async def list_approvals(message: Message, db: Database, config: Config) -> None:
+    """List pending approvals, with their buttons"""
+    s = settings(config)
+    async with db.session() as session:
+        waiting = await approvals.pending(session, limit=10)
+    if not waiting:
+        await message.answer("No approvals are pending.")
+        return
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=f"✅ #{a.id}", callback_data=ApprovalCb(a="y", id=a.id).pack()
+            ),
+            InlineKeyboardButton(
+                text=f"❌ #{a.id}", callback_data=ApprovalCb(a="n", id=a.id).pack()
+            ),
+            InlineKeyboardButton(
+                text=f"ℹ️ #{a.id}", callback_data=ApprovalCb(a="d", id=a.id).pack()
+            ),
+        ]
+        for a in waiting
+    ]
+    text = "Pending approvals:\n" + "\n".join(_line(a, s) for a in waiting)
+    await message.answer(text, reply_markup=InlineKeyboardMarkup(inline_keyboard=rows))
+
+
+async def _approval_id(message: Message, word: str, line: str) -> int | None:
+    approval_id = parse_task_id(word)
+    if approval_id is None:
+        problem = f"\n{esc(clip(word.strip(), 40))} is not an approval number." if word else ""
+        await message.answer(line + problem)
+        return None
+    return approval_id
+
+
+@command(router, "approve", Role.operator, usage="<id>")
+async def approve(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+    """Approve a pending approval"""
+    line = usage("approve", "<id>")
+    parts = (command.args or "").split()
+    if len(parts) != 1:
+        await message.answer(line)
+        return
+    approval_id = await _approval_id(message, parts[0], line)
+    if approval_id is None:
+        return
+    decision = await _decide(db, approval_id, person, approvals.APPROVE)
+    await message.answer(esc(_answer_text(decision)))
+
+
+@command(router, "reject", Role.operator, usage="<id> <reason>")
+async def reject(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+    """Reject a pending approval, saying why"""
+    line = usage("reject", "<id> <reason>")
+    parts = (command.args or "").strip().split(maxsplit=1)
+    if len(parts) != 2:
+        await message.answer(line)
+        return
+    approval_id = await _approval_id(message, parts[0], line)
+    if approval_id is None:
+        return
+    decision = await _decide(db, approval_id, person, approvals.REJECT, parts[1])
+    await message.answer(esc(_answer_text(decision)))
+
+
+@command(router, "deploy", Role.operator, usage="<target> [ref]")
+async def request_deploy(
+    message: Message, command: CommandObject, db: Database, person: Person, config: Config
+) -> None:
+    """Request a deploy of a configured target (an owner approves)"""
+    line = usage("deploy", "<target> [ref]")
+    parts = (command.args or "").split()
+    known = ", ".join(d.id for d in config.deploys) or "none configured"
+    if not 1 <= len(parts) <= 2:
+        await message.answer(f"{line}\nTargets: {esc(known)}.")
+        return
+    target = next((d for d in config.deploys if d.id == parts[0].lower()), None)
+    if target is None:
+        await message.answer(
+            f'Unknown deploy target "{esc(clip(parts[0], 40))}". Targets: {esc(known)}.\n{line}'
+        )
+        return
+    ref = parts[1] if len(parts) == 2 else None
+    if ref is not None and not approvals.valid_ref(ref):
+        await message.answer(
+            f"{esc(clip(ref, 40))} is not a commit, tag or version (letters, digits and ._/-, "
+            f"at most 128).\n{line}"
+        )
+        return
+    async with db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="deploy",
+            payload=approvals.deploy_payload(target.id, ref, target.command),
+            requested_by=person_actor(person),
+            approvers={"role": target.approvers},
+            required=target.required,
+            # A redelivered update must not ask twice.
+            idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
+        )
+    where = "the approvals feed" if config.feed("approvals") else "nowhere (no approvals feed)"
+    await message.answer(
+        f"Deploy of <b>{esc(target.id)}</b>{' at ' + esc(ref) if ref else ''} requested: "
+        f"approval #{approval.id}, posted to {where}."
+    )
+
+
+@command(router, "audit", Role.operator, usage="[n]")
+async def audit(message: Message, command: CommandObject, db: Database, config: Config) -> None:
+    """The last approval decisions and deploys, with who and when"""
+    word = (command.args or "").strip()
+    if word and (not word.isdigit() or not 1 <= int(word) <= MAX_AUDIT):
+        await message.answer(f"{usage('audit', '[n]')}\nn is a number from 1 to {MAX_AUDIT}.")
+        return
+    limit = int(word) if word else 15
+    s = settings(config)
+    async with db.session() as session:
+        trail = await approvals.audit(session, limit)
+        runs = await deploys.recent(session, 5)
+    if not trail and not runs:
+        await message.answer("Nothing to audit yet.")
+        return
+    lines = ["<b>Approvals</b>"]
+    for event in trail:
+        at = event.created_at.astimezone(s.tz).strftime("%Y-%m-%d %H:%M:%S")
+        body = f": {esc(one_line(event.body, 80))}" if event.body else ""
+        lines.append(
+            f"{at} #{event.approval_id} {esc(event.kind)} by {esc(s.name(event.actor))}{body}"
+        )
+    if runs:
+        lines.append("<b>Deploys</b>")
+    for run in runs:
+        took = ""
+        if run.started_at and run.finished_at:
+            took = f", {(run.finished_at - run.started_at) / timedelta(seconds=1):.1f} s"
+        started = approvals.moment(run.started_at or run.created_at, s)
+        lines.append(
+            f"run #{run.id} {esc(run.target)} {esc(run.status)} (approval #{run.approval_id}, "
+            f"{started}{took})"
+        )
+    await message.answer("\n".join(lines))

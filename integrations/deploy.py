@@ -1,0 +1,344 @@
+"""Deploys: run a target's command, verify it against the real world, roll back on failure.
+
+The worker executes the deploy runs that approved deploy approvals queue (storage/deploys.py),
+one at a time (so at most one per target). A run: the command (no shell unless the target says
+`shell = true`; a timeout; output captured, secrets redacted), then verification (each URL must
+answer an expected status, and text if configured, within a timeout, retried). On failure the
+rollback command runs and verification runs again. The report says every step, its duration,
+the last 20 lines of output, and whether the target is verified or rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import time
+from dataclasses import asdict, dataclass
+from html import escape
+from pathlib import Path
+
+import aiohttp
+
+from bot.config import Config, DeployConfig, parse_duration
+from bot.logs import RedactingFormatter
+from storage import deploys
+from storage.db import Database
+from storage.models import DeployRun
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 20
+MAX_OUTPUT = 1_000_000  # bytes kept from one command; the rest is drained and dropped
+
+
+class DeployError(Exception):
+    """A step of a deploy could not run (bad command line, missing program)."""
+
+
+@dataclass
+class Step:
+    name: str  # command | verify | rollback | verify-after-rollback
+    ok: bool
+    seconds: float
+    detail: str
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | rolled_back | failed
+    steps: list[Step]
+    output: str  # every command's output, redacted
+
+
+def target_of(config: Config, target_id: str) -> DeployConfig | None:
+    return next((d for d in config.deploys if d.id == target_id), None)
+
+
+class DeployWorker:
+    """Executes pending deploy runs until stopped. Run one per process (the poller-lock
+    holder); `recover` first, so runs a crash left `running` are reported, not re-run."""
+
+    def __init__(self, config: Config, db: Database, *, idle_poll: float = 5.0) -> None:
+        self.config = config
+        self.db = db
+        self.idle_poll = idle_poll
+        self.redactor = RedactingFormatter(config.secret_values())
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def recover(self) -> list[int]:
+        async with self.db.claim() as session:
+            interrupted = await deploys.interrupt_running(session)
+        for run_id in interrupted:
+            log.warning(
+                "deploy run #%d was interrupted by a restart; reported, not re-run", run_id
+            )
+        return interrupted
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.recover()
+        while not stop.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception:  # the worker must outlive one bad run or a database hiccup
+                log.exception("deploy pass failed; retrying in %.0f s", self.idle_poll)
+                worked = False
+            if worked:
+                continue
+            self._wake.clear()
+            waiters = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+            }
+            await asyncio.wait(
+                waiters, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def run_once(self) -> bool:
+        """Claim and execute one pending run; False when there was none."""
+        async with self.db.claim() as session:
+            run = await deploys.claim_next(session)
+        if run is None:
+            return False
+        target = target_of(self.config, run.target)
+        if target is None:
+            outcome = Outcome(
+                deploys.FAILED,
+                [Step("command", False, 0.0, f'no deploy target "{run.target}" in the config')],
+                "",
+            )
+        else:
+            log.info("deploy run #%d of %s starting", run.id, run.target)
+            outcome = await self.execute(target, run.ref)
+        tail = "\n".join(outcome.output.splitlines()[-TAIL_LINES:])
+        async with self.db.claim() as session:
+            await deploys.finish(
+                session,
+                run.id,
+                outcome.status,
+                steps=[asdict(step) for step in outcome.steps],
+                output_tail=tail,
+                report=report(run, outcome, tail),
+                note=note(run, outcome, tail),
+            )
+        log.info("deploy run #%d of %s: %s", run.id, run.target, outcome.status)
+        return True
+
+    async def execute(self, target: DeployConfig, ref: str | None) -> Outcome:
+        steps: list[Step] = []
+        output: list[str] = []
+        ok = await self._command("command", target.command, target, ref, steps, output)
+        if ok:
+            ok = await self._verify("verify", target, steps)
+        if ok:
+            return Outcome(deploys.SUCCEEDED, steps, "\n".join(output))
+        if not target.rollback:
+            return Outcome(deploys.FAILED, steps, "\n".join(output))
+        rolled = await self._command("rollback", target.rollback, target, ref, steps, output)
+        if rolled:
+            rolled = await self._verify("verify-after-rollback", target, steps)
+        status = deploys.ROLLED_BACK if rolled else deploys.FAILED
+        return Outcome(status, steps, "\n".join(output))
+
+    async def _command(
+        self,
+        name: str,
+        line: str,
+        target: DeployConfig,
+        ref: str | None,
+        steps: list[Step],
+        output: list[str],
+    ) -> bool:
+        started = time.monotonic()
+        timeout = parse_duration(target.timeout).total_seconds()
+        try:
+            code, text = await run_command(
+                line,
+                shell=target.shell,
+                cwd=self.config.path.parent,
+                env={"FLEET_DEPLOY_TARGET": target.id, "FLEET_DEPLOY_REF": ref or ""},
+                limit=timeout,
+            )
+        except DeployError as err:
+            steps.append(Step(name, False, time.monotonic() - started, str(err)))
+            return False
+        text = self.redactor.redact(text)
+        output.append(text.rstrip("\n"))
+        seconds = time.monotonic() - started
+        if code is None:
+            steps.append(Step(name, False, seconds, f"timed out after {timeout:.0f} s; killed"))
+            return False
+        steps.append(Step(name, code == 0, seconds, f"exit code {code}"))
+        return code == 0
+
+    async def _verify(self, name: str, target: DeployConfig, steps: list[Step]) -> bool:
+        started = time.monotonic()
+        if not target.verify:
+            steps.append(Step(name, True, 0.0, "no verification URLs configured"))
+            return True
+        problems = await verify(
+            target.verify,
+            statuses=target.verify_status,
+            text=target.verify_text,
+            each=parse_duration(target.verify_timeout).total_seconds(),
+            attempts=target.verify_attempts,
+            interval=parse_duration(target.verify_interval).total_seconds(),
+        )
+        seconds = time.monotonic() - started
+        if problems:
+            steps.append(Step(name, False, seconds, self.redactor.redact("; ".join(problems))))
+            return False
+        steps.append(
+            Step(name, True, seconds, f"{len(target.verify)} URL(s) answered as expected")
+        )
+        return True
+
+
+async def run_command(
+    line: str, *, shell: bool, cwd: Path, env: dict[str, str], limit: float
+) -> tuple[int | None, str]:
+    """Run `line` (split like a shell would, but without one unless `shell`); returns the exit
+    code (None: timed out and killed, with its whole process group) and the combined output."""
+    environment = {**os.environ, **env}
+    try:
+        if shell:
+            process = await asyncio.create_subprocess_shell(
+                line,
+                cwd=cwd,
+                env=environment,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        else:
+            try:
+                argv = shlex.split(line)
+            except ValueError as err:
+                raise DeployError(f"cannot parse the command line: {err}") from err
+            if not argv:
+                raise DeployError("the command line is empty")
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=environment,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except OSError as err:
+        raise DeployError(
+            f"cannot start {line.split()[0] if line.split() else line!r}: {err.strerror}"
+        ) from err
+    assert process.stdout is not None
+    chunks: list[bytes] = []
+    kept = 0
+
+    async def read() -> None:
+        nonlocal kept
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            if kept < MAX_OUTPUT:
+                chunks.append(chunk[: MAX_OUTPUT - kept])
+                kept += len(chunks[-1])
+
+    try:
+        await asyncio.wait_for(asyncio.gather(read(), process.wait()), limit)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 5)
+        return None, b"".join(chunks).decode("utf-8", "replace")
+    return process.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+async def verify(
+    urls: list[str],
+    *,
+    statuses: list[int],
+    text: str | None,
+    each: float,
+    attempts: int,
+    interval: float,
+) -> list[str]:
+    """Check every URL, retrying the failing ones; returns the problems left (empty: verified)."""
+    left = list(urls)
+    problems: dict[str, str] = {}
+    client_timeout = aiohttp.ClientTimeout(total=each)
+    async with aiohttp.ClientSession(timeout=client_timeout) as client:
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(interval)
+            for url in list(left):
+                problem = await _check(client, url, statuses, text)
+                if problem is None:
+                    left.remove(url)
+                    problems.pop(url, None)
+                else:
+                    problems[url] = problem
+            if not left:
+                return []
+    return [f"{url}: {problems[url]} (after {attempts} attempt(s))" for url in left]
+
+
+async def _check(
+    client: aiohttp.ClientSession, url: str, statuses: list[int], text: str | None
+) -> str | None:
+    try:
+        async with client.get(url, allow_redirects=False) as response:
+            body = await response.text(errors="replace")
+            if response.status not in statuses:
+                return f"status {response.status}, expected {' or '.join(map(str, statuses))}"
+            if text is not None and text not in body:
+                return f"status {response.status} but the text {text!r} is missing"
+            return None
+    except TimeoutError:
+        return "no answer in time"
+    except aiohttp.ClientError as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def _steps_lines(outcome: Outcome) -> list[str]:
+    return [
+        f"{'✅' if step.ok else '❌'} {step.name} ({step.seconds:.1f} s): {step.detail}"
+        for step in outcome.steps
+    ]
+
+
+HEADLINES = {
+    deploys.SUCCEEDED: "✅ verified",
+    deploys.ROLLED_BACK: "↩️ failed, rolled back and verified",
+    deploys.FAILED: "❌ failed",
+}
+
+
+def report(run: DeployRun, outcome: Outcome, tail: str) -> str:
+    """The deploy report for the approvals feed (HTML)."""
+    ref = f" at {escape(run.ref)}" if run.ref else ""
+    lines = [
+        f"<b>Deploy run #{run.id}</b> of {escape(run.target)}{ref}: {HEADLINES[outcome.status]}"
+    ]
+    lines += [escape(line) for line in _steps_lines(outcome)]
+    if tail:
+        lines.append(f"<pre>{escape(tail[-3000:])}</pre>")
+    return "\n".join(lines)
+
+
+def note(run: DeployRun, outcome: Outcome, tail: str) -> str:
+    """The same report as plain text, for the requesting task."""
+    ref = f" at {run.ref}" if run.ref else ""
+    lines = [f"Deploy run #{run.id} of {run.target}{ref}: {HEADLINES[outcome.status]}"]
+    lines += _steps_lines(outcome)
+    if tail:
+        lines += ["Last output:", tail[-3000:]]
+    return "\n".join(lines)
