@@ -133,9 +133,11 @@ async def _tell_task(session: AsyncSession, approval: Approval) -> object:
 
 
 async def _deploy(session: AsyncSession, approval: Approval) -> object:
-    """Approved: queue exactly one deploy run (approval_id is unique: the idempotency key)."""
+    """Approved: queue exactly one deploy run (approval_id is unique: the idempotency key).
+    The requesting task hears the decision either way, and the deploy's report later."""
+    await _tell_task(session, approval)
     if approval.status != APPROVED:
-        return await _tell_task(session, approval)
+        return None
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(DeployRun)
@@ -245,7 +247,8 @@ def render(approval: Approval, settings: Settings, votes: Sequence[ApprovalVote]
     if approval.status != PENDING:
         mark = {APPROVED: "✅", REJECTED: "❌", EXPIRED: "⌛"}.get(approval.status, "▪️")
         lines[0] = lines[0].replace("🟡", mark, 1)
-        lines.append(f"{mark} {escape(outcome(approval, settings).capitalize())}")
+        said = outcome(approval, settings)
+        lines.append(f"{mark} {escape(said[:1].upper() + said[1:])}")
     return "\n".join(lines)
 
 

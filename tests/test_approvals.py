@@ -1,0 +1,461 @@
+"""Approvals and deploys in storage/ and integrations/, on a real SQLite database: deciding
+exactly once, committees, timeouts, and deploys that run real processes and verify against a
+local HTTP server (rolling back when it says no)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import delete, select
+
+from bot.config import Config, load_config
+from handlers.approvals import settings
+from integrations.deploy import DeployWorker
+from storage import approvals, deploys, tasks
+from storage.db import Database
+from storage.models import Approval, DeployRun, Outbox, Run, TaskEvent, utcnow
+from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, write_config
+
+SECOND_OWNER = 1004
+
+DEPLOY_SCRIPT = """
+import os, sys
+from pathlib import Path
+state = Path(sys.argv[1])
+print("deploying", os.environ.get("FLEET_DEPLOY_REF", ""))
+print("token in output:", os.environ["TELEGRAM_BOT_TOKEN"])
+for i in range(30):
+    print("line", i)
+state.write_text(sys.argv[2])
+with open(sys.argv[3], "a") as runs:
+    runs.write(sys.argv[2] + "\\n")
+"""
+
+
+class Site:
+    """A local HTTP server whose /health answers from a state file the deploy scripts write:
+    503 when it says "broken", else 200 with the state as the body."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.hits = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def health(self, _request: web.Request) -> web.Response:
+        self.hits += 1
+        text = self.state.read_text() if self.state.exists() else "v1"
+        return web.Response(status=503 if text == "broken" else 200, text=f"site {text}")
+
+    async def __aenter__(self) -> Site:
+        app = web.Application()
+        app.router.add_get("/health", self.health)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/health"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@dataclass
+class Env:
+    config: Config
+    db: Database
+    tmp: Path
+    site: Site
+
+    def runs_log(self) -> list[str]:
+        path = self.tmp / "runs.log"
+        return path.read_text().split() if path.exists() else []
+
+
+def deploy_table(site: Site, tmp: Path, *, writes: str, rollback: bool = True) -> str:
+    script = tmp / "deploy_script.py"
+    script.write_text(DEPLOY_SCRIPT, encoding="utf-8")
+    state, runs = tmp / "state", tmp / "runs.log"
+    lines = [
+        "[[deploys]]",
+        'id = "site"',
+        f'command = "{sys.executable} {script} {state} {writes} {runs}"',
+        f'verify = ["{site.url}"]',
+        'verify_text = "site"',
+        'verify_timeout = "5s"',
+        "verify_attempts = 2",
+        'verify_interval = "1s"',
+        'timeout = "60s"',
+    ]
+    if rollback:
+        lines.append(f'rollback = "{sys.executable} {script} {state} v1 {runs}"')
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    async with Site(tmp_path / "state") as server:
+        yield server
+
+
+async def open_env(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch, extra: str = ""
+) -> Env:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unused")
+    people = f'[[people]]\ntelegram_id = {SECOND_OWNER}\nname = "Dee"\nrole = "owner"\n'
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=people + extra))
+    db = Database(config.database.url)
+    await db.migrate()
+    approvals.configure(db, settings(config))
+    return Env(config, db, tmp_path, site)
+
+
+@pytest.fixture
+async def env(tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
+    environment = await open_env(
+        tmp_path, site, monkeypatch, deploy_table(site, tmp_path, writes="v2")
+    )
+    yield environment
+    await environment.db.dispose()
+
+
+async def new_task(db: Database) -> int:
+    async with db.claim() as session:
+        task = await tasks.create(
+            session, title="Ship it", assignee="coder", creator="agent:hub", max_retries=3
+        )
+        return task.id
+
+
+async def request_deploy(db: Database, task_id: int | None = None, **kw: object) -> int:
+    async with db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="deploy",
+            payload=approvals.deploy_payload("site", "abc123", "./deploy", "release"),
+            requested_by="agent:coder",
+            task_id=task_id,
+            **kw,  # type: ignore[arg-type]
+        )
+        return approval.id
+
+
+async def vote(
+    db: Database, approval_id: int, person: int, name: str, how: str = "approve", **kw: object
+) -> approvals.Decision:
+    async with db.claim() as session:
+        return await approvals.decide(
+            session,
+            approval_id,
+            person_id=person,
+            person_name=name,
+            vote=how,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+async def rows(db: Database, model: Any, *where: Any) -> list[Any]:
+    async with db.session() as session:
+        found = await session.execute(select(model).where(*where).order_by(model.id))
+        return list(found.scalars())
+
+
+async def trail(db: Database, approval_id: int) -> list[tuple[str, str, str]]:
+    async with db.session() as session:
+        return [(e.kind, e.actor, e.body) for e in await approvals.events(session, approval_id)]
+
+
+async def test_an_owner_approval_runs_the_deploy_once_and_verifies_it(env: Env) -> None:
+    task_id = await new_task(env.db)
+    approval_id = await request_deploy(env.db, task_id)
+    [posted] = await rows(env.db, Outbox, Outbox.dedup_key == f"approval:{approval_id}")
+    assert posted.feed == "approvals" and posted.buttons is not None
+    assert [b["text"] for b in posted.buttons[0]] == ["Approve", "Reject", "Details"]
+    assert f"Approval #{approval_id}" in posted.text and "deploy site at abc123" in posted.text
+    assert "Command: <code>./deploy</code>" in posted.text and "coder" in posted.text
+
+    # Operators and viewers cannot approve a deploy; nothing changes.
+    refused = await vote(env.db, approval_id, OPERATOR, "Ben")
+    assert not refused.won and refused.refusal == "deploys need an owner"
+    refused = await vote(env.db, approval_id, VIEWER, "Cy")
+    assert not refused.won and refused.refusal == "viewers cannot decide approvals"
+    assert await rows(env.db, DeployRun) == []
+
+    decided = await vote(env.db, approval_id, OWNER, "Ana")
+    assert decided.won and decided.status == approvals.APPROVED
+    again = await vote(env.db, approval_id, SECOND_OWNER, "Dee")
+    assert not again.won
+    assert again.refusal.startswith("already approved by Ana at ")
+    [run] = await rows(env.db, DeployRun)
+    assert (run.target, run.ref, run.status, run.approval_id) == (
+        "site",
+        "abc123",
+        "pending",
+        approval_id,
+    )
+    # The message is edited: the outcome shown, the buttons gone.
+    [edit] = await rows(env.db, Outbox, Outbox.edit_of == f"approval:{approval_id}")
+    assert edit.buttons is None and "✅ Approved by Ana at " in edit.text
+
+    worker = DeployWorker(env.config, env.db)
+    assert await worker.run_once()
+    assert not await worker.run_once()  # exactly one run per approval
+    [run] = await rows(env.db, DeployRun)
+    assert run.status == deploys.SUCCEEDED
+    assert [(s["name"], s["ok"]) for s in run.steps] == [("command", True), ("verify", True)]
+    assert env.runs_log() == ["v2"]
+    assert env.site.hits == 1
+    assert "line 29" in run.output_tail and len(run.output_tail.splitlines()) == 20
+    assert TOKEN not in run.output_tail
+    [report] = await rows(env.db, Outbox, Outbox.reply_to == f"approval:{approval_id}")
+    assert "Deploy run #1</b> of site at abc123: ✅ verified" in report.text
+    assert TOKEN not in report.text
+    async with env.db.session() as session:
+        comments = [e.body for e in await tasks.events(session, task_id) if e.kind == "comment"]
+    assert any("approved by Ana" in c for c in comments)
+    assert any(c.startswith("Deploy run #1 of site at abc123: ✅ verified") for c in comments)
+
+    assert await trail(env.db, approval_id) == [
+        ("request", "agent:coder", "deploy site at abc123"),
+        ("vote", f"person:{OWNER}", "approve"),
+        ("decision", f"person:{OWNER}", "approved"),
+        ("deploy", "system:deploy", "run #1 started"),
+        ("deploy", "system:deploy", "run #1 succeeded"),
+    ]
+
+
+async def test_a_failed_verification_rolls_back_and_verifies_again(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await open_env(
+        tmp_path, site, monkeypatch, deploy_table(site, tmp_path, writes="broken")
+    )
+    try:
+        approval_id = await request_deploy(env.db)
+        assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+        assert await DeployWorker(env.config, env.db).run_once()
+        [run] = await rows(env.db, DeployRun)
+        assert run.status == deploys.ROLLED_BACK
+        assert [(s["name"], s["ok"]) for s in run.steps] == [
+            ("command", True),
+            ("verify", False),
+            ("rollback", True),
+            ("verify-after-rollback", True),
+        ]
+        assert "status 503, expected 200 (after 2 attempt(s))" in run.steps[1]["detail"]
+        assert env.runs_log() == ["broken", "v1"]
+        assert site.hits == 3  # two failed attempts, then one good one after the rollback
+        [report] = await rows(env.db, Outbox, Outbox.reply_to == f"approval:{approval_id}")
+        assert "failed, rolled back and verified" in report.text
+        assert "❌ verify" in report.text and "✅ rollback" in report.text
+        assert [k for k, _, _ in await trail(env.db, approval_id)] == [
+            "request",
+            "vote",
+            "decision",
+            "deploy",
+            "deploy",
+        ]
+        assert (await trail(env.db, approval_id))[-1][2] == "run #1 rolled_back"
+    finally:
+        await env.db.dispose()
+
+
+async def test_without_a_rollback_a_failed_deploy_is_failed(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = deploy_table(site, tmp_path, writes="broken", rollback=False)
+    env = await open_env(tmp_path, site, monkeypatch, table)
+    try:
+        approval_id = await request_deploy(env.db)
+        assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+        assert await DeployWorker(env.config, env.db).run_once()
+        [run] = await rows(env.db, DeployRun)
+        assert run.status == deploys.FAILED
+        assert [s["name"] for s in run.steps] == ["command", "verify"]
+    finally:
+        await env.db.dispose()
+
+
+async def test_a_deploy_found_running_at_start_is_interrupted_and_not_rerun(env: Env) -> None:
+    approval_id = await request_deploy(env.db)
+    assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+    async with env.db.claim() as session:
+        run = await deploys.claim_next(session)  # started, then the process "died"
+    assert run is not None
+    worker = DeployWorker(env.config, env.db)
+    assert await worker.recover() == [run.id]
+    assert not await worker.run_once()
+    [run] = await rows(env.db, DeployRun)
+    assert run.status == deploys.INTERRUPTED
+    assert env.runs_log() == []
+    [report] = await rows(env.db, Outbox, Outbox.reply_to == f"approval:{approval_id}")
+    assert "was interrupted" in report.text and "not re-run" in report.text
+
+
+async def test_concurrent_presses_make_one_decision(env: Env) -> None:
+    approval_id = await request_deploy(env.db)
+    results = await asyncio.gather(
+        vote(env.db, approval_id, OWNER, "Ana"),
+        vote(env.db, approval_id, SECOND_OWNER, "Dee"),
+        vote(env.db, approval_id, OWNER, "Ana"),
+    )
+    assert sum(r.won for r in results) == 1
+    assert len(await rows(env.db, DeployRun)) == 1
+    kinds = [k for k, _, _ in await trail(env.db, approval_id)]
+    assert kinds.count("decision") == 1 and kinds.count("vote") == 1
+
+
+async def test_a_committee_needs_two_different_people(env: Env) -> None:
+    task_id = await new_task(env.db)
+    async with env.db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Email all customers"},
+            requested_by="agent:coder",
+            task_id=task_id,
+            required=2,
+        )
+    first = await vote(env.db, approval.id, OPERATOR, "Ben")
+    assert first.won and first.status == approvals.PENDING and first.votes == 1
+    twice = await vote(env.db, approval.id, OPERATOR, "Ben")
+    assert not twice.won and twice.refusal.startswith("you already voted approve at ")
+    [partial] = await rows(env.db, Outbox, Outbox.edit_of == f"approval:{approval.id}")
+    assert "Approved so far (1 of 2): Ben" in partial.text and partial.buttons is not None
+    second = await vote(env.db, approval.id, OWNER, "Ana")
+    assert second.won and second.status == approvals.APPROVED and second.votes == 2
+    async with env.db.session() as session:
+        comments = [e for e in await tasks.events(session, task_id) if e.kind == "comment"]
+    [comment] = comments
+    assert comment.body.startswith(f"Approval #{approval.id} (action: Email all customers)")
+    assert "approved by Ana" in comment.body
+
+
+async def test_a_rejection_records_the_reason_and_wakes_the_agent(env: Env) -> None:
+    task_id = await new_task(env.db)
+    async with env.db.claim() as session:
+        await session.execute(delete(Run))  # the assignment's wake, consumed
+        approval = await approvals.request(
+            session,
+            kind="publish",
+            payload={"summary": "Post the launch note"},
+            requested_by="agent:coder",
+            task_id=task_id,
+        )
+    decided = await vote(
+        env.db, approval.id, OPERATOR, "Ben", "reject", reason="Not before Monday"
+    )
+    assert decided.won and decided.status == approvals.REJECTED
+    async with env.db.session() as session:
+        [comment] = [e for e in await tasks.events(session, task_id) if e.kind == "comment"]
+        woken = (await session.execute(select(Run).where(Run.agent_id == "coder"))).scalars()
+        assert [r.task_id for r in woken] == [task_id]
+    assert "rejected by Ben at " in comment.body and comment.body.endswith(": Not before Monday")
+    [edit] = await rows(env.db, Outbox, Outbox.edit_of == f"approval:{approval.id}")
+    assert "❌ Rejected by Ben" in edit.text and edit.buttons is None
+
+
+async def test_unknown_ids_and_expired_approvals_are_refused(env: Env) -> None:
+    missing = await vote(env.db, 999_999, OWNER, "Ana")
+    assert not missing.won and missing.approval is None
+    assert missing.refusal == "there is no approval #999999"
+    approval_id = await request_deploy(env.db, deadline=utcnow() - timedelta(seconds=1))
+    late = await vote(env.db, approval_id, OWNER, "Ana")
+    assert not late.won and late.refusal.startswith(f"approval #{approval_id} expired at ")
+    assert await rows(env.db, DeployRun) == []
+    with pytest.raises(ValueError):
+        approvals.ApprovalCb.unpack("ap:y:not-a-number")
+
+
+async def test_timeout_reminds_at_half_time_then_escalates_then_expires(env: Env) -> None:
+    task_id = await new_task(env.db)
+    async with env.db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Rotate the keys"},
+            requested_by="agent:coder",
+            task_id=task_id,
+            deadline=utcnow() + timedelta(hours=2),
+            on_timeout="escalate",
+        )
+    start = approval.created_at
+    async with env.db.claim() as session:
+        assert await approvals.sweep(session, start + timedelta(minutes=30)) == []
+    async with env.db.claim() as session:
+        assert await approvals.sweep(session, start + timedelta(hours=1, minutes=1)) == [
+            f"reminded #{approval.id}"
+        ]
+    async with env.db.claim() as session:  # a reminder is sent once
+        assert await approvals.sweep(session, start + timedelta(hours=1, minutes=2)) == []
+    [reminder] = await rows(
+        env.db, Outbox, Outbox.dedup_key.like(f"approval:{approval.id}:remind:%")
+    )
+    assert reminder.reply_to == f"approval:{approval.id}" and "still waits" in reminder.text
+
+    escalated_at = start + timedelta(hours=2, minutes=1)
+    async with env.db.claim() as session:
+        assert await approvals.sweep(session, escalated_at) == [f"escalated #{approval.id}"]
+    async with env.db.session() as session:
+        row = await approvals.get(session, approval.id)
+        assert row is not None and row.status == approvals.PENDING
+        assert row.approvers == {"role": "owner"}
+        assert row.deadline is not None  # a fresh window as long as the first one
+        assert abs(row.deadline - (escalated_at + timedelta(hours=2))) < timedelta(seconds=1)
+        comments = [e.body for e in await tasks.events(session, task_id) if e.kind == "comment"]
+    assert any("escalated to the owners" in c for c in comments)
+    refused = await vote(env.db, approval.id, OPERATOR, "Ben", now=escalated_at)
+    assert refused.refusal == f"action approval #{approval.id} needs an owner"
+
+    async with env.db.claim() as session:  # the second window has its own reminder
+        done = await approvals.sweep(session, escalated_at + timedelta(hours=1, minutes=1))
+        assert done == [f"reminded #{approval.id}"]
+    expired_at = escalated_at + timedelta(hours=2, minutes=1)
+    async with env.db.claim() as session:
+        assert await approvals.sweep(session, expired_at) == [f"expired #{approval.id}"]
+    async with env.db.session() as session:
+        row = await approvals.get(session, approval.id)
+        assert row is not None and row.status == approvals.EXPIRED
+        comments = [e.body for e in await tasks.events(session, task_id) if e.kind == "comment"]
+    assert "expired at" in comments[-1] and "with no decision" in comments[-1]
+    late = await vote(env.db, approval.id, OWNER, "Ana", now=expired_at)
+    assert not late.won and late.refusal.startswith(f"approval #{approval.id} expired at ")
+    assert [k for k, _, _ in await trail(env.db, approval.id)] == [
+        "request",
+        "reminder",
+        "escalation",
+        "reminder",
+        "expiry",
+    ]
+
+
+async def test_expire_policy_expires_at_the_deadline_and_tells_the_task(env: Env) -> None:
+    task_id = await new_task(env.db)
+    approval_id = await request_deploy(
+        env.db, task_id, deadline=utcnow() + timedelta(minutes=10), on_timeout="expire"
+    )
+    async with env.db.claim() as session:
+        done = await approvals.sweep(session, utcnow() + timedelta(minutes=11))
+    assert done == [f"expired #{approval_id}"]
+    assert await rows(env.db, DeployRun) == []
+    events = await rows(
+        env.db, TaskEvent, TaskEvent.task_id == task_id, TaskEvent.kind == "comment"
+    )
+    assert "expired at" in events[-1].body
+    [edit] = await rows(env.db, Outbox, Outbox.edit_of == f"approval:{approval_id}")
+    assert "⌛ Expired at" in edit.text and edit.buttons is None
+    async with env.db.session() as session:
+        row = await session.get(Approval, approval_id)
+        assert row is not None and row.decided_by == approvals.SYSTEM
