@@ -145,7 +145,11 @@ async def press_details(
         await callback.answer("There is no such approval.", show_alert=True)
         return
     s = settings(config)
-    parts = [f"#{approval.id} {approval.kind}: {approvals.summary(approval)}", approval.status]
+    parts = [
+        f"#{approval.id} {approval.kind}: {approvals.summary(approval)}",
+        approval.status,
+        f"requested by {s.name(approval.requested_by)}",
+    ]
     details = str(approval.payload.get("details") or "")
     if details:
         parts.append(details)

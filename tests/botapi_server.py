@@ -1147,12 +1147,14 @@ class BotAPIServer:
         first_name: str = "Test",
         username: str | None = None,
         message_thread_id: int | None = None,
+        reply_to: int | None = None,
     ) -> int:
         """Queue a text Message update from a user; returns the update_id.
 
         The chat defaults to the user's private chat. A `chat_id` other than `user_id` with
         the default chat_type is a "supergroup" (with a title). A leading /command gets a
-        bot_command entity; `message_thread_id` makes it a topic message."""
+        bot_command entity; `message_thread_id` makes it a topic message; `reply_to` (a
+        stored message id of that chat) makes it a reply to that message."""
         user: JSONDict = {"id": user_id, "is_bot": False, "first_name": first_name}
         if username:
             user["username"] = username
@@ -1183,6 +1185,13 @@ class BotAPIServer:
         if message_thread_id is not None:
             message["message_thread_id"] = message_thread_id
             message["is_topic_message"] = True
+        if reply_to is not None:
+            target = self.message(chat_id, reply_to)
+            if target is None:
+                raise ValueError(f"no message {reply_to} in chat {chat_id} to reply to")
+            message["reply_to_message"] = {
+                k: v for k, v in target.items() if k != "reply_to_message"
+            }
         message["text"] = text
         command = _LEADING_COMMAND_RE.match(text)
         if command:

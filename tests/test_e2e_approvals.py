@@ -1,0 +1,284 @@
+"""Approvals and deploys end to end: the real `fleet run` against the local Bot API server,
+a deploy command that is a real process, and a local HTTP server to verify against."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.botapi_server import BotAPIServer, Call
+from tests.fleet import (
+    FEED_CHAT,
+    OPERATOR,
+    OWNER,
+    TOKEN,
+    VIEWER,
+    FleetProcess,
+    query,
+    wait_query,
+    write_config,
+)
+from tests.test_approvals import SECOND_OWNER, Site
+
+# The deploy waits for a release file the test writes, so the test can act while a deploy is
+# in progress without guessing how long anything takes.
+GATED_SCRIPT = """
+import sys, time
+from pathlib import Path
+state, writes, runs, gate = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+print("deploying", writes, flush=True)
+for _ in range(1200):
+    if gate.exists():
+        break
+    time.sleep(0.05)
+state.write_text(writes)
+with runs.open("a") as log:
+    log.write(writes + "\\n")
+print("done", flush=True)
+"""
+
+
+def fleet_config(tmp_path: Path, botapi: BotAPIServer, site: Site, writes: str = "v2") -> Path:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_SCRIPT, encoding="utf-8")
+    state, runs, gate = tmp_path / "state", tmp_path / "runs.log", tmp_path / "release"
+    args = f"{state} {{}} {runs} {gate}"
+    extra = f"""
+[[people]]
+telegram_id = {SECOND_OWNER}
+name = "Dee"
+role = "owner"
+
+[[deploys]]
+id = "site"
+command = "{sys.executable} {script} {args.format(writes)}"
+rollback = "{sys.executable} {script} {args.format("v1")}"
+verify = ["{site.url}"]
+verify_text = "site"
+verify_attempts = 2
+verify_interval = "1s"
+"""
+    return write_config(tmp_path, botapi.base_url, extra=extra)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    async with Site(tmp_path / "state") as server:
+        yield server
+
+
+def to_feed(call: Call) -> bool:
+    return bool(call.params.get("chat_id") == FEED_CHAT)
+
+
+async def press(botapi: BotAPIServer, user: int, data: str, message_id: int) -> str:
+    after = botapi.mark()
+    query_id = botapi.push_callback(user, data, message_id=message_id, chat_id=FEED_CHAT)
+    [answer] = await botapi.wait_for_call(
+        "answerCallbackQuery",
+        lambda c: c.params["callback_query_id"] == query_id,
+        after=after,
+        timeout=15,
+    )
+    return str(answer.params.get("text", ""))
+
+
+async def reply_of(botapi: BotAPIServer, user: int, text: str, chat_id: int | None = None) -> str:
+    after = botapi.mark()
+    botapi.push_message(user, text, chat_id=chat_id)
+    where = chat_id or user
+    [sent] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == where, after=after, timeout=15
+    )
+    return str(sent.params["text"])
+
+
+async def posted_approval(botapi: BotAPIServer, approval_id: int) -> Call:
+    [call] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: to_feed(c) and f"Approval #{approval_id}</b>" in c.params["text"],
+        timeout=15,
+    )
+    return call
+
+
+async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
+    tmp_path: Path, botapi: BotAPIServer, site: Site
+) -> None:
+    config = fleet_config(tmp_path, botapi, site)
+    fleet = FleetProcess(config)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+
+    reply = await reply_of(botapi, OPERATOR, "/deploy site v2")
+    assert reply == (
+        "Deploy of <b>site</b> at v2 requested: approval #1, posted to the approvals feed."
+    )
+    posted = await posted_approval(botapi, 1)
+    message_id = posted.result["message_id"]
+    assert (
+        "deploy site at v2" in posted.params["text"]
+        and "Requested by Ben" in posted.params["text"]
+    )
+    [row] = posted.params["reply_markup"]["inline_keyboard"]
+    approve, reject, details = (button["callback_data"] for button in row)
+    assert (approve, reject, details) == ("ap:y:1", "ap:n:1", "ap:d:1")
+
+    # Refused presses change nothing.
+    viewer = await press(botapi, VIEWER, approve, message_id)
+    assert viewer == "This action needs the operator role; you are viewer."
+    assert await press(botapi, OPERATOR, approve, message_id) == "Deploys need an owner."
+    for forged in ("ap:y:zz", "ap:y:424242", "ap:", "ap:y:1:extra"):
+        answer = await press(botapi, OWNER, forged, message_id)
+        assert answer == "This button is not valid; nothing was changed.", forged
+    assert "refused approval button with invalid data 'ap:y:zz' from Ana" in fleet.log
+    shown = await press(botapi, VIEWER, details, message_id)
+    assert shown.startswith("#1 deploy: deploy site at v2 · pending · requested by Ben")
+    assert query(config, "SELECT status FROM approvals") == [("pending",)]
+    assert query(config, "SELECT count(*) FROM deploy_runs") == [(0,)]
+
+    # Two owners press at the same instant: one decision, one deploy.
+    after = botapi.mark()
+    ids = [
+        botapi.push_callback(user, approve, message_id=message_id, chat_id=FEED_CHAT)
+        for user in (OWNER, SECOND_OWNER)
+    ]
+    answers = await botapi.wait_for_call(
+        "answerCallbackQuery",
+        lambda c: c.params["callback_query_id"] in ids,
+        after=after,
+        count=2,
+        timeout=15,
+    )
+    refused, approved = sorted(str(a.params["text"]) for a in answers)
+    assert approved == "Approved #1: the deploy is queued."
+    assert refused.startswith("Already approved by ")
+    [(decider,)] = query(config, "SELECT decided_by FROM approvals")
+    assert decider in (f"person:{OWNER}", f"person:{SECOND_OWNER}")
+
+    # The message shows the decision, without buttons.
+    await botapi.wait_for_call(
+        "editMessageText",
+        lambda c: c.params["message_id"] == message_id and "✅ Approved by" in c.params["text"],
+        timeout=15,
+    )
+    edited = botapi.message(FEED_CHAT, message_id)
+    assert edited is not None and not edited.get("reply_markup")
+
+    # The deploy is in progress (waiting for its gate); commands are answered meanwhile.
+    await wait_query(config, "SELECT status FROM deploy_runs", [("running",)])
+    assert await reply_of(botapi, OPERATOR, "/approvals") == "No approvals are pending."
+    (tmp_path / "release").write_text("go")
+    [report] = await botapi.wait_for_call(
+        "sendMessage", lambda c: to_feed(c) and "Deploy run #1" in c.params["text"], timeout=30
+    )
+    assert "of site at v2: ✅ verified" in report.params["text"]
+    assert report.params["reply_parameters"]["message_id"] == message_id
+    assert query(config, "SELECT status FROM deploy_runs") == [("succeeded",)]
+    assert (tmp_path / "runs.log").read_text().split() == ["v2"]
+
+    audit = await reply_of(botapi, OPERATOR, "/audit")
+    assert "#1 request by Ben: deploy site at v2" in audit
+    assert "#1 decision by " in audit and "run #1 site succeeded (approval #1" in audit
+    assert (
+        await reply_of(botapi, VIEWER, "/audit")
+        == "/audit needs the operator role; you are viewer."
+    )
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log and TOKEN not in fleet.log
+
+
+async def test_reject_asks_for_a_reason_and_text_commands_work(
+    tmp_path: Path, botapi: BotAPIServer, site: Site
+) -> None:
+    config = fleet_config(tmp_path, botapi, site)
+    fleet = FleetProcess(config)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+
+    await reply_of(botapi, OWNER, "/deploy site")
+    posted = await posted_approval(botapi, 1)
+    message_id = posted.result["message_id"]
+    after = botapi.mark()
+    assert await press(botapi, OWNER, "ap:n:1", message_id) == "Reply with the reason to reject."
+    [prompt] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: to_feed(c) and "Reason for rejecting" in c.params["text"],
+        after=after,
+    )
+    assert prompt.params["text"] == "Reason for rejecting approval #1? Reply to this message."
+    assert prompt.params["reply_markup"]["force_reply"] is True
+    after = botapi.mark()
+    botapi.push_message(
+        OWNER, "Not on a Friday", chat_id=FEED_CHAT, reply_to=prompt.result["message_id"]
+    )
+    [answer] = await botapi.wait_for_call(
+        "sendMessage", lambda c: to_feed(c) and "#1" in c.params["text"], after=after, timeout=15
+    )
+    assert answer.params["text"] == "Rejected #1."
+    await botapi.wait_for_call(
+        "editMessageText",
+        lambda c: (
+            c.params["message_id"] == message_id
+            and "❌ Rejected by Ana at " in c.params["text"]
+            and "Not on a Friday" in c.params["text"]
+        ),
+        timeout=15,
+    )
+    assert query(config, "SELECT status, reason FROM approvals") == [
+        ("rejected", "Not on a Friday")
+    ]
+    again = await press(botapi, SECOND_OWNER, "ap:y:1", message_id)
+    assert again.startswith("Already rejected by Ana at ")
+
+    # The text fallbacks.
+    await reply_of(botapi, OWNER, "/deploy site")
+    await posted_approval(botapi, 2)
+    assert await reply_of(botapi, OWNER, "/reject 2") == "Usage: /reject &lt;id&gt; &lt;reason&gt;"
+    assert await reply_of(botapi, OPERATOR, "/reject 2 nope") == "Deploys need an owner."
+    assert await reply_of(botapi, VIEWER, "/approve 2") == (
+        "/approve needs the operator role; you are viewer."
+    )
+    assert await reply_of(botapi, OWNER, "/approve 99") == "There is no approval #99."
+    assert (await reply_of(botapi, OWNER, "/deploy nowhere")).startswith(
+        'Unknown deploy target "nowhere". Targets: site.'
+    )
+    assert (await reply_of(botapi, OWNER, "/deploy site $(reboot)")).startswith(
+        "$(reboot) is not a commit, tag or version"
+    )
+    listing = await reply_of(botapi, VIEWER, "/approvals")
+    assert listing.startswith("Pending approvals:\n#2 deploy: deploy site (Ana, deadline ")
+    assert await reply_of(botapi, OWNER, "/approve 2") == "Approved #2: the deploy is queued."
+    (tmp_path / "release").write_text("go")
+    await wait_query(config, "SELECT id, status FROM deploy_runs", [(1, "succeeded")], timeout=30)
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log
+
+
+async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun(
+    tmp_path: Path, botapi: BotAPIServer, site: Site
+) -> None:
+    config = fleet_config(tmp_path, botapi, site)
+    fleet = FleetProcess(config)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+    await reply_of(botapi, OWNER, "/deploy site v2")
+    await posted_approval(botapi, 1)
+    assert await reply_of(botapi, OWNER, "/approve 1") == "Approved #1: the deploy is queued."
+    await wait_query(config, "SELECT status FROM deploy_runs", [("running",)])
+    await fleet.kill()  # the deploy process is left waiting at its gate, never released
+
+    again = FleetProcess(config)
+    await again.start()
+    [report] = await botapi.wait_for_call(
+        "sendMessage", lambda c: to_feed(c) and "was interrupted" in c.params["text"], timeout=30
+    )
+    assert "Deploy run #1 was interrupted" in report.params["text"]
+    assert query(config, "SELECT status FROM deploy_runs") == [("interrupted",)]
+    assert await again.stop() == 0
+    assert query(config, "SELECT count(*) FROM deploy_runs") == [(1,)]
+    assert not (tmp_path / "runs.log").exists()
+    (tmp_path / "release").write_text("go")  # let the orphaned script finish
