@@ -242,7 +242,7 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             payload=approvals.deploy_payload(target.id, ref, target.command, args["reason"]),
             requested_by=ctx.actor,
             task_id=ctx.task_id,
-            approvers={"role": target.approvers},
+            approvers=target.approval_approvers(),
             required=target.required,
             idempotency_key=f"deploy:{ctx.run_id}:{target.id}:{ref or ''}",
         )

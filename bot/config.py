@@ -224,7 +224,7 @@ class DeployConfig(_Section):
     command: str
     verify: list[str] = Field(default_factory=list)
     rollback: str | None = None
-    approvers: str = "owner"
+    approvers: str | list[str] = "owner"
     shell: bool = False
     timeout: str = "10m"
     verify_status: list[int] = Field(default_factory=lambda: [200])
@@ -242,10 +242,18 @@ class DeployConfig(_Section):
 
     @field_validator("approvers")
     @classmethod
-    def _approvers(cls, value: str) -> str:
-        if value not in ("owner", "operator"):
-            raise ValueError('must be "owner" or "operator" (deploys default to owners)')
+    def _approvers(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and value != "owner":
+            raise ValueError('must be "owner" or a list of owners\' names (deploys need an owner)')
+        if isinstance(value, list) and not value:
+            raise ValueError('an empty list: name at least one owner, or use "owner"')
         return value
+
+    def approval_approvers(self) -> dict[str, Any]:
+        """The `approvers` of this target's deploy approvals."""
+        if isinstance(self.approvers, list):
+            return {"people": list(self.approvers)}
+        return {"role": "owner"}
 
 
 class RuntimeConfig(_Section):
@@ -578,6 +586,15 @@ def _semantic_problems(config: Config) -> list[str]:
         kinds = [k for k in (check.http, check.tcp, check.command) if k]
         if len(kinds) != 1:
             problems.append(f"checks[{i}]: give exactly one of http, tcp or command")
+    owners = {p.name for p in config.people if p.role is Role.owner}
+    for i, deploy in enumerate(config.deploys):
+        listed = deploy.approvers if isinstance(deploy.approvers, list) else []
+        for j, name in enumerate(listed):
+            if name not in owners:
+                problems.append(
+                    f'deploys[{i}].approvers[{j}]: "{name}" is not an owner in [[people]] '
+                    "(deploys need an owner)"
+                )
     return problems
 
 

@@ -298,7 +298,7 @@ async def request_deploy(
             kind="deploy",
             payload=approvals.deploy_payload(target.id, ref, target.command),
             requested_by=person_actor(person),
-            approvers={"role": target.approvers},
+            approvers=target.approval_approvers(),
             required=target.required,
             # A redelivered update must not ask twice.
             idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",

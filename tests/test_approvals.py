@@ -16,7 +16,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import delete, select
 
-from bot.config import Config, load_config
+from agents import tools
+from agents.org import OrgChart
+from agents.tools import ToolContext
+from bot.config import Config, ConfigError, load_config
 from handlers.approvals import settings
 from integrations.deploy import DeployWorker
 from storage import approvals, deploys, tasks
@@ -459,3 +462,75 @@ async def test_expire_policy_expires_at_the_deadline_and_tells_the_task(env: Env
     async with env.db.session() as session:
         row = await session.get(Approval, approval_id)
         assert row is not None and row.decided_by == approvals.SYSTEM
+
+
+def tool_context(env: Env, agent_id: str, task_id: int | None) -> ToolContext:
+    agent = next(a for a in env.config.agents if a.id == agent_id)
+    return ToolContext(
+        config=env.config,
+        org=OrgChart(env.config),
+        db=env.db,
+        agent=agent,
+        run_id=7,
+        task_id=task_id,
+        workspace=env.tmp,
+        today=utcnow().date(),
+        now=utcnow(),
+    )
+
+
+async def test_agents_request_deploys_only_with_the_authority(env: Env) -> None:
+    task_id = await new_task(env.db)
+    hub = tool_context(env, "hub", task_id)  # authority: assign, comment, subtask
+    assert "request_deploy" not in [d["name"] for d in tools.definitions(hub.agent)]
+    args = {"target": "site", "reason": "release 2"}
+    refused = await tools.execute(hub, "request_deploy", args)
+    assert not refused.ok and "needs the request_deploy authority" in refused.content
+    assert await rows(env.db, Approval) == []
+
+    coder = tool_context(env, "coder", task_id)  # authority: comment, request_deploy
+    unknown = await tools.execute(coder, "request_deploy", {"target": "moon", "reason": "x"})
+    assert unknown.content == 'refused: unknown deploy target "moon" (known: site)'
+    hostile = await tools.execute(
+        coder, "request_deploy", {"target": "site", "ref": "v1; rm -rf /", "reason": "x"}
+    )
+    assert not hostile.ok and "ref must be a commit" in hostile.content
+    via_approval = await tools.execute(
+        coder, "request_approval", {"kind": "deploy", "summary": "ship"}
+    )
+    assert not via_approval.ok
+    done = await tools.execute(coder, "request_deploy", {**args, "ref": "v2.0.1"})
+    assert done.ok and done.content.startswith("deploy approval #1 requested")
+    again = await tools.execute(coder, "request_deploy", {**args, "ref": "v2.0.1"})
+    assert again.ok  # the same run asking twice: still one approval
+    [approval] = await rows(env.db, Approval)
+    assert (approval.kind, approval.task_id, approval.requested_by) == (
+        "deploy",
+        task_id,
+        "agent:coder",
+    )
+    assert approval.payload["command"].endswith("v2 " + str(env.tmp / "runs.log"))
+    [posted] = await rows(env.db, Outbox, Outbox.dedup_key == f"approval:{approval.id}")
+    assert "deploy site at v2.0.1" in posted.text and "release 2" in posted.text
+
+
+def test_deploy_approvers_must_be_owners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unused")
+    table = '[[deploys]]\nid = "a"\ncommand = "true"\napprovers = ["Ana", "Ben"]\n'
+    table += '[[deploys]]\nid = "b"\ncommand = "true"\napprovers = "operator"\n'
+    table += '[approvals]\non_timeout = "never"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=table))
+    problems = [p.split(": ", 1)[1] for p in info.value.problems]
+    assert problems == [
+        'deploys[1].approvers: must be "owner" or a list of owners\' names (deploys need an '
+        "owner)",
+        "approvals.on_timeout: Input should be 'escalate' or 'expire'",
+    ]
+    ok = '[[deploys]]\nid = "a"\ncommand = "true"\napprovers = ["Ana", "Ben"]\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=ok))
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        'deploys[0].approvers[1]: "Ben" is not an owner in [[people]] (deploys need an owner)'
+    ]
