@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from integrations.deploy import DeployWorker
 from storage import approvals, deploys, tasks
 from storage.db import Database
 from storage.models import Approval, DeployRun, Outbox, Run, TaskEvent, utcnow
+from tests import pg
 from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, write_config
 
 SECOND_OWNER = 1004
@@ -113,25 +115,38 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 async def open_env(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch, extra: str = ""
+    tmp_path: Path,
+    site: Site,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: str = "",
+    database_url: str | None = None,
 ) -> Env:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unused")
     people = f'[[people]]\ntelegram_id = {SECOND_OWNER}\nname = "Dee"\nrole = "owner"\n'
-    config = load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=people + extra))
+    path = write_config(
+        tmp_path, "http://127.0.0.1:9", extra=people + extra, database_url=database_url
+    )
+    config = load_config(path)
     db = Database(config.database.url)
     await db.migrate()
     approvals.configure(db, settings(config))
     return Env(config, db, tmp_path, site)
 
 
-@pytest.fixture
-async def env(tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
-    environment = await open_env(
-        tmp_path, site, monkeypatch, deploy_table(site, tmp_path, writes="v2")
-    )
-    yield environment
-    await environment.db.dispose()
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Env]:
+    """The deploy target `site` (writes "v2", rolls back to "v1"), on each backend."""
+    table = deploy_table(site, tmp_path, writes="v2")
+    async with AsyncExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = await stack.enter_async_context(pg.temporary_database("approvals"))
+        environment = await open_env(tmp_path, site, monkeypatch, table, url)
+        yield environment
+        await environment.db.dispose()
 
 
 async def new_task(db: Database) -> int:
@@ -318,6 +333,27 @@ async def test_concurrent_presses_make_one_decision(env: Env) -> None:
     assert len(await rows(env.db, DeployRun)) == 1
     kinds = [k for k, _, _ in await trail(env.db, approval_id)]
     assert kinds.count("decision") == 1 and kinds.count("vote") == 1
+
+
+async def test_a_committee_voting_at_the_same_instant_decides_once(env: Env) -> None:
+    async with env.db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Pay the invoice"},
+            requested_by="agent:coder",
+            required=2,
+        )
+    results = await asyncio.gather(
+        vote(env.db, approval.id, OPERATOR, "Ben"),
+        vote(env.db, approval.id, OWNER, "Ana"),
+        vote(env.db, approval.id, SECOND_OWNER, "Dee"),
+    )
+    # Both of the first two count; the third finds it decided.
+    assert sorted(r.status for r in results if r.won) == [approvals.APPROVED, approvals.PENDING]
+    assert sum(not r.won for r in results) == 1
+    kinds = [k for k, _, _ in await trail(env.db, approval.id)]
+    assert kinds.count("decision") == 1 and kinds.count("vote") == 2
 
 
 async def test_a_committee_needs_two_different_people(env: Env) -> None:
