@@ -254,12 +254,22 @@ async def run_command(
     try:
         await asyncio.wait_for(asyncio.gather(read(), process.wait()), limit)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _kill(process.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), 5)
         return None, b"".join(chunks).decode("utf-8", "replace")
+    except asyncio.CancelledError:
+        # Shutdown cut the deploy off: stop its processes too, so that what the next start
+        # reports as interrupted really stopped.
+        _kill(process.pid)
+        raise
     return process.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _kill(pid: int) -> None:
+    """Kill the command and everything it started (it leads its own process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def verify(

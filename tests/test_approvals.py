@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from agents.tools import ToolContext
 from bot.config import Config, ConfigError, load_config
 from handlers.approvals import settings
 from integrations.deploy import DeployWorker
-from storage import approvals, deploys, tasks
+from storage import agents as agent_state
+from storage import approvals, deploys, tasks, usage
 from storage.db import Database
-from storage.models import Approval, DeployRun, Outbox, Run, TaskEvent, utcnow
+from storage.models import AgentState, Approval, DeployRun, Outbox, Run, TaskEvent, utcnow
 from tests import pg
 from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, write_config
 
@@ -570,3 +572,55 @@ def test_deploy_approvers_must_be_owners(tmp_path: Path, monkeypatch: pytest.Mon
     assert [p.split(": ", 1)[1] for p in info.value.problems] == [
         'deploys[0].approvers[1]: "Ben" is not an owner in [[people]] (deploys need an owner)'
     ]
+
+
+async def test_private_copies_go_to_each_approver_and_are_edited_too(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = deploy_table(site, tmp_path, writes="v2") + "[approvals]\nnotify_private = true\n"
+    env = await open_env(tmp_path, site, monkeypatch, extra)
+    try:
+        approval_id = await request_deploy(env.db)
+        copies = await rows(env.db, Outbox, Outbox.dedup_key.like(f"approval:{approval_id}:dm:%"))
+        assert sorted(c.chat_id for c in copies) == [OWNER, SECOND_OWNER]  # owners only
+        assert all(c.buttons is not None for c in copies)
+        assert (await vote(env.db, approval_id, SECOND_OWNER, "Dee")).won
+        edits = await rows(env.db, Outbox, Outbox.edit_of.is_not(None))
+        assert sorted((e.chat_id, e.edit_of) for e in edits) == sorted(
+            [
+                (-100500, f"approval:{approval_id}"),
+                (OWNER, f"approval:{approval_id}:dm:{OWNER}"),
+                (SECOND_OWNER, f"approval:{approval_id}:dm:{SECOND_OWNER}"),
+            ]
+        )
+        assert all("Approved by Dee" in e.text and e.buttons is None for e in edits)
+    finally:
+        await env.db.dispose()
+
+
+async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) -> None:
+    async with env.db.claim() as session:
+        await agent_state.pause(session, "coder", by=usage.BUDGET_ACTOR, reason="budget")
+        approval, new = await usage.request_raise(
+            session,
+            "coder",
+            month=utcnow().date(),
+            budget=Decimal(0),
+            spent=Decimal(0),
+            step=Decimal(10),
+        )
+    assert new
+    # A budget stop is its own message (in alerts): nothing is posted to the approvals feed.
+    assert await rows(env.db, Outbox) == []
+    refused = await vote(env.db, approval.id, OPERATOR, "Ben")
+    assert refused.refusal == f"budget approval #{approval.id} needs an owner"
+    decided = await vote(env.db, approval.id, OWNER, "Ana")
+    assert decided.won and isinstance(decided.effect, usage.BudgetChange)
+    assert decided.effect.budget == Decimal(10) and decided.effect.resumed
+    async with env.db.session() as session:
+        state = await session.get(AgentState, "coder")
+        assert state is not None and not state.paused
+    wrong = await vote(env.db, approval.id, OWNER, "Ana", kind="deploy")
+    assert (
+        wrong.approval is None and wrong.refusal == f"there is no deploy approval #{approval.id}"
+    )

@@ -282,3 +282,40 @@ async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun
     assert query(config, "SELECT count(*) FROM deploy_runs") == [(1,)]
     assert not (tmp_path / "runs.log").exists()
     (tmp_path / "release").write_text("go")  # let the orphaned script finish
+
+
+async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
+    tmp_path: Path, botapi: BotAPIServer, site: Site
+) -> None:
+    config = fleet_config(tmp_path, botapi, site)
+    with config.open("a", encoding="utf-8") as extra:
+        extra.write('\n[approvals]\ndeadline = "2s"\ncheck_every = 1\non_timeout = "expire"\n')
+    fleet = FleetProcess(config)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+    await reply_of(botapi, OPERATOR, "/deploy site")
+    posted = await posted_approval(botapi, 1)
+    message_id = posted.result["message_id"]
+    [reminder] = await botapi.wait_for_call(
+        "sendMessage", lambda c: to_feed(c) and "still waits" in c.params["text"], timeout=30
+    )
+    assert reminder.params["reply_parameters"]["message_id"] == message_id
+    await botapi.wait_for_call(
+        "editMessageText",
+        lambda c: c.params["message_id"] == message_id and "⌛ Expired at" in c.params["text"],
+        timeout=30,
+    )
+    assert query(config, "SELECT status, decided_by FROM approvals") == [
+        ("expired", "system:approvals")
+    ]
+    late = await press(botapi, OWNER, "ap:y:1", message_id)
+    assert late.startswith("Approval #1 expired at ")
+    assert query(config, "SELECT count(*) FROM deploy_runs") == [(0,)]
+    kinds = query(config, "SELECT kind FROM approval_events ORDER BY id")
+    assert kinds == [("request",), ("reminder",), ("expiry",)]
+    [(runs, failures)] = query(
+        config, "SELECT runs, failures FROM job_beats WHERE job_id = 'approvals-expire'"
+    )
+    assert runs >= 2 and failures == 0
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log
