@@ -37,8 +37,10 @@ router = Router(name=__name__)
 
 OPERATOR = {"role": Role.operator}
 VIEWER = {"role": Role.viewer}
-PROMPT = "Reason for rejecting approval #{id}? Reply to this message."
-_PROMPT = re.compile(r"^Reason for rejecting approval #(\d{1,19})\?")
+# The prompt names the presser (a mention, so that a selective ForceReply opens their reply
+# field only) and carries the approval id, which is how the reply finds its approval.
+PROMPT = "{who}: reason for rejecting approval #{id}? Reply to this message."
+_PROMPT = re.compile(r": reason for rejecting approval #(\d{1,19})\? Reply to this message\.$")
 MAX_AUDIT = 50
 
 
@@ -123,10 +125,10 @@ async def press_reject(
         await callback.answer(clip(sentence(refusal), 200), show_alert=True)
         return
     message = callback.message
-    prompt = PROMPT.format(id=callback_data.id)
+    who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
     if isinstance(message, Message):
         await message.answer(
-            esc(prompt),
+            PROMPT.format(who=who, id=callback_data.id),
             reply_markup=ForceReply(
                 force_reply=True, selective=True, input_field_placeholder="reason"
             ),
@@ -173,15 +175,15 @@ async def _forged(callback: CallbackQuery, person: Person) -> None:
     await callback.answer("This button is not valid; nothing was changed.", show_alert=True)
 
 
-@router.message(F.reply_to_message.text.regexp(_PROMPT), flags=OPERATOR)
+@router.message(F.reply_to_message.text.regexp(_PROMPT, mode="search"), flags=OPERATOR)
 async def reject_reason(message: Message, db: Database, person: Person) -> None:
-    """A reply to a "Reason for rejecting approval #12?" prompt: the rejection."""
+    """A reply to a "Ana: reason for rejecting approval #12?" prompt: the rejection."""
     prompt = message.reply_to_message
     assert prompt is not None and prompt.text is not None
     bot_user = prompt.from_user
     if bot_user is None or not bot_user.is_bot:
         return  # someone quoting the words, not our prompt
-    found = _PROMPT.match(prompt.text)
+    found = _PROMPT.search(prompt.text)
     assert found is not None
     reason = (message.text or "").strip()
     if not reason or reason.startswith("/"):

@@ -1632,6 +1632,13 @@ class BotAPIServer:
             raise _BadRequest("message text is empty")
         if utf16_len(plain) > limit:
             raise _BadRequest("message caption is too long" if caption else "message is too long")
+        for entity in entities:
+            if entity["type"] == "text_mention":
+                # Telegram sends the whole User object of a mention, as it knows them.
+                user_id = entity["user"]["id"]
+                entity["user"] = self._users.get(
+                    user_id, {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
+                )
         return plain, entities
 
     # ---- world model helpers -------------------------------------------------------------

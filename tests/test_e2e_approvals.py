@@ -206,11 +206,15 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     assert await press(botapi, OWNER, "ap:n:1", message_id) == "Reply with the reason to reject."
     [prompt] = await botapi.wait_for_call(
         "sendMessage",
-        lambda c: to_feed(c) and "Reason for rejecting" in c.params["text"],
+        lambda c: to_feed(c) and "reason for rejecting" in c.params["text"],
         after=after,
     )
-    assert prompt.params["text"] == "Reason for rejecting approval #1? Reply to this message."
+    assert prompt.params["text"] == (
+        f'<a href="tg://user?id={OWNER}">Ana</a>: reason for rejecting approval #1? '
+        "Reply to this message."
+    )
     assert prompt.params["reply_markup"]["force_reply"] is True
+    assert prompt.params["reply_markup"]["selective"] is True
     after = botapi.mark()
     botapi.push_message(
         OWNER, "Not on a Friday", chat_id=FEED_CHAT, reply_to=prompt.result["message_id"]
