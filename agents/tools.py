@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from agents import workspace
 from agents.org import OrgChart
 from bot.config import AgentConfig, Config
+from integrations.deploy import shown_command
 from storage import approvals, inbox, tasks
 from storage.db import Database
 
@@ -239,7 +240,9 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         approval = await approvals.request(
             session,
             kind="deploy",
-            payload=approvals.deploy_payload(target.id, ref, target.command, args["reason"]),
+            payload=approvals.deploy_payload(
+                target.id, ref, shown_command(ctx.config, target), args["reason"]
+            ),
             requested_by=ctx.actor,
             task_id=ctx.task_id,
             approvers=target.approval_approvers(),

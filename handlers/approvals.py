@@ -27,6 +27,7 @@ from bot.config import Config, Person, Role, parse_duration
 from bot.text import clip, esc, one_line
 from handlers.registry import command
 from handlers.tasks import MAX_ID, parse_task_id, person_actor, sentence, usage
+from integrations.deploy import shown_command
 from storage import approvals, deploys, outbox
 from storage.approvals import ApprovalCb
 from storage.db import Database
@@ -298,7 +299,7 @@ async def request_deploy(
         approval = await approvals.request(
             session,
             kind="deploy",
-            payload=approvals.deploy_payload(target.id, ref, target.command),
+            payload=approvals.deploy_payload(target.id, ref, shown_command(config, target)),
             requested_by=person_actor(person),
             approvers=target.approval_approvers(),
             required=target.required,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TAIL_LINES = 20
 MAX_OUTPUT = 1_000_000  # bytes kept from one command; the rest is drained and dropped
+MAX_BODY = 1_000_000  # bytes of a verification answer searched for the expected text
 
 
 class DeployError(Exception):
@@ -56,6 +57,11 @@ class Outcome:
 
 def target_of(config: Config, target_id: str) -> DeployConfig | None:
     return next((d for d in config.deploys if d.id == target_id), None)
+
+
+def shown_command(config: Config, target: DeployConfig) -> str:
+    """The target's command as people may see it in an approval: known secrets redacted."""
+    return RedactingFormatter(config.secret_values()).redact(target.command)
 
 
 class DeployWorker:
@@ -306,7 +312,8 @@ async def _check(
 ) -> str | None:
     try:
         async with client.get(url, allow_redirects=False) as response:
-            body = await response.text(errors="replace")
+            # Enough of the body to find the expected text; a huge page is not read whole.
+            body = (await response.content.read(MAX_BODY)).decode("utf-8", "replace")
             if response.status not in statuses:
                 return f"status {response.status}, expected {' or '.join(map(str, statuses))}"
             if text is not None and text not in body:
