@@ -110,7 +110,11 @@ class Scheduler:
         self.scheduler.start()
 
     async def shutdown(self, grace: float) -> None:
-        """Start no more jobs; give the running ones `grace` seconds to finish."""
-        self.scheduler.shutdown(wait=False)
+        """Start no more jobs; give the running ones `grace` seconds to finish. APScheduler's
+        own shutdown cancels the jobs still running (mid-write, with a traceback), so it
+        comes last."""
+        self.scheduler.pause()
+        await asyncio.sleep(0)  # a job submitted just before the pause starts, and is tracked
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace)
+        self.scheduler.shutdown(wait=False)
