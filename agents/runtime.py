@@ -266,6 +266,8 @@ class Runtime:
             result.status, runs.FAILED
         )
         outcome = result.outcome
+        # A run is recorded as finished only once the usage rows of its calls are written.
+        await self.gateway.flush()
         if result.status == "deferred" and result.retry_at is not None:
             outcome = f"deferred until {result.retry_at:%H:%M:%S} UTC: {result.outcome}"
         async with self.db.claim() as session:

@@ -139,8 +139,9 @@ class Price(_Section):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
-    cache_write: float | None = Field(default=None, ge=0)
-    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)  # 5-minute cache; default 1.25x input
+    cache_write_1h: float | None = Field(default=None, ge=0)  # 1-hour cache; default 2x input
+    cache_read: float | None = Field(default=None, ge=0)  # default 0.1x input
 
 
 class AgentConfig(_Section):

@@ -100,6 +100,7 @@ class Env:
         )
 
     async def usage(self) -> list[Usage]:
+        await self.gateway.flush()
         async with self.db.session() as session:
             return list((await session.execute(select(Usage).order_by(Usage.id))).scalars())
 
