@@ -56,6 +56,7 @@ CACHE_WRITE_1H_FACTOR = Decimal(2)  # 1-hour cache writes
 CACHE_READ_FACTOR = Decimal("0.1")
 DEFAULT_COOLDOWN = timedelta(seconds=30)
 WARN_AT = Decimal("0.8")  # share of a budget at which `alerts` is warned
+USAGE_WRITE_DELAY = 0.1  # seconds a usage row may wait to be written with others
 
 
 class GatewayError(Exception):
@@ -322,7 +323,7 @@ class Gateway:
         """Write the queued usage rows. A call's row is written right after the call returns,
         in a batch with any others, instead of in the call's path; a run flushes before it
         is recorded as finished, and so does shutdown. A process killed in between loses the
-        rows of its last few milliseconds of calls, never a finished run's."""
+        rows of its last `USAGE_WRITE_DELAY` of calls, never a finished run's."""
         async with self._write_lock:
             while self._unwritten or self._unpriced:
                 rows, self._unwritten = self._unwritten, []
@@ -339,6 +340,8 @@ class Gateway:
                     raise
 
     async def _write_behind(self) -> None:
+        # A short wait gathers the rows of concurrent and back-to-back calls into one INSERT.
+        await asyncio.sleep(USAGE_WRITE_DELAY)
         try:
             await self.flush()
         except Exception:

@@ -6,6 +6,7 @@ against the local Anthropic server; the task-level ones run the real `fleet run`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -547,3 +548,16 @@ async def test_e2e_401_alerts_once_naming_the_profile_and_never_the_key(
 
 def _text(call: Any) -> str:
     return str(call.params.get("text", ""))
+
+
+async def test_usage_rows_are_written_behind_the_call_without_a_flush(env: Env) -> None:
+    env.server.script(text("one"), text("two"))
+    await env.call("solo")
+    await env.call("solo")
+    for _ in range(100):  # the write-behind waits USAGE_WRITE_DELAY, then writes both at once
+        async with env.db.session() as session:
+            count = len(list((await session.execute(select(Usage))).scalars()))
+        if count == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert count == 2
