@@ -271,16 +271,16 @@ async def compare(
             order.reverse()
         for side, call in order:
             gc.collect()
-            profiling = profiler is not None and side is gw
+            profiling = profiler if side is gw else None
             cpu = time.process_time()
-            if profiling:
-                profiler.enable()
+            if profiling is not None:
+                profiling.enable()
             for _ in range(block):
                 start = time.perf_counter()
                 await call()
                 side.wall_ms.append((time.perf_counter() - start) * 1000)
-            if profiling:
-                profiler.disable()
+            if profiling is not None:
+                profiling.disable()
             side.cpu_s += time.process_time() - cpu
         done += block
     return gw, sdk

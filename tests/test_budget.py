@@ -177,7 +177,7 @@ async def test_recorded_costs_match_a_hand_computation_across_1000_calls(
     env = await open_env(write_gateway_config(tmp_path, server.base_url, agents), server)
     try:
         rng = random.Random(20261125)
-        plan: list[tuple[str, dict[str, int]]] = []
+        plan: list[tuple[str, dict[str, Any]]] = []
         for i in range(1000):
             plan.append(("hub" if i % 3 else "coder", usage_block(rng)))
         server.script(*(text("ok", usage=block) for _, block in plan))

@@ -24,7 +24,7 @@ from bot.config import AgentConfig, Config, load_config
 from storage.db import Database
 from storage.models import Outbox, Usage, utcnow
 from tests.anthropic_server import AnthropicServer, error, text, tool_use
-from tests.botapi_server import BotAPIServer
+from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
@@ -517,13 +517,12 @@ async def test_e2e_401_alerts_once_naming_the_profile_and_never_the_key(
     fleet = await start_fleet(tmp_path, botapi, anthropic)
     for n in range(1, 4):
         botapi.push_message(OPERATOR, f"/assign revoked Task number {n}")
-        await botapi.wait_for_call(
-            "sendMessage",
-            lambda c, n=n: (
-                c.params["chat_id"] == FEED_CHAT and f"of <b>revoked</b> on task #{n}" in _text(c)
-            ),
-            timeout=20,
-        )
+        blocked = f"of <b>revoked</b> on task #{n}"
+
+        def announced(c: Call, blocked: str = blocked) -> bool:
+            return bool(c.params["chat_id"] == FEED_CHAT and blocked in _text(c))
+
+        await botapi.wait_for_call("sendMessage", announced, timeout=20)
     revoked = [r.api_key for r in anthropic.requests if r.api_key != ANTHROPIC_KEY]
     assert revoked == [BAD_KEY] * 3  # max_retries = 0: each task fails once, then is blocked
     alerts = [

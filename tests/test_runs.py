@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from storage import inbox, runs, tasks
 from storage.db import Database
@@ -66,7 +66,7 @@ async def test_wakes_back_off_after_two_runs_that_changed_nothing(db: Database) 
     expected = {0: 0, 1: 0, 2: 2, 3: 4, 4: 8, 5: 16, 6: 30, 7: 30}
     for idle, minutes in expected.items():
         async with db.claim() as session:
-            await session.execute(Run.__table__.delete())
+            await session.execute(delete(Run))
             if idle:
                 await tasks.note_run(session, task.id, changed=False)
             before = utcnow()
@@ -76,7 +76,7 @@ async def test_wakes_back_off_after_two_runs_that_changed_nothing(db: Database) 
         assert abs(delay - minutes) < 0.05, (idle, delay)
     async with db.claim() as session:
         await tasks.note_run(session, task.id, changed=True)
-        await session.execute(Run.__table__.delete())
+        await session.execute(delete(Run))
         await runs.wake(session, "coder", "comment", task_id=task.id)
     [run] = await queued(db, "coder")
     assert run.not_before <= utcnow()
@@ -87,7 +87,7 @@ async def test_a_comment_by_the_assignee_does_not_wake_it(db: Database) -> None:
         task = await tasks.create(
             session, title="Quiet", assignee="coder", creator="person:1", max_retries=3
         )
-        await session.execute(Run.__table__.delete())
+        await session.execute(delete(Run))
     async with db.claim() as session:
         await tasks.comment(session, task.id, actor="agent:coder", body="note to self")
     assert await queued(db, "coder") == []
