@@ -238,6 +238,8 @@ class RuntimeConfig(_Section):
     max_turns: int = Field(default=10, ge=1, le=100)
     context_budget_tokens: int = Field(default=200_000, ge=1000)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Idle heartbeats (skipped runs that did nothing) are deleted after this many days.
+    keep_idle_runs_days: int = Field(default=7, ge=1)
 
 
 class BudgetConfig(_Section):
