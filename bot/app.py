@@ -163,6 +163,7 @@ async def _serve(config: Config, db: Database) -> int:
             raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
+    scheduler.every("runs-prune", 3600, runtime.prune)
 
     async def expire_approvals() -> None:
         async with db.claim() as session:
