@@ -13,7 +13,7 @@ import logging
 import re
 from datetime import timedelta
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import CommandObject
 from aiogram.types import (
     CallbackQuery,
@@ -177,13 +177,12 @@ async def _forged(callback: CallbackQuery, person: Person) -> None:
 
 
 @router.message(F.reply_to_message.text.regexp(_PROMPT, mode="search"), flags=OPERATOR)
-async def reject_reason(message: Message, db: Database, person: Person) -> None:
+async def reject_reason(message: Message, bot: Bot, db: Database, person: Person) -> None:
     """A reply to a "Ana: reason for rejecting approval #12?" prompt: the rejection."""
     prompt = message.reply_to_message
     assert prompt is not None and prompt.text is not None
-    bot_user = prompt.from_user
-    if bot_user is None or not bot_user.is_bot:
-        return  # someone quoting the words, not our prompt
+    if prompt.from_user is None or prompt.from_user.id != bot.id:
+        return  # someone else's message with those words, not our prompt
     found = _PROMPT.search(prompt.text)
     assert found is not None
     reason = (message.text or "").strip()
