@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import outbox, tasks
+from storage import inbox, outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
 from storage.models import Approval, ApprovalEvent, ApprovalVote, DeployRun, Outbox, utcnow
@@ -121,14 +121,24 @@ Effect = Callable[[AsyncSession, Approval], Awaitable[object]]
 
 async def _tell_task(session: AsyncSession, approval: Approval) -> object:
     """Comment the outcome on the requesting task; the comment wakes its agent, on approval
-    and on rejection alike (with the reason)."""
-    if approval.task_id is None:
-        return None
+    and on rejection alike (with the reason). An agent that asked outside a task gets the
+    outcome in its inbox, which wakes it too."""
     settings = settings_of(session)
     body = f"Approval #{approval.id} ({approval.kind}: {summary(approval)}) " + outcome(
         approval, settings
     )
-    await tasks.comment(session, approval.task_id, actor=approval.decided_by or SYSTEM, body=body)
+    actor = approval.decided_by or SYSTEM
+    if approval.task_id is not None:
+        await tasks.comment(session, approval.task_id, actor=actor, body=body)
+    elif approval.requested_by.startswith("agent:"):
+        await inbox.send(
+            session,
+            approval.requested_by.removeprefix("agent:"),
+            kind="message",
+            source=actor,
+            body=body,
+            dedup_key=f"approval:{approval.id}:{approval.status}",
+        )
     return None
 
 

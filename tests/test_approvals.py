@@ -27,7 +27,16 @@ from integrations.deploy import DeployWorker
 from storage import agents as agent_state
 from storage import approvals, deploys, tasks, usage
 from storage.db import Database
-from storage.models import AgentState, Approval, DeployRun, Outbox, Run, TaskEvent, utcnow
+from storage.models import (
+    AgentState,
+    Approval,
+    DeployRun,
+    InboxMessage,
+    Outbox,
+    Run,
+    TaskEvent,
+    utcnow,
+)
 from tests import pg
 from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, write_config
 
@@ -624,3 +633,21 @@ async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) 
     assert (
         wrong.approval is None and wrong.refusal == f"there is no deploy approval #{approval.id}"
     )
+
+
+async def test_an_agent_that_asked_outside_a_task_hears_the_outcome_in_its_inbox(env: Env) -> None:
+    async with env.db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Renew the domain"},
+            requested_by="agent:coder",
+        )
+    decided = await vote(env.db, approval.id, OPERATOR, "Ben", "reject", reason="Already renewed")
+    assert decided.won
+    [message] = await rows(env.db, InboxMessage)
+    assert message.agent_id == "coder" and message.source == f"person:{OPERATOR}"
+    assert "(action: Renew the domain) rejected by Ben at " in message.body
+    assert message.body.endswith(": Already renewed")
+    [run] = await rows(env.db, Run)
+    assert run.agent_id == "coder" and run.status == "queued"
