@@ -26,7 +26,7 @@ from aiogram.types import (
 from bot.config import Config, Person, Role, parse_duration
 from bot.text import clip, esc, one_line
 from handlers.registry import command
-from handlers.tasks import MAX_ID, parse_task_id, person_actor, sentence, usage
+from handlers.tasks import parse_task_id, person_actor, sentence, usage
 from integrations.deploy import shown_command
 from storage import approvals, deploys, outbox
 from storage.approvals import ApprovalCb
@@ -97,7 +97,7 @@ async def _decide(
 async def press_approve(
     callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
 ) -> None:
-    if callback_data.id > MAX_ID:
+    if not 0 < callback_data.id <= approvals.MAX_ID:
         await _forged(callback, person)
         return
     decision = await _decide(db, callback_data.id, person, approvals.APPROVE)
@@ -113,7 +113,7 @@ async def press_reject(
 ) -> None:
     """Ask for the reason first; the rejection counts when the reply comes (and is checked
     again then)."""
-    if callback_data.id > MAX_ID:
+    if not 0 < callback_data.id <= approvals.MAX_ID:
         await _forged(callback, person)
         return
     async with db.session() as session:
@@ -139,8 +139,15 @@ async def press_reject(
 
 @router.callback_query(ApprovalCb.filter(F.a == "d"), flags=VIEWER)
 async def press_details(
-    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, config: Config
+    callback: CallbackQuery,
+    callback_data: ApprovalCb,
+    db: Database,
+    config: Config,
+    person: Person,
 ) -> None:
+    if not 0 < callback_data.id <= approvals.MAX_ID:
+        await _forged(callback, person)
+        return
     async with db.session() as session:
         approval = await approvals.get(session, callback_data.id)
         votes = await approvals.votes_of(session, callback_data.id) if approval else []
@@ -236,6 +243,9 @@ async def _approval_id(message: Message, word: str, line: str) -> int | None:
     if approval_id is None:
         problem = f"\n{esc(clip(word.strip(), 40))} is not an approval number." if word else ""
         await message.answer(line + problem)
+        return None
+    if approval_id > approvals.MAX_ID:
+        await message.answer(f"There is no approval #{esc(clip(word.strip(), 24))}.")
         return None
     return approval_id
 

@@ -50,6 +50,9 @@ ROLES = ("viewer", "operator", "owner")
 OWNER_ONLY = {"deploy": "deploys need an owner", "incident_p0": "P0 incidents need an owner"}
 
 _SETTINGS = "fleet_approvals"
+# Ids are INTEGER columns (32 bits on PostgreSQL): larger ones exist nowhere, and are answered
+# as such instead of failing inside the database.
+MAX_ID = 2**31 - 1
 
 
 class ApprovalCb(CallbackData, prefix="ap"):
@@ -273,6 +276,8 @@ def buttons(approval: Approval) -> list[list[outbox.Button]]:
 
 
 async def get(session: AsyncSession, approval_id: int) -> Approval | None:
+    if not 0 < approval_id <= MAX_ID:
+        return None
     return await session.get(Approval, approval_id, populate_existing=True)
 
 
@@ -522,6 +527,8 @@ async def decide(
     now = now or utcnow()
     settings = settings_of(session)
     actor = f"person:{person_id}"
+    if not 0 < approval_id <= MAX_ID:
+        return Decision(False, "", f"there is no approval #{approval_id}")
     locked = await session.execute(
         select(Approval)
         .where(Approval.id == approval_id)

@@ -421,6 +421,10 @@ async def test_unknown_ids_and_expired_approvals_are_refused(env: Env) -> None:
     missing = await vote(env.db, 999_999, OWNER, "Ana")
     assert not missing.won and missing.approval is None
     assert missing.refusal == "there is no approval #999999"
+    for beyond in (2**31, 2**70, 0, -1):  # not a row id on either backend: no query fails
+        assert (
+            await vote(env.db, beyond, OWNER, "Ana")
+        ).refusal == f"there is no approval #{beyond}"
     approval_id = await request_deploy(env.db, deadline=utcnow() - timedelta(seconds=1))
     late = await vote(env.db, approval_id, OWNER, "Ana")
     assert not late.won and late.refusal.startswith(f"approval #{approval_id} expired at ")

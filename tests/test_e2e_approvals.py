@@ -131,7 +131,8 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     viewer = await press(botapi, VIEWER, approve, message_id)
     assert viewer == "This action needs the operator role; you are viewer."
     assert await press(botapi, OPERATOR, approve, message_id) == "Deploys need an owner."
-    for forged in ("ap:y:zz", "ap:y:424242", "ap:", "ap:y:1:extra"):
+    forgeries = ("ap:y:zz", "ap:y:424242", "ap:", "ap:y:1:extra", "ap:x:1", "ap:d:99999999999")
+    for forged in (*forgeries, "ap:n:-1", "ap:y:" + "9" * 40):
         answer = await press(botapi, OWNER, forged, message_id)
         assert answer == "This button is not valid; nothing was changed.", forged
     assert "refused approval button with invalid data 'ap:y:zz' from Ana" in fleet.log
@@ -247,6 +248,9 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
         "/approve needs the operator role; you are viewer."
     )
     assert await reply_of(botapi, OWNER, "/approve 99") == "There is no approval #99."
+    assert await reply_of(botapi, OWNER, "/approve 4294967296") == (
+        "There is no approval #4294967296."
+    )
     assert (await reply_of(botapi, OWNER, "/deploy nowhere")).startswith(
         'Unknown deploy target "nowhere". Targets: site.'
     )
