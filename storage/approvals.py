@@ -45,6 +45,7 @@ APPROVE = "approve"
 REJECT = "reject"
 
 SYSTEM = "system:approvals"
+TOP = {"role": "owner"}  # where escalation goes: the owners
 ROLES = ("viewer", "operator", "owner")
 # Kinds that only an owner may decide, whatever the approval's approvers say.
 OWNER_ONLY = {"deploy": "deploys need an owner", "incident_p0": "P0 incidents need an owner"}
@@ -623,7 +624,8 @@ def _window_start(approval: Approval) -> datetime:
 
 
 async def sweep(session: AsyncSession, now: datetime | None = None) -> list[str]:
-    """Remind at half time, then escalate (once, to owners) or expire. Returns what it did."""
+    """Remind at half time, then escalate (once, to the owners, unless they were asked
+    already) or expire. Returns what it did."""
     now = now or utcnow()
     settings = settings_of(session)
     done: list[str] = []
@@ -635,7 +637,11 @@ async def sweep(session: AsyncSession, now: datetime | None = None) -> list[str]
     for approval in list(found.scalars()):
         assert approval.deadline is not None
         if now >= approval.deadline:
-            if approval.on_timeout == "escalate" and approval.escalated_at is None:
+            if (
+                approval.on_timeout == "escalate"
+                and approval.escalated_at is None
+                and approval.approvers != TOP  # owners have no next group: it expires
+            ):
                 if await _escalate(session, approval, settings, now):
                     done.append(f"escalated #{approval.id}")
             elif await _settle(session, approval, EXPIRED, actor=SYSTEM, reason=None, now=now):
@@ -688,7 +694,7 @@ async def _escalate(
         )
         .values(
             escalated_at=now,
-            approvers={"role": "owner"},
+            approvers=TOP,
             deadline=now + window,
             reminded_at=None,
         )

@@ -655,3 +655,12 @@ async def test_an_agent_that_asked_outside_a_task_hears_the_outcome_in_its_inbox
     assert message.body.endswith(": Already renewed")
     [run] = await rows(env.db, Run)
     assert run.agent_id == "coder" and run.status == "queued"
+
+
+async def test_an_approval_already_with_the_owners_expires_instead_of_escalating(env: Env) -> None:
+    approval_id = await request_deploy(
+        env.db, deadline=utcnow() + timedelta(minutes=10), on_timeout="escalate"
+    )
+    async with env.db.claim() as session:
+        done = await approvals.sweep(session, utcnow() + timedelta(minutes=11))
+    assert done == [f"expired #{approval_id}"]
