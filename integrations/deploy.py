@@ -1,11 +1,12 @@
 """Deploys: run a target's command, verify it against the real world, roll back on failure.
 
-The worker executes the deploy runs that approved deploy approvals queue (storage/deploys.py),
-one at a time (so at most one per target). A run: the command (no shell unless the target says
-`shell = true`; a timeout; output captured, secrets redacted), then verification (each URL must
-answer an expected status, and text if configured, within a timeout, retried). On failure the
-rollback command runs and verification runs again. The report says every step, its duration,
-the last 20 lines of output, and whether the target is verified or rolled back.
+The worker executes the deploy runs that approved deploy approvals queue (storage/deploys.py):
+one at a time per target, different targets side by side. A run: the command (no shell unless
+the target says `shell = true`; a timeout; output captured, secrets redacted), then
+verification (each URL must answer an expected status, and text if configured, within a
+timeout, retried). On failure the rollback command runs and verification runs again. The report
+says every step, its duration, the last 20 lines of output, and whether the target is verified
+or rolled back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shlex
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from html import escape
 from pathlib import Path
@@ -88,32 +90,61 @@ class DeployWorker:
         return interrupted
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Start every run that may start (targets run side by side, each one at a time),
+        until `stop`. Cancelled (shutdown past its grace), it cancels the runs in progress,
+        which kills their commands; the next start reports them interrupted."""
         await self.recover()
-        while not stop.is_set():
-            try:
-                worked = await self.run_once()
-            except Exception:  # the worker must outlive one bad run or a database hiccup
-                log.exception("deploy pass failed; retrying in %.0f s", self.idle_poll)
-                worked = False
-            if worked:
-                continue
-            self._wake.clear()
-            waiters = {
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(self._wake.wait()),
-            }
-            await asyncio.wait(
-                waiters, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
+        active: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    while (run := await self._claim()) is not None:
+                        task = asyncio.create_task(self._carry_out(run), name=f"deploy-{run.id}")
+                        active.add(task)
+                        task.add_done_callback(self._finished(active))
+                except Exception:  # the worker must outlive a database hiccup
+                    log.exception("deploy pass failed; retrying in %.0f s", self.idle_poll)
+                waiters = {
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(self._wake.wait()),
+                }
+                await asyncio.wait(
+                    waiters, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+            if active:
+                await asyncio.wait(set(active))
+        finally:
+            left = list(active)
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.gather(*left, return_exceptions=True)
+
+    def _finished(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            active.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("deploy task failed", exc_info=task.exception())
+            self.wake()  # its target is free: a run queued behind it may start
+
+        return done
 
     async def run_once(self) -> bool:
-        """Claim and execute one pending run; False when there was none."""
-        async with self.db.claim() as session:
-            run = await deploys.claim_next(session)
+        """Claim and carry out one pending run, waiting for it; False when there was none."""
+        run = await self._claim()
         if run is None:
             return False
+        await self._carry_out(run)
+        return True
+
+    async def _claim(self) -> DeployRun | None:
+        async with self.db.claim() as session:
+            return await deploys.claim_next(session)
+
+    async def _carry_out(self, run: DeployRun) -> None:
         target = target_of(self.config, run.target)
         if target is None:
             outcome = Outcome(
@@ -136,7 +167,6 @@ class DeployWorker:
                 note=note(run, outcome, tail),
             )
         log.info("deploy run #%d of %s: %s", run.id, run.target, outcome.status)
-        return True
 
     async def execute(self, target: DeployConfig, ref: str | None) -> Outcome:
         steps: list[Step] = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from agents import tools
 from agents.org import OrgChart
@@ -53,6 +53,23 @@ for i in range(30):
 state.write_text(sys.argv[2])
 with open(sys.argv[3], "a") as runs:
     runs.write(sys.argv[2] + "\\n")
+"""
+
+# The deploy waits for a release file the test writes, so the test can act while a deploy is
+# in progress without guessing how long anything takes.
+GATED_SCRIPT = """
+import sys, time
+from pathlib import Path
+state, writes, runs, gate = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+print("deploying", writes, flush=True)
+for _ in range(1200):
+    if gate.exists():
+        break
+    time.sleep(0.05)
+state.write_text(writes)
+with runs.open("a") as log:
+    log.write(writes + "\\n")
+print("done", flush=True)
 """
 
 
@@ -664,3 +681,52 @@ async def test_an_approval_already_with_the_owners_expires_instead_of_escalating
     async with env.db.claim() as session:
         done = await approvals.sweep(session, utcnow() + timedelta(minutes=11))
     assert done == [f"expired #{approval_id}"]
+
+
+async def wait_until(db: Database, sql: str, expected: list[Any], timeout: float = 30) -> None:
+    """Wait until the query returns `expected` (the worker writes as its processes finish)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with db.session() as session:
+            found = [tuple(row) for row in await session.execute(text(sql))]
+        if found == expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{sql} gave {found}, expected {expected}")
+        await asyncio.sleep(0.05)
+
+
+async def test_targets_deploy_side_by_side_and_each_one_at_a_time(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_SCRIPT, encoding="utf-8")
+    tables = ""
+    for target in ("site", "docs"):
+        args = f"{tmp_path / 'state'} {target} {tmp_path / 'runs.log'} {tmp_path / 'release'}"
+        tables += f'[[deploys]]\nid = "{target}"\ncommand = "{sys.executable} {script} {args}"\n'
+    env = await open_env(tmp_path, site, monkeypatch, tables)
+    stop = asyncio.Event()
+    worker = DeployWorker(env.config, env.db)
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for target in ("site", "site", "docs"):
+            async with env.db.claim() as session:
+                approval = await approvals.request(
+                    session,
+                    kind="deploy",
+                    payload=approvals.deploy_payload(target, None, "gated"),
+                    requested_by=f"person:{OWNER}",
+                )
+            assert (await vote(env.db, approval.id, OWNER, "Ana")).won
+        sql = "SELECT target, status FROM deploy_runs ORDER BY id"
+        await wait_until(
+            env.db, sql, [("site", "running"), ("site", "pending"), ("docs", "running")]
+        )
+        (tmp_path / "release").write_text("go")
+        done = [("site", "succeeded"), ("site", "succeeded"), ("docs", "succeeded")]
+        await wait_until(env.db, sql, done)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+        await env.db.dispose()

@@ -21,24 +21,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
-from tests.test_approvals import SECOND_OWNER, Site
-
-# The deploy waits for a release file the test writes, so the test can act while a deploy is
-# in progress without guessing how long anything takes.
-GATED_SCRIPT = """
-import sys, time
-from pathlib import Path
-state, writes, runs, gate = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-print("deploying", writes, flush=True)
-for _ in range(1200):
-    if gate.exists():
-        break
-    time.sleep(0.05)
-state.write_text(writes)
-with runs.open("a") as log:
-    log.write(writes + "\\n")
-print("done", flush=True)
-"""
+from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Site
 
 
 def fleet_config(tmp_path: Path, botapi: BotAPIServer, site: Site, writes: str = "v2") -> Path:
