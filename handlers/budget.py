@@ -3,8 +3,9 @@
 When an agent's month-to-date spend reaches its budget, the gateway pauses it and posts a
 stop to `alerts` with a `RaiseBudget` button (see `agents.gateway`). The owner's press raises
 the budget by `[budget] raise_step_usd` and resumes the agent, once: the press decides the
-stop's approval row with a conditional update, and a second or stale press answers who decided
-it and when. `/budget <agent> <usd>` sets a budget outright.
+stop's approval (kind budget) through `storage.approvals.decide`, like any approval (so
+`/approve <id>` works too), and a second or stale press answers who decided it and when.
+`/budget <agent> <usd>` sets a budget outright.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ calendar months in UTC, like the budgets they are compared with.
 
 A budget is the agent's `AgentState.budget_usd_month` when set (by /budget or a "Raise budget"
 press), else its `budget_usd_month` from the config. A raise is decided once: the stop posts a
-pending approval of kind "budget", and `raise_budget` approves it with a conditional update
-before it touches the budget.
+pending approval of kind "budget"; `storage.approvals.decide` approves it with a conditional
+update and then runs `apply_raise`, the budget effect, in the same transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, cast, func, literal, select, update
+from sqlalchemy import ColumnElement, Date, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -314,34 +314,6 @@ async def request_raise(
     return approval, True
 
 
-async def raise_budget(
-    session: AsyncSession,
-    approval_id: int,
-    *,
-    by: str,
-    configured: Mapping[str, float | None],
-    now: datetime | None = None,
-) -> BudgetChange:
-    """Approve a pending budget approval and raise the agent's budget by its step; resume the
-    agent if its budget paused it and it is now under the new budget. A press on an approval
-    decided already changes nothing (won=False)."""
-    now = now or utcnow()
-    decided = await session.execute(
-        update(Approval)
-        .where(Approval.id == approval_id, Approval.kind == "budget", Approval.status == PENDING)
-        .values(status=APPROVED, decided_by=by, decided_at=now)
-        .returning(Approval.payload)
-    )
-    payload = decided.scalar_one_or_none()
-    approval = await session.get(Approval, approval_id, populate_existing=True)
-    if payload is None or approval is None:
-        agent_id = (
-            approval.payload.get("agent") if approval and approval.kind == "budget" else None
-        )
-        return BudgetChange(False, agent_id, approval if agent_id else None)
-    return await apply_raise(session, approval, by=by, configured=configured, now=now)
-
-
 async def apply_raise(
     session: AsyncSession,
     approval: Approval,
@@ -350,7 +322,9 @@ async def apply_raise(
     configured: Mapping[str, float | None],
     now: datetime,
 ) -> BudgetChange:
-    """The effect of an approved budget approval: raise by its step, resume if now under."""
+    """The effect of an approved budget approval (run by `storage.approvals.decide`): raise
+    the agent's budget by the approval's step, and resume the agent if its budget paused it
+    and it is now under the new budget."""
     payload = approval.payload
     agent_id = str(payload["agent"])
     step = Decimal(str(payload["step"]))
