@@ -34,9 +34,12 @@ class Scheduler:
         self.db = db
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[Any]] = set()
+        # job id -> interval in seconds of every `every` job, for the watchdog.
+        self.intervals: dict[str, int] = {}
 
     def every(self, job_id: str, seconds: int, func: JobFunc) -> None:
         """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
+        self.intervals[job_id] = seconds
         self.scheduler.add_job(
             self._tracked(self._with_beat(job_id, seconds, func)),
             IntervalTrigger(seconds=seconds, timezone=UTC),
