@@ -114,6 +114,9 @@ class Scheduler:
 
     async def shutdown(self, grace: float) -> None:
         """Start no more jobs; give the running ones `grace` seconds to finish."""
-        self.scheduler.shutdown(wait=False)
+        # APScheduler's asyncio executor cancels the jobs still running when it shuts down
+        # (a job cancelled inside its commit logs a traceback): pause, wait, then shut down.
+        self.scheduler.pause()
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace)
+        self.scheduler.shutdown(wait=False)

@@ -67,6 +67,9 @@ async def probe_http(check: CheckConfig, seconds: float) -> Probe:
             status = response.status
     except TimeoutError:
         return Probe(False, f"no answer within {seconds:g} s")
+    except aiohttp.ClientConnectorError as err:
+        reason = err.os_error.strerror or type(err.os_error).__name__
+        return Probe(False, f"cannot connect to {err.host}:{err.port}: {reason}")
     except aiohttp.ClientError as err:
         return Probe(False, f"{type(err).__name__}: {err}"[:300])
     latency_ms = int((time.monotonic() - started) * 1000)

@@ -20,14 +20,14 @@ from agents.org import OrgChart
 from bot.config import Config, load_config
 from storage import incidents, tasks
 from storage.db import Database
-from storage.models import Approval, Incident, InboxMessage, Outbox, TaskEvent
+from storage.models import Approval, InboxMessage, Incident, Outbox, TaskEvent
 from tests.fleet import (
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
-    TOKEN,
     FEED_CHAT,
     OPERATOR,
     OWNER,
+    TOKEN,
     VIEWER,
     write_config,
 )
@@ -207,7 +207,7 @@ async def test_p0_posts_an_approval_and_pages_only_after_a_person_approves(env: 
     assert sorted((p.chat_id, p.topic) for p in pages) == sorted(
         [(FEED_CHAT, ALERTS_TOPIC), (OWNER, None), (OPERATOR, None)]
     )
-    assert all(VIEWER != p.chat_id for p in pages)
+    assert all(p.chat_id != VIEWER for p in pages)
     assert f"tg://user?id={OWNER}" in pages[0].text and "Database down" in pages[0].text
     # A repeated effect (a retried transaction) pages nobody twice.
     async with env.db.claim() as session:
