@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+ENV_FILE = "/etc/fleetbridge/env"
+
 
 def units(config_path: Path, fleet_bin: Path | None = None) -> dict[str, str]:
     """fleet.service (the bot), fleet-watchdog.service and fleet-watchdog.timer."""
@@ -22,16 +24,19 @@ Wants=network-online.target
 [Service]
 Type=simple
 WorkingDirectory={workdir}
+# Secrets the config references: TELEGRAM_BOT_TOKEN=..., ANTHROPIC_API_KEY=... (chmod 600).
+EnvironmentFile=-{ENV_FILE}
 ExecStart={command % "run"}
 Restart=on-failure
 RestartSec=5
+# 2 (config), 3 (another poller) and 4 (token rejected) do not fix themselves by restarting.
+RestartPreventExitStatus=2 3 4
 # Stop the bot and every command it started (checks, recoveries, deploys) together.
 KillMode=control-group
 TimeoutStopSec=60
-# Secrets: EnvironmentFile=%h/.config/fleet/env (TELEGRAM_BOT_TOKEN=..., ANTHROPIC_API_KEY=...)
 
 [Install]
-WantedBy=default.target
+WantedBy=multi-user.target
 """,
         "fleet-watchdog.service": f"""[Unit]
 Description=fleetbridge watchdog: checks fleet.service from outside and alerts if it is down
@@ -39,6 +44,7 @@ Description=fleetbridge watchdog: checks fleet.service from outside and alerts i
 [Service]
 Type=oneshot
 WorkingDirectory={workdir}
+EnvironmentFile=-{ENV_FILE}
 ExecStart={command % "watchdog --once"}
 # Exit 1 means problems were found (and posted); that is not a failure of this unit.
 SuccessExitStatus=1

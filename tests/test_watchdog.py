@@ -202,3 +202,16 @@ async def test_watchdog_once_reports_a_stopped_fleet_run(
     code, out = await run_cli("watchdog", "--once", "--config", str(config))
     assert code == 1 and "already posted" in out
     assert len([c for c in botapi.calls_of("sendMessage") if "looks down" in str(c.params)]) == 1
+
+
+async def test_fleet_systemd_prints_the_bot_and_watchdog_units(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    code, out = await run_cli("systemd", "--config", str(config))
+    assert code == 0
+    names = [line.removeprefix("# --- ") for line in out.splitlines() if line.startswith("# --- ")]
+    assert names == ["fleet.service", "fleet-watchdog.service", "fleet-watchdog.timer"]
+    bot, watchdog, timer = out.split("# --- ")[1:]
+    assert "Restart=on-failure" in bot and "KillMode=control-group" in bot
+    assert f"run --config {config.resolve()}" in bot
+    assert f"watchdog --once --config {config.resolve()}" in watchdog
+    assert "OnUnitActiveSec=5min" in timer
