@@ -1,7 +1,7 @@
 """incidents: alert messages, check state
 
 Revision ID: 0004_incidents
-Revises: 0002
+Revises: 0006_usage_cache_ttl
 Create Date: 2026-11-25 12:07:40.798720
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0004_incidents"
-down_revision: str | None = "0002"
+down_revision: str | None = "0006_usage_cache_ttl"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
