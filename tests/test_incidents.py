@@ -6,9 +6,10 @@ branch provides `approvals.decide`, which calls it in the decision's transaction
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from sqlalchemy import select, update
 
 from agents import tools
 from agents.org import OrgChart
+from bot.alerting import Alerting
 from bot.config import Config, load_config
 from storage import incidents, tasks
 from storage.db import Database
-from storage.models import Approval, InboxMessage, Incident, Outbox, TaskEvent
+from storage.models import Approval, InboxMessage, Incident, Outbox, TaskEvent, utcnow
+from tests import pg
 from tests.fleet import (
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
@@ -77,25 +80,30 @@ class Env:
             return list(found.scalars())
 
 
-@pytest.fixture
-async def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Env]:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
-    config = load_config(write_config(tmp_path, "http://127.0.0.1:9", agents=AGENTS))
-    db = Database(config.database.url)
-    await db.migrate()
-    async with db.claim() as session:
-        task = await tasks.create(
-            session,
-            title="Watch the logs",
-            assignee="security",
-            creator="agent:hub",
-            max_retries=1,
-        )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = await stack.enter_async_context(pg.temporary_database("incidents"))
+        path = write_config(tmp_path, "http://127.0.0.1:9", agents=AGENTS, database_url=url)
+        config = load_config(path)
+        db = Database(config.database.url)
+        stack.push_async_callback(db.dispose)
+        await db.migrate()
+        async with db.claim() as session:
+            task = await tasks.create(
+                session,
+                title="Watch the logs",
+                assignee="security",
+                creator="agent:hub",
+                max_retries=1,
+            )
         yield Env(config, db, OrgChart(config), task.id)
-    finally:
-        await db.dispose()
 
 
 async def decide(db: Database, approval_id: int, status: str, by: str) -> None:
@@ -236,3 +244,88 @@ async def test_open_incident_dedups_and_never_grants_above_p2(env: Env) -> None:
     assert fresh and reopened.id != one.id
     # Never announced (resolved before any alert): no resolved notice either.
     assert await env.rows(Outbox) == []
+
+
+async def shift(db: Database, seconds: float, *, alerted: bool = False) -> None:
+    """Move incidents' opened_at (or alerted_at and reminded_at) back in time: the test's
+    stand-in for waiting out group_wait, group_interval or repeat_interval."""
+    async with db.claim() as session:
+        for incident in (await session.execute(select(Incident))).scalars():
+            if alerted:
+                if incident.alerted_at is not None:
+                    incident.alerted_at -= timedelta(seconds=seconds)
+                if incident.reminded_at is not None:
+                    incident.reminded_at -= timedelta(seconds=seconds)
+            else:
+                incident.opened_at -= timedelta(seconds=seconds)
+
+
+async def test_alerts_feed_groups_waits_silences_and_reminds(env: Env) -> None:
+    alerting = Alerting(env.config, env.db)  # Alertmanager's defaults: 30 s, 5 min, 4 h
+
+    async def open_(fingerprint: str, severity: str = "P2") -> Incident:
+        async with env.db.claim() as session:
+            incident, _ = await incidents.open_incident(
+                session, fingerprint=fingerprint, severity=severity, title=fingerprint, source="t"
+            )
+        return incident
+
+    async def alerts() -> list[Outbox]:
+        return await env.rows(Outbox, Outbox.feed == "alerts")
+
+    a, b = await open_("disk"), await open_("cpu")
+    await open_("noise", "P3")
+    short = await open_("blip")
+    await alerting.flush()
+    assert await alerts() == []  # inside group_wait
+    async with env.db.claim() as session:
+        assert await incidents.resolve(session, fingerprint="blip", actor="check:blip")
+    await shift(env.db, 31)
+    await alerting.flush()
+    [burst] = await alerts()
+    assert "2 incidents" in burst.text and "disk" in burst.text and "cpu" in burst.text
+    assert "noise" not in burst.text and "blip" not in burst.text  # P3; resolved in group_wait
+    assert burst.buttons is not None and len(burst.buttons) == 2
+    keys = {i.fingerprint: i.alert_key for i in await env.rows(Incident)}
+    assert keys["disk"] == keys["cpu"] == burst.dedup_key and keys["noise"] is None
+    assert short.id not in {
+        i.id for i in await env.rows(Incident, Incident.alert_key.is_not(None))
+    }
+
+    await open_("memory")
+    await shift(env.db, 31)
+    await alerting.flush()
+    assert len(await alerts()) == 1  # group_interval (5 min) since the burst
+    await shift(env.db, 301, alerted=True)
+    await alerting.flush()
+    assert "memory" in (await alerts())[-1].text
+
+    async with env.db.claim() as session:
+        await incidents.silence(session, "quiet", utcnow() + timedelta(hours=1), actor="t")
+    await open_("check:quiet")
+    await shift(env.db, 400)
+    await shift(env.db, 400, alerted=True)
+    await alerting.flush()
+    assert not any("quiet" in o.text for o in await alerts())  # silenced before it fired
+
+    async with env.db.claim() as session:
+        assert await incidents.confirm_p1(session, a.id, actor="agent:hub")
+    [p1] = await env.rows(Outbox, Outbox.dedup_key == f"incident-p1:{a.id}")
+    assert p1.reply_to == burst.dedup_key
+    await shift(env.db, 4 * 3600 + 1, alerted=True)
+    await alerting.flush()
+    await alerting.flush()
+    reminders = await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))
+    assert len(reminders) == 1 and reminders[0].reply_to == burst.dedup_key
+    assert f"#{a.id}" in reminders[0].text
+    async with env.db.claim() as session:
+        assert await incidents.acknowledge(session, a.id, actor=f"person:{OPERATOR}")
+        assert not await incidents.acknowledge(session, a.id, actor=f"person:{OPERATOR}")
+    await shift(env.db, 4 * 3600 + 1, alerted=True)
+    await alerting.flush()
+    assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))) == 1
+
+    async with env.db.claim() as session:
+        assert await incidents.resolve_id(session, b.id, actor=f"person:{OPERATOR}")
+    [done] = await env.rows(Outbox, Outbox.dedup_key == f"incident-resolved:{b.id}")
+    assert done.reply_to == burst.dedup_key and "Resolved" in done.text
