@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -151,12 +152,27 @@ async def test_stale_leases_and_a_wrong_clock_are_problems(
                     started_at=now - timedelta(hours=1),
                 )
             )
+            # The hub beats every 30 min; its last successful heartbeat was 3 h ago.
+            session.add(
+                Run(
+                    agent_id="hub",
+                    trigger="schedule",
+                    status="succeeded",
+                    started_at=now - timedelta(hours=3),
+                    finished_at=now - timedelta(hours=3),
+                )
+            )
         problems = await find_problems(db, config, expected={}, since=None)
     finally:
         await runner.cleanup()
     by_key = {p.key: p.text for p in problems}
     assert by_key["lease:1"].startswith("run #1 of coder holds a lease that expired")
-    assert "the clock is 300 s ahead of" in by_key["clock"]
+    # The Date header has whole seconds: 300 s, or 301 s when cut just before a second ends.
+    assert re.match(r"the clock is 30[01] s ahead of http://127\.0\.0\.1:", by_key["clock"])
+    assert by_key["heartbeat:hub"] == (
+        "agent hub has had no successful heartbeat for 3 h (heartbeat 30m)"
+    )
+    assert set(by_key) == {"lease:1", "clock", "heartbeat:hub"}
 
 
 def to_alerts(call: Call) -> bool:
