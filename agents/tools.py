@@ -296,6 +296,11 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         )
         if approval is None:
             return refused(f"incident #{incident_id} is P0 already")
+        if approval.status != "pending":
+            return refused(
+                f"P0 for incident #{incident_id} was {approval.status} already "
+                f"(approval #{approval.id}); a person decided, do not ask again"
+            )
         feed = ctx.config.feed("approvals")
         if feed is not None:
             await outbox.enqueue(

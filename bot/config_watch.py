@@ -3,10 +3,11 @@
 On start the validated config file is copied to `<config>.last-good` beside it, with its
 SHA-256 in `<config>.last-good.sha256` (beside the config, not in the data dir, so that
 `fleet config rollback --config X` finds it with nothing else configured). The
-`config-watch` job polls the file's mtime, size and hash. A changed file is validated before
-anything uses it: a bad edit keeps the running config and alerts with every problem; a valid
-edit is reported with the sections it changes. Nothing is applied live: every change takes
-effect at the next restart, and the message says so.
+`config-watch` job polls the file's mtime and size; a file that changed and then held still
+for one poll is hashed and validated before anything uses it: a bad edit keeps the running
+config and alerts with every problem; a valid edit is reported with the sections it changes.
+Nothing is applied live: every change takes effect at the next restart, and the message says
+so.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class ConfigWatch:
         self.db = db
         self.running_digest = loaded_digest
         self.seen = _Seen(self._stat(), loaded_digest)
+        self.settling: tuple[int, int] | None = None
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -102,7 +104,14 @@ class ConfigWatch:
     async def run(self) -> None:
         stat = self._stat()
         if stat == self.seen.stat:
+            self.settling = None
             return
+        if stat != self.settling:
+            # Editors and scripts write in steps (truncate, then write): judge the file only
+            # once it has held still for one poll, or a half-written file would be "invalid".
+            self.settling = stat
+            return
+        self.settling = None
         path = self.config.path
         try:
             data = path.read_bytes()

@@ -13,6 +13,7 @@ about an incident already announced replies to the announcing message, found thr
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.text import esc
 from storage import approvals, outbox
 from storage.models import Approval, Incident, Outbox, Silence, utcnow
 
@@ -63,8 +63,9 @@ class Page:
         return cls(alerts, people)
 
 
-def _rank(severity: str) -> int:
-    return SEVERITIES.index(severity)
+def esc(value: object) -> str:
+    """Telegram HTML escaping (as bot.text.esc; storage does not import the bot package)."""
+    return html.escape(str(value), quote=True)
 
 
 async def open_incident(

@@ -29,7 +29,7 @@ class FleetSummary:
 
 
 async def fleet_summary(session: AsyncSession) -> FleetSummary:
-    """Everything /status shows, in two queries (it is the most frequent command)."""
+    """Everything /status shows, in three queries (it is the most frequent command)."""
     statement = union_all(
         select(literal_column("'paused'", String), AgentState.agent_id, func.count())
         .where(AgentState.paused)

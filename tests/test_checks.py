@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bot.config import CheckConfig
+from integrations.checks import probe
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     ALERTS_TOPIC,
@@ -256,3 +258,56 @@ async def command(botapi: BotAPIServer, user: int, text: str) -> str:
         "sendMessage", lambda c: c.params["chat_id"] == user, after=after, timeout=15
     )
     return str(reply.params["text"])
+
+
+# --- probes on their own -----------------------------------------------------------------------
+
+
+async def test_probes_judge_status_text_latency_commands_and_timeouts(tmp_path: Path) -> None:
+    async def slow(_request: web.Request) -> web.Response:
+        await asyncio.sleep(0.5)
+        return web.Response(text="ok")
+
+    async def teapot(_request: web.Request) -> web.Response:
+        return web.Response(status=418, text="short and stout")
+
+    app = web.Application()
+    app.router.add_get("/ok", _ok)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/teapot", teapot)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+
+        def http(path: str, **more: object) -> CheckConfig:
+            return CheckConfig.model_validate({"id": "c", "http": base + path, **more})
+
+        assert (await probe(http("/ok", expect_text="ok"))).ok
+        missing = await probe(http("/ok", expect_text="healthy"))
+        assert not missing.ok and "without 'healthy'" in missing.detail
+        wrong = await probe(http("/teapot"))
+        assert (wrong.ok, wrong.detail) == (False, "HTTP 418 (expected 200)")
+        assert (await probe(http("/teapot", expect_status=[418]))).ok
+        # 500 ms against a 100 ms limit: a failure; against 5 s: fine.
+        late = await probe(http("/slow", max_latency="100ms"))
+        assert not late.ok and "limit 100ms" in late.detail
+        assert (await probe(http("/slow", max_latency="5s"))).ok
+    finally:
+        await runner.cleanup()
+
+    def cmd(command: str, timeout: str = "10s") -> CheckConfig:
+        return CheckConfig(id="c", command=command, timeout=timeout)
+
+    assert (await probe(cmd("true"))).ok
+    failed = await probe(cmd("echo nope; exit 4"))
+    assert (failed.ok, failed.detail) == (False, "exit 4: nope")
+    marker = tmp_path / "survived"
+    killed = await probe(cmd(f"sleep 30; touch {marker}", timeout="1s"))
+    assert (killed.ok, killed.detail) == (False, "timed out: killed after 1 s")
+    assert not marker.exists()
+    bad = await probe(CheckConfig(id="c", tcp="no-port-here"))
+    assert (bad.ok, bad.detail) == (False, "'no-port-here' is not host:port")
+    closed = await probe(CheckConfig(id="c", tcp=f"127.0.0.1:{free_port()}"))
+    assert not closed.ok and closed.detail.startswith("cannot connect")

@@ -77,7 +77,9 @@ async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restor
     )
     assert "Changed: timezone." in changed.params["text"]
     assert "restart" in changed.params["text"]
-    assert len([c for c in botapi.calls_of("sendMessage") if to_alerts(c)]) == 2
+    # (The hub, woken by the oversight notice, fails its run with no model here: not counted.)
+    posted = [str(c.params["text"]) for c in botapi.calls_of("sendMessage") if to_alerts(c)]
+    assert len([t for t in posted if "Config file" in t]) == 2, posted
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
 

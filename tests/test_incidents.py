@@ -206,6 +206,10 @@ async def test_p0_posts_an_approval_and_pages_only_after_a_person_approves(env: 
     await decide(env.db, approvals[1].id, "rejected", f"person:{OWNER}")
     [rejected] = await env.rows(Incident, Incident.id == second.id)
     assert rejected.severity == "P2" and rejected.confirmations[-1]["p0"] == "rejected"
+    asked = await tools.execute(
+        env.ctx("hub", run_id=10), "confirm_incident", {"incident_id": second.id, "severity": "P0"}
+    )
+    assert not asked.ok and "was rejected already" in asked.content
     assert len(await env.rows(Outbox)) == 2  # nothing paged
 
     await decide(env.db, approvals[0].id, "approved", f"person:{OWNER}")
