@@ -73,9 +73,7 @@ async def find_problems(
         paused = set(
             (await session.execute(select(AgentState.agent_id).where(AgentState.paused))).scalars()
         )
-        last_heartbeats = {
-            agent.id: await _last_heartbeat(session, agent.id) for agent in config.agents
-        }
+        last_heartbeats = await _last_heartbeats(session)
     if expected is None:
         expected = {
             job_id: beat.interval_s
@@ -122,7 +120,7 @@ async def find_problems(
         if not agent.heartbeat or agent.id in paused:
             continue
         window = 2 * parse_duration(agent.heartbeat) + lease + _quiet_length(agent.quiet_hours)
-        last = last_heartbeats[agent.id]
+        last = last_heartbeats.get(agent.id)
         reference = max((t for t in (last, since) if t is not None), default=None)
         if reference is not None and now - reference > window:
             found.append(
@@ -145,12 +143,14 @@ async def find_problems(
     return found
 
 
-async def _last_heartbeat(session: AsyncSession, agent_id: str) -> datetime | None:
-    stmt = select(func.max(Run.finished_at)).where(
-        Run.agent_id == agent_id, Run.status.in_((runs.SUCCEEDED, runs.SKIPPED))
+async def _last_heartbeats(session: AsyncSession) -> dict[str, datetime]:
+    """Each agent's last successful (or idle-skipped) run, in one query."""
+    stmt = (
+        select(Run.agent_id, func.max(Run.finished_at))
+        .where(Run.status.in_((runs.SUCCEEDED, runs.SKIPPED)))
+        .group_by(Run.agent_id)
     )
-    value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
-    return value
+    return {agent_id: at for agent_id, at in (await session.execute(stmt)).all() if at}
 
 
 def _quiet_length(quiet: str | None) -> timedelta:
