@@ -11,7 +11,6 @@ the Bot API (the outbox sender is dead then); its exit code is 1 when it found p
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ CORE_JOBS = ("telegram-poll", "watchdog")
 # Outside the process, beats older than this belong to jobs that no longer exist.
 FORGOTTEN = timedelta(days=7)
 EXIT_PROBLEMS = 1
+ONCE_PREFIX = "watchdog-once:"
 
 
 @dataclass(frozen=True)
@@ -258,19 +258,20 @@ async def once(config: Config) -> int:
         text = "🛑 <b>fleet watchdog</b>: the main process looks down or stuck\n" + "\n".join(
             f"• {esc(p.text)}" for p in problems
         )
-        # One post per set of problems per repeat_interval, however often cron runs this.
-        window = int(time.time() // config.alerting.seconds("repeat_interval"))
-        digest = hashlib.sha256("\n".join(sorted(p.key for p in problems)).encode()).hexdigest()
-        key = f"watchdog-once:{digest[:16]}:{window}"
+        # One post per repeat_interval while the process is down, however often this runs.
         to = outbox.Destination(feed.chat_id, feed.topic, "alerts")
+        repeat = timedelta(seconds=config.alerting.seconds("repeat_interval"))
+        key = f"{ONCE_PREFIX}{int(time.time())}"
         async with db.claim() as session:
-            row = await outbox.enqueue(session, to, text, dedup_key=key)
+            last = await outbox.latest(session, ONCE_PREFIX)
+            row = None
+            if last is None or utcnow() - last.created_at >= repeat:
+                row = await outbox.enqueue(session, to, text, dedup_key=key)
             if row is not None:
                 # Claimed as sent now, so a sender that comes back does not post it again.
-                await outbox.record_part(session, row, 0, [])
                 await outbox.mark_sent(session, row)
         if row is None:
-            print("already posted for these problems in this repeat interval")
+            print("already posted within repeat_interval; not posted again")
             return EXIT_PROBLEMS
         bot = make_bot(config)
         try:
