@@ -44,7 +44,7 @@ def _line(incident: Incident, config: Config) -> str:
         state = f"silenced until {when(incident.silenced_until, config.tz)}"
     requested = f", {incident.requested_severity} requested" if incident.requested_severity else ""
     return (
-        f"#{incident.id} {incident.severity} {esc(clip(incident.title, 120))} "
+        f"#{incident.id} {incident.severity} {esc(clip(incident.title, 80))} "
         f"({esc(state)}{requested}, since {esc(when(incident.opened_at, config.tz))})"
     )
 
@@ -54,10 +54,12 @@ async def list_incidents(message: Message, db: Database, config: Config) -> None
     """Open, acknowledged and silenced incidents"""
     async with db.session() as session:
         found = await incidents.listing(session)
+        total = await incidents.count_live(session)
     if not found:
         await message.answer("No open incidents.")
         return
-    await message.answer("<b>Incidents</b>\n" + "\n".join(_line(i, config) for i in found))
+    more = f"\n… and {total - len(found)} more" if total > len(found) else ""
+    await message.answer("<b>Incidents</b>\n" + "\n".join(_line(i, config) for i in found) + more)
 
 
 def _incident_id(args: str | None) -> int | None:
@@ -86,7 +88,9 @@ async def resolve(message: Message, command: CommandObject, db: Database, person
         await message.answer(usage("resolve", "<incident id>"))
         return
     async with db.claim() as session:
-        won = await incidents.resolve_id(session, incident_id, actor=person_actor(person))
+        won = await incidents.resolve_id(
+            session, incident_id, actor=person_actor(person), by=person.name
+        )
         incident = await incidents.get(session, incident_id)
     await message.answer(_outcome(incident, won, "resolved"))
 
@@ -144,7 +148,9 @@ async def press(
             if callback_data.action == "ack":
                 changed += await incidents.acknowledge(session, incident.id, actor=actor)
             elif callback_data.action == "resolve":
-                changed += await incidents.resolve_id(session, incident.id, actor=actor)
+                changed += await incidents.resolve_id(
+                    session, incident.id, actor=actor, by=person.name
+                )
             elif incident.status in incidents.LIVE:
                 until = utcnow() + SILENCES[callback_data.action]
                 changed += len(

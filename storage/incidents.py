@@ -125,9 +125,12 @@ async def resolve(session: AsyncSession, *, fingerprint: str, actor: str) -> boo
     return incident is not None and await resolve_id(session, incident.id, actor=actor)
 
 
-async def resolve_id(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
-    """Resolve an incident; an announced one gets a resolved notice replying to its alert.
-    One that resolves before it was announced (inside group_wait) is never posted at all."""
+async def resolve_id(
+    session: AsyncSession, incident_id: int, *, actor: str, by: str | None = None
+) -> bool:
+    """Resolve an incident; an announced one gets a resolved notice replying to its alert
+    (saying `by`, a person's name, or else who `actor` is). One that resolves before it was
+    announced (inside group_wait) is never posted at all."""
     now = utcnow()
     won = await _set(
         session, incident_id, LIVE, status=RESOLVED, resolved_at=now, resolved_by=actor[:64]
@@ -139,7 +142,7 @@ async def resolve_id(session: AsyncSession, incident_id: int, *, actor: str) -> 
             await _reply(
                 session,
                 incident.alert_key,
-                f"✅ Resolved: #{incident.id} {esc(incident.title)} ({esc(_who(actor))})",
+                f"✅ Resolved: #{incident.id} {esc(incident.title)} ({esc(by or _who(actor))})",
                 dedup_key=f"incident-resolved:{incident.id}",
             )
     return won
@@ -179,7 +182,12 @@ async def active_silences(session: AsyncSession, now: datetime | None = None) ->
     return list((await session.execute(stmt)).scalars())
 
 
-async def listing(session: AsyncSession, limit: int = 30) -> list[Incident]:
+async def count_live(session: AsyncSession) -> int:
+    stmt = select(func.count()).select_from(Incident).where(Incident.status.in_(LIVE))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def listing(session: AsyncSession, limit: int = 20) -> list[Incident]:
     """Live incidents, most severe and oldest first."""
     stmt = (
         select(Incident)

@@ -231,6 +231,11 @@ failures_before_alert = 1
         assert "Usage: /resolve" in await command(botapi, OPERATOR, "/resolve x")
         assert "resolved" in await command(botapi, OPERATOR, "/resolve 1")
         assert "nothing changed" in await command(botapi, OPERATOR, "/resolve 1")
+        [resolved] = await botapi.wait_for_call(
+            "sendMessage", lambda c: to_alerts(c) and "Resolved: #1 " in str(c.params["text"])
+        )
+        assert "(Ben)" in resolved.params["text"]
+        assert resolved.params["reply_parameters"]["message_id"] == message_id
         # Still exactly one alert message for the burst.
         assert len([t for t in alerts_texts(botapi) if "incidents" in t]) == 1
     finally:
