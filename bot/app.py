@@ -239,6 +239,10 @@ def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
     """Checks (`check:<id>`), the alerts feed (`alerts`), the `watchdog` and `config-watch`.
     Saves the running config as last-known-good first."""
     alerting = Alerting(config, db)
+    if config.feed("alerts") is None:
+        log.warning(
+            "no alerts feed configured: incidents are recorded (see /incidents), not posted"
+        )
     for check in config.checks:
         scheduler.every(
             f"check:{check.id}",

@@ -28,6 +28,7 @@ router = Router(name=__name__)
 
 OPERATOR = {"role": Role.operator}
 SILENCE_MAX = timedelta(days=30)
+MAX_ID = 2**31 - 1
 SILENCES = {"s1h": timedelta(hours=1), "s4h": timedelta(hours=4)}
 
 
@@ -141,6 +142,9 @@ async def press(
     config: Config,
 ) -> None:
     actor = person_actor(person)
+    if not 0 < callback_data.id <= MAX_ID:  # forged: no such row, and too big for PostgreSQL
+        await callback.answer("There is no such incident.", show_alert=True)
+        return
     async with db.claim() as session:
         group = await incidents.in_alert(session, callback_data.id)
         changed = 0

@@ -218,8 +218,9 @@ failures_before_alert = 1
         ]
         again = await press(botapi, OPERATOR, data, message_id)
         assert "Nothing changed" in again
-        forged = await press(botapi, OPERATOR, "inc:ack:9999", message_id)
-        assert "no such incident" in forged
+        for forged in ("inc:ack:9999", f"inc:ack:{2**40}", "inc:ack:-1"):
+            assert "no such incident" in await press(botapi, OPERATOR, forged, message_id)
+        assert "out of date" in await press(botapi, OPERATOR, "inc:nuke:1", message_id)
 
         reply = await command(botapi, OPERATOR, "/silence svc03 2h")
         assert "Silenced svc03" in reply and "1 open incident" in reply
