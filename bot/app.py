@@ -20,13 +20,16 @@ from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefaul
 
 from agents.gateway import Gateway
 from agents.runtime import Runtime, heartbeat_seconds
+from bot.alerting import Alerting
 from bot.config import Config, Role
+from bot.config_watch import ConfigWatch, save_last_good
 from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
+from bot.watchdog import Watchdog
 from handlers import get_routers
 from handlers.registry import commands_for
 from storage import outbox
@@ -159,6 +162,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     scheduler.every("runs-prune", 3600, runtime.prune)
+    add_health_jobs(config, db, scheduler)
     for agent in config.agents:
         if agent.heartbeat or agent.cron:
             scheduler.agent_heartbeat(
@@ -229,3 +233,29 @@ async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> N
             esc(text),
             dedup_key=dedup_key,
         )
+
+
+def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
+    """Checks (`check:<id>`), the alerts feed (`alerts`), the `watchdog` and `config-watch`.
+    Saves the running config as last-known-good first."""
+    alerting = Alerting(config, db)
+    if config.feed("alerts") is None:
+        log.warning(
+            "no alerts feed configured: incidents are recorded (see /incidents), not posted"
+        )
+    for check in config.checks:
+        scheduler.every(
+            f"check:{check.id}",
+            max(1, int(check.seconds("every"))),
+            functools.partial(alerting.run_check, check),
+        )
+    scheduler.every("alerts", alerting.flush_every(), alerting.flush)
+    watchdog = Watchdog(config, db, scheduler.intervals)
+    scheduler.every("watchdog", int(config.watchdog.seconds("every")), watchdog.run)
+    try:
+        loaded = save_last_good(config.path)
+    except OSError as err:
+        log.warning("could not save the last-known-good config: %s", err)
+        return
+    watch = ConfigWatch(config, db, loaded)
+    scheduler.every("config-watch", int(config.watchdog.seconds("config_poll")), watch.run)

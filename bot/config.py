@@ -48,6 +48,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
+def parse_latency(text: str) -> float:
+    """Parse "500ms" or a duration like "2s" into seconds."""
+    stripped = text.strip()
+    if stripped.endswith("ms") and stripped[:-2].strip().isdigit() and int(stripped[:-2]) > 0:
+        return int(stripped[:-2]) / 1000
+    try:
+        return parse_duration(stripped).total_seconds()
+    except ValueError:
+        raise ValueError(f'"{text}" is not a latency like "500ms" or "2s"') from None
+
+
 class Role(StrEnum):
     """What a person may do. Higher roles include everything lower roles may do."""
 
@@ -212,12 +223,26 @@ class CheckConfig(_Section):
     failures_before_alert: int = Field(default=3, ge=1)
     successes_before_resolve: int = Field(default=2, ge=1)
     recover: str | None = None
+    max_latency: str | None = None
+    severity: Literal["P3", "P2"] = "P2"
+    recover_max_per_hour: int = Field(default=3, ge=1, le=60)
+    recover_timeout: str = "2m"
 
-    @field_validator("every", "timeout")
+    @field_validator("every", "timeout", "recover_timeout")
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("max_latency")
+    @classmethod
+    def _latency(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_latency(value)
+        return value
+
+    def seconds(self, key: Literal["every", "timeout", "recover_timeout"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
 
 
 class DeployConfig(_Section):
@@ -228,6 +253,48 @@ class DeployConfig(_Section):
     approvers: str = "owner"
     shell: bool = False
     timeout: str = "10m"
+
+
+class AlertingConfig(_Section):
+    """How incidents reach the alerts feed; the defaults are Alertmanager's."""
+
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+
+    @field_validator("group_wait", "group_interval", "repeat_interval")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def seconds(self, key: Literal["group_wait", "group_interval", "repeat_interval"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
+
+
+class WatchdogConfig(_Section):
+    """Monitoring the monitoring: job beats, leases, agent heartbeats, the clock, the config."""
+
+    every: str = "1m"
+    clock_url: str = ""
+    max_clock_skew: str = "30s"
+    config_poll: str = "10s"
+
+    @field_validator("every", "max_clock_skew", "config_poll")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("clock_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s):// URL whose Date header is checked")
+        return value
+
+    def seconds(self, key: Literal["every", "max_clock_skew", "config_poll"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
 
 
 class RuntimeConfig(_Section):
@@ -266,6 +333,8 @@ class Config(_Section):
     deploys: list[DeployConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
 
     @field_validator("timezone")
     @classmethod

@@ -34,9 +34,12 @@ class Scheduler:
         self.db = db
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[Any]] = set()
+        # job id -> interval in seconds of every `every` job, for the watchdog.
+        self.intervals: dict[str, int] = {}
 
     def every(self, job_id: str, seconds: int, func: JobFunc) -> None:
         """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
+        self.intervals[job_id] = seconds
         self.scheduler.add_job(
             self._tracked(self._with_beat(job_id, seconds, func)),
             IntervalTrigger(seconds=seconds, timezone=UTC),
@@ -111,6 +114,9 @@ class Scheduler:
 
     async def shutdown(self, grace: float) -> None:
         """Start no more jobs; give the running ones `grace` seconds to finish."""
-        self.scheduler.shutdown(wait=False)
+        # APScheduler's asyncio executor cancels the jobs still running when it shuts down
+        # (a job cancelled inside its commit logs a traceback): pause, wait, then shut down.
+        self.scheduler.pause()
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace)
+        self.scheduler.shutdown(wait=False)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import agents, budget, costs, errors, fallback, outbox, start, status, tasks
+from handlers import (
+    agents,
+    budget,
+    costs,
+    errors,
+    fallback,
+    incidents,
+    outbox,
+    start,
+    status,
+    tasks,
+)
 
 
 def get_routers() -> list[Router]:
@@ -18,5 +29,6 @@ def get_routers() -> list[Router]:
         agents.router,
         budget.router,
         costs.router,
+        incidents.router,
         fallback.router,
     ]

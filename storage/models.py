@@ -244,6 +244,12 @@ class Incident(Base):
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     acknowledged_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    # The alerts-feed message that announced it (an outbox dedup key; one message may announce
+    # a group of incidents) and when; None while it waits for group_wait or its gate.
+    alert_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    alerted_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class Silence(Base):
@@ -359,3 +365,21 @@ class InboxMessage(Base):
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     read_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CheckState(Base):
+    """What the last probes of a health check found, and its recovery attempts this hour."""
+
+    __tablename__ = "check_state"
+
+    check_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    up: Mapped[bool | None] = mapped_column(Boolean)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked_at: Mapped[datetime | None]
+    last_detail: Mapped[str | None] = mapped_column(Text)
+    recover_window_start: Mapped[datetime | None]
+    recover_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_recover_at: Mapped[datetime | None]
+    last_recover_at: Mapped[datetime | None]
+    last_recover_outcome: Mapped[str | None] = mapped_column(Text)
