@@ -336,6 +336,12 @@ class TriageItem(Base):
     status: Mapped[str] = mapped_column(String(16), default="new")
     received_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    snoozed_until: Mapped[datetime | None]
+    snoozes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acted_by: Mapped[str | None] = mapped_column(String(64))
+    acted_at: Mapped[datetime | None]
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    decided_at: Mapped[datetime | None]
 
 
 class InboxMessage(Base):
@@ -354,3 +360,17 @@ class InboxMessage(Base):
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     read_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailboxState(Base):
+    """What a mailbox's triage job remembers between passes: how far it has read and how
+    many passes in a row have failed (an incident opens at the configured threshold)."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(String(128))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_success_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
