@@ -48,7 +48,7 @@ _AUTH_ERRORS = ("invalid_client", "unauthorized_client", "invalid_grant", "acces
 class _PinnedSession(requests.Session):
     """Passes its own `verify` on every request, so REQUESTS_CA_BUNDLE cannot override it."""
 
-    def request(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("verify", self.verify)
         return super().request(*args, **kwargs)
 
