@@ -182,6 +182,7 @@ class Approval(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None]
+    importance: Mapped[str | None] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(Text)
     reminded_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)

@@ -41,10 +41,19 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("decided_at", storage.models.UTCDateTime(timezone=True), nullable=True)
         )
+        batch.add_column(sa.Column("importance", sa.String(length=8), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("triage_items") as batch:
-        for column in ("decided_at", "task_id", "acted_at", "acted_by", "snoozes", "snoozed_until"):
+        for column in (
+            "importance",
+            "decided_at",
+            "task_id",
+            "acted_at",
+            "acted_by",
+            "snoozes",
+            "snoozed_until",
+        ):
             batch.drop_column(column)
     op.drop_table("mailbox_state")
