@@ -18,7 +18,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
 from bot.text import split_html
 from storage import outbox
@@ -130,6 +130,15 @@ class Sender:
         return max(delay, 0.02)
 
     async def _deliver(self, row: Outbox) -> None:
+        reply: ReplyParameters | None = None
+        if row.edit_of or row.reply_to:
+            async with self.db.session() as session:
+                target = await outbox.sent_message_id(session, row.edit_of or row.reply_to or "")
+            if target is not None and row.edit_of:
+                if await self._edit(row, *target):
+                    return
+            elif target is not None:
+                reply = ReplyParameters(message_id=target[1], allow_sending_without_reply=True)
         parts = split_html(row.text)
         ids = list(row.sent_message_ids or [])
         for index in range(row.parts_sent, len(parts)):
@@ -140,6 +149,7 @@ class Sender:
                     message_thread_id=row.topic,
                     text=parts[index],
                     reply_markup=_keyboard(row.buttons) if last else None,
+                    reply_parameters=reply if index == 0 else None,
                 )
             except TelegramRetryAfter as err:
                 self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
@@ -170,6 +180,41 @@ class Sender:
                 await asyncio.sleep(self.pacer.wait_for(row.chat_id, time.monotonic()))
         async with self.db.session() as session:
             await outbox.mark_sent(session, row.id)
+
+    async def _edit(self, row: Outbox, chat_id: int, message_id: int) -> bool:
+        """Edit the original message. False when it cannot be edited any more (deleted, too
+        old): the caller then sends the row as a new message, so the news is not lost."""
+        try:
+            await self.bot.edit_message_text(
+                chat_id=chat_id,
+                message_id=message_id,
+                text=split_html(row.text)[0],
+                reply_markup=_keyboard(row.buttons),
+            )
+        except TelegramRetryAfter as err:
+            self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+            await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
+            return True
+        except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:
+            await self._retry_or_fail(row, f"{type(err).__name__}: {err}")
+            return True
+        except TelegramBadRequest as err:
+            if "not modified" not in err.message:
+                log.info(
+                    "outbox %d: cannot edit message %d (%s); sending it new",
+                    row.id,
+                    message_id,
+                    err.message,
+                )
+                return False
+        except TelegramAPIError as err:
+            await self._retry_or_fail(row, f"{type(err).__name__}: {err.message}")
+            return True
+        self.pacer.sent(row.chat_id, time.monotonic())
+        async with self.db.session() as session:
+            await outbox.record_part(session, row.id, 0, [message_id])
+            await outbox.mark_sent(session, row.id)
+        return True
 
     async def _defer(self, row: Outbox, seconds: float, error: str) -> None:
         async with self.db.session() as session:

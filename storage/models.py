@@ -270,6 +270,9 @@ class Outbox(Base):
     text: Mapped[str] = mapped_column(Text)
     buttons: Mapped[list[Any] | None] = mapped_column(JSON)
     dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # The dedup key of an earlier row: this row edits that message (edit_of) or replies to it.
+    edit_of: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)

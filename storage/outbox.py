@@ -43,9 +43,17 @@ async def enqueue(
     *,
     buttons: list[list[Button]] | None = None,
     dedup_key: str | None = None,
+    edit_of: str | None = None,
+    reply_to: str | None = None,
 ) -> int | None:
     """Queue a message. Returns its row id, or None if `dedup_key` was already queued (the
-    message is then not queued twice)."""
+    message is then not queued twice).
+
+    `edit_of` names the dedup key of an earlier message to `to`: this row then replaces that
+    message's text and buttons (its last part; `buttons=None` removes them) instead of sending
+    a new one, and is sent as a new message if the original never went out. `reply_to` names
+    an earlier message this one answers. Rows of one chat go out in order, so the original is
+    always settled before its edit or reply."""
     values: dict[str, Any] = {
         "feed": to.feed,
         "chat_id": to.chat_id,
@@ -53,6 +61,8 @@ async def enqueue(
         "text": text,
         "buttons": buttons,
         "dedup_key": dedup_key or f"once:{uuid.uuid4().hex}",
+        "edit_of": edit_of,
+        "reply_to": reply_to,
         "status": PENDING,
         "attempts": 0,
         "parts_sent": 0,
@@ -160,6 +170,19 @@ async def requeue(session: AsyncSession, row_id: int) -> bool:
 
 async def get(session: AsyncSession, row_id: int) -> Outbox | None:
     return await session.get(Outbox, row_id)
+
+
+async def sent_message_id(session: AsyncSession, dedup_key: str) -> tuple[int, int] | None:
+    """(chat id, Telegram message id of the last part) of a delivered row, else None."""
+    found = await session.execute(
+        select(Outbox.chat_id, Outbox.sent_message_ids).where(
+            Outbox.dedup_key == dedup_key, Outbox.parts_sent > 0
+        )
+    )
+    row = found.first()
+    if row is None or not row.sent_message_ids:
+        return None
+    return row.chat_id, int(row.sent_message_ids[-1])
 
 
 async def unsent(session: AsyncSession, limit: int = 20) -> list[Outbox]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.scaffold import TEMPLATE_FILES, init
+from storage.db import head_revision
 
 SECRET = "cli-s3cr3t-9d2e41"  # distinctive, so any leak into the output is unmistakable
 
@@ -19,6 +20,7 @@ _FLEET = Path(sys.executable).parent / "fleet"
 FLEET = [str(_FLEET)] if _FLEET.exists() else [sys.executable, "-m", "bot.cli"]
 
 AGENTS = ("hub", "coder", "writer")
+HEAD = head_revision()
 
 
 def fleet(*args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -162,7 +164,7 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         "alembic_version",
     } <= _tables(database)
     with closing(sqlite3.connect(database)) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_send_queues_an_escaped_row_once_per_key(tmp_path: Path) -> None:
