@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import agents, budget, costs, errors, fallback, outbox, start, status, tasks
+from handlers import (
+    agents,
+    budget,
+    costs,
+    errors,
+    fallback,
+    outbox,
+    start,
+    status,
+    tasks,
+    triage,
+)
 
 
 def get_routers() -> list[Router]:
@@ -18,5 +29,6 @@ def get_routers() -> list[Router]:
         agents.router,
         budget.router,
         costs.router,
+        triage.router,
         fallback.router,
     ]

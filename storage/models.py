@@ -182,7 +182,6 @@ class Approval(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None]
-    importance: Mapped[str | None] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(Text)
     reminded_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
@@ -346,6 +345,7 @@ class TriageItem(Base):
     acted_at: Mapped[datetime | None]
     task_id: Mapped[int | None] = mapped_column(Integer)
     decided_at: Mapped[datetime | None]
+    importance: Mapped[str | None] = mapped_column(String(8))
 
 
 class InboxMessage(Base):

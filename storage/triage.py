@@ -96,11 +96,17 @@ async def add_seen(session: AsyncSession, mailbox: str, envelopes: Sequence[Enve
     return max(0, int(result.rowcount))  # type: ignore[attr-defined]
 
 
-async def undecided(session: AsyncSession, mailbox: str, limit: int = 200) -> list[TriageItem]:
-    """Items of `mailbox` without a verdict, oldest first."""
+async def undecided(
+    session: AsyncSession, mailbox: str, limit: int = 200, *, after: int = 0
+) -> list[TriageItem]:
+    """Items of `mailbox` without a verdict and with an id above `after`, oldest first."""
     stmt = (
         select(TriageItem)
-        .where(TriageItem.mailbox == mailbox, TriageItem.verdict.is_(None))
+        .where(
+            TriageItem.mailbox == mailbox,
+            TriageItem.verdict.is_(None),
+            TriageItem.id > after,
+        )
         .order_by(TriageItem.id)
         .limit(limit)
     )
