@@ -91,9 +91,15 @@ async def add_seen(session: AsyncSession, mailbox: str, envelopes: Sequence[Enve
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     # executemany runs the rows in order, so id order = the order given (the order urgent
     # items are posted in); rows already there are skipped by the unique index.
-    stmt = insert(TriageItem).on_conflict_do_nothing(index_elements=["message_id"])
-    result = await session.execute(stmt, rows)
-    return max(0, int(result.rowcount))  # type: ignore[attr-defined]
+    # (rowcount of an executemany is not reliable on every driver: count instead)
+    count = select(func.count(TriageItem.id))
+    before = (await session.execute(count)).scalar_one()
+    table = TriageItem.__table__
+    await session.execute(
+        insert(table).on_conflict_do_nothing(index_elements=["message_id"]),  # type: ignore[arg-type]
+        rows,
+    )
+    return int((await session.execute(count)).scalar_one() - before)
 
 
 async def undecided(

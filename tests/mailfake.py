@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,18 @@ class HimalayaState:
         self.path = folder / "himalaya-state.json"
         self.data: dict[str, Any] = {"version": version, "accounts": {}}
 
-    def account(self, name: str, messages: list[dict[str, Any]], mode: str = "ok") -> None:
-        self.data["accounts"][name] = {"mode": mode, "folders": {"INBOX": messages}}
+    def account(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        mode: str = "ok",
+        version: int | None = None,
+    ) -> None:
+        """Add or replace an account; `version` makes it answer as that CLI generation."""
+        account: dict[str, Any] = {"mode": mode, "folders": {"INBOX": messages}}
+        if version is not None:
+            account["version"] = version
+        self.data["accounts"][name] = account
         self.save()
 
     def set_mode(self, name: str, mode: str) -> None:
@@ -69,6 +80,8 @@ class HimalayaState:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """An environment with the fake first on PATH and pointing at this state."""
         env = dict(os.environ if base is None else base)
-        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        # The fake's `#!/usr/bin/env python3` then finds this interpreter, not a slower shim.
+        python = Path(sys.executable).parent
+        env["PATH"] = os.pathsep.join([str(BIN), str(python), env.get("PATH", "")])
         env["FAKE_HIMALAYA_STATE"] = str(self.path)
         return env
