@@ -118,7 +118,7 @@ async def test_garbage_output_names_its_first_200_characters(
 ) -> None:
     state = state_for(tmp_path, monkeypatch, 2)
     state.account("work", [message(1)], mode="garbage")
-    with pytest.raises(BadOutput, match="not JSON: .<html><body>502 Bad Gateway") as caught:
+    with pytest.raises(BadOutput, match=r"not JSON: .<html><body>502 Bad Gateway") as caught:
         await Himalaya(account="work", version=2).list_new(None)
     assert len(str(caught.value)) < 300
 
@@ -129,7 +129,7 @@ async def test_a_hanging_himalaya_is_killed_at_the_timeout(
     state = state_for(tmp_path, monkeypatch, 1)
     state.account("work", [message(1)], mode="hang")
     started = time.monotonic()
-    with pytest.raises(MailboxTimeout, match="no answer in 1 s .* the process was killed"):
+    with pytest.raises(MailboxTimeout, match=r"no answer in 1 s .* the process was killed"):
         await Himalaya(account="work", version=1, timeout=1.0).list_new(None)
     assert time.monotonic() - started < HANG_BOUND
 
