@@ -121,6 +121,8 @@ class GraphMailbox:
         app = self._application()
         try:
             result: dict[str, Any] = app.acquire_token_for_client(scopes=SCOPES)
+        except ValueError as err:  # authority metadata unusable (msal may fetch it lazily)
+            raise _authority_error(self.authority, err) from None
         except requests.RequestException as err:
             raise MailboxError(
                 f"cannot reach the authority {self.authority}: {type(err).__name__}"
