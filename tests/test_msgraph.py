@@ -146,7 +146,7 @@ async def test_a_retry_after_longer_than_the_timeout_waits_for_the_next_pass(env
 
 async def test_a_wrong_secret_is_an_authentication_failure(env: Env) -> None:
     box = env.mailbox(client_secret="wrong")
-    with pytest.raises(AuthFailed, match="invalid_client.*graph.client_secret") as caught:
+    with pytest.raises(AuthFailed, match=r"invalid_client.*graph\.client_secret") as caught:
         await box.list_new(None)
     assert "wrong" not in str(caught.value)
     assert env.graph.requests == []
@@ -157,7 +157,7 @@ async def test_an_unknown_tenant_and_an_unknown_user(env: Env) -> None:
         await env.mailbox(tenant="nobody").list_new(None)
     box = env.mailbox(user="ghost@contoso.example")
     try:
-        with pytest.raises(AccountUnknown, match="ghost@contoso.example"):
+        with pytest.raises(AccountUnknown, match=r"ghost@contoso\.example"):
             await box.list_new(None)
     finally:
         await box.close()
@@ -165,6 +165,6 @@ async def test_an_unknown_tenant_and_an_unknown_user(env: Env) -> None:
 
 async def test_an_untrusted_authority_certificate_is_refused(env: Env, tmp_path: Path) -> None:
     stranger = write_ca(trustme.CA(), tmp_path / "stranger.pem")
-    with pytest.raises(MailboxError, match="cannot reach the authority.*SSLError"):
+    with pytest.raises(MailboxError, match=r"cannot reach the authority.*SSLError"):
         await env.mailbox(ca_bundle=stranger).list_new(None)
     assert env.tokens.token_requests == []
