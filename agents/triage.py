@@ -272,7 +272,7 @@ class Triage:
         """One triage pass over a mailbox (the `triage:<id>` job)."""
         mailbox = self.mailboxes[mailbox_id]
         backend = self.backends[mailbox_id]
-        async with self.db.session() as session:
+        async with self.db.claim() as session:  # creates the state row the first time
             cursor = (await items.mailbox_state(session, mailbox_id)).cursor
         result = PassResult()
         try:
