@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 UNTRUSTED = "untrusted_email"
 REASON_LIMIT = 200
 SNOOZE = timedelta(hours=4)
-BATCH = 200
+BATCH = 500  # undecided items read, and verdicts written, per transaction
 
 SYSTEM = f"""You sort incoming email for a busy operations team.
 Decide whether one email is urgent (a person must act within hours: outages, security,
@@ -316,7 +316,7 @@ class Triage:
                 batch = await items.undecided(session, mailbox_id, BATCH, after=after)
             if not batch:
                 return
-            quiet: list[tuple[int, str, str, str]] = []
+            pending: list[tuple[TriageItem, Verdict]] = []
             for item in batch:
                 after = item.id
                 verdict = rules.verdict(item.sender, item.subject, item.importance)
@@ -324,36 +324,43 @@ class Triage:
                     if not model_ok:
                         result.deferred += 1
                         continue
-                    # Verdicts queued so far go in first: order is kept, and a crash during
-                    # the model call loses none of them.
-                    await self._flush(quiet)
-                    quiet = []
+                    # Verdicts so far are written first: a crash during the model call loses
+                    # none of them, and urgent items stay in order.
+                    await self._write(pending)
+                    pending = []
                     verdict = await self._ask_model(item, backend)
                     if verdict is None:
                         model_ok = False
                         result.deferred += 1
                         continue
                 self._count(result, verdict)
-                if verdict.verdict == items.URGENT:
-                    await self._flush(quiet)
-                    quiet = []
-                    async with self.db.session() as session:
-                        await items.decide(
-                            session,
-                            item.id,
-                            verdict.verdict,
-                            verdict.reason,
-                            by=verdict.by,
-                            notice=self.notice(item, verdict.verdict, verdict.reason),
-                        )
-                else:
-                    quiet.append((item.id, verdict.verdict, verdict.reason, verdict.by))
-            await self._flush(quiet)
+                pending.append((item, verdict))
+            await self._write(pending)
 
-    async def _flush(self, quiet: list[tuple[int, str, str, str]]) -> None:
-        if quiet:
-            async with self.db.session() as session:
-                await items.decide_quietly(session, quiet)
+    async def _write(self, pending: list[tuple[TriageItem, Verdict]]) -> None:
+        """Record verdicts in one short transaction; urgent ones queue their message, in
+        order (rows already decided by someone else are left alone)."""
+        if not pending:
+            return
+        async with self.db.session() as session:
+            await items.decide_quietly(
+                session,
+                [
+                    (i.id, v.verdict, v.reason, v.by)
+                    for i, v in pending
+                    if v.verdict != items.URGENT
+                ],
+            )
+            for item, verdict in pending:
+                if verdict.verdict == items.URGENT:
+                    await items.decide(
+                        session,
+                        item.id,
+                        verdict.verdict,
+                        verdict.reason,
+                        by=verdict.by,
+                        notice=self.notice(item, verdict.verdict, verdict.reason),
+                    )
 
     @staticmethod
     def _count(result: PassResult, verdict: Verdict) -> None:
