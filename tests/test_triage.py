@@ -313,3 +313,45 @@ async def test_a_failing_mailbox_opens_one_incident_and_resolves_it(env: Env) ->
     [incident] = await env.rows(Incident)
     assert incident.status == "resolved"
     assert [i.subject for i in await env.rows(TriageItem)] == ["OUTAGE"]
+
+
+async def test_a_pass_on_postgresql_decides_each_item_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests import pg
+
+    mail = HimalayaState(tmp_path)
+    mails, urgent, unmatched = realistic_mix(100)
+    mail.account("work", mails)
+    mail.account("shared", [], version=2)
+    for key in ("PATH", "FAKE_HIMALAYA_STATE"):
+        monkeypatch.setenv(key, mail.env()[key])
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    async with pg.temporary_database("triage") as url, AnthropicServer(default=NORMAL) as server:
+        path = write_config(
+            tmp_path,
+            "http://127.0.0.1:9",
+            anthropic_base=server.base_url,
+            extra=MAILBOXES,
+            database_url=url,
+        )
+        config = load_config(path)
+        db = Database(url)
+        await db.migrate()
+        gateway = Gateway(config, db)
+        try:
+            env = Env(config, db, gateway, server, mail)
+            first = await env.triage().run_pass("work")
+            again = await env.triage().run_pass("work")
+            items = await env.rows(TriageItem)
+            posted = await env.rows(Outbox, Outbox.feed == "triage")
+        finally:
+            await gateway.close()
+            await db.dispose()
+    assert (first.new, first.by_model, again.new) == (100, len(unmatched), 0)
+    assert len(items) == 100 and all(i.verdict for i in items)
+    assert [o.dedup_key for o in posted] == [
+        f"triage:{i.id}" for i in items if i.verdict == "urgent"
+    ]
+    assert len(posted) == len(urgent)
