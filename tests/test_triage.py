@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +356,36 @@ async def test_a_pass_on_postgresql_decides_each_item_once(
         f"triage:{i.id}" for i in items if i.verdict == "urgent"
     ]
     assert len(posted) == len(urgent)
+
+
+async def test_snooze_wakes_the_item_once_and_the_digest_goes_out_once_a_day(env: Env) -> None:
+    env.mail.account(
+        "work",
+        [message(1, subject="OUTAGE now"), message(2, subject="Lunch?"), message(3)],
+    )
+    await env.triage().run_pass("work")
+    urgent, lunch, _ = await env.rows(TriageItem)
+    triage = env.triage()
+    snoozed = await triage.act(urgent.id, "snooze", "person:1002")
+    assert snoozed.won and snoozed.item is not None and snoozed.item.status == "snoozed"
+    again = await triage.act(urgent.id, "snooze", "person:1002")
+    assert not again.won and again.reason == f"item #{urgent.id} is snoozed"
+
+    await triage.tick(datetime.now(UTC) + timedelta(hours=4, minutes=1))  # the snooze is over
+    [item] = await env.rows(TriageItem, TriageItem.id == urgent.id)
+    assert item.status == "open"
+    keys = [o.dedup_key for o in await env.rows(Outbox, Outbox.dedup_key.like("triage:%"))]
+    assert keys == [f"triage:{urgent.id}", f"triage:{urgent.id}:snooze:1"]
+
+    local = datetime.now(env.config.tz)
+    due = local.replace(hour=18, minute=30, second=0, microsecond=0)
+    if local >= due.replace(minute=0):
+        due += timedelta(days=1)
+    assert not await triage.digest((due - timedelta(hours=1)).astimezone(UTC))  # not yet
+    await triage.digest(due.astimezone(UTC))
+    await triage.digest((due + timedelta(minutes=5)).astimezone(UTC))
+    key = f"triage-digest:{due.date().isoformat()}"
+    [digest] = await env.rows(Outbox, Outbox.dedup_key == key)
+    assert "Lunch?" in digest.text and "Message 3" in digest.text
+    assert "OUTAGE" not in digest.text
+    assert lunch.verdict == "normal"
