@@ -389,3 +389,54 @@ async def test_snooze_wakes_the_item_once_and_the_digest_goes_out_once_a_day(env
     assert "Lunch?" in digest.text and "Message 3" in digest.text
     assert "OUTAGE" not in digest.text
     assert lunch.verdict == "normal"
+
+
+async def test_a_used_up_budget_decides_normal_with_the_reason_and_no_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mail = HimalayaState(tmp_path)
+    mail.account("work", [message(1, subject="Question"), message(2, subject="OUTAGE")])
+    mail.account("shared", [], version=2)
+    for key in ("PATH", "FAKE_HIMALAYA_STATE"):
+        monkeypatch.setenv(key, mail.env()[key])
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    agents = """
+[[agents]]
+id = "hub"
+hub = true
+workspace = "workspaces/hub"
+model = "claude-sonnet-4-6"
+
+[[agents]]
+id = "mailroom"
+reports_to = "hub"
+workspace = "workspaces/mailroom"
+model = "claude-sonnet-4-6"
+budget_usd_month = 0
+"""
+    extra = MAILBOXES.replace(f'model = "{CHEAP}"', f'model = "{CHEAP}"\nagent = "mailroom"')
+    async with AnthropicServer(default=NORMAL) as server:
+        path = write_config(
+            tmp_path,
+            "http://127.0.0.1:9",
+            anthropic_base=server.base_url,
+            extra=extra,
+            agents=agents,
+        )
+        config = load_config(path)
+        db = Database(config.database.url)
+        await db.migrate()
+        gateway = Gateway(config, db)
+        try:
+            env = Env(config, db, gateway, server, mail)
+            result = await env.triage().run_pass("work")
+            items = await env.rows(TriageItem)
+        finally:
+            await gateway.close()
+            await db.dispose()
+    assert (result.by_default, result.by_rule, result.deferred) == (1, 1, 0)
+    assert server.requests == []
+    question = items[0]
+    assert (question.verdict, question.decided_by) == ("normal", "default")
+    assert question.reason is not None and question.reason.startswith("no model verdict (budget)")
