@@ -448,35 +448,45 @@ class Triage:
 
     # -- actions (the buttons) ----------------------------------------------------------
 
-    async def act(self, item_id: int, action: str, actor: str) -> items.Outcome:
-        """Create task | Mark read | Snooze 4h | Dismiss, exactly once."""
-        if action == "read":
+    def settled(self, item: TriageItem, note: str) -> items.Notice | None:
+        """The urgent message as it reads once acted on: `note` added, no buttons."""
+        notice = self.notice(item, item.verdict or items.URGENT, item.reason or "")
+        if notice is None:
+            return None
+        return items.Notice(notice.to, f"{notice.text}\n\n✅ {esc(note)}", None)
+
+    async def act(self, item_id: int, action: str, actor: str, note: str = "") -> items.Outcome:
+        """Create task | Mark read | Snooze 4h | Dismiss, exactly once. The winner's change
+        also queues the edit of the item's message (`note` added, buttons removed)."""
+        to = {
+            "task": items.TASKED,
+            "read": items.READ,
+            "snooze": items.SNOOZED,
+            "dismiss": items.DISMISSED,
+        }.get(action)
+        if to is None:
+            return items.Outcome(False, None, f'"{action}" is not a triage action')
+        if to == items.READ:
             async with self.db.session() as session:
                 item = await items.get(session, item_id)
-            if item is None or item.status not in (items.OPEN, items.SNOOZED):
-                async with self.db.claim() as session:
-                    return await items.act(session, item_id, items.READ, actor=actor)
-            backend = self.backends.get(item.mailbox)
-            if backend is None:
-                return items.Outcome(
-                    False, item, f"mailbox {item.mailbox} is no longer configured"
-                )
-            try:
-                await backend.mark_read(item.backend_id)  # idempotent at the mail server
-            except MailboxError as err:
-                return items.Outcome(False, item, f"could not mark it read: {err}")
-            async with self.db.claim() as session:
-                return await items.act(session, item_id, items.READ, actor=actor)
+            backend = self.backends.get(item.mailbox) if item is not None else None
+            if item is not None and item.status in (items.OPEN, items.SNOOZED):
+                if backend is None:
+                    reason = f"mailbox {item.mailbox} is no longer configured"
+                    return items.Outcome(False, item, reason)
+                try:
+                    await backend.mark_read(item.backend_id)  # idempotent at the mail server
+                except MailboxError as err:
+                    return items.Outcome(False, item, f"could not mark it read: {err}")
         async with self.db.claim() as session:
-            if action == "task":
+            item = await items.get(session, item_id)
+            if item is None:
+                return items.Outcome(False, None, f"there is no triage item #{item_id}")
+            task: dict[str, object] | None = None
+            if to == items.TASKED:
                 hub = self.config.hub
                 if hub is None:
-                    return items.Outcome(
-                        False, await items.get(session, item_id), "no hub to give the task to"
-                    )
-                item = await items.get(session, item_id)
-                if item is None:
-                    return items.Outcome(False, None, f"there is no triage item #{item_id}")
+                    return items.Outcome(False, item, "no hub to give the task to")
                 task = {
                     "title": f"Email: {one_line(item.subject, 180)}",
                     "body": (
@@ -487,11 +497,12 @@ class Triage:
                     "assignee": hub.id,
                     "max_retries": hub.max_retries,
                 }
-                return await items.act(session, item_id, items.TASKED, actor=actor, task=task)
-            if action == "snooze":
-                return await items.act(
-                    session, item_id, items.SNOOZED, actor=actor, snoozed_until=utcnow() + SNOOZE
-                )
-            if action == "dismiss":
-                return await items.act(session, item_id, items.DISMISSED, actor=actor)
-        return items.Outcome(False, None, f'"{action}" is not a triage action')
+            return await items.act(
+                session,
+                item_id,
+                to,
+                actor=actor,
+                snoozed_until=utcnow() + SNOOZE if to == items.SNOOZED else None,
+                task=task,
+                edit=self.settled(item, note) if note else None,
+            )

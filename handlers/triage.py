@@ -2,8 +2,8 @@
 
 A press needs the operator role, is re-checked against the database and acts once: the
 change is `agents.triage.Triage.act` (a conditional update in `storage.triage`); a second or
-stale press answers who acted on the item and when. The winning press edits the message to
-say what was done and removes the buttons.
+stale press answers who acted on the item and when. The winning press queues, in the same
+transaction, the edit of the message (what was done, by whom; no buttons) to the outbox.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
@@ -67,7 +66,13 @@ async def press(
     config: Config,
     triage: Triage,
 ) -> None:
-    outcome = await triage.act(callback_data.id, callback_data.action, person_actor(person))
+    done = ACTIONS[callback_data.action][1]
+    outcome = await triage.act(
+        callback_data.id,
+        callback_data.action,
+        person_actor(person),
+        note=f"{done} by {person.name}",
+    )
     item = outcome.item
     if not outcome.won:
         if item is not None and item.acted_by and item.status != items.OPEN:
@@ -77,18 +82,10 @@ async def press(
             text = sentence(outcome.reason)
         await callback.answer(clip(text, 200), show_alert=True)
         return
-    done = ACTIONS[callback_data.action][1]
     if callback_data.action == "task" and item is not None and item.task_id is not None:
         done += f" (#{item.task_id} for the hub)"
+    # The message itself is edited through the outbox (queued with the change).
     await callback.answer(done)
-    message = callback.message
-    if isinstance(message, Message) and message.html_text:
-        try:
-            await message.edit_text(
-                f"{message.html_text}\n\n✅ {esc(done)} by {esc(person.name)}", reply_markup=None
-            )
-        except TelegramBadRequest as err:  # e.g. the message is too old to edit
-            log.info("triage item #%d: message not edited: %s", callback_data.id, err.message)
 
 
 @router.callback_query(F.data.startswith("tr:"))

@@ -173,6 +173,13 @@ async def decide_quietly(
     )
 
 
+def message_key(item: TriageItem) -> str:
+    """The dedup key of the item's current Telegram message: the first post, or the re-post
+    after its last snooze ran out (a snoozed item's current message is the one before)."""
+    posts = item.snoozes - (1 if item.status == SNOOZED else 0)
+    return f"triage:{item.id}" if posts <= 0 else f"triage:{item.id}:snooze:{posts}"
+
+
 async def get(session: AsyncSession, item_id: int) -> TriageItem | None:
     return await session.get(TriageItem, item_id, populate_existing=True)
 
@@ -185,11 +192,13 @@ async def act(
     actor: str,
     snoozed_until: datetime | None = None,
     task: dict[str, object] | None = None,
+    edit: Notice | None = None,
 ) -> Outcome:
     """A person's button: move the item to `to` (tasked, read, snoozed, dismissed) if its
     status allows it. For `tasked`, `task` holds `tasks.create`'s title, body, assignee and
     max_retries; the task is created in the same transaction (idempotency key
-    `triage:<id>`). A refused change says who acted on the item, and when."""
+    `triage:<id>`). `edit` replaces the item's current message (see `message_key`) in the
+    same transaction. A refused change says what the item's status is."""
     item = await get(session, item_id)
     if item is None:
         return Outcome(False, None, f"there is no triage item #{item_id}")
@@ -198,6 +207,8 @@ async def act(
         return Outcome(False, item, f'"{to}" is not an action on a triage item')
     if item.status not in allowed:
         return Outcome(False, item, f"item #{item_id} is {item.status}")
+    # Read before the update, which may refresh `item` in the session.
+    current_message, snoozes = message_key(item), item.snoozes
     values: dict[str, object] = {"status": to, "acted_by": actor, "acted_at": utcnow()}
     if to == SNOOZED:
         values["snoozed_until"] = snoozed_until
@@ -209,6 +220,15 @@ async def act(
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return Outcome(False, await get(session, item_id), "someone else acted on it first")
+    if edit is not None:
+        await outbox.enqueue(
+            session,
+            edit.to,
+            edit.text,
+            buttons=edit.buttons,
+            dedup_key=f"triage:{item_id}:{to}:{snoozes}",
+            edit_of=current_message,
+        )
     if to == TASKED and task is not None:
         created = await tasks.create(
             session,

@@ -120,8 +120,12 @@ async def test_urgent_email_in_order_and_buttons_act_once(tmp_path: Path) -> Non
         again = await press(botapi, OPERATOR, cbs["Dismiss"], first_id)
         assert again.startswith("Already tasked by Ben at ")
         assert query(config, "SELECT count(*) FROM tasks") == [(1,)]
+        await botapi.wait_for_call(
+            "editMessageText", lambda c: c.params["message_id"] == first_id, timeout=15
+        )
         shown = botapi.message(FEED_CHAT, first_id)
-        assert shown is not None and "Task created" in shown["text"]
+        assert shown is not None and shown["text"].endswith("✅ Task created by Ben")
+        assert "OUTAGE 3" in shown["text"]
         assert "reply_markup" not in shown
 
         second = posted[1]

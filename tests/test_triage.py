@@ -366,7 +366,7 @@ async def test_snooze_wakes_the_item_once_and_the_digest_goes_out_once_a_day(env
     await env.triage().run_pass("work")
     urgent, lunch, _ = await env.rows(TriageItem)
     triage = env.triage()
-    snoozed = await triage.act(urgent.id, "snooze", "person:1002")
+    snoozed = await triage.act(urgent.id, "snooze", "person:1002", note="Snoozed by Ben")
     assert snoozed.won and snoozed.item is not None and snoozed.item.status == "snoozed"
     again = await triage.act(urgent.id, "snooze", "person:1002")
     assert not again.won and again.reason == f"item #{urgent.id} is snoozed"
@@ -374,8 +374,17 @@ async def test_snooze_wakes_the_item_once_and_the_digest_goes_out_once_a_day(env
     await triage.tick(datetime.now(UTC) + timedelta(hours=4, minutes=1))  # the snooze is over
     [item] = await env.rows(TriageItem, TriageItem.id == urgent.id)
     assert item.status == "open"
-    keys = [o.dedup_key for o in await env.rows(Outbox, Outbox.dedup_key.like("triage:%"))]
-    assert keys == [f"triage:{urgent.id}", f"triage:{urgent.id}:snooze:1"]
+    dismissed = await triage.act(urgent.id, "dismiss", "person:1001", note="Dismissed by Ana")
+    assert dismissed.won
+    rows = await env.rows(Outbox, Outbox.dedup_key.like("triage:%"))
+    assert [(o.dedup_key, o.edit_of) for o in rows] == [
+        (f"triage:{urgent.id}", None),
+        (f"triage:{urgent.id}:snoozed:0", f"triage:{urgent.id}"),  # the first post, edited
+        (f"triage:{urgent.id}:snooze:1", None),  # posted again when the snooze ran out
+        (f"triage:{urgent.id}:dismissed:1", f"triage:{urgent.id}:snooze:1"),
+    ]
+    assert rows[1].text.endswith("✅ Snoozed by Ben") and rows[1].buttons is None
+    assert rows[2].buttons is not None
 
     local = datetime.now(env.config.tz)
     due = local.replace(hour=18, minute=30, second=0, microsecond=0)
