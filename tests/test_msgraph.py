@@ -12,9 +12,16 @@ from pathlib import Path
 
 import pytest
 import trustme
+from sqlalchemy import select
 
+from agents.gateway import Gateway
+from agents.triage import Triage
+from bot.config import load_config
 from integrations.mailbox import AccountUnknown, AuthFailed, MailboxError
 from integrations.msgraph import SELECT, GraphMailbox
+from storage.db import Database
+from storage.models import TriageItem
+from tests.fleet import ANTHROPIC_KEY, TOKEN, write_config
 from tests.graph_servers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -168,3 +175,53 @@ async def test_an_untrusted_authority_certificate_is_refused(env: Env, tmp_path:
     with pytest.raises(MailboxError, match=r"cannot reach the authority.*SSLError"):
         await env.mailbox(ca_bundle=stranger).list_new(None)
     assert env.tokens.token_requests == []
+
+
+async def test_a_graph_mailbox_from_the_config_is_triaged(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("GRAPH_SECRET", CLIENT_SECRET)
+    env.graph.messages[USER][0]["importance"] = "high"
+    for mail in env.graph.messages[USER][1:]:
+        mail["from"]["emailAddress"]["address"] = "news@shop.example"
+    path = write_config(
+        tmp_path,
+        "http://127.0.0.1:9",
+        extra=f"""
+[[mailboxes]]
+id = "m365"
+backend = "graph"
+user = "{USER}"
+ignore = ["shop.example"]
+[mailboxes.graph]
+tenant = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{GRAPH_SECRET}}"
+authority = "{env.tokens.authority}"
+base_url = "{env.graph.base_url}"
+ca_bundle = "{env.ca_file.name}"
+""",
+    )
+    config = load_config(path)
+    db = Database(config.database.url)
+    await db.migrate()
+    gateway = Gateway(config, db)
+    triage = Triage(config, db, gateway)
+    try:
+        result = await triage.run_pass("m365")
+        async with db.session() as session:
+            items = list((await session.execute(select(TriageItem))).scalars())
+    finally:
+        await triage.close()
+        await gateway.close()
+        await db.dispose()
+    assert (result.new, result.by_rule, result.by_model) == (5, 5, 0)
+    assert [(i.message_id, i.verdict) for i in items][:2] == [
+        ("g1@contoso.example", "urgent"),
+        ("g2@contoso.example", "ignore"),
+    ]
+    cache = tmp_path / ".msal-m365.json"  # relative to the config file
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
