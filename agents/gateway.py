@@ -5,7 +5,8 @@ The SDK's own retries are off (`max_retries=0`): it would retry 429 and 5xx on t
 model, while the gateway moves on to the next (model, profile) pair at once. Errors are decided
 on `APIStatusError.status_code`, since exception classes differ between SDK versions.
 
-Budgets are checked before each call from the usage rows (see `storage.usage`): at 80% of the
+Budgets are checked before each call against the month-to-date spend, read from the usage rows
+once per agent and month and then kept in memory (see `storage.usage`): at 80% of the
 agent's (or the fleet's) month the `alerts` feed is warned once; at 100% no call is made, the
 agent is paused, and `alerts` gets a stop with a "Raise budget" button for the owner. One call
 can cross the line, never two.
@@ -13,6 +14,7 @@ can cross the line, never two.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AgentConfig, Config, Price
@@ -49,9 +52,11 @@ DEFAULT_PRICES: dict[str, tuple[Decimal, Decimal]] = {
     "claude-3-5-haiku": (Decimal("0.8"), Decimal(4)),
 }
 CACHE_WRITE_FACTOR = Decimal("1.25")  # 5-minute cache writes
+CACHE_WRITE_1H_FACTOR = Decimal(2)  # 1-hour cache writes
 CACHE_READ_FACTOR = Decimal("0.1")
 DEFAULT_COOLDOWN = timedelta(seconds=30)
 WARN_AT = Decimal("0.8")  # share of a budget at which `alerts` is warned
+USAGE_WRITE_DELAY = 0.1  # seconds a usage row may wait to be written with others
 
 
 class GatewayError(Exception):
@@ -93,26 +98,42 @@ def price_of(config: Config, model: str) -> Price | None:
 
 
 def cost_of(price: Price, usage: Any) -> Decimal:
-    """USD for one call, from the API's usage block."""
+    """USD for one call, from the API's usage block. Cache writes are priced by their cache's
+    lifetime: the usage block's `cache_creation` says how many went to the 1-hour cache."""
     input_price = Decimal(str(price.input))
-    output_price = Decimal(str(price.output))
-    write_price = (
-        Decimal(str(price.cache_write))
-        if price.cache_write is not None
-        else input_price * CACHE_WRITE_FACTOR
-    )
-    read_price = (
-        Decimal(str(price.cache_read))
-        if price.cache_read is not None
-        else input_price * CACHE_READ_FACTOR
-    )
+    write_5m = _per_token(price.cache_write, input_price * CACHE_WRITE_FACTOR)
+    write_1h = _per_token(price.cache_write_1h, input_price * CACHE_WRITE_1H_FACTOR)
+    read = _per_token(price.cache_read, input_price * CACHE_READ_FACTOR)
+    writes = cache_writes(usage)
     total = (
         Decimal(usage.input_tokens) * input_price
-        + Decimal(usage.output_tokens) * output_price
-        + Decimal(getattr(usage, "cache_creation_input_tokens", 0) or 0) * write_price
-        + Decimal(getattr(usage, "cache_read_input_tokens", 0) or 0) * read_price
+        + Decimal(usage.output_tokens) * Decimal(str(price.output))
+        + Decimal(writes[0] - writes[1]) * write_5m
+        + Decimal(writes[1]) * write_1h
+        + Decimal(getattr(usage, "cache_read_input_tokens", 0) or 0) * read
     )
     return total / MILLION
+
+
+def cache_writes(usage: Any) -> tuple[int, int]:
+    """(all cache-write tokens, those written to the 1-hour cache) of a usage block."""
+    total = getattr(usage, "cache_creation_input_tokens", 0) or 0
+    breakdown = getattr(usage, "cache_creation", None)
+    one_hour = (getattr(breakdown, "ephemeral_1h_input_tokens", 0) or 0) if breakdown else 0
+    return total, min(one_hour, total)
+
+
+def _per_token(configured: float | None, default: Decimal) -> Decimal:
+    return Decimal(str(configured)) if configured is not None else default
+
+
+@dataclass
+class _Ledger:
+    """An agent's budget override and spend for one month, kept between calls."""
+
+    month: datetime
+    override: Decimal | None
+    spent: Decimal
 
 
 class Gateway:
@@ -122,6 +143,17 @@ class Gateway:
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
         self._cooldown: dict[tuple[str, str], datetime] = {}
         self._warned: set[str] = set()  # budget warnings queued by this process
+        # Month-to-date spend, read from the usage rows once per agent and month, then added
+        # to after each call: a budget check costs no query. Only `fleet run` calls models
+        # (one process per bot token), so nothing else adds spend behind its back.
+        self._ledgers: dict[str, _Ledger] = {}
+        self._fleet_spent: tuple[datetime, Decimal] | None = None
+        db.on_commit(spend.BUDGET_TOPIC, self._forget_budgets)
+        # Usage rows are written in batches off the call's path (see `flush`).
+        self._unwritten: list[dict[str, Any]] = []
+        self._unpriced: set[str] = set()
+        self._write_lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
 
     def _client(self, profile: str) -> anthropic.AsyncAnthropic:
         # Imported at the first model call: the SDK costs ~40 MB, and a fleet whose agents
@@ -148,6 +180,10 @@ class Gateway:
         return client
 
     async def close(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("usage rows of %d call(s) could not be written", len(self._unwritten))
         for client in self._clients.values():
             await client.close()
 
@@ -196,7 +232,7 @@ class Gateway:
                     **kwargs,
                 )
             except anthropic.APIStatusError as err:
-                await self._record(agent, run_id, purpose, model, profile, None, started, err)
+                self._record(agent, run_id, purpose, model, profile, None, started, err)
                 status = err.status_code
                 if status == 429:
                     self._cooldown[(model, profile)] = utcnow() + _retry_after(err)
@@ -214,13 +250,11 @@ class Gateway:
                     f"the API refused the request ({status}): {err.message}"
                 ) from err
             except (anthropic.APIConnectionError, anthropic.APITimeoutError) as err:
-                await self._record(agent, run_id, purpose, model, profile, None, started, err)
+                self._record(agent, run_id, purpose, model, profile, None, started, err)
                 problems.append(f"{model}@{profile} unreachable ({type(err).__name__})")
                 continue
-            price = price_of(self.config, model)
-            cost = cost_of(price, message.usage) if price is not None else Decimal(0)
+            cost = self._record(agent, run_id, purpose, model, profile, message, started, None)
             fallback = model != agent.model
-            await self._record(agent, run_id, purpose, model, profile, message, started, None)
             return Reply(
                 message=message,
                 model=model,
@@ -239,7 +273,7 @@ class Gateway:
             )
         raise GatewayError("no model answered: " + "; ".join(problems))
 
-    async def _record(
+    def _record(
         self,
         agent: AgentConfig,
         run_id: int | None,
@@ -249,38 +283,81 @@ class Gateway:
         message: Message | None,
         started: float,
         error: Exception | None,
-    ) -> None:
+    ) -> Decimal:
+        """Queue the usage row of one call (see `flush`) and count its cost against the
+        month's budgets. Returns the cost."""
         price = price_of(self.config, model)
         usage = message.usage if message is not None else None
-        async with self.db.session() as session:
-            session.add(
-                Usage(
-                    agent_id=agent.id,
-                    run_id=run_id,
-                    purpose=purpose,
-                    model=model,
-                    profile=profile,
-                    input_tokens=usage.input_tokens if usage else 0,
-                    output_tokens=usage.output_tokens if usage else 0,
-                    cache_write_tokens=(usage.cache_creation_input_tokens or 0) if usage else 0,
-                    cache_read_tokens=(usage.cache_read_input_tokens or 0) if usage else 0,
-                    cost_usd=cost_of(price, usage) if price is not None and usage else Decimal(0),
-                    price_known=price is not None,
-                    latency_ms=int((time.monotonic() - started) * 1000),
-                    fallback_used=model != agent.model,
-                    status="ok" if error is None else "error",
-                    error=None if error is None else f"{type(error).__name__}: {error}"[:500],
-                )
+        cost = cost_of(price, usage) if price is not None and usage is not None else Decimal(0)
+        writes = cache_writes(usage) if usage is not None else (0, 0)
+        self._unwritten.append(
+            {
+                "agent_id": agent.id,
+                "run_id": run_id,
+                "purpose": purpose,
+                "model": model,
+                "profile": profile,
+                "input_tokens": usage.input_tokens if usage else 0,
+                "output_tokens": usage.output_tokens if usage else 0,
+                "cache_write_tokens": writes[0],
+                "cache_write_1h_tokens": writes[1],
+                "cache_read_tokens": (usage.cache_read_input_tokens or 0) if usage else 0,
+                "cost_usd": cost,
+                "price_known": price is not None,
+                "latency_ms": int((time.monotonic() - started) * 1000),
+                "fallback_used": model != agent.model,
+                "status": "ok" if error is None else "error",
+                "error": None if error is None else f"{type(error).__name__}: {error}"[:500],
+                "created_at": utcnow(),
+            }
+        )
+        if price is None and message is not None:
+            self._unpriced.add(model)
+        if cost:
+            self._add_spend(agent.id, cost)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_behind())
+        return cost
+
+    async def flush(self) -> None:
+        """Write the queued usage rows. A call's row is written right after the call returns,
+        in a batch with any others, instead of in the call's path; a run flushes before it
+        is recorded as finished, and so does shutdown. A process killed in between loses the
+        rows of its last `USAGE_WRITE_DELAY` of calls, never a finished run's."""
+        async with self._write_lock:
+            while self._unwritten or self._unpriced:
+                rows, self._unwritten = self._unwritten, []
+                unpriced, self._unpriced = self._unpriced, set()
+                try:
+                    async with self.db.session() as session:
+                        if rows:
+                            await session.execute(insert(Usage), rows)
+                        for model in sorted(unpriced):
+                            await self._alert_unpriced(session, model)
+                except BaseException:
+                    self._unwritten[:0] = rows
+                    self._unpriced |= unpriced
+                    raise
+
+    async def _write_behind(self) -> None:
+        # A short wait gathers the rows of concurrent and back-to-back calls into one INSERT.
+        await asyncio.sleep(USAGE_WRITE_DELAY)
+        try:
+            await self.flush()
+        except Exception:
+            log.exception(
+                "writing usage rows failed; %d kept for the next try", len(self._unwritten)
             )
-            if price is None and message is not None:
-                await self._alert(
-                    session,
-                    f"💲 No price for model <b>{esc(model)}</b>: its calls are recorded at $0 "
-                    "and count against no budget. Add its USD per million tokens to the config: "
-                    f'<code>[pricing."{esc(model)}"]</code> with <code>input</code> and '
-                    "<code>output</code>.",
-                    f"price-unknown:{model}:{utcnow():%Y-%m-%d}",
-                )
+
+    async def _alert_unpriced(self, session: AsyncSession, model: str) -> None:
+        await self._alert(
+            session,
+            f"💲 No price for model <b>{esc(model)}</b>: its calls are recorded at $0 "
+            "and count against no budget. Add its USD per million tokens to the config: "
+            f'<code>[pricing."{esc(model)}"]</code> with <code>input</code> and '
+            "<code>output</code>.",
+            f"price-unknown:{model}:{utcnow():%Y-%m-%d}",
+        )
 
     async def _key_rejected(self, profile: str, status: int) -> None:
         log.error("Anthropic rejected the key for profile %s (%d)", profile, status)
@@ -302,12 +379,11 @@ class Gateway:
         """Refuse the call (BudgetExceeded) when the agent's or the fleet's month is spent;
         warn `alerts` once at 80%."""
         fleet_limit = self.config.budget.fleet_usd_month
-        now = utcnow()
-        since = spend.month_start(now)
-        async with self.db.session() as session:
-            seen = await spend.standing(session, agent.id, since, fleet=fleet_limit is not None)
-        limit = spend.effective_budget(seen.override, agent.budget_usd_month)
-        spent, fleet_spent = seen.spent, seen.fleet_spent
+        since = spend.month_start(utcnow())
+        ledger = await self._ledger(agent.id, since, fleet=fleet_limit is not None)
+        limit = spend.effective_budget(ledger.override, agent.budget_usd_month)
+        spent = ledger.spent
+        fleet_spent = self._fleet_spent[1] if self._fleet_spent else Decimal(0)
         month = since.date()
         fleet = Decimal(str(fleet_limit)) if fleet_limit is not None else None
         if limit is not None and spent >= limit:
@@ -318,6 +394,36 @@ class Gateway:
             await self._warn(agent.id, month, spent, limit)
         if fleet is not None and fleet_spent >= fleet * WARN_AT:
             await self._warn(None, month, fleet_spent, fleet)
+
+    async def _ledger(self, agent_id: str, since: datetime, *, fleet: bool) -> _Ledger:
+        ledger = self._ledgers.get(agent_id)
+        fleet_known = not fleet or (
+            self._fleet_spent is not None and self._fleet_spent[0] == since
+        )
+        if ledger is not None and ledger.month == since and fleet_known:
+            return ledger
+        await self.flush()  # the sums must include every call made so far
+        async with self.db.session() as session:
+            seen = await spend.standing(session, agent_id, since, fleet=fleet)
+        ledger = _Ledger(since, seen.override, seen.spent)
+        self._ledgers[agent_id] = ledger
+        if fleet:
+            self._fleet_spent = (since, seen.fleet_spent)
+        return ledger
+
+    def _add_spend(self, agent_id: str, cost: Decimal) -> None:
+        since = spend.month_start(utcnow())
+        ledger = self._ledgers.get(agent_id)
+        if ledger is not None and ledger.month == since:
+            ledger.spent += cost
+        if self._fleet_spent is not None and self._fleet_spent[0] == since:
+            self._fleet_spent = (since, self._fleet_spent[1] + cost)
+
+    def _forget_budgets(self) -> None:
+        """A budget changed (/budget, a raise): read overrides and spend again at the next
+        call."""
+        self._ledgers.clear()
+        self._fleet_spent = None
 
     async def _warn(
         self, agent_id: str | None, month: date, spent: Decimal, limit: Decimal

@@ -139,6 +139,19 @@ class Runtime:
         if still:
             await asyncio.wait(still)
 
+    async def prune(self) -> None:
+        """Delete idle heartbeats older than `keep_idle_runs_days`, in short transactions."""
+        before = utcnow() - timedelta(days=self.settings.keep_idle_runs_days)
+        total = 0
+        while True:
+            async with self.db.session() as session:
+                deleted = await runs.prune_idle(session, before)
+            total += deleted
+            if deleted < 5000:
+                break
+        if total:
+            log.info("deleted %d idle heartbeat run(s) older than %s", total, f"{before:%Y-%m-%d}")
+
     async def reap(self) -> None:
         """Return the tasks of runs whose lease expired; wake the assignee or the manager."""
         async with self.db.claim() as session:
@@ -266,6 +279,8 @@ class Runtime:
             result.status, runs.FAILED
         )
         outcome = result.outcome
+        # A run is recorded as finished only once the usage rows of its calls are written.
+        await self.gateway.flush()
         if result.status == "deferred" and result.retry_at is not None:
             outcome = f"deferred until {result.retry_at:%H:%M:%S} UTC: {result.outcome}"
         async with self.db.claim() as session:

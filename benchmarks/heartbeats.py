@@ -429,7 +429,7 @@ async def through_apscheduler(
             await asyncio.wait_for(drained.wait(), 30)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
-        scheduler.shutdown()
+        await scheduler.shutdown(0)
     aps_log.removeHandler(watcher)
     aps_log.propagate = True
     skipped = await count_runs(db, runs.SKIPPED) - skipped_before

@@ -162,6 +162,7 @@ async def _serve(config: Config, db: Database) -> int:
             raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
+    scheduler.every("runs-prune", 3600, runtime.prune)
     for agent in config.agents:
         if agent.heartbeat or agent.cron:
             scheduler.agent_heartbeat(

@@ -139,8 +139,9 @@ class Price(_Section):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
-    cache_write: float | None = Field(default=None, ge=0)
-    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)  # 5-minute cache; default 1.25x input
+    cache_write_1h: float | None = Field(default=None, ge=0)  # 1-hour cache; default 2x input
+    cache_read: float | None = Field(default=None, ge=0)  # default 0.1x input
 
 
 class AgentConfig(_Section):
@@ -287,6 +288,8 @@ class RuntimeConfig(_Section):
     max_turns: int = Field(default=10, ge=1, le=100)
     context_budget_tokens: int = Field(default=200_000, ge=1000)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Idle heartbeats (skipped runs that did nothing) are deleted after this many days.
+    keep_idle_runs_days: int = Field(default=7, ge=1)
 
 
 class BudgetConfig(_Section):

@@ -296,6 +296,8 @@ class Usage(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # The part of cache_write_tokens written to the 1-hour cache (priced higher).
+    cache_write_1h_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
     price_known: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -12,14 +12,35 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Insert, String, bindparam, case, func, literal, or_, select, text, update
+from sqlalchemy import (
+    Insert,
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import touch
-from storage.models import AgentState, InboxMessage, Run, Task, TaskEvent, UTCDateTime, utcnow
+from storage.models import (
+    AgentState,
+    InboxMessage,
+    Run,
+    Task,
+    TaskEvent,
+    Usage,
+    UTCDateTime,
+    utcnow,
+)
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -381,3 +402,23 @@ async def current(session: AsyncSession, agent_id: str) -> Run | None:
 async def has_queued(session: AsyncSession, agent_id: str) -> bool:
     stmt = select(Run.id).where(Run.agent_id == agent_id, Run.status == QUEUED)
     return (await session.execute(stmt)).first() is not None
+
+
+async def prune_idle(session: AsyncSession, before: datetime, limit: int = 5000) -> int:
+    """Delete up to `limit` idle heartbeats (skipped, no task, no model call) that finished
+    before `before`; returns how many. They are the bulk of the runs table (one per agent per
+    tick) and say nothing once the watchdog's window has passed. Runs that touched a task or a
+    model stay: they are the record of work and spend."""
+    idle = (
+        select(Run.id)
+        .where(
+            Run.status == SKIPPED,
+            Run.task_id.is_(None),
+            Run.turns == 0,
+            Run.finished_at < before,
+            ~select(Usage.id).where(Usage.run_id == Run.id).exists(),
+        )
+        .limit(limit)
+    )
+    result = await session.execute(delete(Run).where(Run.id.in_(idle)))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -26,11 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import agents as agent_state
 from storage import approvals
+from storage.db import touch
 from storage.models import AgentState, Approval, Usage, utcnow
 
 log = logging.getLogger(__name__)
 
 BUDGET_ACTOR = "system:budget"  # who pauses an agent whose budget ran out
+BUDGET_TOPIC = "budget"  # `Database.on_commit` topic of transactions that change a budget
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 PENDING = "pending"
@@ -391,6 +393,8 @@ async def set_budget(
 async def _settle(
     session: AsyncSession, agent_id: str, by: str, approval: Approval | None, now: datetime
 ) -> BudgetChange:
+    # The gateway keeps budgets in memory between calls; this tells it to read them again.
+    touch(session, BUDGET_TOPIC)
     state = await agent_state.state(session, agent_id)
     budget = _usd(state.budget_usd_month) if state and state.budget_usd_month is not None else None
     spent = await spend_this_month(session, agent_id, now)

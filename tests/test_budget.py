@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -39,9 +40,11 @@ from tests.fleet import (
 
 KEY = "sk-ant-budget-test"
 MILLION = Decimal(1_000_000)
-# (input, output, cache write, cache read) USD per million tokens, as the gateway must price.
-SONNET = (Decimal(3), Decimal(15), Decimal("3.75"), Decimal("0.3"))  # defaults, 1.25x / 0.1x
-CUSTOM = (Decimal("0.8"), Decimal(4), Decimal(1), Decimal("0.08"))  # [pricing."test-model"]
+# (input, output, 5-minute cache write, cache read, 1-hour cache write) USD per million tokens,
+# as the gateway must price them.
+SONNET = (Decimal(3), Decimal(15), Decimal("3.75"), Decimal("0.3"), Decimal(6))  # 1.25x/0.1x/2x
+# [pricing."test-model"]; its 1-hour write price is not configured: 2x input.
+CUSTOM = (Decimal("0.8"), Decimal(4), Decimal(1), Decimal("0.08"), Decimal("1.6"))
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Env:
         return reply.cost_usd
 
     async def alerts(self) -> list[Outbox]:
+        await self.gateway.flush()
         async with self.db.session() as session:
             found = await session.execute(
                 select(Outbox).where(Outbox.feed == "alerts").order_by(Outbox.id)
@@ -137,21 +141,31 @@ async def close_env(env: Env) -> None:
     await env.db.dispose()
 
 
-def usage_block(rng: random.Random, scale: int = 1) -> dict[str, int]:
+def usage_block(rng: random.Random, scale: int = 1) -> dict[str, Any]:
+    """A usage block as the API sends it; a third of the cache writes go to the 1-hour
+    cache, broken down in `cache_creation` as the API does."""
+    five_min = rng.choice([0, rng.randint(1, 60_000) // scale])
+    one_hour = rng.choice([0, 0, rng.randint(1, 60_000) // scale])
     return {
         "input_tokens": rng.randint(1, 200_000) // scale,
         "output_tokens": rng.randint(1, 8_000) // scale,
-        "cache_creation_input_tokens": rng.choice([0, rng.randint(1, 60_000) // scale]),
+        "cache_creation_input_tokens": five_min + one_hour,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": five_min,
+            "ephemeral_1h_input_tokens": one_hour,
+        },
         "cache_read_input_tokens": rng.choice([0, rng.randint(1, 150_000) // scale]),
     }
 
 
-def hand_cost(block: dict[str, int], prices: tuple[Decimal, Decimal, Decimal, Decimal]) -> Decimal:
+def hand_cost(block: dict[str, Any], prices: tuple[Decimal, ...]) -> Decimal:
+    one_hour = block.get("cache_creation", {}).get("ephemeral_1h_input_tokens", 0)
     tokens = (
         block["input_tokens"],
         block["output_tokens"],
-        block["cache_creation_input_tokens"],
+        block["cache_creation_input_tokens"] - one_hour,
         block["cache_read_input_tokens"],
+        one_hour,
     )
     return sum((Decimal(n) * p for n, p in zip(tokens, prices, strict=True)), Decimal(0)) / MILLION
 
@@ -163,11 +177,12 @@ async def test_recorded_costs_match_a_hand_computation_across_1000_calls(
     env = await open_env(write_gateway_config(tmp_path, server.base_url, agents), server)
     try:
         rng = random.Random(20261125)
-        plan: list[tuple[str, dict[str, int]]] = []
+        plan: list[tuple[str, dict[str, Any]]] = []
         for i in range(1000):
             plan.append(("hub" if i % 3 else "coder", usage_block(rng)))
         server.script(*(text("ok", usage=block) for _, block in plan))
         returned = [await env.call(agent_id) for agent_id, _ in plan]
+        await env.gateway.flush()
 
         expected = {"hub": Decimal(0), "coder": Decimal(0)}
         costs = []
@@ -190,6 +205,9 @@ async def test_recorded_costs_match_a_hand_computation_across_1000_calls(
                 block["output_tokens"],
             )
             assert row.cache_write_tokens == block["cache_creation_input_tokens"]
+            assert (
+                row.cache_write_1h_tokens == block["cache_creation"]["ephemeral_1h_input_tokens"]
+            )
             assert row.cache_read_tokens == block["cache_read_input_tokens"]
             assert abs(row.cost_usd - cost) <= Decimal("0.000001")  # stored to the micro-dollar
         for agent_id, total in expected.items():
@@ -317,6 +335,7 @@ async def test_an_unknown_price_is_recorded_and_alerted_once_a_day(
         server.script(*(text("ok", usage={"input_tokens": 1_000_000}) for _ in range(3)))
         for _ in range(3):
             assert await env.call("hub") == 0  # not blocked, not priced
+        await env.gateway.flush()
         async with env.db.session() as session:
             rows = list((await session.execute(select(Usage))).scalars())
         assert [(r.price_known, r.cost_usd) for r in rows] == [(False, Decimal(0))] * 3

@@ -24,7 +24,8 @@ TOP_LEVEL_KEYS = (
 )
 
 RUNTIME_KEYS = (
-    "max_concurrent_runs, lease_seconds, max_turns, context_budget_tokens, shutdown_grace_seconds"
+    "max_concurrent_runs, lease_seconds, max_turns, context_budget_tokens, "
+    "shutdown_grace_seconds, keep_idle_runs_days"
 )
 
 WORKSPACE_HINT = "does not exist (`fleet init` writes example workspaces)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.botapi_server import BotAPIServer, Call
@@ -19,7 +20,7 @@ from tests.fleet import (
 )
 
 
-def to_chat(chat_id: int) -> object:
+def to_chat(chat_id: int) -> Callable[[Call], bool]:
     def match(call: Call) -> bool:
         return bool(call.params.get("chat_id") == chat_id)
 

@@ -6,6 +6,7 @@ against the local Anthropic server; the task-level ones run the real `fleet run`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from bot.config import AgentConfig, Config, load_config
 from storage.db import Database
 from storage.models import Outbox, Usage, utcnow
 from tests.anthropic_server import AnthropicServer, error, text, tool_use
-from tests.botapi_server import BotAPIServer
+from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
@@ -100,6 +101,7 @@ class Env:
         )
 
     async def usage(self) -> list[Usage]:
+        await self.gateway.flush()
         async with self.db.session() as session:
             return list((await session.execute(select(Usage).order_by(Usage.id))).scalars())
 
@@ -515,13 +517,12 @@ async def test_e2e_401_alerts_once_naming_the_profile_and_never_the_key(
     fleet = await start_fleet(tmp_path, botapi, anthropic)
     for n in range(1, 4):
         botapi.push_message(OPERATOR, f"/assign revoked Task number {n}")
-        await botapi.wait_for_call(
-            "sendMessage",
-            lambda c, n=n: (
-                c.params["chat_id"] == FEED_CHAT and f"of <b>revoked</b> on task #{n}" in _text(c)
-            ),
-            timeout=20,
-        )
+        blocked = f"of <b>revoked</b> on task #{n}"
+
+        def announced(c: Call, blocked: str = blocked) -> bool:
+            return bool(c.params["chat_id"] == FEED_CHAT and blocked in _text(c))
+
+        await botapi.wait_for_call("sendMessage", announced, timeout=20)
     revoked = [r.api_key for r in anthropic.requests if r.api_key != ANTHROPIC_KEY]
     assert revoked == [BAD_KEY] * 3  # max_retries = 0: each task fails once, then is blocked
     alerts = [
@@ -546,3 +547,16 @@ async def test_e2e_401_alerts_once_naming_the_profile_and_never_the_key(
 
 def _text(call: Any) -> str:
     return str(call.params.get("text", ""))
+
+
+async def test_usage_rows_are_written_behind_the_call_without_a_flush(env: Env) -> None:
+    env.server.script(text("one"), text("two"))
+    await env.call("solo")
+    await env.call("solo")
+    for _ in range(100):  # the write-behind waits USAGE_WRITE_DELAY, then writes both at once
+        async with env.db.session() as session:
+            count = len(list((await session.execute(select(Usage))).scalars()))
+        if count == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert count == 2

@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from storage import inbox, runs, tasks
 from storage.db import Database
-from storage.models import Run, utcnow
+from storage.models import Run, Usage, utcnow
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_wakes_back_off_after_two_runs_that_changed_nothing(db: Database) 
     expected = {0: 0, 1: 0, 2: 2, 3: 4, 4: 8, 5: 16, 6: 30, 7: 30}
     for idle, minutes in expected.items():
         async with db.claim() as session:
-            await session.execute(Run.__table__.delete())
+            await session.execute(delete(Run))
             if idle:
                 await tasks.note_run(session, task.id, changed=False)
             before = utcnow()
@@ -76,7 +76,7 @@ async def test_wakes_back_off_after_two_runs_that_changed_nothing(db: Database) 
         assert abs(delay - minutes) < 0.05, (idle, delay)
     async with db.claim() as session:
         await tasks.note_run(session, task.id, changed=True)
-        await session.execute(Run.__table__.delete())
+        await session.execute(delete(Run))
         await runs.wake(session, "coder", "comment", task_id=task.id)
     [run] = await queued(db, "coder")
     assert run.not_before <= utcnow()
@@ -87,7 +87,7 @@ async def test_a_comment_by_the_assignee_does_not_wake_it(db: Database) -> None:
         task = await tasks.create(
             session, title="Quiet", assignee="coder", creator="person:1", max_retries=3
         )
-        await session.execute(Run.__table__.delete())
+        await session.execute(delete(Run))
     async with db.claim() as session:
         await tasks.comment(session, task.id, actor="agent:coder", body="note to self")
     assert await queued(db, "coder") == []
@@ -115,3 +115,35 @@ async def test_illegal_transitions_name_the_current_status(db: Database) -> None
             session, task.id, tasks.BLOCKED, actor="agent:coder", note="x"
         )
         assert not again.won and again.reason == f"task #{task.id} is already blocked"
+
+
+async def test_pruning_deletes_old_idle_heartbeats_and_keeps_work_and_spend(db: Database) -> None:
+    old = utcnow() - timedelta(days=8)
+    async with db.session() as session:
+        task = await tasks.create(
+            session, title="t", assignee="coder", creator="person:1", max_retries=3
+        )
+        for _ in range(3):
+            assert await runs.record_if_idle(session, "hub")
+        await runs.record_skipped(session, "hub", "schedule", "paused")
+        hub = select(Run).where(Run.agent_id == "hub").order_by(Run.id)
+        rows = list((await session.execute(hub)).scalars())
+        deferred = Run(
+            agent_id="coder", trigger="retry", status=runs.SKIPPED, finished_at=old, turns=0
+        )
+        worked = Run(
+            agent_id="coder", trigger="assignment", task_id=task.id, status=runs.SUCCEEDED,
+            finished_at=old, turns=2,
+        )  # fmt: skip
+        session.add_all([deferred, worked])
+        await session.flush()
+        session.add(Usage(agent_id="coder", run_id=deferred.id, model="m", profile="p"))
+        for row in rows[:2]:
+            row.finished_at = old
+    async with db.session() as session:
+        assert await runs.prune_idle(session, utcnow() - timedelta(days=7)) == 2
+    async with db.session() as session:
+        left = list((await session.execute(select(Run.id).order_by(Run.id))).scalars())
+    # The coder's queued wake, the two recent hub heartbeats, the deferred run with its usage
+    # row, and the task's run.
+    assert left[1:] == [rows[2].id, rows[3].id, deferred.id, worked.id]
