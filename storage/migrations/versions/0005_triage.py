@@ -1,7 +1,7 @@
 """triage: mailbox state, snooze and action fields on triage items
 
 Revision ID: 0005_triage
-Revises: 0002
+Revises: 0006_usage_cache_ttl (main's head when merged; was 0002)
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0005_triage"
-down_revision: str | None = "0002"
+down_revision: str | None = "0006_usage_cache_ttl"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
