@@ -20,8 +20,9 @@ from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefaul
 
 from agents.gateway import Gateway
 from agents.runtime import Runtime, heartbeat_seconds
+from agents.triage import Triage
 from bot.alerting import Alerting
-from bot.config import Config, Role
+from bot.config import Config, Role, parse_duration
 from bot.config_watch import ConfigWatch, save_last_good
 from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
 from bot.poller_lock import LockHeld, poller_lock
@@ -44,6 +45,7 @@ EXIT_LOCKED = 3
 EXIT_TOKEN = 4
 
 SHUTDOWN_GRACE = 10.0
+TRIAGE_TICK_SECONDS = 60  # snoozes wake and the daily digest goes out within a minute
 
 
 def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
@@ -123,6 +125,7 @@ async def _serve(config: Config, db: Database) -> int:
     sender = Sender(bot, db)
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
+    triage = Triage(config, db, gateway)
     dp = make_dispatcher(
         config,
         db,
@@ -132,6 +135,7 @@ async def _serve(config: Config, db: Database) -> int:
         sender=sender,
         org=runtime.org,
         status_cache=SummaryCache(db),
+        triage=triage,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -172,6 +176,14 @@ async def _serve(config: Config, db: Database) -> int:
                 cron=agent.cron,
                 tz=config.tz,
             )
+    for mailbox in config.mailboxes:
+        scheduler.every(
+            f"triage:{mailbox.id}",
+            int(parse_duration(mailbox.every).total_seconds()),
+            functools.partial(triage.job, mailbox.id),
+        )
+    if config.mailboxes:
+        scheduler.every("triage-digest", TRIAGE_TICK_SECONDS, triage.tick)
     try:
         me = await bot.get_me()
     except TelegramUnauthorizedError:
@@ -212,6 +224,7 @@ async def _serve(config: Config, db: Database) -> int:
             await asyncio.wait_for(runtime_task, config.runtime.shutdown_grace_seconds + 5)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
+        await triage.close()
         await gateway.close()
         await bot.session.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -192,6 +192,32 @@ class HimalayaOptions(_Section):
     version: Literal[1, 2] | None = None
 
 
+class GraphOptions(_Section):
+    """A Microsoft 365 mailbox read by a daemon app (client-credentials flow)."""
+
+    tenant: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    authority: str = "https://login.microsoftonline.com"
+    base_url: str = "https://graph.microsoft.com/v1.0"
+    ca_bundle: Path | None = None
+    token_cache: Path | None = None
+
+    @field_validator("authority")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (msal refuses anything else)")
+        return value.rstrip("/")
+
+    @field_validator("base_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL of Microsoft Graph")
+        return value.rstrip("/")
+
+
 class MailboxConfig(_Section):
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     backend: Literal["himalaya", "graph"]
@@ -203,11 +229,35 @@ class MailboxConfig(_Section):
     vip: list[str] = Field(default_factory=list)
     urgent_keywords: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
+    graph: GraphOptions | None = None
+    urgent_domains: list[str] = Field(default_factory=list)
+    ignore_keywords: list[str] = Field(default_factory=list)
+    high_importance_urgent: bool = True
+    timeout: str = "60s"
+    page_size: int = Field(default=500, ge=1, le=1000)
+    failures_before_incident: int = Field(default=3, ge=1)
 
-    @field_validator("every")
+    @field_validator("every", "timeout")
     @classmethod
     def _every(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+
+class TriageConfig(_Section):
+    """How mail is judged once rules have not decided, and when the digest goes out."""
+
+    agent: str | None = None  # the agent the model calls are billed to; default the hub
+    model: str = "claude-haiku-4-5"
+    fallbacks: list[str] = Field(default_factory=list)
+    body_chars: int = Field(default=4000, ge=200, le=50_000)
+    digest_at: str = "18:00"
+
+    @field_validator("digest_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):([0-5]\d)$", value):
+            raise ValueError(f'"{value}" is not a time like "18:00"')
         return value
 
 
@@ -335,6 +385,7 @@ class Config(_Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    triage: TriageConfig = Field(default_factory=TriageConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -371,6 +422,7 @@ class Config(_Section):
         """Every secret the config holds, for log redaction."""
         values = [self.telegram.token.get_secret_value()]
         values += [p.api_key.get_secret_value() for p in self.anthropic.profiles.values()]
+        values += [m.graph.client_secret.get_secret_value() for m in self.mailboxes if m.graph]
         return [v for v in values if v]
 
     def sqlite_path(self) -> Path | None:
@@ -610,6 +662,16 @@ def _semantic_problems(config: Config) -> list[str]:
             problems.append(f"mailboxes[{i}].account: required for the himalaya backend")
         if mailbox.backend == "graph" and not mailbox.user:
             problems.append(f"mailboxes[{i}].user: required for the graph backend")
+        if mailbox.backend == "graph" and mailbox.graph is None:
+            problems.append(
+                f"mailboxes[{i}].graph: required for the graph backend "
+                "(tenant, client_id, client_secret)"
+            )
+    if config.mailboxes and config.triage.agent is not None:
+        if config.triage.agent not in ids:
+            problems.append(f'triage.agent: unknown agent "{config.triage.agent}"')
+    elif config.mailboxes and config.agents and config.hub is None:
+        problems.append("triage.agent: no hub to bill triage model calls to; name an agent")
     for i, check in enumerate(config.checks):
         kinds = [k for k in (check.http, check.tcp, check.command) if k]
         if len(kinds) != 1:

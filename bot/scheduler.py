@@ -114,9 +114,10 @@ class Scheduler:
 
     async def shutdown(self, grace: float) -> None:
         """Start no more jobs; give the running ones `grace` seconds to finish."""
-        # APScheduler's asyncio executor cancels the jobs still running when it shuts down
-        # (a job cancelled inside its commit logs a traceback): pause, wait, then shut down.
+        # APScheduler's asyncio executor cancels running jobs at shutdown, so stop new runs
+        # first (pause), let the running ones finish, and only then shut it down.
         self.scheduler.pause()
+        await asyncio.sleep(0)  # a job task created just now registers in `_running`
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace)
         self.scheduler.shutdown(wait=False)

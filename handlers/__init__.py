@@ -15,6 +15,7 @@ from handlers import (
     start,
     status,
     tasks,
+    triage,
 )
 
 
@@ -30,5 +31,6 @@ def get_routers() -> list[Router]:
         budget.router,
         costs.router,
         incidents.router,
+        triage.router,
         fallback.router,
     ]

@@ -347,6 +347,13 @@ class TriageItem(Base):
     status: Mapped[str] = mapped_column(String(16), default="new")
     received_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    snoozed_until: Mapped[datetime | None]
+    snoozes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acted_by: Mapped[str | None] = mapped_column(String(64))
+    acted_at: Mapped[datetime | None]
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    decided_at: Mapped[datetime | None]
+    importance: Mapped[str | None] = mapped_column(String(8))
 
 
 class InboxMessage(Base):
@@ -383,3 +390,17 @@ class CheckState(Base):
     next_recover_at: Mapped[datetime | None]
     last_recover_at: Mapped[datetime | None]
     last_recover_outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class MailboxState(Base):
+    """What a mailbox's triage job remembers between passes: how far it has read and how
+    many passes in a row have failed (an incident opens at the configured threshold)."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(String(128))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_success_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
