@@ -172,10 +172,10 @@ class Gateway:
                     timeout=120.0,
                 )
             except anthropic.AnthropicError as err:
-                raise GatewayError(
-                    f"no API key for profile {profile}: set ANTHROPIC_API_KEY or "
-                    f"[anthropic.profiles.{profile}]"
-                ) from err
+                raise GatewayError(_no_key(profile)) from err
+            if not client.api_key and not client.auth_token:
+                # The SDK would raise a TypeError at the first request instead.
+                raise GatewayError(_no_key(profile))
             self._clients[profile] = client
         return client
 
@@ -505,6 +505,13 @@ class Gateway:
             buttons=buttons,
             dedup_key=key,
         )
+
+
+def _no_key(profile: str) -> str:
+    return (
+        f"no API key for profile {profile}: set ANTHROPIC_API_KEY or "
+        f"[anthropic.profiles.{profile}]"
+    )
 
 
 def _retry_after(err: anthropic.APIStatusError) -> timedelta:

@@ -4,6 +4,8 @@ an error to the model, is recorded on the task, and never takes effect."""
 
 from __future__ import annotations
 
+import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -14,10 +16,12 @@ from jsonschema import Draft202012Validator
 
 from agents import workspace
 from agents.org import OrgChart
-from bot.config import AgentConfig, Config
+from bot.config import AgentConfig, Config, Role
 from integrations.deploy import shown_command
-from storage import approvals, inbox, tasks
+from storage import approvals, inbox, incidents, outbox, tasks
 from storage.db import Database
+
+log = logging.getLogger(__name__)
 
 TEXT_MAX = 4000
 
@@ -46,6 +50,7 @@ class ToolResult:
     content: str
     changed: bool = False
     ends_run: bool = False
+    authority: bool = False  # refused for authority: the hub gets an oversight notice
 
 
 Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolResult]]
@@ -257,6 +262,86 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     )
 
 
+async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    severity = args["severity"]
+    if severity == "P0":
+        return ToolResult(
+            False,
+            "refused: no agent may raise P0. Raise P1 (the hub confirms it) or lower; P0 "
+            "needs the hub's confirmation and a person's approval",
+            authority=True,
+        )
+    fingerprint = args.get("fingerprint") or f"agent:{ctx.agent.id}:{args['title'][:60]}"
+    async with ctx.db.claim() as session:
+        incident, opened = await incidents.open_incident(
+            session,
+            fingerprint=fingerprint,
+            severity=severity,
+            title=args["title"],
+            source=ctx.actor,
+            details=args.get("details", ""),
+        )
+        hub = ctx.org.hub
+        if opened and incident.requested_severity == "P1" and hub is not None:
+            await inbox.send(
+                session,
+                hub.id,
+                kind="message",
+                source=ctx.actor,
+                body=(
+                    f"{ctx.agent.id} asks for P1 on incident #{incident.id}: {incident.title}\n"
+                    f"{incident.details}\nIf warranted, call confirm_incident with "
+                    f"incident_id {incident.id} and severity P1 (P0 also needs a person)."
+                ),
+                dedup_key=f"incident-p1-request:{incident.id}",
+            )
+    if not opened:
+        return ToolResult(
+            True, f"incident #{incident.id} is already open ({incident.severity}); not again"
+        )
+    note = " at P2; P1 waits for the hub's confirmation" if incident.requested_severity else ""
+    return ToolResult(True, f"incident #{incident.id} opened{note}", changed=True)
+
+
+async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    hub = ctx.org.hub
+    if hub is None or hub.id != ctx.agent.id:
+        return ToolResult(False, "refused: only the hub confirms incidents", authority=True)
+    incident_id, severity = args["incident_id"], args["severity"]
+    async with ctx.db.claim() as session:
+        incident = await incidents.get(session, incident_id)
+        if incident is None or incident.status not in incidents.LIVE:
+            return refused(f"incident #{incident_id} is not open")
+        if severity == "P1":
+            if not await incidents.confirm_p1(session, incident_id, actor=ctx.actor):
+                return refused(f"incident #{incident_id} is {incident.severity} already")
+            return ToolResult(True, f"incident #{incident_id} is now P1", changed=True)
+        approval = await incidents.request_p0(
+            session, incident_id, actor=ctx.actor, page=_page(ctx.config)
+        )
+        if approval is None:
+            return refused(f"incident #{incident_id} is P0 already")
+        if approval.status != "pending":
+            return refused(
+                f"P0 for incident #{incident_id} was {approval.status} already "
+                f"(approval #{approval.id}); a person decided, do not ask again"
+            )
+        # approvals.request (in incidents.request_p0) posted it, with its buttons.
+    return ToolResult(
+        True,
+        f"P0 for incident #{incident_id} needs a person: approval #{approval.id} requested; "
+        "nobody is paged until it is approved",
+        changed=True,
+    )
+
+
+def _page(config: Config) -> incidents.Page:
+    feed = config.feed("alerts")
+    alerts = None if feed is None else outbox.Destination(feed.chat_id, feed.topic, "alerts")
+    people = [(p.telegram_id, p.name) for p in config.people if p.role.allows(Role.operator)]
+    return incidents.Page(alerts, people)
+
+
 def _reports(ctx: ToolContext) -> str:
     return ", ".join(ctx.org.reports(ctx.agent.id)) or "none"
 
@@ -358,6 +443,32 @@ TOOLS: tuple[Tool, ...] = (
         "request_deploy",
         _request_deploy,
     ),
+    Tool(
+        "raise_incident",
+        "Open an incident. P3 is logged, P2 is posted to the alerts feed; P1 is a request the "
+        "hub confirms; no agent may raise P0. Same fingerprint: the open incident is reused.",
+        _schema(
+            ["title", "severity"],
+            title=_text("what is wrong, in one line", 200),
+            severity={"enum": ["P3", "P2", "P1", "P0"]},
+            details=_text("the evidence: what you saw, where, when"),
+            fingerprint={"type": "string", "minLength": 1, "maxLength": 100},
+        ),
+        None,  # any agent, up to P2; the gates above are in the handler
+        _raise_incident,
+    ),
+    Tool(
+        "confirm_incident",
+        "Hub only: confirm an incident as P1, or ask for P0 (a person must approve before "
+        "anyone is paged).",
+        _schema(
+            ["incident_id", "severity"],
+            incident_id={"type": "integer", "minimum": 1},
+            severity={"enum": ["P1", "P0"]},
+        ),
+        "confirm_incident",
+        _confirm_incident,
+    ),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}
 
@@ -377,7 +488,11 @@ async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
     if tool is None:
         result = refused(f'unknown tool "{name}"; available: {", ".join(BY_NAME)}')
     elif not _allowed(tool, ctx.agent):
-        result = refused(f"{name} needs the {tool.authority} authority, which you do not have")
+        result = ToolResult(
+            False,
+            f"refused: {name} needs the {tool.authority} authority, which you do not have",
+            authority=True,
+        )
     elif not isinstance(args, dict):
         result = refused("tool input must be a JSON object")
     else:
@@ -391,5 +506,16 @@ async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
         async with ctx.db.claim() as session:
             await tasks.record_refusal(
                 session, ctx.task_id, actor=ctx.actor, body=f"{name}: {result.content}"[:2000]
+            )
+    if result.authority:
+        log.warning("%s: %s refused for authority: %s", ctx.agent.id, name, result.content)
+    if result.authority and ctx.org.hub is not None and ctx.org.hub.id != ctx.agent.id:
+        async with ctx.db.claim() as session:
+            await inbox.oversight(
+                session,
+                ctx.org.hub.id,
+                f"Tool refused for authority: {ctx.agent.id} called {name} "
+                f"({str(args)[:300]}): {result.content}",
+                dedup_key=f"oversight:refused:{ctx.run_id}:{name}:{zlib.crc32(str(args).encode())}",
             )
     return result

@@ -20,13 +20,17 @@ from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefaul
 
 from agents.gateway import Gateway
 from agents.runtime import Runtime, heartbeat_seconds
-from bot.config import Config, Role
+from agents.triage import Triage
+from bot.alerting import Alerting
+from bot.config import Config, Role, parse_duration
+from bot.config_watch import ConfigWatch, save_last_good
 from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
+from bot.watchdog import Watchdog
 from handlers import get_routers
 from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
@@ -43,6 +47,7 @@ EXIT_LOCKED = 3
 EXIT_TOKEN = 4
 
 SHUTDOWN_GRACE = 10.0
+TRIAGE_TICK_SECONDS = 60  # snoozes wake and the daily digest goes out within a minute
 
 
 def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
@@ -122,6 +127,7 @@ async def _serve(config: Config, db: Database) -> int:
     sender = Sender(bot, db)
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
+    triage = Triage(config, db, gateway)
     dp = make_dispatcher(
         config,
         db,
@@ -131,6 +137,7 @@ async def _serve(config: Config, db: Database) -> int:
         sender=sender,
         org=runtime.org,
         status_cache=SummaryCache(db),
+        triage=triage,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -164,6 +171,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     scheduler.every("runs-prune", 3600, runtime.prune)
+    add_health_jobs(config, db, scheduler)
 
     async def expire_approvals() -> None:
         async with db.claim() as session:
@@ -179,6 +187,14 @@ async def _serve(config: Config, db: Database) -> int:
                 cron=agent.cron,
                 tz=config.tz,
             )
+    for mailbox in config.mailboxes:
+        scheduler.every(
+            f"triage:{mailbox.id}",
+            int(parse_duration(mailbox.every).total_seconds()),
+            functools.partial(triage.job, mailbox.id),
+        )
+    if config.mailboxes:
+        scheduler.every("triage-digest", TRIAGE_TICK_SECONDS, triage.tick)
     try:
         me = await bot.get_me()
     except TelegramUnauthorizedError:
@@ -224,6 +240,7 @@ async def _serve(config: Config, db: Database) -> int:
             await asyncio.wait_for(deploy_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
+        await triage.close()
         await gateway.close()
         await bot.session.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -245,3 +262,29 @@ async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> N
             esc(text),
             dedup_key=dedup_key,
         )
+
+
+def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
+    """Checks (`check:<id>`), the alerts feed (`alerts`), the `watchdog` and `config-watch`.
+    Saves the running config as last-known-good first."""
+    alerting = Alerting(config, db)
+    if config.feed("alerts") is None:
+        log.warning(
+            "no alerts feed configured: incidents are recorded (see /incidents), not posted"
+        )
+    for check in config.checks:
+        scheduler.every(
+            f"check:{check.id}",
+            max(1, int(check.seconds("every"))),
+            functools.partial(alerting.run_check, check),
+        )
+    scheduler.every("alerts", alerting.flush_every(), alerting.flush)
+    watchdog = Watchdog(config, db, scheduler.intervals)
+    scheduler.every("watchdog", int(config.watchdog.seconds("every")), watchdog.run)
+    try:
+        loaded = save_last_good(config.path)
+    except OSError as err:
+        log.warning("could not save the last-known-good config: %s", err)
+        return
+    watch = ConfigWatch(config, db, loaded)
+    scheduler.every("config-watch", int(config.watchdog.seconds("config_poll")), watch.run)

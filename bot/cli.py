@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         "init": _init,
         "send": _send,
         "costs": _costs,
+        "watchdog": _watchdog,
+        "config": _config,
+        "systemd": _systemd,
     }[args.command]
     try:
         return handler(args)
@@ -62,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     costs.add_argument("--month", help="YYYY-MM (default: this month, UTC)")
     costs.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    watchdog = sub.add_parser(
+        "watchdog", parents=[common], help="check the fleet from outside (for a systemd timer)"
+    )
+    watchdog.add_argument(
+        "--once", action="store_true", required=True, help="check once and exit (1: problems)"
+    )
+    config_cmd = sub.add_parser("config", parents=[common], help="config safety")
+    config_cmd.add_argument(
+        "action", choices=["rollback"], help="rollback: restore the last-known-good file"
+    )
+    sub.add_parser(
+        "systemd", parents=[common], help="print systemd units for the bot and the watchdog"
+    )
     return parser
 
 
@@ -189,6 +205,34 @@ def _costs(args: argparse.Namespace) -> int:
         return f"Costs {month:%Y-%m} (UTC)\n" + "\n".join(table_lines(found)) + "\n"
 
     sys.stdout.write(asyncio.run(report()))
+    return 0
+
+
+def _watchdog(args: argparse.Namespace) -> int:
+    from bot.watchdog import once
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    configure_logging(config.secret_values())
+    return asyncio.run(once(config))
+
+
+def _config(args: argparse.Namespace) -> int:
+    from bot.config_watch import rollback
+
+    ok, said = rollback(args.config)
+    print(said, file=sys.stdout if ok else sys.stderr)
+    if ok and _load(args.config) is None:
+        print("the restored file does not validate now (see above)", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
+def _systemd(args: argparse.Namespace) -> int:
+    from bot.systemd import render
+
+    sys.stdout.write(render(args.config))
     return 0
 
 

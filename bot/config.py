@@ -48,6 +48,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
+def parse_latency(text: str) -> float:
+    """Parse "500ms" or a duration like "2s" into seconds."""
+    stripped = text.strip()
+    if stripped.endswith("ms") and stripped[:-2].strip().isdigit() and int(stripped[:-2]) > 0:
+        return int(stripped[:-2]) / 1000
+    try:
+        return parse_duration(stripped).total_seconds()
+    except ValueError:
+        raise ValueError(f'"{text}" is not a latency like "500ms" or "2s"') from None
+
+
 class Role(StrEnum):
     """What a person may do. Higher roles include everything lower roles may do."""
 
@@ -181,6 +192,32 @@ class HimalayaOptions(_Section):
     version: Literal[1, 2] | None = None
 
 
+class GraphOptions(_Section):
+    """A Microsoft 365 mailbox read by a daemon app (client-credentials flow)."""
+
+    tenant: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    authority: str = "https://login.microsoftonline.com"
+    base_url: str = "https://graph.microsoft.com/v1.0"
+    ca_bundle: Path | None = None
+    token_cache: Path | None = None
+
+    @field_validator("authority")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (msal refuses anything else)")
+        return value.rstrip("/")
+
+    @field_validator("base_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL of Microsoft Graph")
+        return value.rstrip("/")
+
+
 class MailboxConfig(_Section):
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     backend: Literal["himalaya", "graph"]
@@ -192,11 +229,35 @@ class MailboxConfig(_Section):
     vip: list[str] = Field(default_factory=list)
     urgent_keywords: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
+    graph: GraphOptions | None = None
+    urgent_domains: list[str] = Field(default_factory=list)
+    ignore_keywords: list[str] = Field(default_factory=list)
+    high_importance_urgent: bool = True
+    timeout: str = "60s"
+    page_size: int = Field(default=500, ge=1, le=1000)
+    failures_before_incident: int = Field(default=3, ge=1)
 
-    @field_validator("every")
+    @field_validator("every", "timeout")
     @classmethod
     def _every(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+
+class TriageConfig(_Section):
+    """How mail is judged once rules have not decided, and when the digest goes out."""
+
+    agent: str | None = None  # the agent the model calls are billed to; default the hub
+    model: str = "claude-haiku-4-5"
+    fallbacks: list[str] = Field(default_factory=list)
+    body_chars: int = Field(default=4000, ge=200, le=50_000)
+    digest_at: str = "18:00"
+
+    @field_validator("digest_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):([0-5]\d)$", value):
+            raise ValueError(f'"{value}" is not a time like "18:00"')
         return value
 
 
@@ -212,12 +273,26 @@ class CheckConfig(_Section):
     failures_before_alert: int = Field(default=3, ge=1)
     successes_before_resolve: int = Field(default=2, ge=1)
     recover: str | None = None
+    max_latency: str | None = None
+    severity: Literal["P3", "P2"] = "P2"
+    recover_max_per_hour: int = Field(default=3, ge=1, le=60)
+    recover_timeout: str = "2m"
 
-    @field_validator("every", "timeout")
+    @field_validator("every", "timeout", "recover_timeout")
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("max_latency")
+    @classmethod
+    def _latency(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_latency(value)
+        return value
+
+    def seconds(self, key: Literal["every", "timeout", "recover_timeout"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
 
 
 class DeployConfig(_Section):
@@ -255,6 +330,48 @@ class DeployConfig(_Section):
         if isinstance(self.approvers, list):
             return {"people": list(self.approvers)}
         return {"role": "owner"}
+
+
+class AlertingConfig(_Section):
+    """How incidents reach the alerts feed; the defaults are Alertmanager's."""
+
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+
+    @field_validator("group_wait", "group_interval", "repeat_interval")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def seconds(self, key: Literal["group_wait", "group_interval", "repeat_interval"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
+
+
+class WatchdogConfig(_Section):
+    """Monitoring the monitoring: job beats, leases, agent heartbeats, the clock, the config."""
+
+    every: str = "1m"
+    clock_url: str = ""
+    max_clock_skew: str = "30s"
+    config_poll: str = "10s"
+
+    @field_validator("every", "max_clock_skew", "config_poll")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("clock_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s):// URL whose Date header is checked")
+        return value
+
+    def seconds(self, key: Literal["every", "max_clock_skew", "config_poll"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
 
 
 class RuntimeConfig(_Section):
@@ -309,6 +426,9 @@ class Config(_Section):
     deploys: list[DeployConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    triage: TriageConfig = Field(default_factory=TriageConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
     @field_validator("timezone")
@@ -346,6 +466,7 @@ class Config(_Section):
         """Every secret the config holds, for log redaction."""
         values = [self.telegram.token.get_secret_value()]
         values += [p.api_key.get_secret_value() for p in self.anthropic.profiles.values()]
+        values += [m.graph.client_secret.get_secret_value() for m in self.mailboxes if m.graph]
         return [v for v in values if v]
 
     def sqlite_path(self) -> Path | None:
@@ -585,6 +706,16 @@ def _semantic_problems(config: Config) -> list[str]:
             problems.append(f"mailboxes[{i}].account: required for the himalaya backend")
         if mailbox.backend == "graph" and not mailbox.user:
             problems.append(f"mailboxes[{i}].user: required for the graph backend")
+        if mailbox.backend == "graph" and mailbox.graph is None:
+            problems.append(
+                f"mailboxes[{i}].graph: required for the graph backend "
+                "(tenant, client_id, client_secret)"
+            )
+    if config.mailboxes and config.triage.agent is not None:
+        if config.triage.agent not in ids:
+            problems.append(f'triage.agent: unknown agent "{config.triage.agent}"')
+    elif config.mailboxes and config.agents and config.hub is None:
+        problems.append("triage.agent: no hub to bill triage model calls to; name an agent")
     for i, check in enumerate(config.checks):
         kinds = [k for k in (check.http, check.tcp, check.command) if k]
         if len(kinds) != 1:

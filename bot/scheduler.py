@@ -34,9 +34,12 @@ class Scheduler:
         self.db = db
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[Any]] = set()
+        # job id -> interval in seconds of every `every` job, for the watchdog.
+        self.intervals: dict[str, int] = {}
 
     def every(self, job_id: str, seconds: int, func: JobFunc) -> None:
         """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
+        self.intervals[job_id] = seconds
         self.scheduler.add_job(
             self._tracked(self._with_beat(job_id, seconds, func)),
             IntervalTrigger(seconds=seconds, timezone=UTC),
@@ -110,11 +113,11 @@ class Scheduler:
         self.scheduler.start()
 
     async def shutdown(self, grace: float) -> None:
-        """Start no more jobs; give the running ones `grace` seconds to finish. APScheduler's
-        own shutdown cancels the jobs still running (mid-write, with a traceback), so it
-        comes last."""
+        """Start no more jobs; give the running ones `grace` seconds to finish."""
+        # APScheduler's asyncio executor cancels running jobs at shutdown, so stop new runs
+        # first (pause), let the running ones finish, and only then shut it down.
         self.scheduler.pause()
-        await asyncio.sleep(0)  # a job submitted just before the pause starts, and is tracked
+        await asyncio.sleep(0)  # a job task created just now registers in `_running`
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace)
         self.scheduler.shutdown(wait=False)

@@ -11,10 +11,12 @@ from handlers import (
     costs,
     errors,
     fallback,
+    incidents,
     outbox,
     start,
     status,
     tasks,
+    triage,
 )
 
 
@@ -30,5 +32,7 @@ def get_routers() -> list[Router]:
         budget.router,
         costs.router,
         approvals.router,
+        incidents.router,
+        triage.router,
         fallback.router,
     ]

@@ -39,6 +39,11 @@ async def status(
     failed = summary.outbox.get("failed", 0)
     lines.append(f"Outbox: {waiting} waiting, {failed} failed")
     lines.append(f"Last completed poll: {when(poll_monitor.last_poll_at, tz)}")
+    if summary.silences:
+        lines.append(
+            "Silences: "
+            + ", ".join(f"{esc(s.matcher)} until {when(s.until, tz)}" for s in summary.silences)
+        )
     if summary.jobs:
         lines.append("<b>Jobs</b> (last success)")
         for beat in summary.jobs:

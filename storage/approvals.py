@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import inbox, outbox, tasks
+from storage import inbox, incidents, outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
 from storage.models import Approval, ApprovalEvent, ApprovalVote, DeployRun, Outbox, utcnow
@@ -183,13 +183,21 @@ async def _budget(session: AsyncSession, approval: Approval) -> object:
     )
 
 
+async def _incident_p0(session: AsyncSession, approval: Approval) -> object:
+    """Approved: the incident becomes P0 and everyone is paged (storage.incidents)."""
+    # Looked up when called: storage.incidents imports this module.
+    await incidents.on_p0_decided(session, approval)
+    return None
+
+
 # Called after the approval's status is set (approved, rejected or expired), in the same
-# transaction. Kind incident_p0 is added by the incidents feature.
+# transaction.
 EFFECTS: dict[str, Effect] = {
     "deploy": _deploy,
     "budget": _budget,
     "action": _tell_task,
     "publish": _tell_task,
+    "incident_p0": _incident_p0,
 }
 
 

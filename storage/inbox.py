@@ -68,3 +68,11 @@ async def mark_read(session: AsyncSession, ids: list[int], at: datetime | None =
             .where(InboxMessage.id.in_(ids), InboxMessage.read_at.is_(None))
             .values(read_at=at or utcnow())
         )
+
+
+async def oversight(session: AsyncSession, hub_id: str, body: str, dedup_key: str) -> bool:
+    """An oversight notice for the hub (a job missed, a tool refused for authority, an agent
+    over budget, a config file changed): read on its next heartbeat. Once per `dedup_key`."""
+    return await send(
+        session, hub_id, kind="oversight", source="oversight", body=body, dedup_key=dedup_key
+    )

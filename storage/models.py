@@ -246,6 +246,12 @@ class Incident(Base):
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     acknowledged_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    # The alerts-feed message that announced it (an outbox dedup key; one message may announce
+    # a group of incidents) and when; None while it waits for group_wait or its gate.
+    alert_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    alerted_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class Silence(Base):
@@ -343,6 +349,13 @@ class TriageItem(Base):
     status: Mapped[str] = mapped_column(String(16), default="new")
     received_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    snoozed_until: Mapped[datetime | None]
+    snoozes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acted_by: Mapped[str | None] = mapped_column(String(64))
+    acted_at: Mapped[datetime | None]
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    decided_at: Mapped[datetime | None]
+    importance: Mapped[str | None] = mapped_column(String(8))
 
 
 class InboxMessage(Base):
@@ -361,6 +374,38 @@ class InboxMessage(Base):
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     read_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CheckState(Base):
+    """What the last probes of a health check found, and its recovery attempts this hour."""
+
+    __tablename__ = "check_state"
+
+    check_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    up: Mapped[bool | None] = mapped_column(Boolean)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked_at: Mapped[datetime | None]
+    last_detail: Mapped[str | None] = mapped_column(Text)
+    recover_window_start: Mapped[datetime | None]
+    recover_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_recover_at: Mapped[datetime | None]
+    last_recover_at: Mapped[datetime | None]
+    last_recover_outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class MailboxState(Base):
+    """What a mailbox's triage job remembers between passes: how far it has read and how
+    many passes in a row have failed (an incident opens at the configured threshold)."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(String(128))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_success_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ApprovalEvent(Base):

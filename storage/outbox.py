@@ -191,3 +191,14 @@ async def unsent(session: AsyncSession, limit: int = 20) -> list[Outbox]:
         select(Outbox).where(Outbox.status.in_((PENDING, FAILED))).order_by(Outbox.id).limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def latest(session: AsyncSession, key_prefix: str) -> Outbox | None:
+    """The newest row whose dedup key starts with `key_prefix`."""
+    stmt = (
+        select(Outbox)
+        .where(Outbox.dedup_key.startswith(key_prefix, autoescape=True))
+        .order_by(Outbox.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()

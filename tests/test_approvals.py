@@ -25,13 +25,14 @@ from bot.config import Config, ConfigError, load_config
 from handlers.approvals import settings
 from integrations.deploy import DeployWorker
 from storage import agents as agent_state
-from storage import approvals, deploys, tasks, usage
+from storage import approvals, deploys, incidents, tasks, usage
 from storage.db import Database
 from storage.models import (
     AgentState,
     Approval,
     DeployRun,
     InboxMessage,
+    Incident,
     Outbox,
     Run,
     TaskEvent,
@@ -730,3 +731,24 @@ async def test_targets_deploy_side_by_side_and_each_one_at_a_time(
         stop.set()
         await asyncio.wait_for(running, 30)
         await env.db.dispose()
+
+
+async def test_a_p0_approval_is_decided_by_an_owner_and_pages_through_the_incident_effect(
+    env: Env,
+) -> None:
+    async with env.db.claim() as session:
+        incident, _ = await incidents.open_incident(
+            session, fingerprint="db-down", severity="P2", title="Database down", source="x"
+        )
+        page = incidents.Page(None, [(OWNER, "Ana"), (OPERATOR, "Ben")])
+        approval = await incidents.request_p0(session, incident.id, actor="agent:hub", page=page)
+    assert approval is not None
+    [posted] = await rows(env.db, Outbox, Outbox.dedup_key == f"approval:{approval.id}")
+    assert "Page everyone for P0 incident" in posted.text and posted.buttons is not None
+    refused = await vote(env.db, approval.id, OPERATOR, "Ben")
+    assert refused.refusal == "P0 incidents need an owner"
+    assert (await vote(env.db, approval.id, OWNER, "Ana")).won
+    [paged] = await rows(env.db, Incident)
+    assert paged.severity == "P0"
+    pages = await rows(env.db, Outbox, Outbox.dedup_key.like("incident-page:%"))
+    assert sorted(p.chat_id for p in pages) == [OWNER, OPERATOR]

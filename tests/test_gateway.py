@@ -560,3 +560,17 @@ async def test_usage_rows_are_written_behind_the_call_without_a_flush(env: Env) 
             break
         await asyncio.sleep(0.05)
     assert count == 2
+
+
+async def test_a_profile_without_any_key_is_a_gateway_error_naming_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    agent = env.agent("solo").model_copy(update={"profiles": ["unset"], "fallbacks": []})
+    with pytest.raises(GatewayError, match=r"no API key for profile unset"):
+        await env.gateway.create(
+            agent, run_id=None, purpose="triage", system="s",
+            messages=[{"role": "user", "content": "x"}],
+        )  # fmt: skip
+    assert env.server.requests == []

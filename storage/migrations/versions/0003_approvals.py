@@ -1,7 +1,7 @@
 """approvals: the audit trail of approvals and their escalation time
 
 Revision ID: 0003_approvals
-Revises: 0006_usage_cache_ttl
+Revises: 0005_triage
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0003_approvals"
-down_revision: str | None = "0006_usage_cache_ttl"
+down_revision: str | None = "0005_triage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,192 @@
+"""/incidents, /ack, /resolve, /silence and the buttons on alerts (Ack, Resolve, Silence).
+
+A button acts on every incident its alert announced (one alert may list a burst). Each press
+is re-checked against the database: a stale or repeated press changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, Message
+
+from bot.config import Config, Person, Role, parse_duration
+from bot.text import clip, esc, when
+from handlers.registry import command
+from handlers.tasks import actor_name, person_actor, usage
+from storage import incidents
+from storage.db import Database
+from storage.models import Incident, utcnow
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+OPERATOR = {"role": Role.operator}
+SILENCE_MAX = timedelta(days=30)
+MAX_ID = 2**31 - 1
+SILENCES = {"s1h": timedelta(hours=1), "s4h": timedelta(hours=4)}
+
+
+class IncidentCb(CallbackData, prefix="inc"):
+    """A button on an alert: `action` (ack, resolve, s1h, s4h) on the alert of incident `id`."""
+
+    action: str
+    id: int
+
+
+def _line(incident: Incident, config: Config) -> str:
+    state = incident.status
+    if incident.status == incidents.SILENCED and incident.silenced_until is not None:
+        state = f"silenced until {when(incident.silenced_until, config.tz)}"
+    requested = f", {incident.requested_severity} requested" if incident.requested_severity else ""
+    return (
+        f"#{incident.id} {incident.severity} {esc(clip(incident.title, 80))} "
+        f"({esc(state)}{requested}, since {esc(when(incident.opened_at, config.tz))})"
+    )
+
+
+@command(router, "incidents", Role.viewer)
+async def list_incidents(message: Message, db: Database, config: Config) -> None:
+    """Open, acknowledged and silenced incidents"""
+    async with db.session() as session:
+        found = await incidents.listing(session)
+        total = await incidents.count_live(session)
+    if not found:
+        await message.answer("No open incidents.")
+        return
+    more = f"\n… and {total - len(found)} more" if total > len(found) else ""
+    await message.answer("<b>Incidents</b>\n" + "\n".join(_line(i, config) for i in found) + more)
+
+
+def _incident_id(args: str | None) -> int | None:
+    text = (args or "").strip().removeprefix("#")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+
+@command(router, "ack", Role.operator, usage="<incident id>")
+async def ack(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+    """Acknowledge an incident (its reminders stop)"""
+    incident_id = _incident_id(command.args)
+    if incident_id is None:
+        await message.answer(usage("ack", "<incident id>"))
+        return
+    async with db.claim() as session:
+        won = await incidents.acknowledge(session, incident_id, actor=person_actor(person))
+        incident = await incidents.get(session, incident_id)
+    await message.answer(_outcome(incident, won, "acknowledged"))
+
+
+@command(router, "resolve", Role.operator, usage="<incident id>")
+async def resolve(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+    """Resolve an incident"""
+    incident_id = _incident_id(command.args)
+    if incident_id is None:
+        await message.answer(usage("resolve", "<incident id>"))
+        return
+    async with db.claim() as session:
+        won = await incidents.resolve_id(
+            session, incident_id, actor=person_actor(person), by=person.name
+        )
+        incident = await incidents.get(session, incident_id)
+    await message.answer(_outcome(incident, won, "resolved"))
+
+
+def _outcome(incident: Incident | None, won: bool, done: str) -> str:
+    if incident is None:
+        return "There is no such incident."
+    if won:
+        return f"Incident #{incident.id} {done}."
+    return f"Incident #{incident.id} is {incident.status}; nothing changed."
+
+
+@command(router, "silence", Role.operator, usage="<check|fingerprint> <duration>")
+async def silence(
+    message: Message, command: CommandObject, db: Database, person: Person, config: Config
+) -> None:
+    """Silence a check or fingerprint for a while, e.g. /silence site 2h"""
+    line = usage("silence", "<check|fingerprint> <duration>")
+    parts = (command.args or "").split()
+    if len(parts) != 2 or len(parts[0]) > 128:
+        await message.answer(line)
+        return
+    try:
+        length = parse_duration(parts[1])
+    except ValueError as err:
+        await message.answer(f"{esc(clip(str(err), 200))}\n{line}")
+        return
+    if length > SILENCE_MAX:
+        await message.answer(f"At most 30d.\n{line}")
+        return
+    until = utcnow() + length
+    async with db.claim() as session:
+        found = await incidents.silence(session, parts[0], until, actor=person_actor(person))
+    await message.answer(
+        f"Silenced {esc(parts[0])} until {esc(when(until, config.tz))}"
+        + (f" ({len(found)} open incident(s))." if found else " (no open incident matches yet).")
+    )
+
+
+@router.callback_query(
+    IncidentCb.filter(F.action.in_({"ack", "resolve", "s1h", "s4h"})), flags=OPERATOR
+)
+async def press(
+    callback: CallbackQuery,
+    callback_data: IncidentCb,
+    db: Database,
+    person: Person,
+    config: Config,
+) -> None:
+    actor = person_actor(person)
+    if not 0 < callback_data.id <= MAX_ID:  # forged: no such row, and too big for PostgreSQL
+        await callback.answer("There is no such incident.", show_alert=True)
+        return
+    async with db.claim() as session:
+        group = await incidents.in_alert(session, callback_data.id)
+        changed = 0
+        for incident in group:
+            if callback_data.action == "ack":
+                changed += await incidents.acknowledge(session, incident.id, actor=actor)
+            elif callback_data.action == "resolve":
+                changed += await incidents.resolve_id(
+                    session, incident.id, actor=actor, by=person.name
+                )
+            elif incident.status in incidents.LIVE:
+                until = utcnow() + SILENCES[callback_data.action]
+                changed += len(
+                    await incidents.silence(session, incident.fingerprint, until, actor=actor)
+                )
+        states = [await incidents.get(session, i.id) for i in group]
+    if not group:
+        await callback.answer("There is no such incident.", show_alert=True)
+        return
+    summary = ", ".join(f"#{i.id} {i.status}" for i in states if i is not None)
+    if not changed:
+        await callback.answer(clip(f"Nothing changed: {summary}", 200), show_alert=True)
+        return
+    await callback.answer(clip(summary, 200))
+    await _show(callback, f"{actor_name(actor, config)}: {summary}")
+
+
+async def _show(callback: CallbackQuery, line: str) -> None:
+    message = callback.message
+    if not isinstance(message, Message) or message.text is None:
+        return
+    try:
+        await message.edit_text(
+            f"{message.html_text}\n\n☑️ {esc(clip(line, 500))}",
+            reply_markup=message.reply_markup,
+        )
+    except TelegramBadRequest as err:
+        if "message is not modified" not in err.message:
+            log.warning("could not edit alert %d: %s", message.message_id, err.message)
+
+
+@router.callback_query(F.data.startswith("inc:"))
+async def stale_button(callback: CallbackQuery) -> None:
+    """An incident button this version does not understand (from an older message)."""
+    await callback.answer("This button is out of date.", show_alert=True)

@@ -1,0 +1,134 @@
+"""Buttons on urgent email (Create task, Mark read, Snooze 4h, Dismiss) and `/inbox`.
+
+A press needs the operator role, is re-checked against the database and acts once: the
+change is `agents.triage.Triage.act` (a conditional update in `storage.triage`); a second or
+stale press answers who acted on the item and when. The winning press queues, in the same
+transaction, the edit of the message (what was done, by whom; no buttons) to the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from aiogram import F, Router
+from aiogram.filters import CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import Config, Person, Role
+from bot.text import clip, esc, one_line, when
+from handlers.registry import command
+from handlers.tasks import actor_name, person_actor, sentence
+from storage import triage as items
+from storage.outbox import Button
+
+if TYPE_CHECKING:
+    from agents.triage import Triage
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+OPERATOR = {"role": Role.operator}
+ACTIONS = {
+    "task": ("Create task", "Task created"),
+    "read": ("Mark read", "Marked read"),
+    "snooze": ("Snooze 4h", "Snoozed for 4 hours"),
+    "dismiss": ("Dismiss", "Dismissed"),
+}
+SHOWN_PER_VERDICT = 10
+
+
+class TriageCb(CallbackData, prefix="tr"):
+    """A button on an urgent email: `action` (task, read, snooze, dismiss) on item `id`."""
+
+    action: str
+    id: int
+
+
+def buttons(item_id: int) -> list[list[Button]]:
+    def button(action: str) -> Button:
+        return {
+            "text": ACTIONS[action][0],
+            "callback_data": TriageCb(action=action, id=item_id).pack(),
+        }
+
+    return [[button("task"), button("read")], [button("snooze"), button("dismiss")]]
+
+
+@router.callback_query(TriageCb.filter(F.action.in_(ACTIONS)), flags=OPERATOR)
+async def press(
+    callback: CallbackQuery,
+    callback_data: TriageCb,
+    person: Person,
+    config: Config,
+    triage: Triage,
+) -> None:
+    done = ACTIONS[callback_data.action][1]
+    outcome = await triage.act(
+        callback_data.id,
+        callback_data.action,
+        person_actor(person),
+        note=f"{done} by {person.name}",
+    )
+    item = outcome.item
+    if not outcome.won:
+        if item is not None and item.acted_by and item.status != items.OPEN:
+            who = actor_name(item.acted_by, config)
+            text = f"Already {item.status} by {who} at {when(item.acted_at, config.tz)}."
+        else:
+            text = sentence(outcome.reason)
+        await callback.answer(clip(text, 200), show_alert=True)
+        return
+    if callback_data.action == "task" and item is not None and item.task_id is not None:
+        done += f" (#{item.task_id} for the hub)"
+    # The message itself is edited through the outbox (queued with the change).
+    await callback.answer(done)
+
+
+@router.callback_query(F.data.startswith("tr:"))
+async def stale_button(callback: CallbackQuery) -> None:
+    """A triage button this version does not understand (from an older message)."""
+    await callback.answer("This button is out of date.", show_alert=True)
+
+
+@command(router, "inbox", Role.viewer, usage="[mailbox]")
+async def inbox(
+    message: Message, command: CommandObject, session: AsyncSession, config: Config
+) -> None:
+    """Today's triaged email by verdict"""
+    wanted = (command.args or "").strip().lower() or None
+    known = [m.id for m in config.mailboxes]
+    if not known:
+        await message.answer("No mailboxes are configured ([[mailboxes]] in the config).")
+        return
+    if wanted is not None and wanted not in known:
+        await message.answer(
+            f'Unknown mailbox "{esc(clip(wanted, 40))}". The mailboxes are: '
+            f"{esc(', '.join(known))}.\nUsage: /inbox [mailbox]"
+        )
+        return
+    now = datetime.now(config.tz)
+    start = datetime.combine(now.date(), time(0), tzinfo=config.tz)
+    found = await items.decided_between(
+        session, start, start + timedelta(days=1), mailbox=wanted, limit=5000
+    )
+    waiting = await items.count_undecided(session, wanted)
+    scope = esc(wanted) if wanted else "all mailboxes"
+    lines = [f"📥 <b>Inbox today</b> · {scope}: {len(found)} judged"]
+    if waiting:
+        lines.append(f"{waiting} waiting for a verdict")
+    for verdict in items.VERDICTS:
+        these = [i for i in found if i.verdict == verdict]
+        lines.append(f"\n<b>{verdict}</b>: {len(these)}")
+        for item in these[-SHOWN_PER_VERDICT:]:
+            status = "" if item.status == items.OPEN else f" [{item.status}]"
+            lines.append(
+                f"• #{item.id} {esc(one_line(item.sender, 50))} — "
+                f"{esc(one_line(item.subject, 70))}{status}"
+            )
+        if len(these) > SHOWN_PER_VERDICT:
+            lines.append(f"… and {len(these) - SHOWN_PER_VERDICT} earlier")
+    await message.answer("\n".join(lines))

@@ -1,0 +1,464 @@
+"""Incidents: one open incident per fingerprint, severities P3..P0 behind escalation gates.
+
+Gates (design.md): an agent or a single failed check opens P3 (logged) or P2 (posted to
+`alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set: P1 needs the
+hub's confirmation (`confirm`), P0 needs the hub's confirmation (`request_p0`) and then a
+person's approval of kind `incident_p0` (`on_p0_decided`). No single agent can page.
+
+Every state change below is a conditional UPDATE that says whether it won; messages that go
+with it (resolved notices, reminders, pages) are outbox rows in the same transaction. A notice
+about an incident already announced replies to the announcing message, found through
+`alert_key` (the outbox dedup key of that message), so no config is needed here.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import approvals, outbox
+from storage.models import Approval, Incident, Outbox, Silence, utcnow
+
+log = logging.getLogger(__name__)
+
+SEVERITIES = ("P0", "P1", "P2", "P3")  # most severe first
+OPEN = "open"
+ACKNOWLEDGED = "acknowledged"
+SILENCED = "silenced"
+RESOLVED = "resolved"
+LIVE = (OPEN, ACKNOWLEDGED, SILENCED)
+# The highest severity anything may open on its own; above it is a request behind a gate.
+UNGATED = ("P3", "P2")
+ANNOUNCED = ("P2", "P1", "P0")  # P3 is logged only
+REMINDED = ("P1", "P0")
+
+
+@dataclass(frozen=True)
+class Page:
+    """Where a P0 page goes, captured when the approval is requested (see `request_p0`)."""
+
+    alerts: outbox.Destination | None
+    people: list[tuple[int, str]]  # (telegram id, name) of owners and operators
+
+    def to_payload(self) -> dict[str, Any]:
+        alerts = None
+        if self.alerts is not None:
+            alerts = {"chat_id": self.alerts.chat_id, "topic": self.alerts.topic}
+        return {"alerts": alerts, "people": [list(p) for p in self.people]}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> Page:
+        raw = data.get("alerts")
+        alerts = None
+        if isinstance(raw, dict):
+            alerts = outbox.Destination(int(raw["chat_id"]), raw.get("topic"), "alerts")
+        people = [(int(p[0]), str(p[1])) for p in data.get("people", [])]
+        return cls(alerts, people)
+
+
+def esc(value: object) -> str:
+    """Telegram HTML escaping (as bot.text.esc; storage does not import the bot package)."""
+    return html.escape(str(value), quote=True)
+
+
+async def open_incident(
+    session: AsyncSession,
+    *,
+    fingerprint: str,
+    severity: str,
+    title: str,
+    source: str,
+    details: str = "",
+) -> tuple[Incident, bool]:
+    """Open an incident, or return the live one with this fingerprint and False.
+
+    A severity above P2 is not granted here: the incident opens at P2 with the asked severity
+    in `requested_severity`, for the hub (P1) and a person (P0) to confirm."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown severity {severity!r} (use P3, P2, P1 or P0)")
+    existing = await live(session, fingerprint)
+    if existing is not None:
+        return existing, False
+    granted = severity if severity in UNGATED else "P2"
+    incident = Incident(
+        fingerprint=fingerprint[:128],
+        severity=granted,
+        requested_severity=None if granted == severity else severity,
+        status=OPEN,
+        title=title[:200],
+        details=details[:4000],
+        source=source[:64],
+        confirmations=[],
+    )
+    session.add(incident)
+    await session.flush()
+    log.info(
+        "incident #%d opened: %s %s (%s)%s",
+        incident.id,
+        granted,
+        title[:200],
+        fingerprint,
+        f", {severity} requested" if granted != severity else "",
+    )
+    return incident, True
+
+
+async def live(session: AsyncSession, fingerprint: str) -> Incident | None:
+    stmt = select(Incident).where(Incident.fingerprint == fingerprint, Incident.status.in_(LIVE))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, incident_id: int) -> Incident | None:
+    return await session.get(Incident, incident_id)
+
+
+async def resolve(session: AsyncSession, *, fingerprint: str, actor: str) -> bool:
+    """Resolve the live incident with this fingerprint. False if there is none."""
+    incident = await live(session, fingerprint)
+    return incident is not None and await resolve_id(session, incident.id, actor=actor)
+
+
+async def resolve_id(
+    session: AsyncSession, incident_id: int, *, actor: str, by: str | None = None
+) -> bool:
+    """Resolve an incident; an announced one gets a resolved notice replying to its alert
+    (saying `by`, a person's name, or else who `actor` is). One that resolves before it was
+    announced (inside group_wait) is never posted at all."""
+    now = utcnow()
+    won = await _set(
+        session, incident_id, LIVE, status=RESOLVED, resolved_at=now, resolved_by=actor[:64]
+    )
+    if won:
+        incident = await _fresh(session, incident_id)
+        log.info("incident #%d resolved by %s", incident_id, actor)
+        if incident.alert_key is not None:
+            await _reply(
+                session,
+                incident.alert_key,
+                f"✅ Resolved: #{incident.id} {esc(incident.title)} ({esc(by or _who(actor))})",
+                dedup_key=f"incident-resolved:{incident.id}",
+            )
+    return won
+
+
+async def acknowledge(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
+    """open -> acknowledged: reminders stop."""
+    return await _set(
+        session,
+        incident_id,
+        (OPEN,),
+        status=ACKNOWLEDGED,
+        acknowledged_by=actor[:64],
+        acknowledged_at=utcnow(),
+    )
+
+
+async def silence(
+    session: AsyncSession, matcher: str, until: datetime, *, actor: str
+) -> list[Incident]:
+    """Silence a check id or a fingerprint until `until`: a silence row (shown in /status)
+    and every live incident it matches marked silenced. Returns those incidents."""
+    session.add(Silence(matcher=matcher[:128], until=until, created_by=actor[:64]))
+    stmt = select(Incident).where(Incident.status.in_(LIVE), _matches(matcher))
+    found = list((await session.execute(stmt)).scalars())
+    for incident in found:
+        await _set(session, incident.id, LIVE, status=SILENCED, silenced_until=until)
+    return found
+
+
+def _matches(matcher: str) -> Any:
+    return or_(Incident.fingerprint == matcher, Incident.fingerprint == f"check:{matcher}")
+
+
+async def active_silences(session: AsyncSession, now: datetime | None = None) -> list[Silence]:
+    stmt = select(Silence).where(Silence.until > (now or utcnow())).order_by(Silence.until)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def count_live(session: AsyncSession) -> int:
+    stmt = select(func.count()).select_from(Incident).where(Incident.status.in_(LIVE))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def listing(session: AsyncSession, limit: int = 20) -> list[Incident]:
+    """Live incidents, most severe and oldest first."""
+    stmt = (
+        select(Incident)
+        .where(Incident.status.in_(LIVE))
+        .order_by(Incident.severity, Incident.id)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def in_alert(session: AsyncSession, incident_id: int) -> list[Incident]:
+    """The incident and every other one announced by the same alert message."""
+    incident = await get(session, incident_id)
+    if incident is None:
+        return []
+    if incident.alert_key is None:
+        return [incident]
+    stmt = select(Incident).where(Incident.alert_key == incident.alert_key).order_by(Incident.id)
+    return list((await session.execute(stmt)).scalars())
+
+
+# --- the alerts feed -------------------------------------------------------------------------
+
+
+async def pending_alerts(session: AsyncSession, now: datetime) -> list[Incident]:
+    """Open incidents due in the alerts feed and not yet announced, minus silenced ones."""
+    silenced = select(Silence.id).where(
+        Silence.until > now,
+        or_(
+            Silence.matcher == Incident.fingerprint,
+            literal("check:").concat(Silence.matcher) == Incident.fingerprint,
+        ),
+    )
+    stmt = (
+        select(Incident)
+        .where(
+            Incident.status == OPEN,
+            Incident.alert_key.is_(None),
+            Incident.severity.in_(ANNOUNCED),
+            ~silenced.exists(),
+        )
+        .order_by(Incident.severity, Incident.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def last_alert_at(session: AsyncSession) -> datetime | None:
+    value: datetime | None = (
+        await session.execute(select(func.max(Incident.alerted_at)))
+    ).scalar_one_or_none()
+    return value
+
+
+async def announce(
+    session: AsyncSession,
+    ids: Sequence[int],
+    *,
+    to: outbox.Destination,
+    text: str,
+    buttons: list[list[outbox.Button]] | None,
+) -> list[int]:
+    """Mark incidents as announced by one message and queue it, in one transaction. Returns
+    the ids that were still waiting (the message is queued only if some were)."""
+    if not ids:
+        return []
+    key = f"incident-alert:{min(ids)}"
+    now = utcnow()
+    result = await session.execute(
+        update(Incident)
+        .where(Incident.id.in_(ids), Incident.alert_key.is_(None), Incident.status == OPEN)
+        .values(alert_key=key, alerted_at=now)
+        .returning(Incident.id)
+    )
+    won = sorted(result.scalars())
+    if won:
+        await outbox.enqueue(session, to, text, buttons=buttons, dedup_key=key)
+    return won
+
+
+async def due_reminders(session: AsyncSession, now: datetime, every: float) -> list[Incident]:
+    """Announced, unacknowledged P1/P0 incidents not reminded of for `every` seconds."""
+    before = now - timedelta(seconds=every)
+    stmt = select(Incident).where(
+        Incident.severity.in_(REMINDED),
+        Incident.alert_key.is_not(None),
+        or_(
+            Incident.status == OPEN,
+            and_(Incident.status == SILENCED, Incident.silenced_until <= now),
+        ),
+        func.coalesce(Incident.reminded_at, Incident.alerted_at) <= before,
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bool:
+    stamp = incident.reminded_at or incident.alerted_at
+    result = await session.execute(
+        update(Incident)
+        .where(
+            Incident.id == incident.id,
+            Incident.status.in_((OPEN, SILENCED)),
+            or_(Incident.reminded_at.is_(None), Incident.reminded_at == stamp),
+        )
+        .values(reminded_at=now)
+    )
+    if not result.rowcount or incident.alert_key is None:  # type: ignore[attr-defined]
+        return False
+    await _reply(
+        session,
+        incident.alert_key,
+        f"⏰ Still open and not acknowledged: #{incident.id} {incident.severity} "
+        f"{esc(incident.title)}",
+        dedup_key=f"incident-remind:{incident.id}:{int(now.timestamp())}",
+    )
+    return True
+
+
+# --- escalation gates ------------------------------------------------------------------------
+
+
+async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
+    """The hub confirms P1: the incident becomes P1 (announced as such, or the announcement
+    gets a reply saying so)."""
+    won = await _set(
+        session,
+        incident_id,
+        LIVE,
+        extra=Incident.severity.in_(UNGATED),
+        severity="P1",
+        requested_severity=None,
+    )
+    if won:
+        incident = await _fresh(session, incident_id)
+        incident.confirmations = [
+            *incident.confirmations,
+            {"by": actor, "severity": "P1", "at": utcnow().isoformat()},
+        ]
+        if incident.alert_key is not None:
+            await _reply(
+                session,
+                incident.alert_key,
+                f"🟠 #{incident.id} {esc(incident.title)} is now P1 (confirmed by "
+                f"{esc(_who(actor))})",
+                dedup_key=f"incident-p1:{incident.id}",
+            )
+    return won
+
+
+async def request_p0(
+    session: AsyncSession, incident_id: int, *, actor: str, page: Page
+) -> Approval | None:
+    """The hub confirms P0: that asks a person (an approval of kind incident_p0). Nothing is
+    paged until the approval is decided (`on_p0_decided`). None if the incident is not live."""
+    incident = await get(session, incident_id)
+    if incident is None or incident.status not in LIVE or incident.severity == "P0":
+        return None
+    approval = await approvals.request(
+        session,
+        kind="incident_p0",
+        payload={
+            "incident_id": incident.id,
+            "title": incident.title,
+            "summary": f"Page everyone for P0 incident #{incident.id}: {incident.title}",
+            "confirmed_by": actor,
+            "page": page.to_payload(),
+        },
+        requested_by=actor,
+        idempotency_key=f"incident-p0:{incident.id}",
+    )
+    incident.requested_severity = "P0"
+    if not any(c.get("severity") == "P0" for c in incident.confirmations):
+        incident.confirmations = [
+            *incident.confirmations,
+            {"by": actor, "severity": "P0", "at": utcnow().isoformat(), "approval": approval.id},
+        ]
+    return approval
+
+
+async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
+    """Called in the decision's transaction once an incident_p0 approval is approved,
+    rejected or expired. Approved: the incident becomes P0 and the page goes out (alerts feed
+    with every owner and operator mentioned, and each of them privately). Otherwise the
+    decision is recorded on the incident and the severity stays."""
+    incident_id = approval.payload.get("incident_id")
+    incident = await get(session, int(incident_id)) if incident_id is not None else None
+    if incident is None:
+        log.warning("approval #%d: no incident %r to page for", approval.id, incident_id)
+        return
+    decision = {
+        "p0": approval.status,
+        "by": approval.decided_by,
+        "approval": approval.id,
+        "at": utcnow().isoformat(),
+    }
+    incident.confirmations = [*incident.confirmations, decision]
+    if approval.status != "approved":
+        incident.requested_severity = None
+        log.info("incident #%d: P0 %s (approval #%d)", incident.id, approval.status, approval.id)
+        return
+    won = await _set(
+        session,
+        incident.id,
+        LIVE,
+        extra=Incident.severity != "P0",
+        severity="P0",
+        requested_severity=None,
+    )
+    if not won:
+        return
+    page = Page.from_payload(approval.payload.get("page") or {})
+    mentions = ", ".join(
+        f'<a href="tg://user?id={pid}">{esc(name)}</a>' for pid, name in page.people
+    )
+    text = (
+        f"🔴 <b>P0</b> #{incident.id} {esc(incident.title)}\n"
+        f"Confirmed by {esc(_who(str(approval.payload.get('confirmed_by', 'the hub'))))}, "
+        f"approved by {esc(_who(approval.decided_by or 'a person'))}."
+        + (f"\n{mentions}" if mentions else "")
+    )
+    if page.alerts is not None:
+        await outbox.enqueue(session, page.alerts, text, dedup_key=f"incident-page:{incident.id}")
+    for person_id, _name in page.people:
+        await outbox.enqueue(
+            session,
+            outbox.Destination(person_id),
+            text,
+            dedup_key=f"incident-page:{incident.id}:{person_id}",
+        )
+    log.warning("incident #%d paged as P0 (approval #%d)", incident.id, approval.id)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def _set(
+    session: AsyncSession,
+    incident_id: int,
+    allowed: Sequence[str],
+    *,
+    extra: Any = None,
+    **values: Any,
+) -> bool:
+    stmt = update(Incident).where(Incident.id == incident_id, Incident.status.in_(allowed))
+    if extra is not None:
+        stmt = stmt.where(extra)
+    result = await session.execute(stmt.values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _fresh(session: AsyncSession, incident_id: int) -> Incident:
+    incident = await session.get(Incident, incident_id, populate_existing=True)
+    assert incident is not None
+    return incident
+
+
+async def _reply(session: AsyncSession, alert_key: str, text: str, *, dedup_key: str) -> None:
+    """A message to the chat of the alert `alert_key`, as a reply to it."""
+    row = (
+        await session.execute(select(Outbox).where(Outbox.dedup_key == alert_key))
+    ).scalar_one_or_none()
+    if row is None:
+        return
+    to = outbox.Destination(row.chat_id, row.topic, row.feed)
+    await outbox.enqueue(session, to, text, dedup_key=dedup_key, reply_to=alert_key)
+
+
+def _who(actor: str) -> str:
+    """ "agent:hub" -> "hub", "check:site" -> "check site", "person:1001" stays."""
+    kind, _, rest = actor.partition(":")
+    if kind == "agent":
+        return rest
+    if kind == "check":
+        return f"check {rest}"
+    return actor
