@@ -29,7 +29,7 @@ from bot.config import AgentConfig, Config, Price
 from bot.text import esc
 from handlers.budget import RaiseBudget, percent, usd
 from storage import agents as agent_state
-from storage import outbox
+from storage import inbox, outbox
 from storage import usage as spend
 from storage.db import Database
 from storage.models import Usage, utcnow
@@ -466,6 +466,13 @@ class Gateway:
                     f"budget-stop:{approval.id}",
                     buttons=[[button]],
                 )
+                await self._tell_hub(
+                    session,
+                    agent.id,
+                    f"{agent.id} is paused: {reason}. Do not assign it work until an owner "
+                    "raises its budget.",
+                    f"oversight:budget-stop:{approval.id}",
+                )
         log.warning("%s: %s; paused", agent.id, reason)
         raise BudgetExceeded(f"{reason}; paused until the budget is raised", alerted=True)
 
@@ -483,8 +490,22 @@ class Gateway:
                 "restart, and /resume the agents.",
                 f"budget-stop:*fleet:{month:%Y-%m}:{limit:.2f}",
             )
+            await self._tell_hub(
+                session,
+                agent.id,
+                f"The fleet is paused agent by agent: {reason}. No agent can call a model "
+                "until the fleet budget is raised.",
+                f"oversight:budget-stop:*fleet:{month:%Y-%m}:{limit:.2f}",
+            )
         log.warning("%s: %s; paused", agent.id, reason)
         raise BudgetExceeded(f"{reason}; paused", alerted=True)
+
+    async def _tell_hub(self, session: AsyncSession, agent_id: str, body: str, key: str) -> None:
+        """An oversight notice for the hub, which routes work and must stop sending it to a
+        paused agent. None when the paused agent is the hub itself: it reads nothing now."""
+        hub = self.config.hub
+        if hub is not None and hub.id != agent_id:
+            await inbox.oversight(session, hub.id, body, key)
 
     async def _alert(
         self,

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from agents.gateway import BudgetExceeded, Gateway
 from bot.config import AgentConfig, Config, load_config
-from storage import approvals, usage
+from storage import approvals, inbox, usage
 from storage.db import Database
 from storage.models import AgentState, Approval, Outbox, Usage
 from tests.anthropic_server import AnthropicServer, text, tool_use
@@ -270,7 +270,14 @@ async def test_a_budget_of_one_dollar_is_exceeded_by_at_most_one_call(
         async with env.db.session() as session:
             state = await session.get(AgentState, "coder")
             [approval] = (await session.execute(select(Approval))).scalars()
+            [notice] = await inbox.unread(session, "hub")
         assert state is not None and state.paused and state.paused_by == usage.BUDGET_ACTOR
+        # The hub, which routes work, is told once not to send any to the paused agent.
+        assert (notice.kind, notice.dedup_key) == (
+            "oversight",
+            f"oversight:budget-stop:{approval.id}",
+        )
+        assert notice.body.startswith("coder is paused: monthly budget used up")
         assert approval.kind == "budget" and approval.status == "pending"
         assert approval.payload["agent"] == "coder" and approval.approvers == {"role": "owner"}
         assert button == {"text": "Raise budget by $10.00", "callback_data": f"bud:{approval.id}"}
@@ -420,6 +427,7 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
         insert_spend(config, "coder", "0.95")  # past 80% already, under 100%
+        anthropic.default = text("Noted.")  # the hub, told that coder is paused
         anthropic.script(
             tool_use("comment", {"text": "Started."}, usage={"input_tokens": 20_000}),
         )
@@ -434,12 +442,14 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         assert button["text"] == "Raise budget by $10.00"
         await wait_query(
             config,
-            "SELECT status, outcome LIKE '%monthly budget used up%' FROM runs "
-            "WHERE status != 'skipped'",
-            [("failed", 1)],
+            "SELECT agent_id, status, outcome LIKE '%monthly budget used up%' FROM runs "
+            "WHERE status != 'skipped' ORDER BY id",
+            [("coder", "failed", 1), ("hub", "succeeded", 0)],
         )
         assert query(config, "SELECT paused, paused_by FROM agent_state") == [(1, "system:budget")]
-        assert len(anthropic.requests) == 1
+        # One call for coder (the next was refused unsent), one for the hub reading its notice.
+        assert len(anthropic.requests) == 2
+        assert "coder is paused" in str(anthropic.requests[1].body["messages"])
         feed = [c.params["text"] for c in botapi.calls_of("sendMessage") if to_feed(c)]
         assert sum("has used" in t for t in feed) == 1  # the 80% warning, once
         assert not any("❌ Run" in t for t in feed)  # the stop says it all: no second alert
