@@ -9,7 +9,10 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from tests.botapi_server import BotAPIServer
 
 TOKEN = "123456:TEST-token"
 OWNER = 1001
@@ -208,3 +211,30 @@ async def wait_query(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{sql} gave {rows}, expected {expected}")
         await asyncio.sleep(0.05)
+
+
+async def press(
+    botapi: BotAPIServer, user: int, data: str, message_id: int, chat_id: int = FEED_CHAT
+) -> str:
+    """Press a button (callback `data`) on a message; returns the answerCallbackQuery text."""
+    after = botapi.mark()
+    query_id = botapi.push_callback(user, data, message_id=message_id, chat_id=chat_id)
+    [answer] = await botapi.wait_for_call(
+        "answerCallbackQuery",
+        lambda c: c.params["callback_query_id"] == query_id,
+        after=after,
+        timeout=15,
+    )
+    return str(answer.params.get("text", ""))
+
+
+async def ask(botapi: BotAPIServer, user: int, text: str, chat_id: int | None = None) -> str:
+    """Send `text` as `user` (in their private chat, or `chat_id`); returns the bot's first
+    message to that chat afterwards."""
+    after = botapi.mark()
+    botapi.push_message(user, text, chat_id=chat_id)
+    where = chat_id or user
+    [sent] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == where, after=after, timeout=15
+    )
+    return str(sent.params["text"])

@@ -33,6 +33,8 @@ from tests.fleet import (
     OWNER,
     VIEWER,
     FleetProcess,
+    ask,
+    press,
     query,
     wait_query,
     write_config,
@@ -395,27 +397,6 @@ def to_feed(call: Call) -> bool:
     return bool(call.params.get("chat_id") == FEED_CHAT)
 
 
-async def answer_to(botapi: BotAPIServer, user: int, data: str, message_id: int) -> str:
-    after = botapi.mark()
-    query_id = botapi.push_callback(user, data, message_id=message_id, chat_id=FEED_CHAT)
-    [answer] = await botapi.wait_for_call(
-        "answerCallbackQuery",
-        lambda c: c.params["callback_query_id"] == query_id,
-        after=after,
-        timeout=15,
-    )
-    return str(answer.params.get("text", ""))
-
-
-async def command_reply(botapi: BotAPIServer, user: int, text: str) -> str:
-    after = botapi.mark()
-    botapi.push_message(user, text)
-    [sent] = await botapi.wait_for_call(
-        "sendMessage", lambda c: c.params["chat_id"] == user, after=after, timeout=15
-    )
-    return str(sent.params["text"])
-
-
 async def test_a_budget_stop_in_a_run_and_the_owners_raise(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
@@ -456,14 +437,14 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         message_id = stop.result["message_id"]
 
         # Viewers and operators cannot raise it; the owner can, once.
-        refusal = await answer_to(botapi, VIEWER, button["callback_data"], message_id)
+        refusal = await press(botapi, VIEWER, button["callback_data"], message_id)
         assert refusal == "This action needs the owner role; you are viewer."
-        refusal = await answer_to(botapi, OPERATOR, button["callback_data"], message_id)
+        refusal = await press(botapi, OPERATOR, button["callback_data"], message_id)
         assert refusal == "This action needs the owner role; you are operator."
         assert query(config, "SELECT budget_usd_month FROM agent_state") == [(None,)]
 
         anthropic.script(tool_use("comment", {"text": "Carrying on."}), text("Done for now."))
-        answer = await answer_to(botapi, OWNER, button["callback_data"], message_id)
+        answer = await press(botapi, OWNER, button["callback_data"], message_id)
         assert answer == "Budget of coder raised to $11.00"
         shown = botapi.message(FEED_CHAT, message_id)
         assert shown is not None
@@ -479,7 +460,7 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
             timeout=30,
         )
 
-        again = await answer_to(botapi, OWNER, button["callback_data"], message_id)
+        again = await press(botapi, OWNER, button["callback_data"], message_id)
         assert again.startswith("Already settled: raised by $10.00 by Ana at ")
         assert query(config, "SELECT budget_usd_month FROM agent_state") == [(11,)]
         assert await fleet.stop() == 0
@@ -503,21 +484,19 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
         )
         assert anthropic.requests == []  # no call was made at all
 
-        refused = await command_reply(botapi, OPERATOR, "/budget coder 50")
+        refused = await ask(botapi, OPERATOR, "/budget coder 50")
         assert refused == "/budget needs the owner role; you are operator."
-        assert (await command_reply(botapi, OWNER, "/budget coder lots")).startswith(
+        assert (await ask(botapi, OWNER, "/budget coder lots")).startswith(
             "lots is not an amount of USD"
         )
-        assert (await command_reply(botapi, OWNER, "/budget coderr 5")).startswith(
-            'Unknown agent "coderr".'
-        )
-        reply = await command_reply(botapi, OWNER, "/budget coder 1.25")
+        assert (await ask(botapi, OWNER, "/budget coderr 5")).startswith('Unknown agent "coderr".')
+        reply = await ask(botapi, OWNER, "/budget coder 1.25")
         assert reply == (
             "Monthly budget of <b>coder</b> set to $1.25 (this month: $1.50 of $1.25, 120%). "
             "It stays paused: this month's spend is not under that budget."
         )
         anthropic.script(text("On it."))
-        reply = await command_reply(botapi, OWNER, "/budget coder 50")
+        reply = await ask(botapi, OWNER, "/budget coder 50")
         assert reply == (
             "Monthly budget of <b>coder</b> set to $50.00 (this month: $1.50 of $50.00, 3%). "
             "It was paused by its budget and is resumed."
@@ -527,7 +506,7 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
         )
         # The stop's button is stale now, and says who settled it.
         [[button]] = stop.params["reply_markup"]["inline_keyboard"]
-        answer = await answer_to(botapi, OWNER, button["callback_data"], stop.result["message_id"])
+        answer = await press(botapi, OWNER, button["callback_data"], stop.result["message_id"])
         assert answer.startswith("Already settled: settled by Ana at ")
         assert "budget set to $1.25 with /budget" in answer
         assert query(config, "SELECT budget_usd_month, paused FROM agent_state") == [(50, 0)]

@@ -23,6 +23,8 @@ from tests.fleet import (
     OPERATOR,
     VIEWER,
     FleetProcess,
+    ask,
+    press,
     query,
     wait_query,
     write_config,
@@ -222,16 +224,16 @@ failures_before_alert = 1
             assert "no such incident" in await press(botapi, OPERATOR, forged, message_id)
         assert "out of date" in await press(botapi, OPERATOR, "inc:nuke:1", message_id)
 
-        reply = await command(botapi, OPERATOR, "/silence svc03 2h")
+        reply = await ask(botapi, OPERATOR, "/silence svc03 2h")
         assert "Silenced svc03" in reply and "1 open incident" in reply
-        listing = await command(botapi, VIEWER, "/incidents")
+        listing = await ask(botapi, VIEWER, "/incidents")
         assert "silenced until" in listing and listing.count("acknowledged") == 19
-        status = await command(botapi, VIEWER, "/status")
+        status = await ask(botapi, VIEWER, "/status")
         assert "Silences: svc03" in status
-        assert "operator" in await command(botapi, VIEWER, "/ack 1")
-        assert "Usage: /resolve" in await command(botapi, OPERATOR, "/resolve x")
-        assert "resolved" in await command(botapi, OPERATOR, "/resolve 1")
-        assert "nothing changed" in await command(botapi, OPERATOR, "/resolve 1")
+        assert "operator" in await ask(botapi, VIEWER, "/ack 1")
+        assert "Usage: /resolve" in await ask(botapi, OPERATOR, "/resolve x")
+        assert "resolved" in await ask(botapi, OPERATOR, "/resolve 1")
+        assert "nothing changed" in await ask(botapi, OPERATOR, "/resolve 1")
         [resolved] = await botapi.wait_for_call(
             "sendMessage", lambda c: to_alerts(c) and "Resolved: #1 " in str(c.params["text"])
         )
@@ -243,27 +245,6 @@ failures_before_alert = 1
         listener.close()
         assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
-
-
-async def press(botapi: BotAPIServer, user: int, data: str, message_id: int) -> str:
-    after = botapi.mark()
-    query_id = botapi.push_callback(user, data, message_id=message_id, chat_id=FEED_CHAT)
-    [answer] = await botapi.wait_for_call(
-        "answerCallbackQuery",
-        lambda c: c.params["callback_query_id"] == query_id,
-        after=after,
-        timeout=15,
-    )
-    return str(answer.params.get("text", ""))
-
-
-async def command(botapi: BotAPIServer, user: int, text: str) -> str:
-    after = botapi.mark()
-    botapi.push_message(user, text)
-    [reply] = await botapi.wait_for_call(
-        "sendMessage", lambda c: c.params["chat_id"] == user, after=after, timeout=15
-    )
-    return str(reply.params["text"])
 
 
 # --- probes on their own -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from tests.fleet import (
     FEED_CHAT,
     VIEWER,
     FleetProcess,
+    ask,
     query,
     run_cli,
     wait_query,
@@ -24,15 +25,6 @@ def to_alerts(call: Call) -> bool:
         call.params.get("chat_id") == FEED_CHAT
         and call.params.get("message_thread_id") == ALERTS_TOPIC
     )
-
-
-async def command(botapi: BotAPIServer, user: int, text: str) -> str:
-    after = botapi.mark()
-    botapi.push_message(user, text)
-    [reply] = await botapi.wait_for_call(
-        "sendMessage", lambda c: c.params["chat_id"] == user, after=after, timeout=15
-    )
-    return str(reply.params["text"])
 
 
 async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restores_it(
@@ -61,7 +53,7 @@ async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restor
     assert "timezone: unknown time zone &quot;Mars/Olympus&quot;" in text
     assert "telegram.poling: unknown key (known: token, api_base, polling_timeout)" in text
     # Still running on the old config: commands answer, in the old time zone.
-    assert "Fleet status" in await command(botapi, VIEWER, "/status")
+    assert "Fleet status" in await ask(botapi, VIEWER, "/status")
     notices = query(config, "SELECT agent_id, kind FROM inbox")
     assert notices == [("hub", "oversight")]
 

@@ -17,6 +17,8 @@ from tests.fleet import (
     TOKEN,
     VIEWER,
     FleetProcess,
+    ask,
+    press,
     query,
     wait_query,
     write_config,
@@ -57,28 +59,6 @@ def to_feed(call: Call) -> bool:
     return bool(call.params.get("chat_id") == FEED_CHAT)
 
 
-async def press(botapi: BotAPIServer, user: int, data: str, message_id: int) -> str:
-    after = botapi.mark()
-    query_id = botapi.push_callback(user, data, message_id=message_id, chat_id=FEED_CHAT)
-    [answer] = await botapi.wait_for_call(
-        "answerCallbackQuery",
-        lambda c: c.params["callback_query_id"] == query_id,
-        after=after,
-        timeout=15,
-    )
-    return str(answer.params.get("text", ""))
-
-
-async def reply_of(botapi: BotAPIServer, user: int, text: str, chat_id: int | None = None) -> str:
-    after = botapi.mark()
-    botapi.push_message(user, text, chat_id=chat_id)
-    where = chat_id or user
-    [sent] = await botapi.wait_for_call(
-        "sendMessage", lambda c: c.params["chat_id"] == where, after=after, timeout=15
-    )
-    return str(sent.params["text"])
-
-
 async def posted_approval(botapi: BotAPIServer, approval_id: int) -> Call:
     [call] = await botapi.wait_for_call(
         "sendMessage",
@@ -96,7 +76,7 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
 
-    reply = await reply_of(botapi, OPERATOR, "/deploy site v2")
+    reply = await ask(botapi, OPERATOR, "/deploy site v2")
     assert reply == (
         "Deploy of <b>site</b> at v2 requested: approval #1, posted to the approvals feed."
     )
@@ -154,7 +134,7 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
 
     # The deploy is in progress (waiting for its gate); commands are answered meanwhile.
     await wait_query(config, "SELECT status FROM deploy_runs", [("running",)])
-    assert await reply_of(botapi, OPERATOR, "/approvals") == "No approvals are pending."
+    assert await ask(botapi, OPERATOR, "/approvals") == "No approvals are pending."
     (tmp_path / "release").write_text("go")
     [report] = await botapi.wait_for_call(
         "sendMessage", lambda c: to_feed(c) and "Deploy run #1" in c.params["text"], timeout=30
@@ -164,13 +144,10 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     assert query(config, "SELECT status FROM deploy_runs") == [("succeeded",)]
     assert (tmp_path / "runs.log").read_text().split() == ["v2"]
 
-    audit = await reply_of(botapi, OPERATOR, "/audit")
+    audit = await ask(botapi, OPERATOR, "/audit")
     assert "#1 request by Ben: deploy site at v2" in audit
     assert "#1 decision by " in audit and "run #1 site succeeded (approval #1" in audit
-    assert (
-        await reply_of(botapi, VIEWER, "/audit")
-        == "/audit needs the operator role; you are viewer."
-    )
+    assert await ask(botapi, VIEWER, "/audit") == "/audit needs the operator role; you are viewer."
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log and TOKEN not in fleet.log
 
@@ -183,7 +160,7 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
 
-    await reply_of(botapi, OWNER, "/deploy site")
+    await ask(botapi, OWNER, "/deploy site")
     posted = await posted_approval(botapi, 1)
     message_id = posted.result["message_id"]
     after = botapi.mark()
@@ -223,26 +200,24 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     assert again.startswith("Already rejected by Ana at ")
 
     # The text fallbacks.
-    await reply_of(botapi, OWNER, "/deploy site")
+    await ask(botapi, OWNER, "/deploy site")
     await posted_approval(botapi, 2)
-    assert await reply_of(botapi, OWNER, "/reject 2") == "Usage: /reject &lt;id&gt; &lt;reason&gt;"
-    assert await reply_of(botapi, OPERATOR, "/reject 2 nope") == "Deploys need an owner."
-    assert await reply_of(botapi, VIEWER, "/approve 2") == (
+    assert await ask(botapi, OWNER, "/reject 2") == "Usage: /reject &lt;id&gt; &lt;reason&gt;"
+    assert await ask(botapi, OPERATOR, "/reject 2 nope") == "Deploys need an owner."
+    assert await ask(botapi, VIEWER, "/approve 2") == (
         "/approve needs the operator role; you are viewer."
     )
-    assert await reply_of(botapi, OWNER, "/approve 99") == "There is no approval #99."
-    assert await reply_of(botapi, OWNER, "/approve 4294967296") == (
-        "There is no approval #4294967296."
-    )
-    assert (await reply_of(botapi, OWNER, "/deploy nowhere")).startswith(
+    assert await ask(botapi, OWNER, "/approve 99") == "There is no approval #99."
+    assert await ask(botapi, OWNER, "/approve 4294967296") == ("There is no approval #4294967296.")
+    assert (await ask(botapi, OWNER, "/deploy nowhere")).startswith(
         'Unknown deploy target "nowhere". Targets: site.'
     )
-    assert (await reply_of(botapi, OWNER, "/deploy site $(reboot)")).startswith(
+    assert (await ask(botapi, OWNER, "/deploy site $(reboot)")).startswith(
         "$(reboot) is not a commit, tag or version"
     )
-    listing = await reply_of(botapi, VIEWER, "/approvals")
+    listing = await ask(botapi, VIEWER, "/approvals")
     assert listing.startswith("Pending approvals:\n#2 deploy: deploy site (Ana, deadline ")
-    assert await reply_of(botapi, OWNER, "/approve 2") == "Approved #2: the deploy is queued."
+    assert await ask(botapi, OWNER, "/approve 2") == "Approved #2: the deploy is queued."
     (tmp_path / "release").write_text("go")
     await wait_query(config, "SELECT id, status FROM deploy_runs", [(1, "succeeded")], timeout=30)
     assert await fleet.stop() == 0
@@ -256,9 +231,9 @@ async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun
     fleet = FleetProcess(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
-    await reply_of(botapi, OWNER, "/deploy site v2")
+    await ask(botapi, OWNER, "/deploy site v2")
     await posted_approval(botapi, 1)
-    assert await reply_of(botapi, OWNER, "/approve 1") == "Approved #1: the deploy is queued."
+    assert await ask(botapi, OWNER, "/approve 1") == "Approved #1: the deploy is queued."
     await wait_query(config, "SELECT status FROM deploy_runs", [("running",)])
     await fleet.kill()  # the deploy process is left waiting at its gate, never released
 
@@ -284,7 +259,7 @@ async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
     fleet = FleetProcess(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
-    await reply_of(botapi, OPERATOR, "/deploy site")
+    await ask(botapi, OPERATOR, "/deploy site")
     posted = await posted_approval(botapi, 1)
     message_id = posted.result["message_id"]
     [reminder] = await botapi.wait_for_call(

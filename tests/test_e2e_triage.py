@@ -18,7 +18,9 @@ from tests.fleet import (
     OPERATOR,
     VIEWER,
     FleetProcess,
+    ask,
     fleet_env,
+    press,
     query,
     wait_query,
     write_config,
@@ -59,24 +61,6 @@ def to_triage(call: Call) -> bool:
 def numbers(calls: list[Call]) -> list[int]:
     found = [re.search(r"(?:OUTAGE|Question) (\d+)", c.params["text"]) for c in calls]
     return [int(m.group(1)) if m else -1 for m in found]
-
-
-async def press(botapi: BotAPIServer, user: int, data: str, message_id: int) -> str:
-    after = botapi.mark()
-    query_id = botapi.push_callback(user, data, message_id=message_id, chat_id=FEED_CHAT)
-    [answer] = await botapi.wait_for_call(
-        "answerCallbackQuery", lambda c: c.params["callback_query_id"] == query_id, after=after
-    )
-    return str(answer.params.get("text", ""))
-
-
-async def ask(botapi: BotAPIServer, user: int, text_: str) -> str:
-    after = botapi.mark()
-    botapi.push_message(user, text_)
-    [sent] = await botapi.wait_for_call(
-        "sendMessage", lambda c: c.params["chat_id"] == user, after=after, timeout=15
-    )
-    return str(sent.params["text"])
 
 
 def buttons_of(call: Call) -> dict[str, str]:
