@@ -16,10 +16,18 @@ from collections.abc import Iterator
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from bot.cron import crontab_trigger
 
@@ -46,6 +54,15 @@ def parse_duration(text: str) -> timedelta:
     if not match or int(match.group(1)) == 0:
         raise ValueError(f'"{text}" is not a duration like "45s", "10m", "2h" or "1d"')
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def _valid_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+# A duration kept as written ("10m"); read it with `parse_duration`.
+Duration = Annotated[str, AfterValidator(_valid_duration)]
 
 
 def parse_latency(text: str) -> float:
@@ -164,20 +181,13 @@ class AgentConfig(_Section):
     model: str
     fallbacks: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=lambda: ["primary"])
-    heartbeat: str | None = None
+    heartbeat: Duration | None = None
     cron: str | None = None
     quiet_hours: str | None = None
     budget_usd_month: float | None = Field(default=None, ge=0)
     authority: list[str] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
     max_retries: int = Field(default=3, ge=0)
-
-    @field_validator("heartbeat")
-    @classmethod
-    def _interval(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
     @field_validator("quiet_hours")
     @classmethod
@@ -225,7 +235,7 @@ class MailboxConfig(_Section):
     user: str | None = None
     folder: str = "INBOX"
     himalaya: HimalayaOptions = Field(default_factory=HimalayaOptions)
-    every: str = "10m"
+    every: Duration = "10m"
     vip: list[str] = Field(default_factory=list)
     urgent_keywords: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
@@ -233,15 +243,9 @@ class MailboxConfig(_Section):
     urgent_domains: list[str] = Field(default_factory=list)
     ignore_keywords: list[str] = Field(default_factory=list)
     high_importance_urgent: bool = True
-    timeout: str = "60s"
+    timeout: Duration = "60s"
     page_size: int = Field(default=500, ge=1, le=1000)
     failures_before_incident: int = Field(default=3, ge=1)
-
-    @field_validator("every", "timeout")
-    @classmethod
-    def _every(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class TriageConfig(_Section):
@@ -268,21 +272,15 @@ class CheckConfig(_Section):
     command: str | None = None
     expect_status: list[int] = Field(default_factory=lambda: [200])
     expect_text: str | None = None
-    every: str = "1m"
-    timeout: str = "10s"
+    every: Duration = "1m"
+    timeout: Duration = "10s"
     failures_before_alert: int = Field(default=3, ge=1)
     successes_before_resolve: int = Field(default=2, ge=1)
     recover: str | None = None
     max_latency: str | None = None
     severity: Literal["P3", "P2"] = "P2"
     recover_max_per_hour: int = Field(default=3, ge=1, le=60)
-    recover_timeout: str = "2m"
-
-    @field_validator("every", "timeout", "recover_timeout")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    recover_timeout: Duration = "2m"
 
     @field_validator("max_latency")
     @classmethod
@@ -302,19 +300,13 @@ class DeployConfig(_Section):
     rollback: str | None = None
     approvers: str | list[str] = "owner"
     shell: bool = False
-    timeout: str = "10m"
+    timeout: Duration = "10m"
     verify_status: list[int] = Field(default_factory=lambda: [200])
     verify_text: str | None = None
-    verify_timeout: str = "10s"
+    verify_timeout: Duration = "10s"
     verify_attempts: int = Field(default=3, ge=1, le=20)
-    verify_interval: str = "5s"
+    verify_interval: Duration = "5s"
     required: int = Field(default=1, ge=1, le=10)
-
-    @field_validator("timeout", "verify_timeout", "verify_interval")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
     @field_validator("approvers")
     @classmethod
@@ -335,15 +327,9 @@ class DeployConfig(_Section):
 class AlertingConfig(_Section):
     """How incidents reach the alerts feed; the defaults are Alertmanager's."""
 
-    group_wait: str = "30s"
-    group_interval: str = "5m"
-    repeat_interval: str = "4h"
-
-    @field_validator("group_wait", "group_interval", "repeat_interval")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    group_wait: Duration = "30s"
+    group_interval: Duration = "5m"
+    repeat_interval: Duration = "4h"
 
     def seconds(self, key: Literal["group_wait", "group_interval", "repeat_interval"]) -> float:
         return parse_duration(getattr(self, key)).total_seconds()
@@ -352,16 +338,10 @@ class AlertingConfig(_Section):
 class WatchdogConfig(_Section):
     """Monitoring the monitoring: job beats, leases, agent heartbeats, the clock, the config."""
 
-    every: str = "1m"
+    every: Duration = "1m"
     clock_url: str = ""
-    max_clock_skew: str = "30s"
-    config_poll: str = "10s"
-
-    @field_validator("every", "max_clock_skew", "config_poll")
-    @classmethod
-    def _durations(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    max_clock_skew: Duration = "30s"
+    config_poll: Duration = "10s"
 
     @field_validator("clock_url")
     @classmethod
@@ -397,16 +377,10 @@ class ApprovalsConfig(_Section):
     """How approvals wait for people: the default deadline, what happens when it passes
     (a reminder at half time either way), and whether approvers also get a private message."""
 
-    deadline: str = "24h"
+    deadline: Duration = "24h"
     on_timeout: Literal["escalate", "expire"] = "expire"
     notify_private: bool = False
     check_every: int = Field(default=30, ge=1, le=3600)
-
-    @field_validator("deadline")
-    @classmethod
-    def _deadline(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class Config(_Section):
