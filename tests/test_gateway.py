@@ -505,8 +505,12 @@ async def test_e2e_529_falls_to_the_fallback_and_the_task_ends_in_review(
     assert query(fleet.config, "SELECT count(*) FROM task_events WHERE to_status = 'done'") == [
         (0,)
     ]
-    usage = query(fleet.config, "SELECT model, status, fallback_used FROM usage ORDER BY id")
-    assert usage == [(MODEL, "error", 0), (MODEL, "error", 0), (FALLBACK, "ok", 1)]
+    # Usage rows are written behind the calls, at the latest when the run finishes.
+    await wait_query(
+        fleet.config,
+        "SELECT model, status, fallback_used FROM usage ORDER BY id",
+        [(MODEL, "error", 0), (MODEL, "error", 0), (FALLBACK, "ok", 1)],
+    )
     await stop(fleet)
 
 
