@@ -21,7 +21,7 @@ from html import escape
 from typing import Any
 
 from aiogram.filters.callback_data import CallbackData
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -260,7 +260,7 @@ def render(approval: Approval, settings: Settings, votes: Sequence[ApprovalVote]
     lines.append(f"Decides: {escape(needs)}")
     if approval.deadline is not None:
         lines.append(f"Deadline: {moment(approval.deadline, settings)}")
-    approving = [v for v in votes if v.vote == APPROVE]
+    approving = counted(approval, votes, settings)
     if approving and approval.status == PENDING:
         names = ", ".join(settings.name(f"person:{v.person_id}") for v in approving)
         lines.append(f"Approved so far ({len(approving)} of {approval.required}): {escape(names)}")
@@ -429,11 +429,18 @@ async def _show(session: AsyncSession, approval: Approval, settings: Settings, k
     targets: list[tuple[outbox.Destination, str]] = []
     if settings.feed is not None:
         targets.append((settings.feed, f"approval:{approval.id}"))
-    if settings.notify_private:
-        for person_id in _approvers_of(approval, settings):
-            targets.append(
-                (outbox.Destination(person_id), f"approval:{approval.id}:dm:{person_id}")
-            )
+    # Every private copy that was posted, not the approvers of now: after an escalation the
+    # operators' copies would otherwise keep live buttons and an outdated text.
+    prefix = f"approval:{approval.id}:dm:"
+    copies = await session.execute(
+        select(Outbox.dedup_key).where(
+            Outbox.dedup_key.like(f"{prefix}%"), Outbox.edit_of.is_(None)
+        )
+    )
+    for (dedup_key,) in copies:
+        person = dedup_key.removeprefix(prefix)
+        if person.lstrip("-").isdigit():  # the copy itself, not one of its edits or replies
+            targets.append((outbox.Destination(int(person)), dedup_key))
     for to, original in targets:
         posted = await session.execute(select(Outbox.id).where(Outbox.dedup_key == original))
         if posted.first() is None:
@@ -451,8 +458,15 @@ async def _show(session: AsyncSession, approval: Approval, settings: Settings, k
 # -- deciding ---------------------------------------------------------------------------------
 
 
-def _refusal_for(approval: Approval, person_id: int, settings: Settings) -> str | None:
-    """Why this person may not decide this approval, or None if they may."""
+def _refusal_for(
+    approval: Approval,
+    person_id: int,
+    settings: Settings,
+    approvers: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Why this person may not decide this approval, or None if they may. `approvers`: who
+    decides now, when that differs from the row (see `_approvers_now`)."""
+    approvers = approval.approvers if approvers is None else approvers
     person = settings.people.get(person_id)
     if person is None:
         return "you are not one of the fleet's people"
@@ -461,13 +475,13 @@ def _refusal_for(approval: Approval, person_id: int, settings: Settings) -> str 
         return "viewers cannot decide approvals"
     if approval.kind in OWNER_ONLY and role != "owner":
         return OWNER_ONLY[approval.kind]
-    named = approval.approvers.get("people")
+    named = approvers.get("people")
     if named:
         allowed = {str(p).lower() for p in named}
         if name.lower() not in allowed and str(person_id) not in allowed:
             return f"this approval is for {', '.join(str(p) for p in named)}"
         return None
-    needed = str(approval.approvers.get("role", "operator"))
+    needed = str(approvers.get("role", "operator"))
     if needed == "owner" and role != "owner":
         return f"{approval.kind} approval #{approval.id} needs an owner"
     return None
@@ -492,9 +506,9 @@ async def check(
     approval = await get(session, approval_id)
     if approval is None:
         return f"there is no approval #{approval_id}"
-    if approval.status != PENDING or _expired(approval, now):
+    if approval.status != PENDING or _final(approval, now):
         return _settled(approval, settings, now)
-    refusal = _refusal_for(approval, person_id, settings)
+    refusal = _refusal_for(approval, person_id, settings, _approvers_now(approval, now))
     if refusal is not None:
         return refusal
     mine = await session.execute(
@@ -510,6 +524,42 @@ async def check(
 
 def _expired(approval: Approval, now: datetime) -> bool:
     return approval.deadline is not None and now >= approval.deadline
+
+
+def _escalating(approval: Approval, now: datetime) -> bool:
+    """Past its deadline with an escalation due that the sweep has not made yet."""
+    return (
+        _expired(approval, now)
+        and approval.on_timeout == "escalate"
+        and approval.escalated_at is None
+        and approval.approvers != TOP  # owners have no next group: it expires (see `sweep`)
+    )
+
+
+def _final(approval: Approval, now: datetime) -> bool:
+    """The deadline closed the approval: it expires, rather than escalating, at the sweep."""
+    return _expired(approval, now) and not _escalating(approval, now)
+
+
+def _approvers_now(approval: Approval, now: datetime) -> Mapping[str, Any]:
+    """Who decides at `now`. Between a deadline that escalates and the sweep that records it,
+    the owners already do: a press then is judged as it would be a minute later."""
+    return TOP if _escalating(approval, now) else approval.approvers
+
+
+def counted(
+    approval: Approval,
+    votes: Sequence[ApprovalVote],
+    settings: Settings,
+    approvers: Mapping[str, Any] | None = None,
+) -> list[ApprovalVote]:
+    """The approve votes toward the quorum: only of people who may decide now. After an
+    escalation to the owners, the operators' earlier votes stay recorded but count no more."""
+    return [
+        v
+        for v in votes
+        if v.vote == APPROVE and _refusal_for(approval, v.person_id, settings, approvers) is None
+    ]
 
 
 async def decide(
@@ -558,14 +608,15 @@ async def decide(
         )
     )
     await session.flush()
-    await record(session, approval_id, "vote", actor, vote + (f": {reason}" if reason else ""))
-    approving = (
-        await session.execute(
-            select(func.count())
-            .select_from(ApprovalVote)
-            .where(ApprovalVote.approval_id == approval_id, ApprovalVote.vote == APPROVE)
-        )
-    ).scalar_one()
+    votes = await votes_of(session, approval_id)
+    approving = len(counted(approval, votes, settings, _approvers_now(approval, now)))
+    ignored = sum(1 for v in votes if v.vote == APPROVE) - approving
+    body = vote + (f": {reason}" if reason else "")
+    if vote == APPROVE and ignored:
+        # The audit says why the count is lower than the votes: people who may no longer
+        # decide (an escalation to the owners) voted earlier.
+        body += f" ({approving} of {approval.required} counted; {ignored} no longer count)"
+    await record(session, approval_id, "vote", actor, body)
     if vote == APPROVE and approving < approval.required:
         await _show(session, approval, settings, f"vote:{person_id}")
         log.info(

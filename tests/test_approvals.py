@@ -752,3 +752,96 @@ async def test_a_p0_approval_is_decided_by_an_owner_and_pages_through_the_incide
     assert paged.severity == "P0"
     pages = await rows(env.db, Outbox, Outbox.dedup_key.like("incident-page:%"))
     assert sorted(p.chat_id for p in pages) == [OWNER, OPERATOR]
+
+
+# -- regressions: escalation and deadlines -----------------------------------------------------
+
+
+async def test_escalated_committee_does_not_count_operator_votes_toward_the_owners(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await open_env(tmp_path, site, monkeypatch)
+    async with env.db.claim() as session:
+        a = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Rotate the keys"},
+            requested_by="agent:coder",
+            deadline=utcnow() + timedelta(hours=2),
+            on_timeout="escalate",
+            required=2,
+        )
+    first = await vote(env.db, a.id, OPERATOR, "Ben")
+    assert first.won and first.status == approvals.PENDING
+    later = a.created_at + timedelta(hours=2, minutes=1)
+    async with env.db.claim() as session:
+        assert await approvals.sweep(session, later) == [f"escalated #{a.id}"]
+    one_owner = await vote(env.db, a.id, OWNER, "Ana", now=later)
+    assert one_owner.won and one_owner.status == approvals.PENDING
+    assert one_owner.votes == 1
+    two_owners = await vote(env.db, a.id, SECOND_OWNER, "Dee", now=later)
+    async with env.db.session() as session:
+        trail = await approvals.events(session, a.id)
+    await env.db.dispose()
+    assert two_owners.status == approvals.APPROVED
+    assert any("no longer count" in e.body for e in trail if e.kind == "vote")
+
+
+async def test_press_after_deadline_before_the_sweep_escalating_is_judged_as_escalated(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await open_env(tmp_path, site, monkeypatch)
+    async with env.db.claim() as session:
+        a = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Rotate the keys"},
+            requested_by="agent:coder",
+            approvers={"people": ["Ben"]},
+            deadline=utcnow() + timedelta(hours=2),
+            on_timeout="escalate",
+        )
+        b = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Rotate the other keys"},
+            requested_by="agent:coder",
+            approvers={"people": ["Ben"]},
+            deadline=utcnow() + timedelta(hours=2),
+            on_timeout="expire",
+        )
+    after = a.created_at + timedelta(hours=2, seconds=5)  # before the next sweep
+    too_late = await vote(env.db, a.id, OPERATOR, "Ben", now=after)
+    pressed = await vote(env.db, a.id, OWNER, "Ana", now=after)
+    expired = await vote(env.db, b.id, OWNER, "Ana", now=after)
+    await env.db.dispose()
+    # Past the deadline the approval belongs to the owners it escalates to.
+    assert not too_late.won and "needs an owner" in too_late.refusal
+    assert pressed.won and pressed.status == approvals.APPROVED
+    assert not expired.won and "expired" in expired.refusal
+
+
+async def test_private_copies_are_edited_after_escalation_and_decision(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await open_env(tmp_path, site, monkeypatch, "[approvals]\nnotify_private = true\n")
+    async with env.db.claim() as session:
+        a = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Rotate the keys"},
+            requested_by="agent:coder",
+            deadline=utcnow() + timedelta(hours=2),
+            on_timeout="escalate",
+        )
+    later = a.created_at + timedelta(hours=2, minutes=1)
+    async with env.db.claim() as session:
+        await approvals.sweep(session, later)
+    assert (await vote(env.db, a.id, OWNER, "Ana", now=later)).status == approvals.APPROVED
+    dm = f"approval:{a.id}:dm:{OPERATOR}"
+    sent = await rows(env.db, Outbox, Outbox.dedup_key == dm)
+    edits = await rows(env.db, Outbox, Outbox.edit_of == dm)
+    await env.db.dispose()
+    assert sent, "the operator got no private copy"
+    assert [e.buttons for e in edits][-1] is None, "the operator's copy kept live buttons"
+    assert "Escalated" in edits[0].text
