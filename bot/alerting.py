@@ -49,7 +49,7 @@ class Alerting:
     # --- checks ------------------------------------------------------------------------------
 
     async def run_check(self, check: CheckConfig) -> None:
-        result = await checks.probe(check)
+        result = await checks.probe(check, self.config.own_secrets())
         now = utcnow()
         threshold = False
         async with self.db.claim() as session:
@@ -87,7 +87,9 @@ class Alerting:
     async def _recover(self, check: CheckConfig, attempt: int, at: datetime) -> None:
         assert check.recover is not None
         log.warning("check %s: running its recover command (attempt %d)", check.id, attempt)
-        done = await checks.run_command(check.recover, check.seconds("recover_timeout"))
+        done = await checks.run_command(
+            check.recover, check.seconds("recover_timeout"), self.config.own_secrets()
+        )
         outcome = done.describe()
         limit = check.recover_max_per_hour
         text = (

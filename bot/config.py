@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -404,6 +405,10 @@ class Config(_Section):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     triage: TriageConfig = Field(default_factory=TriageConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    # Every value `${VAR}` or `<key>_file` put into the config while loading, with what it
+    # replaced ("${DEPLOY_TOKEN}"): any of them may be a secret, wherever it went (a deploy
+    # command, a check URL), so all are redacted.
+    _substituted: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -436,12 +441,26 @@ class Config(_Section):
     def hub(self) -> AgentConfig | None:
         return next((agent for agent in self.agents if agent.hub), None)
 
-    def secret_values(self) -> list[str]:
-        """Every secret the config holds, for log redaction."""
+    def own_secrets(self) -> list[str]:
+        """The fleet's own secrets (bot token, API keys, Graph secret): never given to the
+        commands it runs (integrations.process.environment)."""
         values = [self.telegram.token.get_secret_value()]
         values += [p.api_key.get_secret_value() for p in self.anthropic.profiles.values()]
         values += [m.graph.client_secret.get_secret_value() for m in self.mailboxes if m.graph]
         return [v for v in values if v]
+
+    def secret_values(self) -> list[str]:
+        """Every secret the config holds, for redaction in logs, chats and command output:
+        its own secrets and every value substituted by `${VAR}` or `<key>_file`."""
+        return list(dict.fromkeys([*self.own_secrets(), *self._substituted]))
+
+    def unexpand(self, text: str) -> str:
+        """`text` with every substituted value put back as its reference ("${DEPLOY_TOKEN}"),
+        for showing a configured command as it was written."""
+        for value in sorted(self._substituted, key=len, reverse=True):
+            if len(value) >= 4:  # as bot.logs: shorter values would garble the text
+                text = text.replace(value, self._substituted[value])
+        return text
 
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, or None for PostgreSQL or an in-memory database."""
@@ -471,10 +490,12 @@ def load_config(path: Path) -> Config:
 
 def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
     problems: list[str] = []
-    resolved = _resolve_secrets(raw, (), path.parent, problems)
+    substituted: dict[str, str] = {}
+    resolved = _resolve_secrets(raw, (), path.parent, problems, substituted)
     resolved["path"] = path
     try:
         config = Config.model_validate(resolved)
+        config._substituted = substituted
     except ValidationError as err:
         problems += [_describe(error) for error in err.errors(include_input=False)]
         raise ConfigError([f"{path}: {p}" for p in problems]) from None
@@ -552,9 +573,14 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _resolve_secrets(
-    node: Any, loc: tuple[str | int, ...], base: Path, problems: list[str]
+    node: Any,
+    loc: tuple[str | int, ...],
+    base: Path,
+    problems: list[str],
+    substituted: dict[str, str],
 ) -> Any:
-    """Expand ${VAR} references and read `<key>_file` entries into `<key>`."""
+    """Expand ${VAR} references and read `<key>_file` entries into `<key>`; every value put
+    in goes into `substituted` (value -> what it replaced)."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -564,18 +590,20 @@ def _resolve_secrets(
                 if target in node:
                     problems.append(f"{here}: give either {target} or {key}, not both")
                     continue
-                out[target] = _read_secret_file(value, base, here, problems)
+                out[target] = _read_secret_file(value, base, here, problems, substituted)
                 continue
-            out[key] = _resolve_secrets(value, (*loc, key), base, problems)
+            out[key] = _resolve_secrets(value, (*loc, key), base, problems, substituted)
         return out
     if isinstance(node, list):
-        return [_resolve_secrets(v, (*loc, i), base, problems) for i, v in enumerate(node)]
+        return [
+            _resolve_secrets(v, (*loc, i), base, problems, substituted) for i, v in enumerate(node)
+        ]
     if isinstance(node, str) and "${" in node:
-        return _expand(node, _key_path(loc), problems)
+        return _expand(node, _key_path(loc), problems, substituted)
     return node
 
 
-def _expand(text: str, here: str, problems: list[str]) -> str:
+def _expand(text: str, here: str, problems: list[str], substituted: dict[str, str]) -> str:
     def value_of(match: re.Match[str]) -> str:
         name = match.group(1)
         value = os.environ.get(name)
@@ -585,16 +613,19 @@ def _expand(text: str, here: str, problems: list[str]) -> str:
         if not value.strip():
             problems.append(f"{here}: references ${{{name}}}, which is empty")
             return ""
+        substituted.setdefault(value, f"${{{name}}}")
         return value
 
     return _VAR.sub(value_of, text)
 
 
-def _read_secret_file(name: str, base: Path, here: str, problems: list[str]) -> str:
+def _read_secret_file(
+    name: str, base: Path, here: str, problems: list[str], substituted: dict[str, str]
+) -> str:
     # The path may use ${VAR}, e.g. systemd's ${CREDENTIALS_DIRECTORY}/telegram.
     if "${" in name:
         before = len(problems)
-        name = _expand(name, here, problems)
+        name = _expand(name, here, problems, substituted)
         if len(problems) > before:
             return ""
     file = (base / name) if not Path(name).is_absolute() else Path(name)
@@ -608,6 +639,8 @@ def _read_secret_file(name: str, base: Path, here: str, problems: list[str]) -> 
         return ""
     if not value:
         problems.append(f"{here}: {file} is empty")
+    else:
+        substituted.setdefault(value, f"[{here}]")
     return value
 
 

@@ -1,22 +1,23 @@
 """Health check probes (http, tcp, command) and the recovery command.
 
 A probe never raises for the thing it checks being down: it returns a `Probe` saying what it
-saw. Commands come from the owner's config file and run through the shell, in their own
-process group, killed as a group on timeout.
+saw. Commands come from the owner's config file and run through the shell, by
+integrations.process (own process group, killed as a group on timeout, not waiting for a
+child left running; the fleet's own secrets not in their environment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
 
 from bot.config import CheckConfig, parse_latency
+from integrations import process
 
 OUTPUT_TAIL = 500
 
@@ -43,14 +44,16 @@ class CommandResult:
         return f"{head}: {tail}" if tail else head
 
 
-async def probe(check: CheckConfig) -> Probe:
+async def probe(check: CheckConfig, secrets: Sequence[str] = ()) -> Probe:
+    """Probe `check`; a command probe runs without the fleet's own `secrets` in its
+    environment."""
     timeout = check.seconds("timeout")
     if check.http:
         return await probe_http(check, timeout)
     if check.tcp:
         return await probe_tcp(check.tcp, timeout)
     assert check.command is not None
-    result = await run_command(check.command, timeout)
+    result = await run_command(check.command, timeout, secrets)
     return Probe(result.ok, result.describe())
 
 
@@ -103,20 +106,19 @@ async def probe_tcp(target: str, seconds: float) -> Probe:
     return Probe(True, f"connected in {latency_ms} ms", latency_ms)
 
 
-async def run_command(command: str, seconds: float) -> CommandResult:
-    """Run `command` through the shell; its whole process group is killed on timeout."""
-    proc = await asyncio.create_subprocess_shell(
-        command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+async def run_command(command: str, seconds: float, secrets: Sequence[str] = ()) -> CommandResult:
+    """Run `command` through the shell (integrations.process: its own process group, killed
+    on timeout; the fleet's own `secrets` kept out of its environment)."""
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), seconds)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        done = await process.run(
+            command,
+            shell=True,
+            limit=seconds,
+            env=process.environment(secrets),
+            keep=OUTPUT_TAIL * 4,
+        )
+    except process.CommandError as err:
+        return CommandResult(127, str(err))
+    if done.exit_code is None:
         return CommandResult(None, f"killed after {seconds:g} s")
-    return CommandResult(proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL * 4 :])
+    return CommandResult(done.exit_code, done.output)

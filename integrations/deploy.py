@@ -2,7 +2,8 @@
 
 The worker executes the deploy runs that approved deploy approvals queue (storage/deploys.py):
 one at a time per target, different targets side by side. A run: the command (no shell unless
-the target says `shell = true`; a timeout; output captured, secrets redacted), then
+the target says `shell = true`; run by integrations.process: a timeout on its exit, the last
+output kept, secrets redacted, the fleet's own secrets not in its environment), then
 verification (each URL must answer an expected status, and text if configured, within a
 timeout, retried). On failure the rollback command runs and verification runs again. The report
 says every step, its duration, the last 20 lines of output, and whether the target is verified
@@ -12,13 +13,9 @@ or rolled back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shlex
-import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from html import escape
 from pathlib import Path
@@ -27,6 +24,7 @@ import aiohttp
 
 from bot.config import Config, DeployConfig, parse_duration
 from bot.logs import RedactingFormatter
+from integrations import process
 from storage import deploys
 from storage.db import Database
 from storage.models import DeployRun
@@ -34,7 +32,6 @@ from storage.models import DeployRun
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 20
-MAX_OUTPUT = 1_000_000  # bytes kept from one command; the rest is drained and dropped
 MAX_BODY = 1_000_000  # bytes of a verification answer searched for the expected text
 
 
@@ -62,8 +59,9 @@ def target_of(config: Config, target_id: str) -> DeployConfig | None:
 
 
 def shown_command(config: Config, target: DeployConfig) -> str:
-    """The target's command as people may see it in an approval: known secrets redacted."""
-    return RedactingFormatter(config.secret_values()).redact(target.command)
+    """The target's command as people may see it in an approval: as written in the config
+    ("${DEPLOY_TOKEN}", not its value), any other known secret redacted."""
+    return RedactingFormatter(config.secret_values()).redact(config.unexpand(target.command))
 
 
 class DeployWorker:
@@ -202,6 +200,7 @@ class DeployWorker:
                 cwd=self.config.path.parent,
                 env={"FLEET_DEPLOY_TARGET": target.id, "FLEET_DEPLOY_REF": ref or ""},
                 limit=timeout,
+                secrets=self.config.own_secrets(),
             )
         except DeployError as err:
             steps.append(Step(name, False, time.monotonic() - started, str(err)))
@@ -239,73 +238,24 @@ class DeployWorker:
 
 
 async def run_command(
-    line: str, *, shell: bool, cwd: Path, env: dict[str, str], limit: float
+    line: str,
+    *,
+    shell: bool,
+    cwd: Path,
+    env: dict[str, str],
+    limit: float,
+    secrets: Sequence[str] = (),
 ) -> tuple[int | None, str]:
-    """Run `line` (split like a shell would, but without one unless `shell`); returns the exit
-    code (None: timed out and killed, with its whole process group) and the combined output."""
-    environment = {**os.environ, **env}
+    """Run `line` (split like a shell would, but without one unless `shell`) with `env` added
+    to the fleet's environment less its own `secrets` (integrations.process); returns the exit
+    code (None: timed out and killed, with its whole process group) and the last output."""
     try:
-        if shell:
-            process = await asyncio.create_subprocess_shell(
-                line,
-                cwd=cwd,
-                env=environment,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        else:
-            try:
-                argv = shlex.split(line)
-            except ValueError as err:
-                raise DeployError(f"cannot parse the command line: {err}") from err
-            if not argv:
-                raise DeployError("the command line is empty")
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=cwd,
-                env=environment,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-    except OSError as err:
-        raise DeployError(
-            f"cannot start {line.split()[0] if line.split() else line!r}: {err.strerror}"
-        ) from err
-    assert process.stdout is not None
-    chunks: list[bytes] = []
-    kept = 0
-
-    async def read() -> None:
-        nonlocal kept
-        assert process.stdout is not None
-        while chunk := await process.stdout.read(65536):
-            if kept < MAX_OUTPUT:
-                chunks.append(chunk[: MAX_OUTPUT - kept])
-                kept += len(chunks[-1])
-
-    try:
-        await asyncio.wait_for(asyncio.gather(read(), process.wait()), limit)
-    except TimeoutError:
-        _kill(process.pid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), 5)
-        return None, b"".join(chunks).decode("utf-8", "replace")
-    except asyncio.CancelledError:
-        # Shutdown cut the deploy off: stop its processes too, so that what the next start
-        # reports as interrupted really stopped.
-        _kill(process.pid)
-        raise
-    return process.returncode, b"".join(chunks).decode("utf-8", "replace")
-
-
-def _kill(pid: int) -> None:
-    """Kill the command and everything it started (it leads its own process group)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        done = await process.run(
+            line, shell=shell, limit=limit, cwd=cwd, env=process.environment(secrets, env)
+        )
+    except process.CommandError as err:
+        raise DeployError(str(err)) from err
+    return done.exit_code, done.output
 
 
 async def verify(

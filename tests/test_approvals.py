@@ -5,6 +5,8 @@ local HTTP server (rolling back when it says no)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -23,7 +25,7 @@ from agents.org import OrgChart
 from agents.tools import ToolContext
 from bot.config import Config, ConfigError, load_config
 from handlers.approvals import settings
-from integrations.deploy import DeployWorker
+from integrations.deploy import DeployWorker, run_command, shown_command, target_of
 from storage import agents as agent_state
 from storage import approvals, deploys, incidents, tasks, usage
 from storage.db import Database
@@ -48,7 +50,7 @@ import os, sys
 from pathlib import Path
 state = Path(sys.argv[1])
 print("deploying", os.environ.get("FLEET_DEPLOY_REF", ""))
-print("token in output:", os.environ["TELEGRAM_BOT_TOKEN"])
+print("token in the environment:", os.environ.get("TELEGRAM_BOT_TOKEN", "none"))
 for i in range(30):
     print("line", i)
 state.write_text(sys.argv[2])
@@ -845,3 +847,91 @@ async def test_private_copies_are_edited_after_escalation_and_decision(
     assert sent, "the operator got no private copy"
     assert [e.buttons for e in edits][-1] is None, "the operator's copy kept live buttons"
     assert "Escalated" in edits[0].text
+
+
+# -- regressions: secrets and commands -------------------------------------------------------
+
+DEPLOY_SECRET = "s3cr3t-deploy-token-XYZ"
+
+ENV_SCRIPT = """
+import os, sys
+print("using", sys.argv[1])
+for name in ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "PATH", "HOME"):
+    print(name, "set" if name in os.environ else "unset")
+"""
+
+
+async def test_secret_in_deploy_command_stays_out_of_the_approval_and_the_output(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEPLOY_TOKEN", DEPLOY_SECRET)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    script = tmp_path / "d.py"
+    script.write_text(ENV_SCRIPT, encoding="utf-8")
+    table = (
+        "[[deploys]]\n"
+        'id = "site"\n'
+        f'command = "{sys.executable} {script} ${{DEPLOY_TOKEN}}"\n'
+        f'verify = ["{site.url}"]\n'
+    )
+    env = await open_env(tmp_path, site, monkeypatch, table)
+    target = target_of(env.config, "site")
+    assert target is not None
+    assert shown_command(env.config, target) == f"{sys.executable} {script} ${{DEPLOY_TOKEN}}"
+    assert DEPLOY_SECRET in env.config.secret_values()
+    task_id = await new_task(env.db)
+    coder = tool_context(env, "coder", task_id)
+    result = await tools.execute(coder, "request_deploy", {"target": "site", "reason": "go"})
+    assert result.ok, result.content
+    [posted] = await rows(env.db, Outbox, Outbox.dedup_key.like("approval:%"))
+    assert (await vote(env.db, 1, OWNER, "Ana")).won
+    assert await DeployWorker(env.config, env.db).run_once()
+    [run] = await rows(env.db, DeployRun)
+    await env.db.dispose()
+    assert DEPLOY_SECRET not in posted.text and "${DEPLOY_TOKEN}" in posted.text
+    assert run.status == deploys.SUCCEEDED
+    assert DEPLOY_SECRET not in run.output_tail and "using [redacted]" in run.output_tail
+    # The fleet's own secrets are not in the command's environment; the rest is.
+    assert "TELEGRAM_BOT_TOKEN unset" in run.output_tail
+    assert "ANTHROPIC_API_KEY unset" in run.output_tail
+    assert "PATH set" in run.output_tail and "HOME set" in run.output_tail
+
+
+def _service(tmp_path: Path) -> tuple[str, Path]:
+    """A command that starts a long-lived child holding its stdout (a service), then exits."""
+    pidfile = tmp_path / "service.pid"
+    line = (
+        f'{sys.executable} -c "import subprocess,sys; '
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        f"open(sys.argv[1], 'w').write(str(p.pid)); print('deployed, service started')\" "
+        f"{pidfile}"
+    )
+    return line, pidfile
+
+
+def _alive_then_stop(pidfile: Path) -> bool:
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+async def test_deploy_command_leaving_a_service_running_is_not_a_timeout(tmp_path: Path) -> None:
+    line, pidfile = _service(tmp_path)
+    code, text = await run_command(line, shell=False, cwd=tmp_path, env={}, limit=60)
+    assert (code, text) == (0, "deployed, service started\n")
+    assert _alive_then_stop(pidfile), "the service the deploy started was killed"
+
+
+async def test_deploy_output_keeps_its_last_lines_when_long(tmp_path: Path) -> None:
+    line = (
+        f"{sys.executable} -c \"[print('x' * 99) for _ in range(20_000)]; "
+        "print('FATAL: migration 42 failed')\""
+    )
+    code, text = await run_command(line, shell=False, cwd=tmp_path, env={}, limit=60)
+    assert code == 0
+    assert text.splitlines()[-1] == "FATAL: migration 42 failed"
+    assert len(text.encode()) <= 1_000_000

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from bot.config import CheckConfig
-from integrations.checks import probe
+from integrations.checks import probe, run_command
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     ALERTS_TOPIC,
@@ -298,3 +301,24 @@ async def test_probes_judge_status_text_latency_commands_and_timeouts(tmp_path: 
     assert (bad.ok, bad.detail) == (False, "'no-port-here' is not host:port")
     closed = await probe(CheckConfig(id="c", tcp=f"127.0.0.1:{free_port()}"))
     assert not closed.ok and closed.detail.startswith("cannot connect")
+
+
+async def test_command_check_leaving_a_child_running_is_not_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:not-for-commands")
+    pidfile = tmp_path / "child.pid"
+    # The recover command restarts a service: a child that keeps the output pipe open.
+    recover = (
+        f"{sys.executable} -c 'import time; time.sleep(120)' & echo $! > {pidfile}; "
+        'echo "restarted; token: ${TELEGRAM_BOT_TOKEN:-none}"'
+    )
+    done = await run_command(recover, 60)
+    assert (done.exit_code, done.output) == (0, "restarted; token: none\n")
+    pid = int(pidfile.read_text())
+    os.kill(pid, 0)  # still running: only a real timeout kills the group
+    os.kill(pid, signal.SIGKILL)
+    long = await probe(
+        CheckConfig(id="c", command="seq 1 100000; echo last words; exit 3", timeout="60s")
+    )
+    assert not long.ok and long.detail.endswith("last words")
