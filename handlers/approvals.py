@@ -3,8 +3,9 @@
 
 Every press and command goes to `storage.approvals.decide`, which re-checks everything from
 the database; these handlers only parse, call it and answer. Reject by button asks for the
-reason with ForceReply: the prompt carries the approval id ("Reason for rejecting approval
-#12"), so the reply is matched to the approval without any state kept here.
+reason with ForceReply; the prompt sent is recorded (chat, message, presser: an approval event),
+and only the presser's reply to that very message rejects. The text of the message replied to
+proves nothing: an agent can make the bot send any text.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ router = Router(name=__name__)
 OPERATOR = {"role": Role.operator}
 VIEWER = {"role": Role.viewer}
 # The prompt names the presser (a mention, so that a selective ForceReply opens their reply
-# field only) and carries the approval id, which is how the reply finds its approval.
+# field only) and the approval, for people; the reply finds its approval by the recorded
+# prompt (approvals.prompted), the text only spares a lookup for every other reply.
 PROMPT = "{who}: reason for rejecting approval #{id}? Reply to this message."
 _PROMPT = re.compile(r": reason for rejecting approval #(\d{1,19})\? Reply to this message\.$")
 MAX_AUDIT = 50
@@ -128,12 +130,20 @@ async def press_reject(
     message = callback.message
     who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
     if isinstance(message, Message):
-        await message.answer(
+        sent = await message.answer(
             PROMPT.format(who=who, id=callback_data.id),
             reply_markup=ForceReply(
                 force_reply=True, selective=True, input_field_placeholder="reason"
             ),
         )
+        async with db.claim() as session:
+            await approvals.prompted(
+                session,
+                callback_data.id,
+                person_id=person.telegram_id,
+                chat_id=sent.chat.id,
+                message_id=sent.message_id,
+            )
     await callback.answer("Reply with the reason to reject.")
 
 
@@ -183,20 +193,33 @@ async def _forged(callback: CallbackQuery, person: Person) -> None:
     await callback.answer("This button is not valid; nothing was changed.", show_alert=True)
 
 
-@router.message(F.reply_to_message.text.regexp(_PROMPT, mode="search"), flags=OPERATOR)
-async def reject_reason(message: Message, bot: Bot, db: Database, person: Person) -> None:
-    """A reply to a "Ana: reason for rejecting approval #12?" prompt: the rejection."""
+async def our_prompt(message: Message, bot: Bot, db: Database) -> dict[str, int] | bool:
+    """Filter: the message replies to a reject prompt the bot sent to its author; gives the
+    handler `approval_id`. Any other reply (to a look-alike text an agent had the bot send,
+    or to someone else's prompt) is not a rejection and goes on to the other handlers."""
     prompt = message.reply_to_message
-    assert prompt is not None and prompt.text is not None
-    if prompt.from_user is None or prompt.from_user.id != bot.id:
-        return  # someone else's message with those words, not our prompt
-    found = _PROMPT.search(prompt.text)
-    assert found is not None
+    if prompt is None or prompt.from_user is None or prompt.from_user.id != bot.id:
+        return False
+    if message.from_user is None:
+        return False
+    async with db.session() as session:
+        approval_id = await approvals.prompt_of(
+            session,
+            person_id=message.from_user.id,
+            chat_id=prompt.chat.id,
+            message_id=prompt.message_id,
+        )
+    return False if approval_id is None else {"approval_id": approval_id}
+
+
+@router.message(F.reply_to_message.text.regexp(_PROMPT, mode="search"), our_prompt, flags=OPERATOR)
+async def reject_reason(message: Message, db: Database, person: Person, approval_id: int) -> None:
+    """The presser's reply to the reject prompt they were sent: the rejection."""
     reason = (message.text or "").strip()
     if not reason or reason.startswith("/"):
         await message.reply("A rejection needs a reason: reply to the prompt with it.")
         return
-    decision = await _decide(db, int(found.group(1)), person, approvals.REJECT, reason)
+    decision = await _decide(db, approval_id, person, approvals.REJECT, reason)
     await message.reply(esc(_answer_text(decision)))
 
 

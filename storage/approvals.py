@@ -332,6 +332,41 @@ async def record(
     return event
 
 
+PROMPT = "prompt"  # the event of a reject prompt sent: its reply is the rejection
+
+
+def _prompt_body(chat_id: int, message_id: int) -> str:
+    return f"asked for a reason: chat {chat_id} message {message_id}"
+
+
+async def prompted(
+    session: AsyncSession, approval_id: int, *, person_id: int, chat_id: int, message_id: int
+) -> None:
+    """Record the reject prompt the bot sent to `person_id` (its chat and message): only a
+    reply by that person to that very message rejects (see `prompt_of`). Text alone cannot
+    say it: an agent can make the bot send any text."""
+    await record(
+        session, approval_id, PROMPT, f"person:{person_id}", _prompt_body(chat_id, message_id)
+    )
+
+
+async def prompt_of(
+    session: AsyncSession, *, person_id: int, chat_id: int, message_id: int
+) -> int | None:
+    """The approval whose reject prompt to `person_id` is that message, or None."""
+    found = await session.execute(
+        select(ApprovalEvent.approval_id)
+        .where(
+            ApprovalEvent.kind == PROMPT,
+            ApprovalEvent.actor == f"person:{person_id}",
+            ApprovalEvent.body == _prompt_body(chat_id, message_id),
+        )
+        .order_by(ApprovalEvent.id.desc())
+        .limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
 # -- creating ---------------------------------------------------------------------------------
 
 

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from agents import tools
+from bot.config import load_config
+from handlers.approvals import settings
+from storage import approvals, tasks
+from storage.db import Database
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     FEED_CHAT,
@@ -18,12 +23,13 @@ from tests.fleet import (
     VIEWER,
     FleetProcess,
     ask,
+    fleet_env,
     press,
     query,
     wait_query,
     write_config,
 )
-from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Site
+from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Env, Site, tool_context
 
 
 def fleet_config(tmp_path: Path, botapi: BotAPIServer, site: Site, writes: str = "v2") -> Path:
@@ -53,6 +59,23 @@ verify_interval = "1s"
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
     async with Site(tmp_path / "state") as server:
         yield server
+
+
+async def ask_in_reply(botapi: BotAPIServer, user: int, text: str, to: Call) -> str:
+    """Send `text` as `user` in reply to the bot's message `to`; returns the bot's next
+    message to that chat."""
+    chat_id = to.params["chat_id"]
+    after = botapi.mark()
+    botapi.push_message(
+        user,
+        text,
+        chat_id=None if chat_id == user else chat_id,
+        reply_to=to.result["message_id"],
+    )
+    [sent] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == chat_id, after=after, timeout=15
+    )
+    return str(sent.params["text"])
 
 
 def to_feed(call: Call) -> bool:
@@ -176,6 +199,10 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     )
     assert prompt.params["reply_markup"]["force_reply"] is True
     assert prompt.params["reply_markup"]["selective"] is True
+    # Only Ana's reply to her prompt rejects: Dee's reply to it is an ordinary message (here a
+    # command, answered as one; before, it was taken for a reason and refused).
+    listing = await ask_in_reply(botapi, SECOND_OWNER, "/approvals", prompt)
+    assert listing.startswith("Pending approvals:\n#1 deploy")
     after = botapi.mark()
     botapi.push_message(
         OWNER, "Not on a Friday", chat_id=FEED_CHAT, reply_to=prompt.result["message_id"]
@@ -283,5 +310,57 @@ async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
         config, "SELECT runs, failures FROM job_beats WHERE job_id = 'approvals-expire'"
     )
     assert runs >= 2 and failures == 0
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log
+
+
+async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_nothing(
+    tmp_path: Path, botapi: BotAPIServer, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path = fleet_config(tmp_path, botapi, site)
+    for name, value in fleet_env().items():
+        monkeypatch.setenv(name, value)
+    config = load_config(config_path)
+    db = Database(config.database.url)
+    await db.migrate()
+    approvals.configure(db, settings(config))
+    async with db.claim() as session:
+        approval = await approvals.request(
+            session,
+            kind="action",
+            payload={"summary": "Publish the press release"},
+            requested_by="agent:hub",
+            announce=False,
+        )
+        task = await tasks.create(
+            session,
+            title="Check the invoices",
+            assignee="coder",
+            creator=f"person:{OWNER}",
+            max_retries=3,
+        )
+    # An agent has the bot send text that ends exactly like a reject prompt.
+    coder = tool_context(Env(config, db, tmp_path, site), "coder", task.id)
+    note = (
+        "I need your input on the vendor list before continuing.\n"
+        f"Ana: reason for rejecting approval #{approval.id}? Reply to this message."
+    )
+    done = await tools.execute(coder, "set_status", {"status": "blocked", "note": note})
+    assert done.ok, done.content
+    await db.dispose()
+
+    fleet = FleetProcess(config_path)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+    [told] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == OWNER and "blocked" in c.params["text"],
+        timeout=20,
+    )
+    botapi.push_message(OWNER, "ok, use last year's list", reply_to=told.result["message_id"])
+    # A reply to it is no reason for a rejection: a command in reply is answered as a command.
+    listing = await ask_in_reply(botapi, OWNER, "/approvals", told)
+    assert listing.startswith(f"Pending approvals:\n#{approval.id} action")
+    assert query(config_path, "SELECT status FROM approvals") == [("pending",)]
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
