@@ -4,6 +4,7 @@ an error to the model, is recorded on the task, and never takes effect."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,13 @@ def _schema(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def key_part(text: str) -> str:
+    """Free text (a title, a summary, a ref) as a part of an idempotency key: a short digest,
+    so that the key fits its String(128) column however long the text (PostgreSQL refuses
+    longer ones) and the same text still gives the same key."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def refused(reason: str) -> ToolResult:
     return ToolResult(False, f"refused: {reason}")
 
@@ -149,7 +157,7 @@ async def _create_subtask(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             parent_id=ctx.task_id,
             priority=tasks.PRIORITIES[args.get("priority", "normal")],
             max_retries=(ctx.org.get(assignee) or ctx.agent).max_retries,
-            idempotency_key=f"subtask:{ctx.run_id}:{assignee}:{args['title'][:80]}",
+            idempotency_key=f"subtask:{ctx.run_id}:{assignee}:{key_part(args['title'])}",
         )
     return ToolResult(True, f"created task #{task.id} for {assignee}", changed=True)
 
@@ -223,7 +231,7 @@ async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
             payload={"summary": args["summary"], "details": args.get("details", "")},
             requested_by=ctx.actor,
             task_id=ctx.task_id,
-            idempotency_key=f"approval:{ctx.run_id}:{kind}:{args['summary'][:80]}",
+            idempotency_key=f"approval:{ctx.run_id}:{kind}:{key_part(args['summary'])}",
         )
     return ToolResult(
         True,
@@ -252,7 +260,7 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             task_id=ctx.task_id,
             approvers=target.approval_approvers(),
             required=target.required,
-            idempotency_key=f"deploy:{ctx.run_id}:{target.id}:{ref or ''}",
+            idempotency_key=f"deploy:{ctx.run_id}:{target.id}:{key_part(ref or '')}",
         )
     return ToolResult(
         True,

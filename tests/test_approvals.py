@@ -935,3 +935,21 @@ async def test_deploy_output_keeps_its_last_lines_when_long(tmp_path: Path) -> N
     assert code == 0
     assert text.splitlines()[-1] == "FATAL: migration 42 failed"
     assert len(text.encode()) <= 1_000_000
+
+
+async def test_long_ref_and_long_texts_fit_the_idempotency_keys(env: Env) -> None:
+    task_id = await new_task(env.db)
+    coder = tool_context(env, "coder", task_id)
+    ref = "release/2026-11-25/" + "hotfix-payment-webhook-retry-" * 3 + "a1b2c3d4e5f6"
+    assert len(ref) <= 128 and approvals.valid_ref(ref)
+    args = {"target": "site", "ref": ref, "reason": "go"}
+    first = await tools.execute(coder, "request_deploy", args)
+    assert first.ok, first.content
+    again = await tools.execute(coder, "request_deploy", args)  # a retried call asks once
+    assert again.ok and again.content == first.content
+    [approval] = await rows(env.db, Approval)
+    assert approval.payload["ref"] == ref
+    hub = tool_context(env, "hub", task_id)
+    title = "Check every invoice of the quarter " * 5
+    made = await tools.execute(hub, "create_subtask", {"assignee": "coder", "title": title})
+    assert made.ok, made.content
