@@ -25,7 +25,7 @@ from aiogram.types import (
 )
 
 from bot.config import Config, Person, Role, parse_duration
-from bot.text import clip, esc, one_line
+from bot.text import clip, esc, one_line, split_html
 from handlers.registry import command
 from handlers.tasks import parse_task_id, person_actor, sentence, usage
 from integrations.deploy import shown_command
@@ -378,4 +378,6 @@ async def audit(message: Message, command: CommandObject, db: Database, config: 
             f"run #{run.id} {esc(run.target)} {esc(run.status)} (approval #{run.approval_id}, "
             f"{started}{took})"
         )
-    await message.answer("\n".join(lines))
+    # 50 events of long bodies pass Telegram's 4096 characters: sent in parts.
+    for part in split_html("\n".join(lines)):
+        await message.answer(part)

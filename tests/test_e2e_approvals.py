@@ -364,3 +364,41 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
     assert query(config_path, "SELECT status FROM approvals") == [("pending",)]
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
+
+
+async def test_audit_of_fifty_long_events_is_sent_in_parts(
+    tmp_path: Path, botapi: BotAPIServer, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path = fleet_config(tmp_path, botapi, site)
+    for name, value in fleet_env().items():
+        monkeypatch.setenv(name, value)
+    config = load_config(config_path)
+    db = Database(config.database.url)
+    await db.migrate()
+    approvals.configure(db, settings(config))
+    async with db.claim() as session:
+        for n in range(50):
+            await approvals.request(
+                session,
+                kind="action",
+                payload={"summary": f"Publish press release {n} " + "with a long title " * 6},
+                requested_by="agent:hub",
+                announce=False,
+            )
+    await db.dispose()
+
+    fleet = FleetProcess(config_path)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+    after = botapi.mark()
+    botapi.push_message(OPERATOR, "/audit 50")
+    parts = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == OPERATOR, after=after, count=2, timeout=15
+    )
+    assert await fleet.stop() == 0
+    texts = [str(c.params["text"]) for c in parts]
+    assert all(len(t) <= 4096 for t in texts)
+    assert texts[0].startswith("<b>Approvals</b>\n")
+    shown = "\n".join(texts)
+    assert all(f" #{n} request by hub: " in shown for n in range(1, 51))
+    assert "Traceback" not in fleet.log
