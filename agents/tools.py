@@ -262,6 +262,10 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     )
 
 
+# Fingerprints our own sources use (alerting, watchdog, triage); no agent may report under them.
+RESERVED_FINGERPRINTS = ("check:", "watchdog:", "mailbox:")
+
+
 async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     severity = args["severity"]
     if severity == "P0":
@@ -271,7 +275,15 @@ async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             "needs the hub's confirmation and a person's approval",
             authority=True,
         )
-    fingerprint = args.get("fingerprint") or f"agent:{ctx.agent.id}:{args['title'][:60]}"
+    asked = args.get("fingerprint") or args["title"][:60]
+    if asked.startswith(RESERVED_FINGERPRINTS):
+        return refused(
+            f'fingerprint "{asked}" is reserved for checks, the watchdog and mailboxes; '
+            "use your own name for the problem"
+        )
+    # An agent's fingerprints live in its own namespace: an agent opening "check:site" at P3
+    # first would otherwise own the check's incident, and the check's failures would reuse it.
+    fingerprint = f"agent:{ctx.agent.id}:{asked}"
     async with ctx.db.claim() as session:
         incident, opened = await incidents.open_incident(
             session,
@@ -282,7 +294,8 @@ async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             details=args.get("details", ""),
         )
         hub = ctx.org.hub
-        if opened and incident.requested_severity == "P1" and hub is not None:
+        # Also for a later report asking P1 of an open incident; the dedup key sends it once.
+        if incident.requested_severity == "P1" and hub is not None:
             await inbox.send(
                 session,
                 hub.id,
@@ -297,7 +310,8 @@ async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             )
     if not opened:
         return ToolResult(
-            True, f"incident #{incident.id} is already open ({incident.severity}); not again"
+            True,
+            f"incident #{incident.id} is already open (now {incident.severity}); not again",
         )
     note = " at P2; P1 waits for the hub's confirmation" if incident.requested_severity else ""
     return ToolResult(True, f"incident #{incident.id} opened{note}", changed=True)
@@ -446,7 +460,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool(
         "raise_incident",
         "Open an incident. P3 is logged, P2 is posted to the alerts feed; P1 is a request the "
-        "hub confirms; no agent may raise P0. Same fingerprint: the open incident is reused.",
+        "hub confirms; no agent may raise P0. Same fingerprint: the open incident is reused "
+        "(raised if you ask a higher severity); check:, watchdog:, mailbox: are reserved.",
         _schema(
             ["title", "severity"],
             title=_text("what is wrong, in one line", 200),

@@ -83,10 +83,11 @@ async def open_incident(
     in `requested_severity`, for the hub (P1) and a person (P0) to confirm."""
     if severity not in SEVERITIES:
         raise ValueError(f"unknown severity {severity!r} (use P3, P2, P1 or P0)")
+    granted = severity if severity in UNGATED else "P2"
     existing = await live(session, fingerprint)
     if existing is not None:
+        await _raise(session, existing, granted, severity, source)
         return existing, False
-    granted = severity if severity in UNGATED else "P2"
     incident = Incident(
         fingerprint=fingerprint[:128],
         severity=granted,
@@ -108,6 +109,53 @@ async def open_incident(
         f", {severity} requested" if granted != severity else "",
     )
     return incident, True
+
+
+def _above(a: str, b: str) -> bool:
+    """Whether severity `a` is more severe than `b`."""
+    return SEVERITIES.index(a) < SEVERITIES.index(b)
+
+
+async def _raise(
+    session: AsyncSession, incident: Incident, granted: str, asked: str, source: str
+) -> None:
+    """A new report for a live incident that asks more than it has: a P3 becomes P2 (then
+    announced by the alerts pass, as it never was at P3), and a request above P2 is recorded
+    for the hub. Without this, whoever opened a fingerprint first at P3 would keep every later
+    P2 report of it logged only."""
+    events: list[dict[str, Any]] = []
+    if _above(granted, incident.severity):
+        won = await _set(
+            session,
+            incident.id,
+            LIVE,
+            extra=Incident.severity == incident.severity,
+            severity=granted,
+        )
+        if won:
+            events.append({"raised": granted, "by": source, "at": utcnow().isoformat()})
+            log.info("incident #%d raised to %s by %s", incident.id, granted, source)
+    if asked != granted and incident.requested_severity is None:
+        won = await _set(
+            session,
+            incident.id,
+            LIVE,
+            extra=Incident.requested_severity.is_(None),
+            requested_severity=asked,
+        )
+        if won:
+            events.append({"requested": asked, "by": source, "at": utcnow().isoformat()})
+    if events:
+        fresh = await _fresh(session, incident.id)
+        fresh.confirmations = [*fresh.confirmations, *events]
+
+
+def requested_by(incident: Incident, actor: str) -> bool:
+    """Whether `actor` opened the incident or asked for its escalation: it may not also be the
+    one who confirms it (one agent alone never reaches P1)."""
+    return incident.source == actor[:64] or any(
+        c.get("requested") and c.get("by") == actor for c in incident.confirmations
+    )
 
 
 async def live(session: AsyncSession, fingerprint: str) -> Incident | None:

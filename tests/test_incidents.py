@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from agents import tools
 from agents.org import OrgChart
 from bot.alerting import Alerting
-from bot.config import Config, load_config
+from bot.config import CheckConfig, Config, load_config
 from handlers.approvals import settings
 from storage import approvals, incidents, tasks
 from storage.db import Database
@@ -335,3 +335,62 @@ async def test_alerts_feed_groups_waits_silences_and_reminds(env: Env) -> None:
         assert await incidents.resolve_id(session, b.id, actor=f"person:{OPERATOR}")
     [done] = await env.rows(Outbox, Outbox.dedup_key == f"incident-resolved:{b.id}")
     assert done.reply_to == burst.dedup_key and "Resolved" in done.text
+
+
+async def test_fingerprint_squatting_agent_cannot_take_a_checks_fingerprint(env: Env) -> None:
+    squat = await tools.execute(
+        env.ctx("security"),
+        "raise_incident",
+        {"title": "minor note", "severity": "P3", "fingerprint": "check:site"},
+    )
+    assert not squat.ok and "reserved" in squat.content
+    assert await env.rows(Incident) == []
+    own = await tools.execute(
+        env.ctx("security", run_id=2),
+        "raise_incident",
+        {"title": "minor note", "severity": "P3", "fingerprint": "site"},
+    )
+    assert own.ok, own.content
+
+    check = CheckConfig.model_validate(
+        {"id": "site", "tcp": "127.0.0.1:9", "every": "1m", "failures_before_alert": 1}
+    )
+    alerting = Alerting(env.config, env.db)
+    await alerting.run_check(check)
+    await shift(env.db, 31)
+    await alerting.flush()
+    found = {i.fingerprint: i for i in await env.rows(Incident)}
+    assert set(found) == {"agent:security:site", "check:site"}
+    assert found["check:site"].severity == "P2" and found["agent:security:site"].severity == "P3"
+    [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
+    assert alert.dedup_key == found["check:site"].alert_key
+
+
+async def test_fingerprint_squatting_a_higher_report_raises_the_open_incident(env: Env) -> None:
+    alerting = Alerting(env.config, env.db)
+    first = await tools.execute(
+        env.ctx("security"),
+        "raise_incident",
+        {"title": "disk filling", "severity": "P3", "fingerprint": "disk"},
+    )
+    assert first.ok, first.content
+    await shift(env.db, 31)
+    await alerting.flush()
+    assert await env.rows(Outbox, Outbox.feed == "alerts") == []  # P3 is logged only
+
+    worse = await tools.execute(
+        env.ctx("security", run_id=2),
+        "raise_incident",
+        {"title": "disk full", "severity": "P1", "fingerprint": "disk"},
+    )
+    assert worse.ok and "now P2" in worse.content
+    [incident] = await env.rows(Incident)
+    assert (incident.severity, incident.requested_severity) == ("P2", "P1")
+    events = [c.get("raised") or c.get("requested") for c in incident.confirmations]
+    assert events == ["P2", "P1"]
+    [request] = await env.rows(InboxMessage)
+    assert request.agent_id == "hub" and "confirm_incident" in request.body
+    await alerting.flush()
+    [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
+    [incident] = await env.rows(Incident)
+    assert alert.dedup_key == incident.alert_key and "disk filling" in alert.text
