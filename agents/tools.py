@@ -326,6 +326,13 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         incident = await incidents.get(session, incident_id)
         if incident is None or incident.status not in incidents.LIVE:
             return refused(f"incident #{incident_id} is not open")
+        if incidents.requested_by(incident, ctx.actor):
+            # Otherwise the hub could raise P1 and confirm it itself: one agent paging alone.
+            return refused(
+                f"incident #{incident_id} was raised or escalated by you; you cannot also "
+                f"confirm it. It stays {incident.severity} (posted to alerts, where people see "
+                "it); another agent's report or a person escalates it"
+            )
         if severity == "P1":
             if not await incidents.confirm_p1(session, incident_id, actor=ctx.actor):
                 return refused(f"incident #{incident_id} is {incident.severity} already")

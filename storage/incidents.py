@@ -358,7 +358,10 @@ async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bo
 
 async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
     """The hub confirms P1: the incident becomes P1 (announced as such, or the announcement
-    gets a reply saying so)."""
+    gets a reply saying so). False also when `actor` raised it or asked for P1 itself."""
+    incident = await get(session, incident_id)
+    if incident is None or requested_by(incident, actor):
+        return False
     won = await _set(
         session,
         incident_id,
@@ -388,9 +391,12 @@ async def request_p0(
     session: AsyncSession, incident_id: int, *, actor: str, page: Page
 ) -> Approval | None:
     """The hub confirms P0: that asks a person (an approval of kind incident_p0). Nothing is
-    paged until the approval is decided (`on_p0_decided`). None if the incident is not live."""
+    paged until the approval is decided (`on_p0_decided`). None if the incident is not live,
+    or if `actor` raised it or asked for its escalation itself."""
     incident = await get(session, incident_id)
     if incident is None or incident.status not in LIVE or incident.severity == "P0":
+        return None
+    if requested_by(incident, actor):
         return None
     approval = await approvals.request(
         session,

@@ -394,3 +394,35 @@ async def test_fingerprint_squatting_a_higher_report_raises_the_open_incident(en
     [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
     [incident] = await env.rows(Incident)
     assert alert.dedup_key == incident.alert_key and "disk filling" in alert.text
+
+
+async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
+    raised = await tools.execute(
+        env.ctx("hub"), "raise_incident", {"title": "I feel like paging", "severity": "P1"}
+    )
+    assert raised.ok, raised.content
+    [incident] = await env.rows(Incident)
+    for severity in ("P1", "P0"):
+        confirmed = await tools.execute(
+            env.ctx("hub"), "confirm_incident", {"incident_id": incident.id, "severity": severity}
+        )
+        assert not confirmed.ok and "stays P2" in confirmed.content
+    [incident] = await env.rows(Incident)
+    assert (incident.severity, incident.source) == ("P2", "agent:hub")
+    assert await env.rows(Approval) == []
+    async with env.db.claim() as session:
+        assert not await incidents.confirm_p1(session, incident.id, actor="agent:hub")
+        page = incidents.Page(None, [])
+        assert (
+            await incidents.request_p0(session, incident.id, actor="agent:hub", page=page) is None
+        )
+
+    # The one who asked for P1 on someone else's incident cannot confirm it either.
+    async with env.db.claim() as session:
+        other, _ = await incidents.open_incident(
+            session, fingerprint="db", severity="P2", title="db slow", source="check:db"
+        )
+        await incidents.open_incident(
+            session, fingerprint="db", severity="P1", title="db down", source="agent:hub"
+        )
+        assert not await incidents.confirm_p1(session, other.id, actor="agent:hub")
