@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import approvals, outbox
@@ -197,11 +197,12 @@ async def resolve_id(
 
 
 async def acknowledge(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
-    """open -> acknowledged: reminders stop."""
+    """open (or silenced) -> acknowledged: reminders stop. From silenced too, as a silenced
+    incident is reminded of once its silence ends and the alerts pass has not reopened it yet."""
     return await _set(
         session,
         incident_id,
-        (OPEN,),
+        (OPEN, SILENCED),
         status=ACKNOWLEDGED,
         acknowledged_by=actor[:64],
         acknowledged_at=utcnow(),
@@ -258,6 +259,30 @@ async def in_alert(session: AsyncSession, incident_id: int) -> list[Incident]:
 
 
 # --- the alerts feed -------------------------------------------------------------------------
+
+
+async def end_silences(session: AsyncSession, now: datetime) -> list[int]:
+    """Silenced incidents whose silence is over go back to what they were (acknowledged if a
+    person had acknowledged them, else open), so that one silenced before its first alert is
+    announced, and reminders and acks work again. Returns their ids."""
+    result = await session.execute(
+        update(Incident)
+        .where(Incident.status == SILENCED, Incident.silenced_until <= now)
+        .values(
+            status=case((Incident.acknowledged_at.is_not(None), ACKNOWLEDGED), else_=OPEN),
+            silenced_until=None,
+        )
+        .returning(Incident.id)
+    )
+    ended = sorted(result.scalars())
+    for incident_id in ended:
+        incident = await _fresh(session, incident_id)
+        incident.confirmations = [
+            *incident.confirmations,
+            {"silence": "ended", "status": incident.status, "at": now.isoformat()},
+        ]
+        log.info("incident #%d: silence ended, %s again", incident_id, incident.status)
+    return ended
 
 
 async def pending_alerts(session: AsyncSession, now: datetime) -> list[Incident]:

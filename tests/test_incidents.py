@@ -426,3 +426,57 @@ async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
             session, fingerprint="db", severity="P1", title="db down", source="agent:hub"
         )
         assert not await incidents.confirm_p1(session, other.id, actor="agent:hub")
+
+
+async def test_expired_silences_end_an_incident_silenced_before_its_alert_is_announced(
+    env: Env,
+) -> None:
+    alerting = Alerting(env.config, env.db)
+    async with env.db.claim() as session:
+        await incidents.open_incident(
+            session, fingerprint="check:site", severity="P2", title="site down", source="x"
+        )
+        # silenced while the alert still waits out group_wait; the silence has since ended
+        await incidents.silence(session, "site", utcnow() - timedelta(seconds=1), actor="t")
+    await shift(env.db, 31)
+    await alerting.flush()
+    [incident] = await env.rows(Incident)
+    assert incident.status == incidents.OPEN
+    assert incident.confirmations[-1]["silence"] == "ended"
+    [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
+    assert alert.dedup_key == incident.alert_key and "site down" in alert.text
+
+
+async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> None:
+    alerting = Alerting(env.config, env.db)
+    async with env.db.claim() as session:
+        incident, _ = await incidents.open_incident(
+            session, fingerprint="db", severity="P2", title="db down", source="t"
+        )
+    await shift(env.db, 31)
+    await alerting.flush()
+    async with env.db.claim() as session:
+        assert await incidents.confirm_p1(session, incident.id, actor="agent:hub")
+        await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
+    await shift(env.db, 4 * 3600 + 1, alerted=True)
+    await alerting.flush()
+    [reminder] = await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))
+    assert f"#{incident.id}" in reminder.text
+    async with env.db.claim() as session:
+        assert await incidents.acknowledge(session, incident.id, actor=f"person:{OPERATOR}")
+    [incident] = await env.rows(Incident)
+    assert incident.status == incidents.ACKNOWLEDGED
+    await shift(env.db, 4 * 3600 + 1, alerted=True)
+    await alerting.flush()
+    assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))) == 1
+
+    # An acknowledged incident silenced and then unsilenced stays acknowledged.
+    async with env.db.claim() as session:
+        await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
+    await alerting.flush()
+    [incident] = await env.rows(Incident)
+    assert incident.status == incidents.ACKNOWLEDGED
+    # A silenced one can be acknowledged directly (the silence may end before the next pass).
+    async with env.db.claim() as session:
+        await incidents.silence(session, "db", utcnow() + timedelta(hours=1), actor="t")
+        assert await incidents.acknowledge(session, incident.id, actor=f"person:{OPERATOR}")
