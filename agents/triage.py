@@ -25,7 +25,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from pathlib import Path
 
 from agents.gateway import BudgetExceeded, Gateway, GatewayError
@@ -93,8 +92,10 @@ class Rules:
         self.ignore_words = _words(mailbox.ignore_keywords)
         self.high_importance = mailbox.high_importance_urgent
 
-    def verdict(self, sender: str, subject: str, importance: str | None) -> Verdict | None:
-        addr = parseaddr(sender)[1].lower() or sender.strip().lower()
+    def verdict(self, sender_addr: str, subject: str, importance: str | None) -> Verdict | None:
+        """`sender_addr` is the envelope's address alone: never a "name <addr>" string, whose
+        display name the sender chooses (`x <boss@example.com>` would pass as the VIP)."""
+        addr = sender_addr.strip().lower()
         domain = addr.rpartition("@")[2]
         if addr in self.vip:
             return Verdict(items.URGENT, f"VIP sender {addr}", "rule")
@@ -283,7 +284,15 @@ class Triage:
         result.listed = len(envelopes)
         async with self.db.claim() as session:
             result.new = await items.add_seen(session, mailbox_id, envelopes)
-        await self._decide_all(mailbox_id, backend, result)
+        # Rules run on the envelopes, which carry the real sender address (the item stores only
+        # the display string). Items left undecided by an earlier pass are not listed again:
+        # the rules saw them then and matched nothing, so they go to the model.
+        rules = self.rules[mailbox_id]
+        ruled = {
+            items.dedup_id(e.message_id): rules.verdict(e.sender_addr, e.subject, e.importance)
+            for e in envelopes
+        }
+        await self._decide_all(mailbox_id, backend, result, ruled)
         async with self.db.claim() as session:
             if await items.pass_succeeded(session, mailbox_id, cursor):
                 log.info("mailbox %s works again; its incident is resolved", mailbox_id)
@@ -307,8 +316,13 @@ class Triage:
         if opened:
             log.error("mailbox %s failed %d times in a row: incident opened", mailbox.id, failures)
 
-    async def _decide_all(self, mailbox_id: str, backend: Mailbox, result: PassResult) -> None:
-        rules = self.rules[mailbox_id]
+    async def _decide_all(
+        self,
+        mailbox_id: str,
+        backend: Mailbox,
+        result: PassResult,
+        ruled: dict[str, Verdict | None],
+    ) -> None:
         model_ok = True
         after = 0  # item id: undecided items the model could not judge are skipped this pass
         while True:
@@ -319,7 +333,7 @@ class Triage:
             pending: list[tuple[TriageItem, Verdict]] = []
             for item in batch:
                 after = item.id
-                verdict = rules.verdict(item.sender, item.subject, item.importance)
+                verdict = ruled.get(item.message_id)
                 if verdict is None:
                     if not model_ok:
                         result.deferred += 1

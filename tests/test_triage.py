@@ -274,6 +274,23 @@ async def test_a_model_outage_defers_the_item_and_rules_still_decide(env: Env) -
     assert (items[0].verdict, items[0].reason) == ("urgent", "a customer is blocked")
 
 
+async def test_vip_spoofing_rules_match_the_envelopes_address_not_its_display_name(
+    env: Env,
+) -> None:
+    env.mail.account(
+        "work",
+        [
+            message(1, sender="attacker@evil.example", name="x <boss@example.com>", subject="hi"),
+            message(2, sender="boss@example.com", name="Boss, The", subject="Need you now"),
+        ],
+    )
+    await env.triage().run_pass("work")
+    spoof, boss = await env.rows(TriageItem)
+    assert (spoof.verdict, spoof.decided_by) == ("normal", "model")  # not the VIP rule
+    assert (boss.verdict, boss.decided_by) == ("urgent", "rule")
+    assert boss.reason == "VIP sender boss@example.com"
+
+
 async def test_a_message_in_two_mailboxes_is_judged_once(env: Env) -> None:
     shared = message(7, subject="Board meeting")
     env.mail.account("shared", [shared], version=2)
