@@ -135,7 +135,7 @@ async def _raise(
         if won:
             events.append({"raised": granted, "by": source, "at": utcnow().isoformat()})
             log.info("incident #%d raised to %s by %s", incident.id, granted, source)
-    if asked != granted and incident.requested_severity is None:
+    if asked != granted and _above(asked, incident.severity) and not incident.requested_severity:
         won = await _set(
             session,
             incident.id,
