@@ -270,6 +270,10 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     )
 
 
+# Fingerprints our own sources use (alerting, watchdog, triage); no agent may report under them.
+RESERVED_FINGERPRINTS = ("check:", "watchdog:", "mailbox:")
+
+
 async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     severity = args["severity"]
     if severity == "P0":
@@ -279,7 +283,15 @@ async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             "needs the hub's confirmation and a person's approval",
             authority=True,
         )
-    fingerprint = args.get("fingerprint") or f"agent:{ctx.agent.id}:{args['title'][:60]}"
+    asked = args.get("fingerprint") or args["title"][:60]
+    if asked.startswith(RESERVED_FINGERPRINTS):
+        return refused(
+            f'fingerprint "{asked}" is reserved for checks, the watchdog and mailboxes; '
+            "use your own name for the problem"
+        )
+    # An agent's fingerprints live in its own namespace: an agent opening "check:site" at P3
+    # first would otherwise own the check's incident, and the check's failures would reuse it.
+    fingerprint = f"agent:{ctx.agent.id}:{asked}"
     async with ctx.db.claim() as session:
         incident, opened = await incidents.open_incident(
             session,
@@ -290,7 +302,8 @@ async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             details=args.get("details", ""),
         )
         hub = ctx.org.hub
-        if opened and incident.requested_severity == "P1" and hub is not None:
+        # Also for a later report asking P1 of an open incident; the dedup key sends it once.
+        if incident.requested_severity == "P1" and hub is not None:
             await inbox.send(
                 session,
                 hub.id,
@@ -305,7 +318,8 @@ async def _raise_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             )
     if not opened:
         return ToolResult(
-            True, f"incident #{incident.id} is already open ({incident.severity}); not again"
+            True,
+            f"incident #{incident.id} is already open (now {incident.severity}); not again",
         )
     note = " at P2; P1 waits for the hub's confirmation" if incident.requested_severity else ""
     return ToolResult(True, f"incident #{incident.id} opened{note}", changed=True)
@@ -320,6 +334,13 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         incident = await incidents.get(session, incident_id)
         if incident is None or incident.status not in incidents.LIVE:
             return refused(f"incident #{incident_id} is not open")
+        if incidents.requested_by(incident, ctx.actor):
+            # Otherwise the hub could raise P1 and confirm it itself: one agent paging alone.
+            return refused(
+                f"incident #{incident_id} was raised or escalated by you; you cannot also "
+                f"confirm it. It stays {incident.severity} (posted to alerts, where people see "
+                "it); another agent's report or a person escalates it"
+            )
         if severity == "P1":
             if not await incidents.confirm_p1(session, incident_id, actor=ctx.actor):
                 return refused(f"incident #{incident_id} is {incident.severity} already")
@@ -454,7 +475,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool(
         "raise_incident",
         "Open an incident. P3 is logged, P2 is posted to the alerts feed; P1 is a request the "
-        "hub confirms; no agent may raise P0. Same fingerprint: the open incident is reused.",
+        "hub confirms; no agent may raise P0. Same fingerprint: the open incident is reused "
+        "(raised if you ask a higher severity); check:, watchdog:, mailbox: are reserved.",
         _schema(
             ["title", "severity"],
             title=_text("what is wrong, in one line", 200),

@@ -167,7 +167,7 @@ async def main() -> None:
         rules = Rules(load_config(config_path).mailboxes[0])
     envelopes = [rules_only(i) for i in range(1, n + 1)]
     started = time.perf_counter()
-    decided = sum(1 for e in envelopes if rules.verdict(e.sender, e.subject, e.importance))
+    decided = sum(1 for e in envelopes if rules.verdict(e.sender_addr, e.subject, e.importance))
     report["rules_per_s"] = n / (time.perf_counter() - started)
     assert decided == n
 
@@ -201,7 +201,7 @@ async def main() -> None:
     report["himalaya_pass_per_s"] = n / elapsed
 
     mix = [envelope(i, i % 100) for i in range(1, n + 1)]
-    by_rule = sum(1 for e in mix if rules.verdict(e.sender, e.subject, e.importance))
+    by_rule = sum(1 for e in mix if rules.verdict(e.sender_addr, e.subject, e.importance))
     report["mix_share_without_model"] = by_rule / n
 
     if args.json:

@@ -116,6 +116,7 @@ class Alerting:
         now = utcnow()
         settings = self.config.alerting
         async with self.db.claim() as session:
+            await incidents.end_silences(session, now)
             pending = await incidents.pending_alerts(session, now)
             to = self.alerts
             if pending and to is not None:

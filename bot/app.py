@@ -282,7 +282,7 @@ def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
     watchdog = Watchdog(config, db, scheduler.intervals)
     scheduler.every("watchdog", int(config.watchdog.seconds("every")), watchdog.run)
     try:
-        loaded = save_last_good(config.path)
+        loaded = save_last_good(config)
     except OSError as err:
         log.warning("could not save the last-known-good config: %s", err)
         return

@@ -409,6 +409,13 @@ class Config(_Section):
     # replaced ("${DEPLOY_TOKEN}"): any of them may be a secret, wherever it went (a deploy
     # command, a check URL), so all are redacted.
     _substituted: dict[str, str] = PrivateAttr(default_factory=dict)
+    # The exact bytes `load_config` validated: the last-known-good copy is saved from them, not
+    # from the file re-read later (an edit landing meanwhile would be kept unvalidated).
+    _source: bytes | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> bytes | None:
+        return self._source
 
     @field_validator("timezone")
     @classmethod
@@ -476,7 +483,8 @@ def load_config(path: Path) -> Config:
     """Read, resolve and validate a config file; raise ConfigError listing every problem."""
     where = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{where}: file not found (create one with `fleet init`)"]) from None
     except OSError as err:
@@ -485,7 +493,9 @@ def load_config(path: Path) -> Config:
         raise ConfigError([f"{where}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{where}: not valid TOML: {err}"]) from None
-    return config_from_dict(raw, path)
+    config = config_from_dict(raw, path)
+    config._source = data
+    return config
 
 
 def config_from_dict(raw: dict[str, Any], path: Path) -> Config:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +38,38 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_last_good(config_path: Path) -> str:
-    """Keep the file just validated as the last-known-good; returns its hash."""
-    data = config_path.read_bytes()
-    target = last_good_path(config_path)
+def _write_private(target: Path, data: bytes, mode: int) -> None:
+    """Write `data` to `target` atomically with `mode`: the copies hold what the config holds
+    (secrets, often), so they get its permissions, not the umask's default 0644."""
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # the tmp may exist from a crash, with other permissions
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     os.replace(tmp, target)
+
+
+def _mode(path: Path) -> int:
+    """The config file's permission bits, or 0600 if it cannot be read."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o600
+
+
+def save_last_good(config: Config) -> str:
+    """Keep the bytes `load_config` validated as the last-known-good; returns their hash.
+    Not the file read again: an edit landing since would become "good" unvalidated."""
+    data = config.source
+    if data is None:
+        raise OSError(f"{config.path}: the config was not loaded from a file")
+    target = last_good_path(config.path)
+    mode = _mode(config.path)
+    _write_private(target, data, mode)
     value = digest(data)
-    target.with_name(target.name + ".sha256").write_text(value + "\n", encoding="utf-8")
+    _write_private(target.with_name(target.name + ".sha256"), f"{value}\n".encode(), mode)
     return value
 
 
@@ -63,9 +87,9 @@ def rollback(config_path: Path) -> tuple[bool, str]:
         if config_path.read_bytes() == data:
             return True, f"{config_path} is the last-known-good already"
         shutil.copy2(config_path, config_path.with_name(config_path.name + ".rejected"))
-    tmp = config_path.with_name(config_path.name + ".rollback.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, config_path)
+    # The copy was written with the config's mode then; keep the stricter of the two now.
+    mode = _mode(good) & _mode(config_path) if config_path.is_file() else _mode(good)
+    _write_private(config_path, data, mode)
     return True, f"restored {config_path} from {good}; restart `fleet run` to use it"
 
 
@@ -91,7 +115,9 @@ class ConfigWatch:
         self.config = config
         self.db = db
         self.running_digest = loaded_digest
-        self.seen = _Seen(self._stat(), loaded_digest)
+        # No stat yet: the first polls hash the file once, so an edit that landed after
+        # `loaded_digest` was validated (during startup) is judged, not taken as seen.
+        self.seen = _Seen(None, loaded_digest)
         self.settling: tuple[int, int] | None = None
 
     def _stat(self) -> tuple[int, int] | None:

@@ -9,8 +9,12 @@ v1: `envelope list -o json -a ACCOUNT -f FOLDER -s SIZE -p PAGE QUERY` prints a 
 `{id, flags: ["Seen"], subject, from: {name, addr}, to, date, has_attachment}`.
 v2: `--json`, `-m/--mailbox`, `{"envelopes": [{id, message-id, flags: [{raw, iana}],
 from: [{name, email}], date (RFC 3339)}]}` and `flag add --flag seen ID`.
-v1 envelopes carry no Message-ID, so the dedup key is a hash of sender, subject and date,
-which two mailboxes holding the same message agree on without reading every body.
+v1 envelopes carry no Message-ID, so the dedup key is a hash of the account, folder and
+himalaya's id of the message, with its sender, subject and date. Sender, subject and date
+alone collapsed distinct emails (the same alert every minute: v1 prints dates to the minute;
+every email without a date); reading each message's Message-ID header would cost one more
+himalaya call per envelope per pass. The price: with v1, a message in two mailboxes is judged
+in each (v2 and Graph give the real Message-ID and dedup across mailboxes).
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ class Himalaya:
                 *UNSEEN_QUERY,
             ]
             raw = _parse_json(await self._run(*args))
-            batch = _envelopes_v1(raw) if version == 1 else _envelopes_v2(raw)
+            scope = f"{self.account}\n{self.folder}"
+            batch = _envelopes_v1(raw, scope) if version == 1 else _envelopes_v2(raw, scope)
             envelopes += [e for e in batch if not e.seen]
             if len(batch) < self.page_size:
                 break
@@ -207,16 +212,19 @@ def _date(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _synthetic_id(addr: str, subject: str, date: str) -> str:
-    digest = hashlib.sha256(f"{addr.lower()}\n{subject}\n{date}".encode()).hexdigest()
-    return f"sha256:{digest[:48]}"
+def _synthetic_id(scope: str, backend_id: str, addr: str, subject: str, date: str) -> str:
+    """A dedup key for an envelope without a Message-ID: unique to this mailbox's message
+    (`scope` is account and folder, `backend_id` himalaya's id in it); sender, subject and
+    date keep a reused id (after an expunge) from passing for the old message."""
+    key = "\n".join((scope, backend_id, addr.lower(), subject, date))
+    return f"sha256:{hashlib.sha256(key.encode()).hexdigest()[:48]}"
 
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
-def _envelopes_v1(raw: Any) -> list[Envelope]:
+def _envelopes_v1(raw: Any, scope: str) -> list[Envelope]:
     if not isinstance(raw, list):
         raise BadOutput(f"himalaya v1 envelope list is not an array: {_head(json.dumps(raw))!r}")
     out: list[Envelope] = []
@@ -231,7 +239,7 @@ def _envelopes_v1(raw: Any) -> list[Envelope]:
         out.append(
             Envelope(
                 backend_id=_str(item["id"]),
-                message_id=_synthetic_id(addr, subject, _str(date)),
+                message_id=_synthetic_id(scope, _str(item["id"]), addr, subject, _str(date)),
                 sender_addr=addr,
                 sender_name=_str(sender.get("name")),
                 subject=subject,
@@ -242,7 +250,7 @@ def _envelopes_v1(raw: Any) -> list[Envelope]:
     return out
 
 
-def _envelopes_v2(raw: Any) -> list[Envelope]:
+def _envelopes_v2(raw: Any, scope: str) -> list[Envelope]:
     items = raw.get("envelopes") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise BadOutput(
@@ -267,7 +275,8 @@ def _envelopes_v2(raw: Any) -> list[Envelope]:
         out.append(
             Envelope(
                 backend_id=_str(item["id"]),
-                message_id=message_id or _synthetic_id(addr, subject, _str(date)),
+                message_id=message_id
+                or _synthetic_id(scope, _str(item["id"]), addr, subject, _str(date)),
                 sender_addr=addr,
                 sender_name=_str(sender.get("name")),
                 subject=subject,

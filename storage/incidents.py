@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import approvals, outbox
@@ -83,10 +83,11 @@ async def open_incident(
     in `requested_severity`, for the hub (P1) and a person (P0) to confirm."""
     if severity not in SEVERITIES:
         raise ValueError(f"unknown severity {severity!r} (use P3, P2, P1 or P0)")
+    granted = severity if severity in UNGATED else "P2"
     existing = await live(session, fingerprint)
     if existing is not None:
+        await _raise(session, existing, granted, severity, source)
         return existing, False
-    granted = severity if severity in UNGATED else "P2"
     incident = Incident(
         fingerprint=fingerprint[:128],
         severity=granted,
@@ -108,6 +109,53 @@ async def open_incident(
         f", {severity} requested" if granted != severity else "",
     )
     return incident, True
+
+
+def _above(a: str, b: str) -> bool:
+    """Whether severity `a` is more severe than `b`."""
+    return SEVERITIES.index(a) < SEVERITIES.index(b)
+
+
+async def _raise(
+    session: AsyncSession, incident: Incident, granted: str, asked: str, source: str
+) -> None:
+    """A new report for a live incident that asks more than it has: a P3 becomes P2 (then
+    announced by the alerts pass, as it never was at P3), and a request above P2 is recorded
+    for the hub. Without this, whoever opened a fingerprint first at P3 would keep every later
+    P2 report of it logged only."""
+    events: list[dict[str, Any]] = []
+    if _above(granted, incident.severity):
+        won = await _set(
+            session,
+            incident.id,
+            LIVE,
+            extra=Incident.severity == incident.severity,
+            severity=granted,
+        )
+        if won:
+            events.append({"raised": granted, "by": source, "at": utcnow().isoformat()})
+            log.info("incident #%d raised to %s by %s", incident.id, granted, source)
+    if asked != granted and _above(asked, incident.severity) and not incident.requested_severity:
+        won = await _set(
+            session,
+            incident.id,
+            LIVE,
+            extra=Incident.requested_severity.is_(None),
+            requested_severity=asked,
+        )
+        if won:
+            events.append({"requested": asked, "by": source, "at": utcnow().isoformat()})
+    if events:
+        fresh = await _fresh(session, incident.id)
+        fresh.confirmations = [*fresh.confirmations, *events]
+
+
+def requested_by(incident: Incident, actor: str) -> bool:
+    """Whether `actor` opened the incident or asked for its escalation: it may not also be the
+    one who confirms it (one agent alone never reaches P1)."""
+    return incident.source == actor[:64] or any(
+        c.get("requested") and c.get("by") == actor for c in incident.confirmations
+    )
 
 
 async def live(session: AsyncSession, fingerprint: str) -> Incident | None:
@@ -149,11 +197,12 @@ async def resolve_id(
 
 
 async def acknowledge(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
-    """open -> acknowledged: reminders stop."""
+    """open (or silenced) -> acknowledged: reminders stop. From silenced too, as a silenced
+    incident is reminded of once its silence ends and the alerts pass has not reopened it yet."""
     return await _set(
         session,
         incident_id,
-        (OPEN,),
+        (OPEN, SILENCED),
         status=ACKNOWLEDGED,
         acknowledged_by=actor[:64],
         acknowledged_at=utcnow(),
@@ -210,6 +259,30 @@ async def in_alert(session: AsyncSession, incident_id: int) -> list[Incident]:
 
 
 # --- the alerts feed -------------------------------------------------------------------------
+
+
+async def end_silences(session: AsyncSession, now: datetime) -> list[int]:
+    """Silenced incidents whose silence is over go back to what they were (acknowledged if a
+    person had acknowledged them, else open), so that one silenced before its first alert is
+    announced, and reminders and acks work again. Returns their ids."""
+    result = await session.execute(
+        update(Incident)
+        .where(Incident.status == SILENCED, Incident.silenced_until <= now)
+        .values(
+            status=case((Incident.acknowledged_at.is_not(None), ACKNOWLEDGED), else_=OPEN),
+            silenced_until=None,
+        )
+        .returning(Incident.id)
+    )
+    ended = sorted(result.scalars())
+    for incident_id in ended:
+        incident = await _fresh(session, incident_id)
+        incident.confirmations = [
+            *incident.confirmations,
+            {"silence": "ended", "status": incident.status, "at": now.isoformat()},
+        ]
+        log.info("incident #%d: silence ended, %s again", incident_id, incident.status)
+    return ended
 
 
 async def pending_alerts(session: AsyncSession, now: datetime) -> list[Incident]:
@@ -310,7 +383,10 @@ async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bo
 
 async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
     """The hub confirms P1: the incident becomes P1 (announced as such, or the announcement
-    gets a reply saying so)."""
+    gets a reply saying so). False also when `actor` raised it or asked for P1 itself."""
+    incident = await get(session, incident_id)
+    if incident is None or requested_by(incident, actor):
+        return False
     won = await _set(
         session,
         incident_id,
@@ -340,9 +416,12 @@ async def request_p0(
     session: AsyncSession, incident_id: int, *, actor: str, page: Page
 ) -> Approval | None:
     """The hub confirms P0: that asks a person (an approval of kind incident_p0). Nothing is
-    paged until the approval is decided (`on_p0_decided`). None if the incident is not live."""
+    paged until the approval is decided (`on_p0_decided`). None if the incident is not live,
+    or if `actor` raised it or asked for its escalation itself."""
     incident = await get(session, incident_id)
     if incident is None or incident.status not in LIVE or incident.severity == "P0":
+        return None
+    if requested_by(incident, actor):
         return None
     approval = await approvals.request(
         session,

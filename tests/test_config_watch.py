@@ -4,12 +4,23 @@ restores the file, and a valid edit says what changed and that it needs a restar
 
 from __future__ import annotations
 
+import hashlib
+import stat
 from pathlib import Path
 
+import pytest
+from sqlalchemy import select
+
+from bot.config import load_config
+from bot.config_watch import ConfigWatch, last_good_path, rollback, save_last_good
+from storage.db import Database
+from storage.models import Outbox
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     ALERTS_TOPIC,
+    ANTHROPIC_KEY,
     FEED_CHAT,
+    TOKEN,
     VIEWER,
     FleetProcess,
     ask,
@@ -81,3 +92,39 @@ async def test_rollback_without_a_last_known_good_copy_says_so(tmp_path: Path) -
     code, out = await run_cli("config", "rollback", "--config", str(config))
     assert code == 1
     assert "no last-known-good copy" in out
+
+
+async def test_config_safety_last_good_is_the_validated_bytes_with_the_configs_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    path.chmod(0o600)
+    original = path.read_bytes()
+    loaded = load_config(path)  # validated at startup
+    db = Database(loaded.database.url)
+    try:
+        await db.migrate()
+        # An edit lands between validation and the last-known-good copy (startup's window).
+        broken = original.replace(b'timezone = "Europe/Amsterdam"', b'timezone = "Mars/Olympus"')
+        path.write_bytes(broken)
+        good = last_good_path(path)
+        good.with_name(good.name + ".tmp").write_bytes(b"left by a crash")  # 0644 leftover
+        value = save_last_good(loaded)
+        assert good.read_bytes() == original and value == hashlib.sha256(original).hexdigest()
+        for saved in (good, good.with_name(good.name + ".sha256")):
+            assert stat.S_IMODE(saved.stat().st_mode) == 0o600, saved
+        # The running digest is the validated file's, so the watch judges the edit.
+        watch = ConfigWatch(loaded, db, value)
+        await watch.run()
+        await watch.run()
+        async with db.session() as session:
+            [alert] = (await session.execute(select(Outbox))).scalars()
+        assert "invalid" in alert.text and "Mars/Olympus" in alert.text
+
+        ok, _ = rollback(path)
+        assert ok and path.read_bytes() == original
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        await db.dispose()

@@ -99,7 +99,7 @@ async def test_urgent_email_in_order_and_buttons_act_once(tmp_path: Path) -> Non
         assert answer.startswith("Task created (#1 for the hub)")
         [(item_id,)] = query(config, "SELECT id FROM triage_items WHERE subject = 'OUTAGE 3'")
         assert query(config, "SELECT assignee, idempotency_key, title FROM tasks") == [
-            ("hub", f"triage:{item_id}", "Email: OUTAGE 3")
+            ("hub", f"triage:{item_id}", f"Email #{item_id} in work")
         ]
         again = await press(botapi, OPERATOR, cbs["Dismiss"], first_id)
         assert again.startswith("Already tasked by Ben at ")

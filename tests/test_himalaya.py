@@ -50,7 +50,7 @@ async def test_lists_unseen_envelopes_over_pages_reads_without_marking_and_marks
     assert cursor == envelopes[-1].date.isoformat()  # type: ignore[union-attr]
     if version == 2:
         assert envelopes[0].message_id == "m1@mail.example.org"
-    else:  # v1 envelopes have no Message-ID: a stable hash of sender, subject and date
+    else:  # v1 envelopes have no Message-ID: a stable hash of mailbox, id and headers
         assert envelopes[0].message_id.startswith("sha256:")
         again, _ = await box.list_new(None)
         assert [e.message_id for e in again] == [e.message_id for e in envelopes]
@@ -151,3 +151,26 @@ async def test_ids_that_are_not_himalaya_ids_never_reach_the_command_line(
         with pytest.raises(MailboxError, match="not a himalaya id"):
             await box.mark_read(hostile)
     assert state.calls() == []
+
+
+async def test_v1_dedup_id_keeps_same_sender_subject_minute_emails_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = state_for(tmp_path, monkeypatch, 1)
+    mails = [message(n, sender="alerts@monitor.example", subject="OUTAGE db") for n in (1, 2)]
+    mails += [message(n, sender="alerts@monitor.example", subject="OUTAGE db") for n in (3, 4)]
+    # v1 prints dates to the minute by default; some emails have none at all
+    mails[0]["date"] = mails[1]["date"] = "2026-11-25 06:00+00:00"
+    mails[2]["date"] = mails[3]["date"] = ""
+    state.account("work", mails)
+    state.account("other", [dict(mails[0])])
+    box = Himalaya(account="work", version=1)
+
+    envelopes, _ = await box.list_new(None)
+    ids = [e.message_id for e in envelopes]
+    assert len(set(ids)) == 4 and all(i.startswith("sha256:") for i in ids)
+    again, _ = await box.list_new(None)
+    assert sorted(e.message_id for e in again) == sorted(ids)  # stable across passes
+    # The price, documented in the module: v1 does not dedup across mailboxes.
+    [elsewhere], _ = await Himalaya(account="other", version=1).list_new(None)
+    assert elsewhere.message_id not in ids

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from agents import tools
 from agents.org import OrgChart
 from bot.alerting import Alerting
-from bot.config import Config, load_config
+from bot.config import CheckConfig, Config, load_config
 from handlers.approvals import settings
 from storage import approvals, incidents, tasks
 from storage.db import Database
@@ -335,3 +335,148 @@ async def test_alerts_feed_groups_waits_silences_and_reminds(env: Env) -> None:
         assert await incidents.resolve_id(session, b.id, actor=f"person:{OPERATOR}")
     [done] = await env.rows(Outbox, Outbox.dedup_key == f"incident-resolved:{b.id}")
     assert done.reply_to == burst.dedup_key and "Resolved" in done.text
+
+
+async def test_fingerprint_squatting_agent_cannot_take_a_checks_fingerprint(env: Env) -> None:
+    squat = await tools.execute(
+        env.ctx("security"),
+        "raise_incident",
+        {"title": "minor note", "severity": "P3", "fingerprint": "check:site"},
+    )
+    assert not squat.ok and "reserved" in squat.content
+    assert await env.rows(Incident) == []
+    own = await tools.execute(
+        env.ctx("security", run_id=2),
+        "raise_incident",
+        {"title": "minor note", "severity": "P3", "fingerprint": "site"},
+    )
+    assert own.ok, own.content
+
+    check = CheckConfig.model_validate(
+        {"id": "site", "tcp": "127.0.0.1:9", "every": "1m", "failures_before_alert": 1}
+    )
+    alerting = Alerting(env.config, env.db)
+    await alerting.run_check(check)
+    await shift(env.db, 31)
+    await alerting.flush()
+    found = {i.fingerprint: i for i in await env.rows(Incident)}
+    assert set(found) == {"agent:security:site", "check:site"}
+    assert found["check:site"].severity == "P2" and found["agent:security:site"].severity == "P3"
+    [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
+    assert alert.dedup_key == found["check:site"].alert_key
+
+
+async def test_fingerprint_squatting_a_higher_report_raises_the_open_incident(env: Env) -> None:
+    alerting = Alerting(env.config, env.db)
+    first = await tools.execute(
+        env.ctx("security"),
+        "raise_incident",
+        {"title": "disk filling", "severity": "P3", "fingerprint": "disk"},
+    )
+    assert first.ok, first.content
+    await shift(env.db, 31)
+    await alerting.flush()
+    assert await env.rows(Outbox, Outbox.feed == "alerts") == []  # P3 is logged only
+
+    worse = await tools.execute(
+        env.ctx("security", run_id=2),
+        "raise_incident",
+        {"title": "disk full", "severity": "P1", "fingerprint": "disk"},
+    )
+    assert worse.ok and "now P2" in worse.content
+    [incident] = await env.rows(Incident)
+    assert (incident.severity, incident.requested_severity) == ("P2", "P1")
+    events = [c.get("raised") or c.get("requested") for c in incident.confirmations]
+    assert events == ["P2", "P1"]
+    [request] = await env.rows(InboxMessage)
+    assert request.agent_id == "hub" and "confirm_incident" in request.body
+    await alerting.flush()
+    [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
+    [incident] = await env.rows(Incident)
+    assert alert.dedup_key == incident.alert_key and "disk filling" in alert.text
+
+
+async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
+    raised = await tools.execute(
+        env.ctx("hub"), "raise_incident", {"title": "I feel like paging", "severity": "P1"}
+    )
+    assert raised.ok, raised.content
+    [incident] = await env.rows(Incident)
+    for severity in ("P1", "P0"):
+        confirmed = await tools.execute(
+            env.ctx("hub"), "confirm_incident", {"incident_id": incident.id, "severity": severity}
+        )
+        assert not confirmed.ok and "stays P2" in confirmed.content
+    [incident] = await env.rows(Incident)
+    assert (incident.severity, incident.source) == ("P2", "agent:hub")
+    assert await env.rows(Approval) == []
+    async with env.db.claim() as session:
+        assert not await incidents.confirm_p1(session, incident.id, actor="agent:hub")
+        page = incidents.Page(None, [])
+        assert (
+            await incidents.request_p0(session, incident.id, actor="agent:hub", page=page) is None
+        )
+
+    # The one who asked for P1 on someone else's incident cannot confirm it either.
+    async with env.db.claim() as session:
+        other, _ = await incidents.open_incident(
+            session, fingerprint="db", severity="P2", title="db slow", source="check:db"
+        )
+        await incidents.open_incident(
+            session, fingerprint="db", severity="P1", title="db down", source="agent:hub"
+        )
+        assert not await incidents.confirm_p1(session, other.id, actor="agent:hub")
+
+
+async def test_expired_silences_end_an_incident_silenced_before_its_alert_is_announced(
+    env: Env,
+) -> None:
+    alerting = Alerting(env.config, env.db)
+    async with env.db.claim() as session:
+        await incidents.open_incident(
+            session, fingerprint="check:site", severity="P2", title="site down", source="x"
+        )
+        # silenced while the alert still waits out group_wait; the silence has since ended
+        await incidents.silence(session, "site", utcnow() - timedelta(seconds=1), actor="t")
+    await shift(env.db, 31)
+    await alerting.flush()
+    [incident] = await env.rows(Incident)
+    assert incident.status == incidents.OPEN
+    assert incident.confirmations[-1]["silence"] == "ended"
+    [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
+    assert alert.dedup_key == incident.alert_key and "site down" in alert.text
+
+
+async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> None:
+    alerting = Alerting(env.config, env.db)
+    async with env.db.claim() as session:
+        incident, _ = await incidents.open_incident(
+            session, fingerprint="db", severity="P2", title="db down", source="t"
+        )
+    await shift(env.db, 31)
+    await alerting.flush()
+    async with env.db.claim() as session:
+        assert await incidents.confirm_p1(session, incident.id, actor="agent:hub")
+        await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
+    await shift(env.db, 4 * 3600 + 1, alerted=True)
+    await alerting.flush()
+    [reminder] = await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))
+    assert f"#{incident.id}" in reminder.text
+    async with env.db.claim() as session:
+        assert await incidents.acknowledge(session, incident.id, actor=f"person:{OPERATOR}")
+    [incident] = await env.rows(Incident)
+    assert incident.status == incidents.ACKNOWLEDGED
+    await shift(env.db, 4 * 3600 + 1, alerted=True)
+    await alerting.flush()
+    assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))) == 1
+
+    # An acknowledged incident silenced and then unsilenced stays acknowledged.
+    async with env.db.claim() as session:
+        await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
+    await alerting.flush()
+    [incident] = await env.rows(Incident)
+    assert incident.status == incidents.ACKNOWLEDGED
+    # A silenced one can be acknowledged directly (the silence may end before the next pass).
+    async with env.db.claim() as session:
+        await incidents.silence(session, "db", utcnow() + timedelta(hours=1), actor="t")
+        assert await incidents.acknowledge(session, incident.id, actor=f"person:{OPERATOR}")
