@@ -18,7 +18,7 @@ import json
 import os
 import ssl
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -41,6 +41,10 @@ SELECT = "id,internetMessageId,subject,from,receivedDateTime,importance,isRead"
 MAX_PAGES = 20
 MAX_RETRIES = 3
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a token is renewed
+# How far before the newest message seen each pass looks again. Mail can be delivered late
+# with an older receivedDateTime (a delayed relay, a moved message); messages listed twice are
+# judged once anyway (the triage item's Message-ID), so the overlap costs only the listing.
+LOOKBACK = timedelta(days=1)
 _TEXT_BODY = 'outlook.body-content-type="text"'
 _AUTH_ERRORS = ("invalid_client", "unauthorized_client", "invalid_grant", "access_denied")
 
@@ -222,7 +226,7 @@ class GraphMailbox:
     async def list_new(self, cursor: str | None) -> tuple[list[Envelope], str | None]:
         query_filter = "isRead eq false"
         if cursor:
-            query_filter += f" and receivedDateTime ge {cursor}"
+            query_filter += f" and receivedDateTime ge {_looking_back(cursor)}"
         params = {"$filter": query_filter, "$select": SELECT, "$top": str(self.page_size)}
         url: str | None = (
             self._url("mailFolders", self.folder, "messages") + "?" + urlencode(params)
@@ -262,6 +266,18 @@ class GraphMailbox:
         await self._call(
             "POST", self._url("messages", backend_id, "move"), body={"destinationId": folder}
         )
+
+
+def _looking_back(cursor: str) -> str:
+    """The cursor (an RFC 3339 receivedDateTime) moved back by LOOKBACK; an unreadable one is
+    used as it is."""
+    try:
+        moment = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+    except ValueError:
+        return cursor
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - LOOKBACK).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _authority_error(authority: str, err: Exception) -> MailboxError:

@@ -3,6 +3,7 @@ insists on https://) and Microsoft Graph's mail endpoints (plain HTTP), for test
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -175,6 +176,9 @@ class GraphServer:
         if "isRead eq false" not in query.get("$filter", ""):
             return web.json_response({"error": {"code": "BadRequest"}}, status=400)
         unread = [m for m in mail if not m["isRead"]]
+        since = re.search(r"receivedDateTime ge (\S+)", query.get("$filter", ""))
+        if since is not None:  # RFC 3339 in UTC with Z: the strings compare like the times
+            unread = [m for m in unread if m["receivedDateTime"] >= since.group(1)]
         top = int(query.get("$top", "10"))
         skip = int(query.get("$skiptoken", "0"))
         page = unread[skip : skip + top]

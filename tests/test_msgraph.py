@@ -98,9 +98,14 @@ async def test_lists_unread_pages_with_select_reads_and_marks_read(env: Env) -> 
         assert (patch.method, patch.body) == ("PATCH", {"isRead": True})
         again, _ = await box.list_new(cursor)
         assert "AAMkAD3==" not in [e.backend_id for e in again]
+        # A day before the newest seen: late deliveries with older times are not missed.
         assert env.graph.requests[-1].query["$filter"] == (
-            "isRead eq false and receivedDateTime ge 2026-11-25T08:00:05Z"
+            "isRead eq false and receivedDateTime ge 2026-11-24T08:00:05Z"
         )
+        late = graph_message(7) | {"receivedDateTime": "2026-11-25T07:59:00Z"}
+        env.graph.messages[USER].append(late)
+        again, _ = await box.list_new(cursor)
+        assert "AAMkAD7==" in [e.backend_id for e in again]
     finally:
         await box.close()
     # One token for all of it, kept in a cache file only the owner can read.
