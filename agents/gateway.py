@@ -22,7 +22,6 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AgentConfig, Config, Price
@@ -32,7 +31,7 @@ from storage import agents as agent_state
 from storage import inbox, outbox
 from storage import usage as spend
 from storage.db import Database
-from storage.models import Usage, utcnow
+from storage.models import utcnow
 
 if TYPE_CHECKING:
     import anthropic
@@ -331,7 +330,7 @@ class Gateway:
                 try:
                     async with self.db.session() as session:
                         if rows:
-                            await session.execute(insert(Usage), rows)
+                            await spend.record(session, rows)
                         for model in sorted(unpriced):
                             await self._alert_unpriced(session, model)
                 except BaseException:

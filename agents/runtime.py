@@ -147,7 +147,7 @@ class Runtime:
             async with self.db.session() as session:
                 deleted = await runs.prune_idle(session, before)
             total += deleted
-            if deleted < 5000:
+            if deleted < runs.PRUNE_BATCH:
                 break
         if total:
             log.info("deleted %d idle heartbeat run(s) older than %s", total, f"{before:%Y-%m-%d}")

@@ -404,7 +404,10 @@ async def has_queued(session: AsyncSession, agent_id: str) -> bool:
     return (await session.execute(stmt)).first() is not None
 
 
-async def prune_idle(session: AsyncSession, before: datetime, limit: int = 5000) -> int:
+PRUNE_BATCH = 5000  # idle runs deleted per transaction
+
+
+async def prune_idle(session: AsyncSession, before: datetime, limit: int = PRUNE_BATCH) -> int:
     """Delete up to `limit` idle heartbeats (skipped, no task, no model call) that finished
     before `before`; returns how many. They are the bulk of the runs table (one per agent per
     tick) and say nothing once the watchdog's window has passed. Runs that touched a task or a

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Date, cast, func, literal, select
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -193,6 +194,11 @@ async def daily_spend(session: AsyncSession, month: date) -> dict[str, dict[date
 
 
 # -- budgets ---------------------------------------------------------------------------------
+
+
+async def record(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Write usage rows (one per model call), in one INSERT."""
+    await session.execute(sa_insert(Usage), rows)
 
 
 def effective_budget(override: Decimal | None, configured: float | None) -> Decimal | None:
