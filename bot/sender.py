@@ -141,8 +141,20 @@ class Sender:
                 reply = ReplyParameters(message_id=target[1], allow_sending_without_reply=True)
         parts = split_html(row.text)
         ids = list(row.sent_message_ids or [])
+        if row.in_flight_at is not None:
+            log.warning(
+                "outbox %d to chat %d: the process stopped while part %d was being sent at %s; "
+                "Telegram may or may not have it, so it is sent again and may show twice",
+                row.id,
+                row.chat_id,
+                row.parts_sent + 1,
+                row.in_flight_at.isoformat(timespec="seconds"),
+            )
         for index in range(row.parts_sent, len(parts)):
             last = index == len(parts) - 1
+            async with self.db.session() as session:
+                if not await outbox.begin_send(session, row.id, index):
+                    return  # settled elsewhere (requeued, failed by hand) since it was read
             try:
                 message = await self.bot.send_message(
                     chat_id=row.chat_id,

@@ -27,8 +27,11 @@ async def show_outbox(message: Message, session: AsyncSession, config: Config) -
         where = row.feed or str(row.chat_id)
         preview = esc(row.text[:60].replace("\n", " "))
         error = f" — {esc(row.last_error[:120])}" if row.last_error else ""
+        status = row.status
+        if row.in_flight_at is not None:
+            status += f" (sending since {when(row.in_flight_at, config.tz)})"
         lines.append(
-            f"#{row.id} {row.status} → {esc(where)}, {row.attempts} attempt(s), "
+            f"#{row.id} {status} → {esc(where)}, {row.attempts} attempt(s), "
             f"queued {when(row.created_at, config.tz)}: {preview}{error}"
         )
     await message.answer("\n".join(lines))

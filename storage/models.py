@@ -284,6 +284,9 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     parts_sent: Mapped[int] = mapped_column(Integer, default=0)
+    # Set just before a part goes to Telegram, cleared once the outcome is recorded. Still set
+    # when the row is next read means the process died mid-send: the part may have arrived.
+    in_flight_at: Mapped[datetime | None]
     sent_message_ids: Mapped[list[Any]] = mapped_column(default=list)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

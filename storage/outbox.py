@@ -1,7 +1,8 @@
 """The outbox: every outbound Telegram message except a command's direct reply is a row first.
 
 `enqueue` is how the rest of the code sends; the functions below it are the sender's
-transitions (pending -> sent | failed), each a conditional update that says whether it won.
+transitions (pending -> sent | failed, with `begin_send` / `record_part` around each part),
+each a conditional update that says whether it won.
 """
 
 from __future__ import annotations
@@ -113,6 +114,18 @@ async def next_due_at(session: AsyncSession) -> datetime | None:
     return value
 
 
+async def begin_send(session: AsyncSession, row_id: int, part: int) -> bool:
+    """Mark part `part` (0-based) as handed to Telegram. Telegram takes no idempotency key,
+    so a process killed between the send and `record_part` cannot know whether the part
+    arrived; the mark lets the next sender say so instead of resending silently."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status == PENDING, Outbox.parts_sent == part)
+        .values(in_flight_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def record_part(
     session: AsyncSession, row_id: int, part: int, message_ids: list[int]
 ) -> bool:
@@ -120,7 +133,7 @@ async def record_part(
     result = await session.execute(
         update(Outbox)
         .where(Outbox.id == row_id, Outbox.status == PENDING, Outbox.parts_sent == part)
-        .values(parts_sent=part + 1, sent_message_ids=message_ids)
+        .values(parts_sent=part + 1, sent_message_ids=message_ids, in_flight_at=None)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -129,7 +142,7 @@ async def mark_sent(session: AsyncSession, row_id: int) -> bool:
     result = await session.execute(
         update(Outbox)
         .where(Outbox.id == row_id, Outbox.status == PENDING)
-        .values(status=SENT, sent_at=utcnow(), last_error=None)
+        .values(status=SENT, sent_at=utcnow(), last_error=None, in_flight_at=None)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -139,7 +152,11 @@ async def defer(
 ) -> bool:
     """Try again at `until`. `attempt` counts it against the row's attempts (a 429 does not:
     Telegram said exactly when to come back)."""
-    values: dict[str, Any] = {"next_attempt_at": until, "last_error": error[:1000]}
+    values: dict[str, Any] = {
+        "next_attempt_at": until,
+        "last_error": error[:1000],
+        "in_flight_at": None,
+    }
     if attempt:
         values["attempts"] = Outbox.attempts + 1
     result = await session.execute(
@@ -152,7 +169,9 @@ async def mark_failed(session: AsyncSession, row_id: int, error: str) -> bool:
     result = await session.execute(
         update(Outbox)
         .where(Outbox.id == row_id, Outbox.status == PENDING)
-        .values(status=FAILED, attempts=Outbox.attempts + 1, last_error=error[:1000])
+        .values(
+            status=FAILED, attempts=Outbox.attempts + 1, last_error=error[:1000], in_flight_at=None
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

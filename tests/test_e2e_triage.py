@@ -152,6 +152,17 @@ async def test_a_kill_mid_pass_judges_nothing_twice_and_keeps_order(tmp_path: Pa
         decided = query(config, decided_sql)
         assert 20 <= len(decided) < 80
         asked_before = len(anthropic.requests)
+        # Telegram takes no idempotency key: a post the kill caught between Telegram's answer
+        # and its record is sent again, and only such a post.
+        cut_short = [
+            int(subject.split()[-1])
+            for (subject,) in query(
+                config,
+                "SELECT t.subject FROM outbox o JOIN triage_items t "
+                "ON o.dedup_key = 'triage:' || t.id WHERE o.in_flight_at IS NOT NULL",
+            )
+        ]
+        assert len(cut_short) <= 1
 
         restarted = FleetProcess(config, env=mail.env(fleet_env()))
         await restarted.start()
@@ -172,4 +183,8 @@ async def test_a_kill_mid_pass_judges_nothing_twice_and_keeps_order(tmp_path: Pa
         # 70 questions go to the model; one in flight at the kill may be asked again.
         assert asked_before < 70 <= len(anthropic.requests) <= 71
         posted = [c for c in botapi.calls_of("sendMessage") if to_triage(c)]
-        assert numbers(posted) == list(range(8, 81, 8)), "each urgent email once, in order"
+        expected = sorted([*range(8, 81, 8), *cut_short])
+        if numbers(posted) != expected:  # the cut-short post may have not arrived after all
+            expected = list(range(8, 81, 8))
+        assert numbers(posted) == expected, "each urgent email once, in order"
+        assert ("may show twice" in restarted.log) == bool(cut_short)

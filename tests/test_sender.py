@@ -1,7 +1,9 @@
-"""Outbox rows that edit or answer an earlier message, delivered by the real sender."""
+"""The real sender delivering outbox rows: edits and replies to earlier messages, and a
+send that a killed process left unfinished."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,3 +132,35 @@ async def test_a_reply_to_an_unknown_message_is_sent_plain(
     await deliver_all(sender, db)
     [sent] = botapi.calls_of("sendMessage")
     assert "reply_parameters" not in sent.params
+
+
+async def test_a_send_cut_short_by_a_kill_is_sent_again_and_says_it_may_show_twice(
+    db: Database, sender: Sender, botapi: BotAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await enqueue(db, "disk full on web-1", dedup_key="inc:9")
+    async with db.session() as session:
+        # What a process killed after Telegram answered, before it recorded the answer, leaves.
+        assert await outbox.begin_send(session, 1, 0)
+    with caplog.at_level(logging.WARNING, logger="bot.sender"):
+        await deliver_all(sender, db)
+    [sent] = botapi.calls_of("sendMessage")
+    assert sent.params["text"] == "disk full on web-1"
+    [warning] = [r.getMessage() for r in caplog.records if "process stopped" in r.getMessage()]
+    assert warning.startswith("outbox 1 to chat -100777: the process stopped while part 1")
+    assert "may show twice" in warning
+    async with db.session() as session:
+        row = await session.get(Outbox, 1)
+        assert row is not None and row.status == "sent" and row.in_flight_at is None
+
+
+async def test_a_delivered_row_is_not_left_in_flight(
+    db: Database, sender: Sender, botapi: BotAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await enqueue(db, "x" * 5000, dedup_key="long")
+    with caplog.at_level(logging.WARNING, logger="bot.sender"):
+        await deliver_all(sender, db)
+    assert len(botapi.calls_of("sendMessage")) == 2
+    assert not [r for r in caplog.records if "process stopped" in r.getMessage()]
+    async with db.session() as session:
+        row = await session.get(Outbox, 1)
+        assert row is not None and row.parts_sent == 2 and row.in_flight_at is None
