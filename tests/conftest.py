@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.db import Database
 from tests.botapi_server import BotAPIServer
 from tests.fleet import ANTHROPIC_KEY, TOKEN, FleetProcess, write_config
 
@@ -14,6 +15,15 @@ async def _no_leftover_processes() -> AsyncIterator[None]:
     """A failed test must not leave a `fleet run` polling in the background."""
     yield
     await FleetProcess.kill_leftovers()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database of the test's own."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
+    await database.migrate()
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

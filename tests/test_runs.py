@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import delete, select
 
 from storage import inbox, runs, tasks
 from storage.db import Database
 from storage.models import Run, Usage, utcnow
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def queued(db: Database, agent: str) -> list[Run]:

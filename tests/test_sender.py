@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiogram import Bot
@@ -20,14 +19,6 @@ from tests.botapi_server import BotAPIServer
 
 FEED = outbox.Destination(chat_id=-100777, topic=None, feed="approvals")
 BUTTONS = [[{"text": "Approve", "callback_data": "x:1"}]]
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
