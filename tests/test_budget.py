@@ -23,7 +23,7 @@ from bot.config import AgentConfig, Config, load_config
 from storage import approvals, inbox, usage
 from storage.db import Database
 from storage.models import AgentState, Approval, Outbox, Usage
-from tests.anthropic_server import AnthropicServer, text, tool_use
+from tests.anthropic_server import AnthropicServer, Request, text, tool_use
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     ALERTS_TOPIC,
@@ -393,6 +393,11 @@ def insert_spend(config: Path, agent: str, usd: str, when: datetime | None = Non
     )
 
 
+def asked_by(anthropic: AnthropicServer, agent: str) -> list[Request]:
+    """The model calls made for one agent's turns (its system prompt names it)."""
+    return [r for r in anthropic.requests if f'agent "{agent}"' in str(r.body.get("system"))]
+
+
 def to_feed(call: Call) -> bool:
     return bool(call.params.get("chat_id") == FEED_CHAT)
 
@@ -478,11 +483,12 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
         insert_spend(config, "coder", "1.50")  # over budget before any call
+        anthropic.default = text("Noted.")  # the hub, told that coder is paused; later coder
         botapi.push_message(OPERATOR, "/assign coder Write the changelog")
         [stop] = await botapi.wait_for_call(
             "sendMessage", lambda c: to_feed(c) and "used up" in c.params["text"], timeout=30
         )
-        assert anthropic.requests == []  # no call was made at all
+        assert asked_by(anthropic, "coder") == []  # no call was made for coder at all
 
         refused = await ask(botapi, OPERATOR, "/budget coder 50")
         assert refused == "/budget needs the owner role; you are operator."
@@ -495,15 +501,18 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
             "Monthly budget of <b>coder</b> set to $1.25 (this month: $1.50 of $1.25, 120%). "
             "It stays paused: this month's spend is not under that budget."
         )
-        anthropic.script(text("On it."))
         reply = await ask(botapi, OWNER, "/budget coder 50")
         assert reply == (
             "Monthly budget of <b>coder</b> set to $50.00 (this month: $1.50 of $50.00, 3%). "
             "It was paused by its budget and is resumed."
         )
         await wait_query(
-            config, "SELECT count(*) FROM runs WHERE status = 'succeeded'", [(1,)], timeout=30
+            config,
+            "SELECT count(*) FROM runs WHERE status = 'succeeded' AND agent_id = 'coder'",
+            [(1,)],
+            timeout=30,
         )
+        assert len(asked_by(anthropic, "coder")) == 1
         # The stop's button is stale now, and says who settled it.
         [[button]] = stop.params["reply_markup"]["inline_keyboard"]
         answer = await press(botapi, OWNER, button["callback_data"], stop.result["message_id"])
