@@ -24,6 +24,8 @@ from tests.fleet import (
     write_config,
 )
 
+HUB_MODEL = "claude-sonnet-4-6"
+CODER_MODEL = "claude-haiku-4-5"  # a model of its own, so replies can be scripted per agent
 AGENTS = """
 [[agents]]
 id = "hub"
@@ -36,7 +38,7 @@ authority = ["assign", "comment", "subtask"]
 id = "coder"
 reports_to = "hub"
 workspace = "workspaces/coder"
-model = "claude-sonnet-4-6"
+model = "claude-haiku-4-5"
 authority = ["comment", "subtask"]
 max_retries = 1
 """
@@ -143,11 +145,16 @@ async def test_hub_routes_work_and_a_specialist_cannot_delegate_upward(
             {"assignee": "coder", "title": "Write the weekly report", "body": "Numbers."},
         ),
         tool_use("set_status", {"status": "in_review", "note": "Delegated to coder as #2."}),
-        # coder's run: tries to hand work to its manager, then blocks.
-        tool_use("create_subtask", {"assignee": "hub", "title": "You do it"}),
-        tool_use("set_status", {"status": "blocked", "note": "Need the sales numbers."}),
         # hub's run, woken by the escalation
         text("Noted; I will ask the owner for the numbers."),
+        model=HUB_MODEL,
+    )
+    # coder's run (which may start before the hub's first run ends): tries to hand work to
+    # its manager, then blocks.
+    anthropic.script(
+        tool_use("create_subtask", {"assignee": "hub", "title": "You do it"}),
+        tool_use("set_status", {"status": "blocked", "note": "Need the sales numbers."}),
+        model=CODER_MODEL,
     )
     fleet = await start_fleet(tmp_path, botapi, anthropic)
     botapi.push_message(OPERATOR, "/new Weekly report\nWith the usual numbers")
@@ -162,7 +169,7 @@ async def test_hub_routes_work_and_a_specialist_cannot_delegate_upward(
     assert refusals[0][0] == "agent:coder"
     assert "hub does not report to you" in refusals[0][1]
     # The refusal went back to the model as an error tool result.
-    coder_second = anthropic.requests[3].body["messages"][-1]["content"][0]
+    coder_second = anthropic.requests_for(model=CODER_MODEL)[1].body["messages"][-1]["content"][0]
     assert coder_second["is_error"] is True
     # Blocking woke the manager with the reason, through its inbox.
     await wait_query(
@@ -171,7 +178,9 @@ async def test_hub_routes_work_and_a_specialist_cannot_delegate_upward(
         [("hub", "escalation", 1)],
         timeout=20,
     )
-    assert "Need the sales numbers" in str(anthropic.requests[4].body["messages"][0]["content"])
+    await anthropic_request(anthropic, 5)
+    hub_third = anthropic.requests_for(model=HUB_MODEL)[2]
+    assert "Need the sales numbers" in str(hub_third.body["messages"][0]["content"])
     assert await fleet.stop() == 0
 
 
@@ -198,7 +207,7 @@ async def test_a_confused_model_is_bounded_and_alerted(
         tool_use("deploy_everything", {}),  # not a tool
         tool_use("comment", {"text": ""}),  # too short
         text("Still thinking..."),
-        model="claude-sonnet-4-6",
+        model=CODER_MODEL,
     )
     anthropic.default = text("Noted the blocked task.")  # the hub, woken by the escalation
     agents = AGENTS.replace("max_retries = 1", "max_retries = 0")
