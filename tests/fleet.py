@@ -8,10 +8,17 @@ import re
 import signal
 import sqlite3
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from storage import approvals
+from storage.models import utcnow
+
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from storage.models import Approval
     from tests.botapi_server import BotAPIServer
 
 TOKEN = "123456:TEST-token"
@@ -238,3 +245,23 @@ async def ask(botapi: BotAPIServer, user: int, text: str, chat_id: int | None = 
         "sendMessage", lambda c: c.params["chat_id"] == where, after=after, timeout=15
     )
     return str(sent.params["text"])
+
+
+async def request_action(
+    session: AsyncSession, summary: str, *, on_timeout: str | None = None, **overrides: Any
+) -> Approval:
+    """An action approval asked for by `agent:coder`; `overrides` replace any other argument
+    of `approvals.request`. With `on_timeout`, the deadline is two hours away."""
+    if on_timeout is not None:
+        overrides = {
+            "deadline": utcnow() + timedelta(hours=2),
+            "on_timeout": on_timeout,
+            **overrides,
+        }
+    arguments: dict[str, Any] = {
+        "kind": "action",
+        "payload": {"summary": summary},
+        "requested_by": "agent:coder",
+        **overrides,
+    }
+    return await approvals.request(session, **arguments)

@@ -9,12 +9,11 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
@@ -41,7 +40,7 @@ from storage.models import (
     utcnow,
 )
 from tests import pg
-from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, write_config
+from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, request_action, write_config
 
 SECOND_OWNER = 1004
 
@@ -145,38 +144,56 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         yield server
 
 
-async def open_env(
-    tmp_path: Path,
-    site: Site,
-    monkeypatch: pytest.MonkeyPatch,
-    extra: str = "",
-    database_url: str | None = None,
-) -> Env:
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unused")
-    people = f'[[people]]\ntelegram_id = {SECOND_OWNER}\nname = "Dee"\nrole = "owner"\n'
-    path = write_config(
-        tmp_path, "http://127.0.0.1:9", extra=people + extra, database_url=database_url
-    )
+async def load_env(path: Path, site: Site) -> Env:
+    """The fleet configured at `path`, with its database migrated and approvals set up on it."""
     config = load_config(path)
     db = Database(config.database.url)
     await db.migrate()
     approvals.configure(db, settings(config))
-    return Env(config, db, tmp_path, site)
+    return Env(config, db, path.parent, site)
+
+
+class OpenEnv(Protocol):
+    async def __call__(self, extra: str = "", database_url: str | None = None) -> Env: ...
+
+
+@pytest.fixture
+async def open_env(
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OpenEnv]:
+    """Opens the fleet (three people and a second owner, Dee, plus the `extra` tables) on
+    tmp_path; every database it opened is disposed of when the test ends."""
+    opened: list[Database] = []
+
+    async def open_(extra: str = "", database_url: str | None = None) -> Env:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unused")
+        people = f'[[people]]\ntelegram_id = {SECOND_OWNER}\nname = "Dee"\nrole = "owner"\n'
+        path = write_config(
+            tmp_path, "http://127.0.0.1:9", extra=people + extra, database_url=database_url
+        )
+        environment = await load_env(path, site)
+        opened.append(environment.db)
+        return environment
+
+    yield open_
+    for db in opened:
+        await db.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def env(
-    request: pytest.FixtureRequest, tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, tmp_path: Path, site: Site, open_env: OpenEnv
 ) -> AsyncIterator[Env]:
     """The deploy target `site` (writes "v2", rolls back to "v1"), on each backend."""
     table = deploy_table(site, tmp_path, writes="v2")
-    async with AsyncExitStack() as stack:
-        url = None
-        if request.param == "postgresql":
-            url = await stack.enter_async_context(pg.temporary_database("approvals"))
-        environment = await open_env(tmp_path, site, monkeypatch, table, url)
+    if request.param == "sqlite":
+        yield await open_env(table)
+        return
+    async with pg.temporary_database("approvals") as url:
+        environment = await open_env(table, url)
         yield environment
+        # Before the database is dropped: open_env's own teardown comes too late for that.
         await environment.db.dispose()
 
 
@@ -286,55 +303,46 @@ async def test_an_owner_approval_runs_the_deploy_once_and_verifies_it(env: Env) 
 
 
 async def test_a_failed_verification_rolls_back_and_verifies_again(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, site: Site, open_env: OpenEnv
 ) -> None:
-    env = await open_env(
-        tmp_path, site, monkeypatch, deploy_table(site, tmp_path, writes="broken")
-    )
-    try:
-        approval_id = await request_deploy(env.db)
-        assert (await vote(env.db, approval_id, OWNER, "Ana")).won
-        assert await DeployWorker(env.config, env.db).run_once()
-        [run] = await rows(env.db, DeployRun)
-        assert run.status == deploys.ROLLED_BACK
-        assert [(s["name"], s["ok"]) for s in run.steps] == [
-            ("command", True),
-            ("verify", False),
-            ("rollback", True),
-            ("verify-after-rollback", True),
-        ]
-        assert "status 503, expected 200 (after 2 attempt(s))" in run.steps[1]["detail"]
-        assert env.runs_log() == ["broken", "v1"]
-        assert site.hits == 3  # two failed attempts, then one good one after the rollback
-        [report] = await rows(env.db, Outbox, Outbox.reply_to == f"approval:{approval_id}")
-        assert "failed, rolled back and verified" in report.text
-        assert "❌ verify" in report.text and "✅ rollback" in report.text
-        assert [k for k, _, _ in await trail(env.db, approval_id)] == [
-            "request",
-            "vote",
-            "decision",
-            "deploy",
-            "deploy",
-        ]
-        assert (await trail(env.db, approval_id))[-1][2] == "run #1 rolled_back"
-    finally:
-        await env.db.dispose()
+    env = await open_env(deploy_table(site, tmp_path, writes="broken"))
+    approval_id = await request_deploy(env.db)
+    assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+    assert await DeployWorker(env.config, env.db).run_once()
+    [run] = await rows(env.db, DeployRun)
+    assert run.status == deploys.ROLLED_BACK
+    assert [(s["name"], s["ok"]) for s in run.steps] == [
+        ("command", True),
+        ("verify", False),
+        ("rollback", True),
+        ("verify-after-rollback", True),
+    ]
+    assert "status 503, expected 200 (after 2 attempt(s))" in run.steps[1]["detail"]
+    assert env.runs_log() == ["broken", "v1"]
+    assert site.hits == 3  # two failed attempts, then one good one after the rollback
+    [report] = await rows(env.db, Outbox, Outbox.reply_to == f"approval:{approval_id}")
+    assert "failed, rolled back and verified" in report.text
+    assert "❌ verify" in report.text and "✅ rollback" in report.text
+    assert [k for k, _, _ in await trail(env.db, approval_id)] == [
+        "request",
+        "vote",
+        "decision",
+        "deploy",
+        "deploy",
+    ]
+    assert (await trail(env.db, approval_id))[-1][2] == "run #1 rolled_back"
 
 
 async def test_without_a_rollback_a_failed_deploy_is_failed(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, site: Site, open_env: OpenEnv
 ) -> None:
-    table = deploy_table(site, tmp_path, writes="broken", rollback=False)
-    env = await open_env(tmp_path, site, monkeypatch, table)
-    try:
-        approval_id = await request_deploy(env.db)
-        assert (await vote(env.db, approval_id, OWNER, "Ana")).won
-        assert await DeployWorker(env.config, env.db).run_once()
-        [run] = await rows(env.db, DeployRun)
-        assert run.status == deploys.FAILED
-        assert [s["name"] for s in run.steps] == ["command", "verify"]
-    finally:
-        await env.db.dispose()
+    env = await open_env(deploy_table(site, tmp_path, writes="broken", rollback=False))
+    approval_id = await request_deploy(env.db)
+    assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+    assert await DeployWorker(env.config, env.db).run_once()
+    [run] = await rows(env.db, DeployRun)
+    assert run.status == deploys.FAILED
+    assert [s["name"] for s in run.steps] == ["command", "verify"]
 
 
 async def test_a_deploy_found_running_at_start_is_interrupted_and_not_rerun(env: Env) -> None:
@@ -368,13 +376,7 @@ async def test_concurrent_presses_make_one_decision(env: Env) -> None:
 
 async def test_a_committee_voting_at_the_same_instant_decides_once(env: Env) -> None:
     async with env.db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Pay the invoice"},
-            requested_by="agent:coder",
-            required=2,
-        )
+        approval = await request_action(session, "Pay the invoice", required=2)
     results = await asyncio.gather(
         vote(env.db, approval.id, OPERATOR, "Ben"),
         vote(env.db, approval.id, OWNER, "Ana"),
@@ -390,13 +392,8 @@ async def test_a_committee_voting_at_the_same_instant_decides_once(env: Env) -> 
 async def test_a_committee_needs_two_different_people(env: Env) -> None:
     task_id = await new_task(env.db)
     async with env.db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Email all customers"},
-            requested_by="agent:coder",
-            task_id=task_id,
-            required=2,
+        approval = await request_action(
+            session, "Email all customers", task_id=task_id, required=2
         )
     first = await vote(env.db, approval.id, OPERATOR, "Ben")
     assert first.won and first.status == approvals.PENDING and first.votes == 1
@@ -417,12 +414,8 @@ async def test_a_rejection_records_the_reason_and_wakes_the_agent(env: Env) -> N
     task_id = await new_task(env.db)
     async with env.db.claim() as session:
         await session.execute(delete(Run))  # the assignment's wake, consumed
-        approval = await approvals.request(
-            session,
-            kind="publish",
-            payload={"summary": "Post the launch note"},
-            requested_by="agent:coder",
-            task_id=task_id,
+        approval = await request_action(
+            session, "Post the launch note", kind="publish", task_id=task_id
         )
     decided = await vote(
         env.db, approval.id, OPERATOR, "Ben", "reject", reason="Not before Monday"
@@ -456,14 +449,8 @@ async def test_unknown_ids_and_expired_approvals_are_refused(env: Env) -> None:
 async def test_timeout_reminds_at_half_time_then_escalates_then_expires(env: Env) -> None:
     task_id = await new_task(env.db)
     async with env.db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Rotate the keys"},
-            requested_by="agent:coder",
-            task_id=task_id,
-            deadline=utcnow() + timedelta(hours=2),
-            on_timeout="escalate",
+        approval = await request_action(
+            session, "Rotate the keys", task_id=task_id, on_timeout="escalate"
         )
     start = approval.created_at
     async with env.db.claim() as session:
@@ -608,27 +595,24 @@ def test_deploy_approvers_must_be_owners(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 async def test_private_copies_go_to_each_approver_and_are_edited_too(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, site: Site, open_env: OpenEnv
 ) -> None:
     extra = deploy_table(site, tmp_path, writes="v2") + "[approvals]\nnotify_private = true\n"
-    env = await open_env(tmp_path, site, monkeypatch, extra)
-    try:
-        approval_id = await request_deploy(env.db)
-        copies = await rows(env.db, Outbox, Outbox.dedup_key.like(f"approval:{approval_id}:dm:%"))
-        assert sorted(c.chat_id for c in copies) == [OWNER, SECOND_OWNER]  # owners only
-        assert all(c.buttons is not None for c in copies)
-        assert (await vote(env.db, approval_id, SECOND_OWNER, "Dee")).won
-        edits = await rows(env.db, Outbox, Outbox.edit_of.is_not(None))
-        assert sorted((e.chat_id, e.edit_of) for e in edits) == sorted(
-            [
-                (-100500, f"approval:{approval_id}"),
-                (OWNER, f"approval:{approval_id}:dm:{OWNER}"),
-                (SECOND_OWNER, f"approval:{approval_id}:dm:{SECOND_OWNER}"),
-            ]
-        )
-        assert all("Approved by Dee" in e.text and e.buttons is None for e in edits)
-    finally:
-        await env.db.dispose()
+    env = await open_env(extra)
+    approval_id = await request_deploy(env.db)
+    copies = await rows(env.db, Outbox, Outbox.dedup_key.like(f"approval:{approval_id}:dm:%"))
+    assert sorted(c.chat_id for c in copies) == [OWNER, SECOND_OWNER]  # owners only
+    assert all(c.buttons is not None for c in copies)
+    assert (await vote(env.db, approval_id, SECOND_OWNER, "Dee")).won
+    edits = await rows(env.db, Outbox, Outbox.edit_of.is_not(None))
+    assert sorted((e.chat_id, e.edit_of) for e in edits) == sorted(
+        [
+            (-100500, f"approval:{approval_id}"),
+            (OWNER, f"approval:{approval_id}:dm:{OWNER}"),
+            (SECOND_OWNER, f"approval:{approval_id}:dm:{SECOND_OWNER}"),
+        ]
+    )
+    assert all("Approved by Dee" in e.text and e.buttons is None for e in edits)
 
 
 async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) -> None:
@@ -661,12 +645,7 @@ async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) 
 
 async def test_an_agent_that_asked_outside_a_task_hears_the_outcome_in_its_inbox(env: Env) -> None:
     async with env.db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Renew the domain"},
-            requested_by="agent:coder",
-        )
+        approval = await request_action(session, "Renew the domain")
     decided = await vote(env.db, approval.id, OPERATOR, "Ben", "reject", reason="Already renewed")
     assert decided.won
     [message] = await rows(env.db, InboxMessage)
@@ -700,7 +679,7 @@ async def wait_until(db: Database, sql: str, expected: list[Any], timeout: float
 
 
 async def test_targets_deploy_side_by_side_and_each_one_at_a_time(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, open_env: OpenEnv
 ) -> None:
     script = tmp_path / "gated.py"
     script.write_text(GATED_SCRIPT, encoding="utf-8")
@@ -708,7 +687,7 @@ async def test_targets_deploy_side_by_side_and_each_one_at_a_time(
     for target in ("site", "docs"):
         args = f"{tmp_path / 'state'} {target} {tmp_path / 'runs.log'} {tmp_path / 'release'}"
         tables += f'[[deploys]]\nid = "{target}"\ncommand = "{sys.executable} {script} {args}"\n'
-    env = await open_env(tmp_path, site, monkeypatch, tables)
+    env = await open_env(tables)
     stop = asyncio.Event()
     worker = DeployWorker(env.config, env.db)
     running = asyncio.create_task(worker.run(stop))
@@ -732,7 +711,6 @@ async def test_targets_deploy_side_by_side_and_each_one_at_a_time(
     finally:
         stop.set()
         await asyncio.wait_for(running, 30)
-        await env.db.dispose()
 
 
 async def test_a_p0_approval_is_decided_by_an_owner_and_pages_through_the_incident_effect(
@@ -760,19 +738,11 @@ async def test_a_p0_approval_is_decided_by_an_owner_and_pages_through_the_incide
 
 
 async def test_escalated_committee_does_not_count_operator_votes_toward_the_owners(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    open_env: OpenEnv,
 ) -> None:
-    env = await open_env(tmp_path, site, monkeypatch)
+    env = await open_env()
     async with env.db.claim() as session:
-        a = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Rotate the keys"},
-            requested_by="agent:coder",
-            deadline=utcnow() + timedelta(hours=2),
-            on_timeout="escalate",
-            required=2,
-        )
+        a = await request_action(session, "Rotate the keys", on_timeout="escalate", required=2)
     first = await vote(env.db, a.id, OPERATOR, "Ben")
     assert first.won and first.status == approvals.PENDING
     later = a.created_at + timedelta(hours=2, minutes=1)
@@ -784,39 +754,24 @@ async def test_escalated_committee_does_not_count_operator_votes_toward_the_owne
     two_owners = await vote(env.db, a.id, SECOND_OWNER, "Dee", now=later)
     async with env.db.session() as session:
         trail = await approvals.events(session, a.id)
-    await env.db.dispose()
     assert two_owners.status == approvals.APPROVED
     assert any("no longer count" in e.body for e in trail if e.kind == "vote")
 
 
 async def test_press_after_deadline_before_the_sweep_escalating_is_judged_as_escalated(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    open_env: OpenEnv,
 ) -> None:
-    env = await open_env(tmp_path, site, monkeypatch)
+    env = await open_env()
+    ben = {"people": ["Ben"]}
     async with env.db.claim() as session:
-        a = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Rotate the keys"},
-            requested_by="agent:coder",
-            approvers={"people": ["Ben"]},
-            deadline=utcnow() + timedelta(hours=2),
-            on_timeout="escalate",
-        )
-        b = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Rotate the other keys"},
-            requested_by="agent:coder",
-            approvers={"people": ["Ben"]},
-            deadline=utcnow() + timedelta(hours=2),
-            on_timeout="expire",
+        a = await request_action(session, "Rotate the keys", approvers=ben, on_timeout="escalate")
+        b = await request_action(
+            session, "Rotate the other keys", approvers=ben, on_timeout="expire"
         )
     after = a.created_at + timedelta(hours=2, seconds=5)  # before the next sweep
     too_late = await vote(env.db, a.id, OPERATOR, "Ben", now=after)
     pressed = await vote(env.db, a.id, OWNER, "Ana", now=after)
     expired = await vote(env.db, b.id, OWNER, "Ana", now=after)
-    await env.db.dispose()
     # Past the deadline the approval belongs to the owners it escalates to.
     assert not too_late.won and "needs an owner" in too_late.refusal
     assert pressed.won and pressed.status == approvals.APPROVED
@@ -824,18 +779,11 @@ async def test_press_after_deadline_before_the_sweep_escalating_is_judged_as_esc
 
 
 async def test_private_copies_are_edited_after_escalation_and_decision(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    open_env: OpenEnv,
 ) -> None:
-    env = await open_env(tmp_path, site, monkeypatch, "[approvals]\nnotify_private = true\n")
+    env = await open_env("[approvals]\nnotify_private = true\n")
     async with env.db.claim() as session:
-        a = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Rotate the keys"},
-            requested_by="agent:coder",
-            deadline=utcnow() + timedelta(hours=2),
-            on_timeout="escalate",
-        )
+        a = await request_action(session, "Rotate the keys", on_timeout="escalate")
     later = a.created_at + timedelta(hours=2, minutes=1)
     async with env.db.claim() as session:
         await approvals.sweep(session, later)
@@ -843,7 +791,6 @@ async def test_private_copies_are_edited_after_escalation_and_decision(
     dm = f"approval:{a.id}:dm:{OPERATOR}"
     sent = await rows(env.db, Outbox, Outbox.dedup_key == dm)
     edits = await rows(env.db, Outbox, Outbox.edit_of == dm)
-    await env.db.dispose()
     assert sent, "the operator got no private copy"
     assert [e.buttons for e in edits][-1] is None, "the operator's copy kept live buttons"
     assert "Escalated" in edits[0].text
@@ -862,7 +809,7 @@ for name in ("TELEGRAM_BOT_TOKEN", "ANTHROPIC_API_KEY", "PATH", "HOME"):
 
 
 async def test_secret_in_deploy_command_stays_out_of_the_approval_and_the_output(
-    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, site: Site, monkeypatch: pytest.MonkeyPatch, open_env: OpenEnv
 ) -> None:
     monkeypatch.setenv("DEPLOY_TOKEN", DEPLOY_SECRET)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -874,7 +821,7 @@ async def test_secret_in_deploy_command_stays_out_of_the_approval_and_the_output
         f'command = "{sys.executable} {script} ${{DEPLOY_TOKEN}}"\n'
         f'verify = ["{site.url}"]\n'
     )
-    env = await open_env(tmp_path, site, monkeypatch, table)
+    env = await open_env(table)
     target = target_of(env.config, "site")
     assert target is not None
     assert shown_command(env.config, target) == f"{sys.executable} {script} ${{DEPLOY_TOKEN}}"
@@ -887,7 +834,6 @@ async def test_secret_in_deploy_command_stays_out_of_the_approval_and_the_output
     assert (await vote(env.db, 1, OWNER, "Ana")).won
     assert await DeployWorker(env.config, env.db).run_once()
     [run] = await rows(env.db, DeployRun)
-    await env.db.dispose()
     assert DEPLOY_SECRET not in posted.text and "${DEPLOY_TOKEN}" in posted.text
     assert run.status == deploys.SUCCEEDED
     assert DEPLOY_SECRET not in run.output_tail and "using [redacted]" in run.output_tail

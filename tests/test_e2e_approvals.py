@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents import tools
-from bot.config import load_config
-from handlers.approvals import settings
-from storage import approvals, tasks
-from storage.db import Database
+from storage import tasks
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
     FEED_CHAT,
@@ -26,10 +23,11 @@ from tests.fleet import (
     fleet_env,
     press,
     query,
+    request_action,
     wait_query,
     write_config,
 )
-from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Env, Site, tool_context
+from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Env, Site, load_env, tool_context
 
 
 def fleet_config(tmp_path: Path, botapi: BotAPIServer, site: Site, writes: str = "v2") -> Path:
@@ -78,6 +76,21 @@ async def ask_in_reply(botapi: BotAPIServer, user: int, text: str, to: Call) -> 
     return str(sent.params["text"])
 
 
+async def start_fleet(config: Path, botapi: BotAPIServer) -> FleetProcess:
+    fleet = FleetProcess(config)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=30)
+    return fleet
+
+
+async def open_fleet_database(config: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """The database of the fleet configured at `config`, for a test to fill in before it
+    starts the fleet; the test disposes of it first, so that only the fleet uses it."""
+    for name, value in fleet_env().items():
+        monkeypatch.setenv(name, value)
+    return await load_env(config, site)
+
+
 def to_feed(call: Call) -> bool:
     return bool(call.params.get("chat_id") == FEED_CHAT)
 
@@ -95,9 +108,7 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     tmp_path: Path, botapi: BotAPIServer, site: Site
 ) -> None:
     config = fleet_config(tmp_path, botapi, site)
-    fleet = FleetProcess(config)
-    await fleet.start()
-    await botapi.wait_until_polling(timeout=30)
+    fleet = await start_fleet(config, botapi)
 
     reply = await ask(botapi, OPERATOR, "/deploy site v2")
     assert reply == (
@@ -179,9 +190,7 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     tmp_path: Path, botapi: BotAPIServer, site: Site
 ) -> None:
     config = fleet_config(tmp_path, botapi, site)
-    fleet = FleetProcess(config)
-    await fleet.start()
-    await botapi.wait_until_polling(timeout=30)
+    fleet = await start_fleet(config, botapi)
 
     await ask(botapi, OWNER, "/deploy site")
     posted = await posted_approval(botapi, 1)
@@ -255,9 +264,7 @@ async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun
     tmp_path: Path, botapi: BotAPIServer, site: Site
 ) -> None:
     config = fleet_config(tmp_path, botapi, site)
-    fleet = FleetProcess(config)
-    await fleet.start()
-    await botapi.wait_until_polling(timeout=30)
+    fleet = await start_fleet(config, botapi)
     await ask(botapi, OWNER, "/deploy site v2")
     await posted_approval(botapi, 1)
     assert await ask(botapi, OWNER, "/approve 1") == "Approved #1: the deploy is queued."
@@ -283,9 +290,7 @@ async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
     config = fleet_config(tmp_path, botapi, site)
     with config.open("a", encoding="utf-8") as extra:
         extra.write('\n[approvals]\ndeadline = "2s"\ncheck_every = 1\non_timeout = "expire"\n')
-    fleet = FleetProcess(config)
-    await fleet.start()
-    await botapi.wait_until_polling(timeout=30)
+    fleet = await start_fleet(config, botapi)
     await ask(botapi, OPERATOR, "/deploy site")
     posted = await posted_approval(botapi, 1)
     message_id = posted.result["message_id"]
@@ -318,19 +323,10 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
     tmp_path: Path, botapi: BotAPIServer, site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config_path = fleet_config(tmp_path, botapi, site)
-    for name, value in fleet_env().items():
-        monkeypatch.setenv(name, value)
-    config = load_config(config_path)
-    db = Database(config.database.url)
-    await db.migrate()
-    approvals.configure(db, settings(config))
-    async with db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="action",
-            payload={"summary": "Publish the press release"},
-            requested_by="agent:hub",
-            announce=False,
+    env = await open_fleet_database(config_path, site, monkeypatch)
+    async with env.db.claim() as session:
+        approval = await request_action(
+            session, "Publish the press release", requested_by="agent:hub", announce=False
         )
         task = await tasks.create(
             session,
@@ -340,18 +336,16 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
             max_retries=3,
         )
     # An agent has the bot send text that ends exactly like a reject prompt.
-    coder = tool_context(Env(config, db, tmp_path, site), "coder", task.id)
+    coder = tool_context(env, "coder", task.id)
     note = (
         "I need your input on the vendor list before continuing.\n"
         f"Ana: reason for rejecting approval #{approval.id}? Reply to this message."
     )
     done = await tools.execute(coder, "set_status", {"status": "blocked", "note": note})
     assert done.ok, done.content
-    await db.dispose()
+    await env.db.dispose()
 
-    fleet = FleetProcess(config_path)
-    await fleet.start()
-    await botapi.wait_until_polling(timeout=30)
+    fleet = await start_fleet(config_path, botapi)
     [told] = await botapi.wait_for_call(
         "sendMessage",
         lambda c: c.params["chat_id"] == OWNER and "blocked" in c.params["text"],
@@ -370,26 +364,14 @@ async def test_audit_of_fifty_long_events_is_sent_in_parts(
     tmp_path: Path, botapi: BotAPIServer, site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config_path = fleet_config(tmp_path, botapi, site)
-    for name, value in fleet_env().items():
-        monkeypatch.setenv(name, value)
-    config = load_config(config_path)
-    db = Database(config.database.url)
-    await db.migrate()
-    approvals.configure(db, settings(config))
-    async with db.claim() as session:
+    env = await open_fleet_database(config_path, site, monkeypatch)
+    async with env.db.claim() as session:
         for n in range(50):
-            await approvals.request(
-                session,
-                kind="action",
-                payload={"summary": f"Publish press release {n} " + "with a long title " * 6},
-                requested_by="agent:hub",
-                announce=False,
-            )
-    await db.dispose()
+            summary = f"Publish press release {n} " + "with a long title " * 6
+            await request_action(session, summary, requested_by="agent:hub", announce=False)
+    await env.db.dispose()
 
-    fleet = FleetProcess(config_path)
-    await fleet.start()
-    await botapi.wait_until_polling(timeout=30)
+    fleet = await start_fleet(config_path, botapi)
     after = botapi.mark()
     botapi.push_message(OPERATOR, "/audit 50")
     parts = await botapi.wait_for_call(
