@@ -30,7 +30,10 @@ from tests.fleet import (
 from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Env, Site, load_env, tool_context
 
 
-def fleet_config(tmp_path: Path, botapi: BotAPIServer, site: Site, writes: str = "v2") -> Path:
+@pytest.fixture
+def config(tmp_path: Path, botapi: BotAPIServer, site: Site) -> Path:
+    """The fleet with Dee as a second owner and the deploy target `site`: its command writes
+    "v2" once the test writes tmp_path/release, its rollback "v1"."""
     script = tmp_path / "gated.py"
     script.write_text(GATED_SCRIPT, encoding="utf-8")
     state, runs, gate = tmp_path / "state", tmp_path / "runs.log", tmp_path / "release"
@@ -43,7 +46,7 @@ role = "owner"
 
 [[deploys]]
 id = "site"
-command = "{sys.executable} {script} {args.format(writes)}"
+command = "{sys.executable} {script} {args.format("v2")}"
 rollback = "{sys.executable} {script} {args.format("v1")}"
 verify = ["{site.url}"]
 verify_text = "site"
@@ -83,12 +86,14 @@ async def start_fleet(config: Path, botapi: BotAPIServer) -> FleetProcess:
     return fleet
 
 
-async def open_fleet_database(config: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> Env:
-    """The database of the fleet configured at `config`, for a test to fill in before it
-    starts the fleet; the test disposes of it first, so that only the fleet uses it."""
+@pytest.fixture
+async def env(config: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
+    """The fleet's configuration and database, for a test to fill in before it starts the fleet."""
     for name, value in fleet_env().items():
         monkeypatch.setenv(name, value)
-    return await load_env(config, site)
+    environment = await load_env(config, site)
+    yield environment
+    await environment.db.dispose()
 
 
 def to_feed(call: Call) -> bool:
@@ -105,9 +110,8 @@ async def posted_approval(botapi: BotAPIServer, approval_id: int) -> Call:
 
 
 async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
-    tmp_path: Path, botapi: BotAPIServer, site: Site
+    tmp_path: Path, botapi: BotAPIServer, config: Path
 ) -> None:
-    config = fleet_config(tmp_path, botapi, site)
     fleet = await start_fleet(config, botapi)
 
     reply = await ask(botapi, OPERATOR, "/deploy site v2")
@@ -187,9 +191,8 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
 
 
 async def test_reject_asks_for_a_reason_and_text_commands_work(
-    tmp_path: Path, botapi: BotAPIServer, site: Site
+    tmp_path: Path, botapi: BotAPIServer, config: Path
 ) -> None:
-    config = fleet_config(tmp_path, botapi, site)
     fleet = await start_fleet(config, botapi)
 
     await ask(botapi, OWNER, "/deploy site")
@@ -261,9 +264,8 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
 
 
 async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun(
-    tmp_path: Path, botapi: BotAPIServer, site: Site
+    tmp_path: Path, botapi: BotAPIServer, config: Path
 ) -> None:
-    config = fleet_config(tmp_path, botapi, site)
     fleet = await start_fleet(config, botapi)
     await ask(botapi, OWNER, "/deploy site v2")
     await posted_approval(botapi, 1)
@@ -285,9 +287,8 @@ async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun
 
 
 async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
-    tmp_path: Path, botapi: BotAPIServer, site: Site
+    tmp_path: Path, botapi: BotAPIServer, config: Path
 ) -> None:
-    config = fleet_config(tmp_path, botapi, site)
     with config.open("a", encoding="utf-8") as extra:
         extra.write('\n[approvals]\ndeadline = "2s"\ncheck_every = 1\non_timeout = "expire"\n')
     fleet = await start_fleet(config, botapi)
@@ -320,10 +321,8 @@ async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
 
 
 async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_nothing(
-    tmp_path: Path, botapi: BotAPIServer, site: Site, monkeypatch: pytest.MonkeyPatch
+    botapi: BotAPIServer, config: Path, env: Env
 ) -> None:
-    config_path = fleet_config(tmp_path, botapi, site)
-    env = await open_fleet_database(config_path, site, monkeypatch)
     async with env.db.claim() as session:
         approval = await request_action(
             session, "Publish the press release", requested_by="agent:hub", announce=False
@@ -343,9 +342,9 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
     )
     done = await tools.execute(coder, "set_status", {"status": "blocked", "note": note})
     assert done.ok, done.content
-    await env.db.dispose()
+    await env.db.dispose()  # the fleet is to be the database's only user from here
 
-    fleet = await start_fleet(config_path, botapi)
+    fleet = await start_fleet(config, botapi)
     [told] = await botapi.wait_for_call(
         "sendMessage",
         lambda c: c.params["chat_id"] == OWNER and "blocked" in c.params["text"],
@@ -355,23 +354,21 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
     # A reply to it is no reason for a rejection: a command in reply is answered as a command.
     listing = await ask_in_reply(botapi, OWNER, "/approvals", told)
     assert listing.startswith(f"Pending approvals:\n#{approval.id} action")
-    assert query(config_path, "SELECT status FROM approvals") == [("pending",)]
+    assert query(config, "SELECT status FROM approvals") == [("pending",)]
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
 
 
 async def test_audit_of_fifty_long_events_is_sent_in_parts(
-    tmp_path: Path, botapi: BotAPIServer, site: Site, monkeypatch: pytest.MonkeyPatch
+    botapi: BotAPIServer, config: Path, env: Env
 ) -> None:
-    config_path = fleet_config(tmp_path, botapi, site)
-    env = await open_fleet_database(config_path, site, monkeypatch)
     async with env.db.claim() as session:
         for n in range(50):
             summary = f"Publish press release {n} " + "with a long title " * 6
             await request_action(session, summary, requested_by="agent:hub", announce=False)
-    await env.db.dispose()
+    await env.db.dispose()  # the fleet is to be the database's only user from here
 
-    fleet = await start_fleet(config_path, botapi)
+    fleet = await start_fleet(config, botapi)
     after = botapi.mark()
     botapi.push_message(OPERATOR, "/audit 50")
     parts = await botapi.wait_for_call(
