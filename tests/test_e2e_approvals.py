@@ -86,6 +86,12 @@ async def start_fleet(config: Path, botapi: BotAPIServer) -> FleetProcess:
     return fleet
 
 
+async def stop_cleanly(fleet: FleetProcess) -> None:
+    """SIGTERM, as a service manager stops the fleet: it must exit 0, with no traceback."""
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log
+
+
 @pytest.fixture
 async def env(config: Path, site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
     """The fleet's configuration and database, for a test to fill in before it starts the fleet."""
@@ -186,8 +192,8 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     assert "#1 request by Ben: deploy site at v2" in audit
     assert "#1 decision by " in audit and "run #1 site succeeded (approval #1" in audit
     assert await ask(botapi, VIEWER, "/audit") == "/audit needs the operator role; you are viewer."
-    assert await fleet.stop() == 0
-    assert "Traceback" not in fleet.log and TOKEN not in fleet.log
+    await stop_cleanly(fleet)
+    assert TOKEN not in fleet.log
 
 
 async def test_reject_asks_for_a_reason_and_text_commands_work(
@@ -259,8 +265,7 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     assert await ask(botapi, OWNER, "/approve 2") == "Approved #2: the deploy is queued."
     (tmp_path / "release").write_text("go")
     await wait_query(config, "SELECT id, status FROM deploy_runs", [(1, "succeeded")], timeout=30)
-    assert await fleet.stop() == 0
-    assert "Traceback" not in fleet.log
+    await stop_cleanly(fleet)
 
 
 async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun(
@@ -316,8 +321,7 @@ async def test_the_expiry_job_reminds_then_expires_and_a_late_press_is_refused(
         config, "SELECT runs, failures FROM job_beats WHERE job_id = 'approvals-expire'"
     )
     assert runs >= 2 and failures == 0
-    assert await fleet.stop() == 0
-    assert "Traceback" not in fleet.log
+    await stop_cleanly(fleet)
 
 
 async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_nothing(
@@ -355,8 +359,7 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
     listing = await ask_in_reply(botapi, OWNER, "/approvals", told)
     assert listing.startswith(f"Pending approvals:\n#{approval.id} action")
     assert query(config, "SELECT status FROM approvals") == [("pending",)]
-    assert await fleet.stop() == 0
-    assert "Traceback" not in fleet.log
+    await stop_cleanly(fleet)
 
 
 async def test_audit_of_fifty_long_events_is_sent_in_parts(
@@ -374,10 +377,9 @@ async def test_audit_of_fifty_long_events_is_sent_in_parts(
     parts = await botapi.wait_for_call(
         "sendMessage", lambda c: c.params["chat_id"] == OPERATOR, after=after, count=2, timeout=15
     )
-    assert await fleet.stop() == 0
+    await stop_cleanly(fleet)
     texts = [str(c.params["text"]) for c in parts]
     assert all(len(t) <= 4096 for t in texts)
     assert texts[0].startswith("<b>Approvals</b>\n")
     shown = "\n".join(texts)
     assert all(f" #{n} request by hub: " in shown for n in range(1, 51))
-    assert "Traceback" not in fleet.log
