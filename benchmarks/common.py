@@ -208,15 +208,17 @@ def run(
     *,
     as_json: bool,
     interrupted: str | None = None,
+    gc_freeze: bool = True,
 ) -> int:
     """Run the benchmark and print its results; the exit code. 0 whether or not the targets
     pass (it is a report), 1 when it could not measure; 130 when interrupted, if
     `interrupted` says what was cleaned up (else the interruption propagates)."""
-    # This process is the measuring instrument. Imports leave many objects for the collector
-    # (aiogram alone ~200k): a full collection takes 100-200 ms and would land in whatever is
-    # being timed. Move them out of its sight.
-    gc.collect()
-    gc.freeze()
+    if gc_freeze:
+        # This process is the measuring instrument. Imports leave many objects for the
+        # collector (aiogram alone ~200k): a full collection takes 100-200 ms and would land
+        # in whatever is being timed. Move them out of its sight.
+        gc.collect()
+        gc.freeze()
     try:
         results = asyncio.run(benchmark)
     except BenchmarkError as err:
