@@ -1,8 +1,8 @@
 """The harness the benchmarks share: the error for "could not measure", statistics, timing,
 the bookkeeping of the processes a benchmark starts (from /proc), py-spy, and `main()`'s tail.
 
-A benchmark runs as `python benchmarks/NAME.py`, so this module is imported as `common`, first:
-importing it puts the repository root on `sys.path` for the project and the `tests/` helpers.
+A benchmark runs as `python benchmarks/NAME.py`, so it imports this module as `common`, before
+the project: importing it puts the repository root on `sys.path` (for the project and `tests/`).
 """
 
 from __future__ import annotations
