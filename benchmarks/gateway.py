@@ -47,31 +47,36 @@ import contextlib
 import cProfile
 import gc
 import io
-import json
-import os
 import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import anthropic
+from common import (  # before the project's imports: it puts the root on sys.path
+    ROOT,
+    BenchmarkError,
+    Cost,
+    measure,
+    parse_args,
+    parser_for,
+    percentile,
+    run,
+    test_keys_in_env,
+    verdict,
+)
+from sqlalchemy import func, insert, select
 
-import anthropic  # noqa: E402
-from sqlalchemy import func, insert, select  # noqa: E402
-
-from agents.gateway import Gateway, cost_of, price_of  # noqa: E402
-from agents.tools import definitions  # noqa: E402
-from bot.config import AgentConfig, Config, load_config  # noqa: E402
-from storage.db import Database  # noqa: E402
-from storage.models import AgentState, Usage  # noqa: E402
-from tests.fleet import ANTHROPIC_KEY, TOKEN, write_config  # noqa: E402
+from agents.gateway import Gateway, cost_of, price_of
+from agents.tools import definitions
+from bot.config import AgentConfig, Config, load_config
+from storage.db import Database
+from storage.models import AgentState, Usage
+from tests.fleet import ANTHROPIC_KEY, write_config
 
 MODEL = "claude-sonnet-4-6"
 TARGET_RATIO = 1.3
@@ -100,22 +105,7 @@ SERVE_FLAG = "--serve"
 SCRIPT = Path(__file__).resolve()
 
 
-class BenchmarkError(Exception):
-    """The benchmark could not measure."""
-
-
 # ---- statistics ---------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 @dataclass
@@ -136,23 +126,6 @@ class Side:
             "max_ms": max(self.wall_ms),
             "cpu_ms": self.cpu_s * 1000 / n,
         }
-
-
-@dataclass
-class Step:
-    name: str
-    count: int
-    wall_us: float
-    cpu_us: float
-
-
-async def step(name: str, count: int, op: Callable[[int], Awaitable[object]]) -> Step:
-    gc.collect()
-    cpu, wall = time.process_time(), time.perf_counter()
-    for i in range(count):
-        await op(i)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return Step(name, count, wall * 1e6 / count, cpu * 1e6 / count)
 
 
 # ---- the server in its own process ------------------------------------------------------------
@@ -286,13 +259,13 @@ async def compare(
     return gw, sdk
 
 
-def per_row(measured: Step) -> Step:
+def per_row(measured: Cost) -> Cost:
     measured.wall_us /= BATCH
     measured.cpu_us /= BATCH
     return measured
 
 
-async def breakdown(db: Database, config: Config, count: int) -> list[Step]:
+async def breakdown(db: Database, config: Config, count: int) -> list[Cost]:
     """The gateway's own steps, each alone."""
     price = price_of(config, MODEL)
     if price is None:
@@ -354,15 +327,15 @@ async def breakdown(db: Database, config: Config, count: int) -> list[Step]:
         price_of(config, MODEL)
 
     return [
-        await step("usage row: ORM add, own transaction (as the gateway)", count, orm_row),
-        await step("usage row: Core INSERT, own session transaction", count, core_row),
-        await step("usage row: Core INSERT on engine.begin()", count, engine_row),
+        await measure("usage row: ORM add, own transaction (as the gateway)", count, orm_row),
+        await measure("usage row: Core INSERT, own session transaction", count, core_row),
+        await measure("usage row: Core INSERT on engine.begin()", count, engine_row),
         per_row(
-            await step(f"usage rows: {BATCH} in one INSERT, per row", count // 10, batched_rows)
+            await measure(f"usage rows: {BATCH} in one INSERT, per row", count // 10, batched_rows)
         ),
-        await step("read transaction: one SELECT by key (AgentState)", count, read_transaction),
-        await step("month-to-date SUM over usage for the agent", count, month_spend),
-        await step("price_of + cost_of", count * 10, pricing),
+        await measure("read transaction: one SELECT by key (AgentState)", count, read_transaction),
+        await measure("month-to-date SUM over usage for the agent", count, month_spend),
+        await measure("price_of + cost_of", count * 10, pricing),
     ]
 
 
@@ -436,8 +409,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp)
         async with server_process() as base_url:
             path = write_config(folder, NO_TELEGRAM, anthropic_base=base_url, agents=AGENTS)
-            os.environ["TELEGRAM_BOT_TOKEN"] = TOKEN
-            os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
+            test_keys_in_env()
             config = load_config(path)
             agent = config.agents[0]
             db = Database(config.database.url)
@@ -534,18 +506,17 @@ def print_table(results: dict[str, Any]) -> None:
     if "profile" in results:
         print("\ncProfile of the gateway calls (cumulative):")
         print(results["profile"])
-    verdict = "PASS" if results["pass"] else "FAIL"
     ratios = "; ".join(
         f"{r['ratio_mean']:.2f}x on a {name} request" for name, r in results["requests"].items()
     )
     print(
-        f"\n{verdict}: gateway/direct {ratios} (target < {TARGET_RATIO}x, judged on the "
-        f"{results['judged']} request)"
+        f"\n{verdict(results['pass'])}: gateway/direct {ratios} (target < {TARGET_RATIO}x, "
+        f"judged on the {results['judged']} request)"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--calls", type=int, default=300, help="calls per side and request (300)")
     parser.add_argument("--warmup", type=int, default=30, help="warm-up calls per side (30)")
     parser.add_argument("--block", type=int, default=25, help="calls per alternating block (25)")
@@ -567,24 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the gateway calls")
     parser.add_argument("--profile-lines", type=int, default=30, help="profile rows (30)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     args.requests = args.requests.split(",")
     if not args.requests or not set(args.requests) <= {"turn", "minimal"}:
         parser.error("--requests takes turn and/or minimal")
     if args.calls < 1 or args.warmup < 0 or args.block < 1 or args.prefill < 0:
         parser.error("--calls and --block must be at least 1, --warmup and --prefill at least 0")
-    gc.collect()
-    gc.freeze()
-    try:
-        results = asyncio.run(benchmark(args))
-    except BenchmarkError as err:
-        print(f"benchmark failed: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
-    return 0
+    return run(benchmark(args), print_table, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
 import os
 import re
@@ -65,30 +64,42 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sqlalchemy import func, insert, select  # noqa: E402
-
-from agents import workspace  # noqa: E402
-from agents.gateway import Gateway  # noqa: E402
-from agents.runtime import Runtime  # noqa: E402
-from bot.config import load_config  # noqa: E402
-from bot.scheduler import Scheduler  # noqa: E402
-from storage import agents as agent_state  # noqa: E402
-from storage import runs, tasks  # noqa: E402
-from storage.db import Database  # noqa: E402
-from storage.models import AgentState, Run, utcnow  # noqa: E402
-from tests.anthropic_server import AnthropicServer, text  # noqa: E402
-from tests.botapi_server import BotAPIServer, Call  # noqa: E402
-from tests.fleet import (  # noqa: E402
-    ANTHROPIC_KEY,
-    OPERATOR,
-    TOKEN,
-    FleetProcess,
-    write_config,
+from common import (  # before the project's imports: it puts the root on sys.path
+    ROOT,
+    BenchmarkError,
+    Cost,
+    add_py_spy,
+    cancel_on_sigterm,
+    check_alive,
+    log_tail,
+    machine,
+    measure,
+    parse_args,
+    parser_for,
+    percentile,
+    proc_cpu_seconds,
+    proc_memory_mb,
+    py_spy_record,
+    run,
+    stop_process,
+    terminate,
+    test_keys_in_env,
+    verdict,
 )
+from sqlalchemy import func, insert, select
+
+from agents import workspace
+from agents.gateway import Gateway
+from agents.runtime import Runtime
+from bot.config import load_config
+from bot.scheduler import Scheduler
+from storage import agents as agent_state
+from storage import runs, tasks
+from storage.db import Database
+from storage.models import AgentState, Run, utcnow
+from tests.anthropic_server import AnthropicServer, text
+from tests.botapi_server import BotAPIServer, Call
+from tests.fleet import OPERATOR, TOKEN, FleetProcess, write_config
 
 MODEL = "claude-sonnet-4-6"
 TEMPLATES = ROOT / "bot" / "templates" / "workspaces"
@@ -97,7 +108,6 @@ NO_SERVER = "http://127.0.0.1:9"  # the in-process phases reach neither Telegram
 
 CPU_TARGET_MS = 2.0
 P99_TARGET_MS = 200.0
-STOP_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 MATCH_TIMEOUT = 60.0
 BURST_WINDOW = 1.0  # a burst: at least BURST_SHARE of the agents' heartbeats within 1 s
@@ -107,10 +117,6 @@ BURST_TAIL = 2.0  # ... to this long after its last one count as "during a burst
 
 _AGENT_IN_PROMPT = re.compile(r'\(agent "([a-z0-9_-]+)"\)|the agent "([a-z0-9_-]+)"')
 _ASSIGN_REPLY = re.compile(r"^Task #\d+ for ([a-z0-9_-]+):")
-
-
-class BenchmarkError(Exception):
-    """The benchmark could not measure (a process died, a sanity check failed ...)."""
 
 
 # ---- the fleet ---------------------------------------------------------------------------------
@@ -166,17 +172,6 @@ def write_fleet(folder: Path, count: int, heartbeat: str, **kwargs: Any) -> Path
     return config
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "count": len(values),
@@ -188,25 +183,6 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 # ---- phases 1 and 2: in-process heartbeats and the baseline ------------------------------------
-
-
-@dataclass
-class Cost:
-    """CPU and wall time per operation, in microseconds."""
-
-    name: str
-    count: int
-    cpu_us: float
-    wall_us: float
-
-
-async def measure(name: str, count: int, op: Callable[[int], Awaitable[object]]) -> Cost:
-    gc.collect()
-    cpu, wall = time.process_time(), time.perf_counter()
-    for i in range(count):
-        await op(i)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return Cost(name, count, cpu * 1e6 / count, wall * 1e6 / count)
 
 
 @dataclass
@@ -230,9 +206,7 @@ async def count_runs(db: Database, status: str) -> int:
 
 async def in_process(args: argparse.Namespace, folder: Path) -> InProcessResult:
     config_path = write_fleet(folder, args.agents, "1m", api_base=NO_SERVER)
-    # load_config resolves ${TELEGRAM_BOT_TOKEN} and ${ANTHROPIC_API_KEY}; this process only.
-    os.environ["TELEGRAM_BOT_TOKEN"] = TOKEN
-    os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
+    test_keys_in_env()
     config = load_config(config_path)
     db = Database(config.database.url)
     gateway = Gateway(config, db)
@@ -517,49 +491,12 @@ def first_after(times: list[float], at: float) -> float | None:
     return next((t for t in times if t >= at), None)
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def log_tail(fleet: FleetProcess, lines: int = 30) -> str:
-    try:
-        return "\n".join(fleet.log.splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def check_alive(fleet: FleetProcess) -> None:
-    if fleet.proc is not None and fleet.proc.returncode is not None:
-        raise BenchmarkError(f"fleet run exited {fleet.proc.returncode}:\n{log_tail(fleet)}")
+def fleet_alive(fleet: FleetProcess) -> None:
+    check_alive(fleet.proc, "fleet run", fleet.log_path)
 
 
 async def stop_fleet(fleet: FleetProcess) -> int | None:
-    proc = fleet.proc
-    if proc is None:
-        return None
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            print(
-                f"fleet run ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it", file=sys.stderr
-            )
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    return proc.returncode
+    return await stop_process(fleet.proc, "fleet run")
 
 
 class Requests:
@@ -615,11 +552,11 @@ async def wait_matched(
         ]
         if not missing:
             return
-        check_alive(fleet)
+        fleet_alive(fleet)
         if time.monotonic() > deadline:
             raise BenchmarkError(
                 f"{len(missing)} of {len(pushes)} assignments got no model request or no reply "
-                f"in {MATCH_TIMEOUT:.0f} s (first: {missing[0].agent})\n{log_tail(fleet)}"
+                f"in {MATCH_TIMEOUT:.0f} s (first: {missing[0].agent})\n{log_tail(fleet.log_path)}"
             )
         await asyncio.sleep(0.02)
 
@@ -679,12 +616,8 @@ def assignment_runs(config: Path, mono_minus_wall: float) -> dict[int, tuple[flo
 async def assignment_latency(
     args: argparse.Namespace, tmp: Path, stack: contextlib.AsyncExitStack
 ) -> AssignResult:
-    botapi = BotAPIServer(TOKEN)
-    await botapi.start()
-    stack.push_async_callback(botapi.stop)
-    model = AnthropicServer(default=text("ok"))
-    await model.start()
-    stack.push_async_callback(model.stop)
+    botapi = await stack.enter_async_context(BotAPIServer(TOKEN))
+    model = await stack.enter_async_context(AnthropicServer(default=text("ok")))
 
     folder = tmp / "fleet"
     config = write_fleet(
@@ -696,8 +629,10 @@ async def assignment_latency(
     try:
         await botapi.wait_until_polling(START_TIMEOUT)
     except AssertionError as err:
-        check_alive(fleet)
-        raise BenchmarkError(f"fleet run did not poll: {err}\n{log_tail(fleet)}") from None
+        fleet_alive(fleet)
+        raise BenchmarkError(
+            f"fleet run did not poll: {err}\n{log_tail(fleet.log_path)}"
+        ) from None
     # The heartbeat triggers were made just before polling began: their first burst is due
     # about one interval (60 s) from now.
     started = time.monotonic()
@@ -717,15 +652,16 @@ async def assignment_latency(
     await asyncio.sleep(begin - time.monotonic())
     assert fleet.proc is not None
     if args.py_spy:
-        spy = await py_spy_record(fleet.proc.pid, args.py_spy)
-        stack.callback(_terminate, spy)
+        # Waits too: a wake that is slow may be slow waiting, not computing.
+        spy = await py_spy_record(fleet.proc.pid, args.py_spy, "--idle", "--threads")
+        stack.callback(terminate, spy)
     cpu_before = proc_cpu_seconds(fleet.proc.pid)
     pushes: list[Push] = []
     for i in range(count):
         delay = begin + i / args.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        check_alive(fleet)
+        fleet_alive(fleet)
         agent = ids[i]  # each measured agent once: its first request after the push is ours
         at = time.monotonic()
         botapi.push_message(OPERATOR, f"/assign {agent} benchmark task {i}")
@@ -735,11 +671,13 @@ async def assignment_latency(
         spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
         await spy.wait()
     cpu = proc_cpu_seconds(fleet.proc.pid) - cpu_before
-    rss = proc_peak_rss_mb(fleet.proc.pid)
+    rss = proc_memory_mb(fleet.proc.pid).get("VmHWM", float("nan"))
     mono_minus_wall = time.monotonic() - time.time()
     code = await stop_fleet(fleet)
     if code != 0:
-        raise BenchmarkError(f"fleet run stopped with exit code {code}:\n{log_tail(fleet)}")
+        raise BenchmarkError(
+            f"fleet run stopped with exit code {code}:\n{log_tail(fleet.log_path)}"
+        )
     if botapi.errors:
         raise BenchmarkError(f"the local Bot API server failed: {botapi.errors!r}")
     if model.unscripted:
@@ -808,42 +746,11 @@ async def assignment_latency(
     )
 
 
-PY_SPY = Path(sys.executable).parent / "py-spy"
-
-
-async def py_spy_record(pid: int, out: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(PY_SPY),
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        "600",
-        "--nonblocking",
-        "--idle",  # waits too: a wake that is slow may be slow waiting, not computing
-        "--threads",
-        "--format",
-        {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph"),
-        "--output",
-        str(out),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-
-
-def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-
-
 # ---- the run ----------------------------------------------------------------------------------
 
 
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    cancel_on_sigterm()
     results: dict[str, Any] = {
         "settings": {
             "agents": args.agents,
@@ -853,9 +760,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "rate": args.rate,
             "seconds": args.seconds,
             "assign_start": args.assign_start,
-            "cpus": os.cpu_count(),
-            "load_before": os.getloadavg()[0],
-            "python": sys.version.split()[0],
+            **machine(os.getloadavg()[0]),
             "source": source_version(),
         }
     }
@@ -1001,12 +906,11 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"slowest wakes: {worst}")
     print()
     for check in results["checks"].values():
-        verdict = "PASS" if check["pass"] else "FAIL"
-        print(f"{verdict} {check['value_ms']:.2f} ms ({check['target']})")
+        print(f"{verdict(check['pass'])} {check['value_ms']:.2f} ms ({check['target']})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--agents", type=int, default=200, help="fleet size (200)")
     parser.add_argument("--rounds", type=int, default=10, help="idle heartbeats per agent (10)")
     parser.add_argument(
@@ -1030,18 +934,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: heartbeat (in-process + APScheduler), assign (fleet run)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--py-spy",
-        metavar="OUT",
-        help="profile fleet run during the /assign window with py-spy, all threads, idle "
-        "included (OUT.svg flamegraph, OUT.json speedscope, OUT.txt collapsed stacks); "
-        "needs `pip install py-spy`",
+    add_py_spy(
+        parser,
+        "profile fleet run during the /assign window with py-spy, all threads, idle included",
     )
-    args = parser.parse_args(argv)
-    if args.py_spy:
-        if not PY_SPY.exists():
-            parser.error(f"--py-spy needs {PY_SPY}: pip install py-spy")
-        args.py_spy = Path(args.py_spy).resolve()
+    args = parse_args(parser, argv)
     args.phases = set(args.phases.split(","))
     if not args.phases <= {"heartbeat", "assign"}:
         parser.error("--phases takes heartbeat and/or assign")
@@ -1049,22 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--agents must be at least {2 + BUSY}; --rounds, --rate, --seconds > 0")
     if "assign" in args.phases and round(args.rate * args.seconds) > args.agents - 4:
         parser.error("--rate x --seconds must not exceed --agents - 4 (one /assign per agent)")
-    # Imports leave many objects for the collector; keep full collections out of the timings.
-    gc.collect()
-    gc.freeze()
-    try:
-        results = asyncio.run(benchmark(args))
-    except BenchmarkError as err:
-        print(f"benchmark failed: {err}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("benchmark interrupted; fleet run stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
-    return 0
+    return run(benchmark(args), print_table, as_json=args.json, interrupted="fleet run stopped")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
-import json
 import os
 import re
 import signal
@@ -42,18 +40,33 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common import (  # before the project's imports: it puts the root on sys.path
+    ROOT,
+    BenchmarkError,
+    add_py_spy,
+    cancel_on_sigterm,
+    check_alive,
+    log_tail,
+    machine,
+    parse_args,
+    parser_for,
+    percentile,
+    proc_cpu_seconds,
+    proc_memory_mb,
+    py_spy_record,
+    run,
+    stop_process,
+    terminate,
+    verdict,
+)
 
-from tests.botapi_server import BotAPIServer, Call  # noqa: E402
-from tests.fleet import FLEET, OPERATOR, OWNER, TOKEN, VIEWER, fleet_env, write_config  # noqa: E402
+from tests.botapi_server import BotAPIServer, Call
+from tests.fleet import FLEET, OPERATOR, OWNER, TOKEN, VIEWER, fleet_env, write_config
 
 USERS = (OWNER, OPERATOR, VIEWER)
 POLLING_TIMEOUT = 2
 WARMUP = 30
 REPLY_TIMEOUT = 120.0
-STOP_TIMEOUT = 20.0
 IDLE_SECONDS = 3.0
 
 P99_TARGET_MS = 100.0
@@ -92,10 +105,6 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 _SEQ = re.compile(r"#(\d+)$")
 
 
-class BenchmarkError(Exception):
-    """The benchmark could not measure (a bot died, replies never came ...)."""
-
-
 # ---- processes -------------------------------------------------------------------------------
 
 
@@ -126,51 +135,21 @@ class BotProcess:
         return self.proc.pid
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.returncode is not None:
-            raise BenchmarkError(
-                f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
-            )
+        check_alive(self.proc, self.name, self.log_path)
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
     def memory_mb(self) -> dict[str, float]:
         """VmHWM (peak RSS) and VmRSS of the process, in MB (MiB)."""
-        out: dict[str, float] = {}
-        with open(f"/proc/{self.pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    out[key] = int(value.split()[0]) / 1024  # kB -> MiB
-        return out
+        return proc_memory_mb(self.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far."""
-        with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.pid)
 
     async def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                print(
-                    f"{self.name} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it",
-                    file=sys.stderr,
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-        return self.proc.returncode
+        return await stop_process(self.proc, self.name)
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -245,17 +224,6 @@ def match(pushes: list[Push], replies: Replies) -> tuple[list[float], int]:
             if seq is not None and int(seq.group(1)) != p.seq:
                 mismatched += 1
     return latencies, mismatched
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 @dataclass
@@ -424,39 +392,8 @@ async def example_config_rss(
     return {"peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"], "idle_cpu_pct": idle}
 
 
-def _terminate(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-
-
-PY_SPY = Path(sys.executable).parent / "py-spy"
-
-
-async def py_spy_record(pid: int, out: Path, seconds: float) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(PY_SPY),
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(int(seconds)),
-        "--nonblocking",
-        "--gil",  # only the thread holding the GIL: where Python CPU time goes
-        "--format",
-        {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph"),
-        "--output",
-        str(out),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-
-
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    # SIGTERM cancels the run like Ctrl-C does, so the bots are stopped on the way out.
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    cancel_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with contextlib.AsyncExitStack() as stack:
@@ -493,8 +430,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 # Profile the whole measured part (throughput and fixed rate) of fleet run.
                 stack.push_async_callback(fleet.stop)
                 await start_polling(server, fleet)
-                spy = await py_spy_record(fleet.pid, args.py_spy, 600)
-                stack.callback(_terminate, spy)
+                # Only the thread holding the GIL: where Python CPU time goes.
+                spy = await py_spy_record(fleet.pid, args.py_spy, "--gil")
+                stack.callback(terminate, spy)
                 result = await measure(server, fleet, echoes=False, **phases)
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 await spy.wait()
@@ -541,9 +479,7 @@ def report(
             "duration": args.duration,
             "command": args.command,
             "chats": len(USERS),
-            "cpus": os.cpu_count(),
-            "load_before": args.load_before,
-            "python": sys.version.split()[0],
+            **machine(args.load_before),
         },
         "baseline": asdict(baseline),
         "fleetbridge": asdict(fleet),
@@ -594,10 +530,6 @@ def print_table(results: dict[str, Any]) -> None:
         f"idle CPU {e['idle_cpu_pct']:.1f} %"
     )
     c = results["checks"]
-
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "FAIL"
-
     print()
     p99 = c["p99_latency"]
     print(f"{verdict(p99['pass'])} p99 latency {p99['value_ms']:.1f} ms ({p99['target']})")
@@ -615,7 +547,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--updates", type=int, default=500, help="throughput burst (500)")
     parser.add_argument("--rate", type=float, default=100.0, help="updates/s, latency (100)")
     parser.add_argument("--duration", type=float, default=5.0, help="latency seconds (5)")
@@ -631,38 +563,13 @@ def main(argv: list[str] | None = None) -> int:
         help="what the people send (/status); e.g. /whoami to leave the database out",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--py-spy",
-        metavar="OUT",
-        help="profile fleet run's measured phases with py-spy (OUT.svg flamegraph, "
-        "OUT.json speedscope, OUT.txt collapsed stacks); needs `pip install py-spy`",
-    )
-    args = parser.parse_args(argv)
-    if args.py_spy:
-        if not PY_SPY.exists():
-            parser.error(f"--py-spy needs {PY_SPY}: pip install py-spy")
-        args.py_spy = Path(args.py_spy).resolve()
+    add_py_spy(parser, "profile fleet run's measured phases with py-spy")
+    args = parse_args(parser, argv)
     if args.updates < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("--updates, --rate and --duration must be positive")
-    # This process is the measuring instrument (the server and the pusher). Importing aiogram
-    # leaves ~200k objects for the collector: a full collection here takes 100-200 ms and
-    # would show up as latency of whichever bot is measured. Move them out of its sight.
-    gc.collect()
-    gc.freeze()
     args.load_before = os.getloadavg()[0]  # other work on the machine skews every number
-    try:
-        results = asyncio.run(benchmark(args))
-    except BenchmarkError as err:
-        print(f"benchmark failed: {err}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("benchmark interrupted; bots stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
-    return 0
+    # This process (the server and the pusher) is the instrument: see `run` on its collector.
+    return run(benchmark(args), print_table, as_json=args.json, interrupted="bots stopped")
 
 
 if __name__ == "__main__":
