@@ -1297,6 +1297,10 @@ class BotAPIServer:
         name = self._method_name(method)
         self._stalls[name] = deque([seconds] * times)
 
+    def stalls_left(self, method: str) -> int:
+        """How many of the calls stall() asked for have not arrived yet."""
+        return len(self._stalls.get(self._method_name(method), ()))
+
     def clear_faults(self) -> None:
         """Forget every pending fail_next() and stall()."""
         self._faults.clear()

@@ -118,6 +118,32 @@ async def test_outbox_rows_survive_kill_9_and_are_delivered_after_restart(
     await wait_query(config, "SELECT DISTINCT status FROM outbox", [("sent",)])
 
 
+async def test_a_send_cut_short_by_kill_9_is_sent_again_and_the_log_says_so(
+    tmp_path: Path, botapi: BotAPIServer
+) -> None:
+    config = write_config(tmp_path, botapi.base_url)
+    fleet = FleetProcess(config)
+    await fleet.start()
+    await botapi.wait_until_polling(timeout=20)
+    botapi.stall("sendMessage", 60)  # the process dies while Telegram has not answered
+    await send_alert(config, "disk full on web-1")
+    deadline = time.monotonic() + 30
+    while botapi.stalls_left("sendMessage"):  # until the send has reached Telegram
+        assert time.monotonic() < deadline, fleet.log
+        await asyncio.sleep(0.02)
+    assert query(config, "SELECT in_flight_at IS NOT NULL FROM outbox") == [(1,)]
+    await fleet.kill()
+
+    restarted = FleetProcess(config)
+    await restarted.start()
+    [call] = await botapi.wait_for_call("sendMessage", in_feed, timeout=30)
+    assert call.params["text"] == "disk full on web-1"
+    await wait_query(config, "SELECT status, in_flight_at FROM outbox", [("sent", None)])
+    assert await restarted.stop() == 0
+    assert "the process stopped while part 1 was being sent" in restarted.log
+    assert "may show twice" in restarted.log
+
+
 async def test_a_stalled_poll_is_restarted_and_alerted(
     fleet: FleetProcess, botapi: BotAPIServer
 ) -> None:
