@@ -14,20 +14,18 @@ import logging
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
 
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, when
+from bot.text import clip, esc
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import approvals
 from storage import usage as spend
 from storage.db import Database
-from storage.models import Approval
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -124,13 +122,10 @@ async def set_budget(
 
 @router.callback_query(RaiseBudget.filter(), flags=OWNER)
 async def press_raise(
-    callback: CallbackQuery,
-    callback_data: RaiseBudget,
-    db: Database,
-    person: Person,
-    config: Config,
+    callback: CallbackQuery, callback_data: RaiseBudget, db: Database, person: Person
 ) -> None:
-    # The press is the approval's decision (storage.approvals.decide runs the budget effect).
+    # The press is the approval's decision (storage.approvals.decide runs the budget effect,
+    # which also edits the stop through the outbox, however the request is settled).
     async with db.claim() as session:
         decided = await approvals.decide(
             session,
@@ -140,56 +135,24 @@ async def press_raise(
             vote=approvals.APPROVE,
             kind="budget",
         )
-    found = decided.approval
-    if isinstance(decided.effect, spend.BudgetChange):
-        change = decided.effect
-    else:
-        agent = found.payload.get("agent") if found and found.kind == "budget" else None
-        change = spend.BudgetChange(False, agent, found if agent else None)
-    approval = change.approval
+        found = decided.approval
+        if isinstance(decided.effect, spend.BudgetChange):
+            change = decided.effect
+        else:
+            agent = found.payload.get("agent") if found and found.kind == "budget" else None
+            change = spend.BudgetChange(False, agent, found if agent else None)
+        approval = change.approval
+        said = (
+            spend.settlement(approval, approvals.settings_of(session), change) if approval else ""
+        )
     if approval is None:
         await callback.answer("There is no such budget request.", show_alert=True)
-        return
-    decision = _decision(approval, config, change)
-    await _show(callback, decision)
-    if change.won:
+    elif approval.status == spend.PENDING:  # refused, not settled: say why
+        await callback.answer(clip(decided.refusal, 200), show_alert=True)
+    elif change.won:
         await callback.answer(f"Budget of {change.agent_id} raised to {usd(change.budget or 0)}")
     else:
-        await callback.answer(clip(f"Already settled: {decision}", 200), show_alert=True)
-
-
-def _decision(approval: Approval, config: Config, change: spend.BudgetChange) -> str:
-    """Who settled a budget request and when, as plain text."""
-    by = actor_name(approval.decided_by or "someone", config)
-    moment = when(approval.decided_at, config.tz)
-    agent = str(approval.payload.get("agent", "?"))
-    if approval.status == spend.APPROVED:
-        step = usd(Decimal(str(approval.payload.get("step", 0))))
-        text = f"raised by {step} by {by} at {moment}"
-        if change.won:
-            text = f"raised to {usd(change.budget or 0)} by {by} at {moment}"
-            text += f"; {agent} resumed" if change.resumed else f"; {agent} not resumed"
-        return text
-    if approval.status == spend.CANCELLED:
-        reason = f" ({approval.reason})" if approval.reason else ""
-        return f"settled by {by} at {moment}{reason}"
-    return f"{approval.status} ({by} at {moment})"
-
-
-async def _show(callback: CallbackQuery, decision: str) -> None:
-    """Edit the stop to say how it was settled, without its button, unless it says so already.
-    A failed edit (message deleted or too old) changes nothing that was decided: logged."""
-    message = callback.message
-    if not isinstance(message, Message) or message.text is None:
-        return
-    if "\n\n✅ " in message.text:
-        return  # it shows the decision already
-    line = esc(decision[:1].upper() + decision[1:])
-    try:
-        await message.edit_text(f"{message.html_text}\n\n✅ {line}.")
-    except TelegramBadRequest as err:
-        if "message is not modified" not in err.message:
-            log.warning("could not edit budget stop %d: %s", message.message_id, err.message)
+        await callback.answer(clip(f"Already settled: {said}", 200), show_alert=True)
 
 
 @router.callback_query(F.data.startswith("bud:"))

@@ -171,8 +171,10 @@ async def _deploy(session: AsyncSession, approval: Approval) -> object:
 
 
 async def _budget(session: AsyncSession, approval: Approval) -> object:
-    """Approved: raise the agent's budget by the step and resume it (storage.usage)."""
+    """Approved: raise the agent's budget by the step and resume it (storage.usage).
+    Rejected: the stop says so and loses its button; the agent stays paused."""
     if approval.status != APPROVED:
+        await spend.close_stop(session, approval)
         return None
     return await spend.apply_raise(
         session,

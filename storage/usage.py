@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from html import escape
 from typing import Any
 
 from sqlalchemy import ColumnElement, Date, cast, func, literal, select
@@ -26,9 +27,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import agents as agent_state
-from storage import approvals
+from storage import approvals, outbox
 from storage.db import touch
-from storage.models import AgentState, Approval, Usage, utcnow
+from storage.models import AgentState, Approval, Outbox, Usage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 PENDING = "pending"
 APPROVED = "approved"
+REJECTED = "rejected"
+EXPIRED = "expired"
 CANCELLED = "cancelled"
 
 
@@ -347,7 +350,9 @@ async def apply_raise(
         )
     )
     log.info("budget of %s raised by $%s by %s", agent_id, step, by)
-    return await _settle(session, agent_id, by, approval, now)
+    change = await _settle(session, agent_id, by, approval, now)
+    await close_stop(session, approval, change)
+    return change
 
 
 async def set_budget(
@@ -369,10 +374,10 @@ async def set_budget(
         .on_conflict_do_update(index_elements=["agent_id"], set_={"budget_usd_month": usd})
     )
     stale = await pending_raise(session, agent_id)
-    if stale is not None:
-        await approvals.cancel(
-            session, stale.id, by=by, reason=f"budget set to ${usd:,.2f} with /budget", now=now
-        )
+    if stale is not None and await approvals.cancel(
+        session, stale.id, by=by, reason=f"budget set to ${usd:,.2f} with /budget", now=now
+    ):
+        await close_stop(session, stale)
     log.info("budget of %s set to $%s by %s", agent_id, usd, by)
     return await _settle(session, agent_id, by, None, now)
 
@@ -396,6 +401,46 @@ async def _settle(
         resumed = (await agent_state.resume(session, agent_id, by=by)).won
     paused_by = state.paused_by if state is not None and state.paused and not resumed else None
     return BudgetChange(True, agent_id, approval, budget, spent, resumed, paused_by)
+
+
+def settlement(
+    approval: Approval, settings: approvals.Settings, change: BudgetChange | None = None
+) -> str:
+    """How a budget request was settled, as plain text: "raised to $11.00 by Ana at 14:02;
+    coder resumed". `change` is the raise this settlement made, if it made one."""
+    by = settings.name(approval.decided_by)
+    at = approvals.moment(approval.decided_at, settings)
+    agent = str(approval.payload.get("agent", "?"))
+    if approval.status == APPROVED:
+        if change is not None and change.won and change.budget is not None:
+            resumed = "resumed" if change.resumed else "not resumed"
+            return f"raised to ${change.budget:,.2f} by {by} at {at}; {agent} {resumed}"
+        return f"raised by ${Decimal(str(approval.payload.get('step', 0))):,.2f} by {by} at {at}"
+    if approval.status == CANCELLED:
+        reason = f" ({approval.reason})" if approval.reason else ""
+        return f"settled by {by} at {at}{reason}"
+    return approvals.outcome(approval, settings)
+
+
+async def close_stop(
+    session: AsyncSession, approval: Approval, change: BudgetChange | None = None
+) -> None:
+    """Edit the budget stop in `alerts` to say how its request was settled, without its
+    button, however it was settled (the button, /approve, /reject or /budget)."""
+    key = f"budget-stop:{approval.id}"
+    found = await session.execute(select(Outbox).where(Outbox.dedup_key == key))
+    stop = found.scalar_one_or_none()
+    if stop is None:
+        return
+    said = settlement(approval, approvals.settings_of(session), change)
+    mark = {REJECTED: "❌", EXPIRED: "⌛"}.get(approval.status, "✅")
+    await outbox.enqueue(
+        session,
+        outbox.Destination(stop.chat_id, stop.topic, stop.feed),
+        f"{stop.text}\n\n{mark} {escape(said[:1].upper() + said[1:])}.",
+        dedup_key=f"{key}:settled",
+        edit_of=key,
+    )
 
 
 def _insert(session: AsyncSession) -> Any:

@@ -26,7 +26,7 @@ from bot.config import Config, ConfigError, load_config
 from handlers.approvals import settings
 from integrations.deploy import DeployWorker, run_command, shown_command, target_of
 from storage import agents as agent_state
-from storage import approvals, deploys, incidents, tasks, usage
+from storage import approvals, deploys, incidents, outbox, tasks, usage
 from storage.db import Database
 from storage.models import (
     AgentState,
@@ -641,6 +641,46 @@ async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) 
     assert (
         wrong.approval is None and wrong.refusal == f"there is no deploy approval #{approval.id}"
     )
+
+
+async def budget_stop(env: Env) -> Approval:
+    """A budget request with its stop posted to `alerts`, as the gateway posts it."""
+    async with env.db.claim() as session:
+        await agent_state.pause(session, "coder", by=usage.BUDGET_ACTOR, reason="budget")
+        approval, _ = await usage.request_raise(
+            session,
+            "coder",
+            month=utcnow().date(),
+            budget=Decimal(0),
+            spent=Decimal(0),
+            step=Decimal(10),
+        )
+        button = {"text": "Raise budget by $10.00", "callback_data": f"bud:{approval.id}"}
+        await outbox.enqueue(
+            session,
+            outbox.Destination(-100500, 7, "alerts"),
+            "🛑 <b>coder</b> used up its monthly budget.",
+            buttons=[[button]],
+            dedup_key=f"budget-stop:{approval.id}",
+        )
+    return approval
+
+
+async def test_a_budget_stop_settled_by_command_loses_its_button_and_says_how(env: Env) -> None:
+    raised = await budget_stop(env)
+    assert (await vote(env.db, raised.id, OWNER, "Ana")).won
+    refused = await budget_stop(env)
+    assert (await vote(env.db, refused.id, OWNER, "Ana", "reject", reason="not this month")).won
+    edits = await rows(env.db, Outbox, Outbox.edit_of.is_not(None))
+    assert [(e.edit_of, e.chat_id, e.topic, e.buttons) for e in edits] == [
+        (f"budget-stop:{raised.id}", -100500, 7, None),
+        (f"budget-stop:{refused.id}", -100500, 7, None),
+    ]
+    assert edits[0].text.startswith("🛑 <b>coder</b> used up its monthly budget.\n\n")
+    assert "✅ Raised to $10.00 by Ana at " in edits[0].text
+    assert edits[0].text.endswith("; coder resumed.")
+    assert "❌ Rejected by Ana at " in edits[1].text
+    assert edits[1].text.endswith(": not this month.")
 
 
 async def test_an_agent_that_asked_outside_a_task_hears_the_outcome_in_its_inbox(env: Env) -> None:

@@ -398,6 +398,13 @@ def asked_by(anthropic: AnthropicServer, agent: str) -> list[Request]:
     return [r for r in anthropic.requests if f'agent "{agent}"' in str(r.body.get("system"))]
 
 
+async def stop_edited(botapi: BotAPIServer, message_id: int) -> None:
+    """Wait for the budget stop to be edited (through the outbox) to say how it was settled."""
+    await botapi.wait_for_call(
+        "editMessageText", lambda c: c.params["message_id"] == message_id, timeout=15
+    )
+
+
 def to_feed(call: Call) -> bool:
     return bool(call.params.get("chat_id") == FEED_CHAT)
 
@@ -451,6 +458,7 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         anthropic.script(tool_use("comment", {"text": "Carrying on."}), text("Done for now."))
         answer = await press(botapi, OWNER, button["callback_data"], message_id)
         assert answer == "Budget of coder raised to $11.00"
+        await stop_edited(botapi, message_id)
         shown = botapi.message(FEED_CHAT, message_id)
         assert shown is not None
         assert "✅ Raised to $11.00 by Ana at " in shown["text"]
@@ -501,6 +509,12 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
             "Monthly budget of <b>coder</b> set to $1.25 (this month: $1.50 of $1.25, 120%). "
             "It stays paused: this month's spend is not under that budget."
         )
+        # The stop's request is settled by the command: the stop says so, without its button.
+        await stop_edited(botapi, stop.result["message_id"])
+        shown = botapi.message(FEED_CHAT, stop.result["message_id"])
+        assert shown is not None and not shown.get("reply_markup")
+        assert "✅ Settled by Ana at " in shown["text"]
+        assert "(budget set to $1.25 with /budget)" in shown["text"]
         reply = await ask(botapi, OWNER, "/budget coder 50")
         assert reply == (
             "Monthly budget of <b>coder</b> set to $50.00 (this month: $1.50 of $50.00, 3%). "
