@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pytest
 from aiohttp import web
 from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents import tools
 from agents.org import OrgChart
@@ -615,17 +616,22 @@ async def test_private_copies_go_to_each_approver_and_are_edited_too(
     assert all("Approved by Dee" in e.text and e.buttons is None for e in edits)
 
 
+async def budget_request(session: AsyncSession) -> tuple[Approval, bool]:
+    """coder paused by its budget, and the request to raise it by $10, as the gateway asks."""
+    await agent_state.pause(session, "coder", by=usage.BUDGET_ACTOR, reason="budget")
+    return await usage.request_raise(
+        session,
+        "coder",
+        month=utcnow().date(),
+        budget=Decimal(0),
+        spent=Decimal(0),
+        step=Decimal(10),
+    )
+
+
 async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) -> None:
     async with env.db.claim() as session:
-        await agent_state.pause(session, "coder", by=usage.BUDGET_ACTOR, reason="budget")
-        approval, new = await usage.request_raise(
-            session,
-            "coder",
-            month=utcnow().date(),
-            budget=Decimal(0),
-            spent=Decimal(0),
-            step=Decimal(10),
-        )
+        approval, new = await budget_request(session)
     assert new
     # A budget stop is its own message (in alerts): nothing is posted to the approvals feed.
     assert await rows(env.db, Outbox) == []
@@ -646,15 +652,7 @@ async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) 
 async def budget_stop(env: Env) -> Approval:
     """A budget request with its stop posted to `alerts`, as the gateway posts it."""
     async with env.db.claim() as session:
-        await agent_state.pause(session, "coder", by=usage.BUDGET_ACTOR, reason="budget")
-        approval, _ = await usage.request_raise(
-            session,
-            "coder",
-            month=utcnow().date(),
-            budget=Decimal(0),
-            spent=Decimal(0),
-            step=Decimal(10),
-        )
+        approval, _ = await budget_request(session)
         button = {"text": "Raise budget by $10.00", "callback_data": f"bud:{approval.id}"}
         await outbox.enqueue(
             session,
