@@ -24,7 +24,14 @@ from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role, parse_duration
 from bot.config_watch import ConfigWatch, save_last_good
-from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
+from bot.middlewares import (
+    AuthMiddleware,
+    CleanText,
+    DbSessionMiddleware,
+    InFlight,
+    PressedButtonCheck,
+    RoleMiddleware,
+)
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.scheduler import JobFailed, Scheduler
@@ -71,8 +78,10 @@ def make_dispatcher(
     dp.update.outer_middleware(in_flight)
     dp.update.outer_middleware(AuthMiddleware())
     dp.update.outer_middleware(DbSessionMiddleware())
+    dp.message.outer_middleware(CleanText())
     dp.message.middleware(RoleMiddleware())
     dp.callback_query.middleware(RoleMiddleware())
+    dp.callback_query.middleware(PressedButtonCheck())
     dp.include_routers(*routers)
     return dp
 

@@ -130,6 +130,11 @@ def one_line(text: str, limit: int) -> str:
     return clip(" ".join(text.split()), limit)
 
 
+def plain(html_text: str) -> str:
+    """The text Telegram shows for our HTML: tags are ours, everything dynamic was escaped."""
+    return html.unescape(_TAGS.sub("", html_text))
+
+
 def visible_len(html_text: str) -> int:
-    """What Telegram counts of our HTML: tags are ours, everything dynamic was escaped."""
-    return utf16_len(html.unescape(_TAGS.sub("", html_text)))
+    """What Telegram counts of our HTML."""
+    return utf16_len(plain(html_text))

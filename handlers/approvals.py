@@ -24,10 +24,11 @@ from aiogram.types import (
     Message,
 )
 
+from bot.args import id_argument, no_such, parse_count
 from bot.config import Config, Person, Role, parse_duration
 from bot.text import clip, esc, one_line, split_html
 from handlers.registry import command
-from handlers.tasks import parse_task_id, person_actor, sentence, usage
+from handlers.tasks import person_actor, sentence, usage
 from integrations.deploy import shown_command
 from storage import approvals, deploys, outbox
 from storage.approvals import ApprovalCb
@@ -39,6 +40,11 @@ router = Router(name=__name__)
 
 OPERATOR = {"role": Role.operator}
 VIEWER = {"role": Role.viewer}
+# The buttons act on the approval in their data, never on the message they are on (the
+# outbox edits the approval's own message), so a press on a message whose buttons were
+# removed by the decision is answered from the database: who decided and when.
+OPERATOR_SETTLED = {**OPERATOR, "settled_press": True}
+VIEWER_SETTLED = {**VIEWER, "settled_press": True}
 # The prompt names the presser (a mention, so that a selective ForceReply opens their reply
 # field only) and the approval, for people; the reply finds its approval by the recorded
 # prompt (approvals.prompted), the text only spares a lookup for every other reply.
@@ -95,13 +101,10 @@ async def _decide(
 # -- buttons ----------------------------------------------------------------------------------
 
 
-@router.callback_query(ApprovalCb.filter(F.a == "y"), flags=OPERATOR)
+@router.callback_query(ApprovalCb.filter(F.a == "y"), flags=OPERATOR_SETTLED)
 async def press_approve(
     callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
 ) -> None:
-    if not 0 < callback_data.id <= approvals.MAX_ID:
-        await _forged(callback, person)
-        return
     decision = await _decide(db, callback_data.id, person, approvals.APPROVE)
     if decision.approval is None:
         await _forged(callback, person)
@@ -109,15 +112,12 @@ async def press_approve(
     await callback.answer(_answer_text(decision), show_alert=not decision.won)
 
 
-@router.callback_query(ApprovalCb.filter(F.a == "n"), flags=OPERATOR)
+@router.callback_query(ApprovalCb.filter(F.a == "n"), flags=OPERATOR_SETTLED)
 async def press_reject(
     callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
 ) -> None:
     """Ask for the reason first; the rejection counts when the reply comes (and is checked
     again then)."""
-    if not 0 < callback_data.id <= approvals.MAX_ID:
-        await _forged(callback, person)
-        return
     async with db.session() as session:
         exists = await approvals.get(session, callback_data.id) is not None
         refusal = await approvals.check(session, callback_data.id, person_id=person.telegram_id)
@@ -147,7 +147,7 @@ async def press_reject(
     await callback.answer("Reply with the reason to reject.")
 
 
-@router.callback_query(ApprovalCb.filter(F.a == "d"), flags=VIEWER)
+@router.callback_query(ApprovalCb.filter(F.a == "d"), flags=VIEWER_SETTLED)
 async def press_details(
     callback: CallbackQuery,
     callback_data: ApprovalCb,
@@ -155,14 +155,11 @@ async def press_details(
     config: Config,
     person: Person,
 ) -> None:
-    if not 0 < callback_data.id <= approvals.MAX_ID:
-        await _forged(callback, person)
-        return
     async with db.session() as session:
         approval = await approvals.get(session, callback_data.id)
         votes = await approvals.votes_of(session, callback_data.id) if approval else []
     if approval is None:
-        await callback.answer("There is no such approval.", show_alert=True)
+        await callback.answer(no_such("approval", callback_data.id), show_alert=True)
         return
     s = settings(config)
     parts = [
@@ -261,18 +258,6 @@ async def list_approvals(message: Message, db: Database, config: Config) -> None
     await message.answer(text, reply_markup=InlineKeyboardMarkup(inline_keyboard=rows))
 
 
-async def _approval_id(message: Message, word: str, line: str) -> int | None:
-    approval_id = parse_task_id(word)
-    if approval_id is None:
-        problem = f"\n{esc(clip(word.strip(), 40))} is not an approval number." if word else ""
-        await message.answer(line + problem)
-        return None
-    if approval_id > approvals.MAX_ID:
-        await message.answer(f"There is no approval #{esc(clip(word.strip(), 24))}.")
-        return None
-    return approval_id
-
-
 @command(router, "approve", Role.operator, usage="<id>")
 async def approve(message: Message, command: CommandObject, db: Database, person: Person) -> None:
     """Approve a pending approval"""
@@ -281,7 +266,7 @@ async def approve(message: Message, command: CommandObject, db: Database, person
     if len(parts) != 1:
         await message.answer(line)
         return
-    approval_id = await _approval_id(message, parts[0], line)
+    approval_id = await id_argument(message, parts[0], "approval", line)
     if approval_id is None:
         return
     decision = await _decide(db, approval_id, person, approvals.APPROVE)
@@ -296,7 +281,7 @@ async def reject(message: Message, command: CommandObject, db: Database, person:
     if len(parts) != 2:
         await message.answer(line)
         return
-    approval_id = await _approval_id(message, parts[0], line)
+    approval_id = await id_argument(message, parts[0], "approval", line)
     if approval_id is None:
         return
     decision = await _decide(db, approval_id, person, approvals.REJECT, parts[1])
@@ -349,10 +334,13 @@ async def request_deploy(
 async def audit(message: Message, command: CommandObject, db: Database, config: Config) -> None:
     """The last approval decisions and deploys, with who and when"""
     word = (command.args or "").strip()
-    if word and (not word.isdigit() or not 1 <= int(word) <= MAX_AUDIT):
-        await message.answer(f"{usage('audit', '[n]')}\nn is a number from 1 to {MAX_AUDIT}.")
+    limit = parse_count(word, 1, MAX_AUDIT) if word else 15
+    if limit is None:
+        await message.answer(
+            f"{esc(clip(word, 40))} is not a number from 1 to {MAX_AUDIT}.\n"
+            + usage("audit", "[n]")
+        )
         return
-    limit = int(word) if word else 15
     s = settings(config)
     async with db.session() as session:
         trail = await approvals.audit(session, limit)

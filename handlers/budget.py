@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
@@ -26,6 +26,7 @@ from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import approvals
 from storage import usage as spend
 from storage.db import Database
+from storage.models import DbId
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -38,7 +39,7 @@ OWNER = {"role": Role.owner}
 class RaiseBudget(CallbackData, prefix="bud"):
     """The button on a budget stop: approve budget approval `approval` (raise by its step)."""
 
-    approval: int
+    approval: DbId
 
 
 def money(value: Decimal | float) -> str:
@@ -120,7 +121,9 @@ async def set_budget(
     )
 
 
-@router.callback_query(RaiseBudget.filter(), flags=OWNER)
+# The stop is edited through the outbox, never by the press: a press on a stop whose button
+# is gone answers how the request was settled.
+@router.callback_query(RaiseBudget.filter(), flags={**OWNER, "settled_press": True})
 async def press_raise(
     callback: CallbackQuery, callback_data: RaiseBudget, db: Database, person: Person
 ) -> None:
@@ -153,9 +156,3 @@ async def press_raise(
         await callback.answer(f"Budget of {change.agent_id} raised to {usd(change.budget or 0)}")
     else:
         await callback.answer(clip(f"Already settled: {said}", 200), show_alert=True)
-
-
-@router.callback_query(F.data.startswith("bud:"))
-async def stale_button(callback: CallbackQuery) -> None:
-    """A budget button this version does not understand (from an older message)."""
-    await callback.answer("This button is out of date.", show_alert=True)

@@ -20,6 +20,7 @@ from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import charts
+from bot.args import parse_month_arg
 from bot.config import Config, Role
 from bot.text import TELEGRAM_LIMIT, clip, esc
 from handlers.budget import money, percent, usd
@@ -160,11 +161,9 @@ async def costs(
     arg = (command.args or "").strip()
     if arg:
         try:
-            month = spend.parse_month(arg)
-        except ValueError:
-            await message.answer(
-                f"{esc(clip(arg, 40))} is not a month like 2026-11.\n{usage('costs', '[YYYY-MM]')}"
-            )
+            month = parse_month_arg(arg)
+        except ValueError as err:
+            await message.answer(f"{err}\n{usage('costs', '[YYYY-MM]')}")
             return
     else:
         month = spend.month_of()

@@ -1,11 +1,12 @@
-"""Included last: a command nobody handled gets a pointer to /help instead of silence.
+"""Included last: a command nobody handled gets a pointer to /help instead of silence, and a
+press nobody handled (unknown or malformed data) is answered, so no button spins.
 
-Only in private chats: in a feed group, a command may be meant for another bot."""
+Commands only in private chats: in a feed group, a command may be meant for another bot."""
 
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 
 from bot.text import esc
 
@@ -16,3 +17,8 @@ router = Router(name=__name__)
 async def unknown_command(message: Message) -> None:
     word = (message.text or "").split(maxsplit=1)[0][:64]
     await message.answer(f"Unknown command {esc(word)}. /help lists the commands you can use.")
+
+
+@router.callback_query()
+async def unknown_button(callback: CallbackQuery) -> None:
+    await callback.answer("This button is no longer valid; nothing was changed.", show_alert=True)

@@ -15,20 +15,20 @@ from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
 
-from bot.config import Config, Person, Role, parse_duration
+from bot.args import DurationError, id_argument, no_such, parse_duration_arg
+from bot.config import Config, Person, Role
 from bot.text import clip, esc, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, usage
 from storage import incidents
 from storage.db import Database
-from storage.models import Incident, utcnow
+from storage.models import DbId, Incident, utcnow
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 OPERATOR = {"role": Role.operator}
 SILENCE_MAX = timedelta(days=30)
-MAX_ID = 2**31 - 1
 SILENCES = {"s1h": timedelta(hours=1), "s4h": timedelta(hours=4)}
 
 
@@ -36,7 +36,7 @@ class IncidentCb(CallbackData, prefix="inc"):
     """A button on an alert: `action` (ack, resolve, s1h, s4h) on the alert of incident `id`."""
 
     action: str
-    id: int
+    id: DbId
 
 
 def _line(incident: Incident, config: Config) -> str:
@@ -63,42 +63,37 @@ async def list_incidents(message: Message, db: Database, config: Config) -> None
     await message.answer("<b>Incidents</b>\n" + "\n".join(_line(i, config) for i in found) + more)
 
 
-def _incident_id(args: str | None) -> int | None:
-    text = (args or "").strip().removeprefix("#")
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
-
-
 @command(router, "ack", Role.operator, usage="<incident id>")
 async def ack(message: Message, command: CommandObject, db: Database, person: Person) -> None:
     """Acknowledge an incident (its reminders stop)"""
-    incident_id = _incident_id(command.args)
+    line = usage("ack", "<incident id>")
+    incident_id = await id_argument(message, command.args or "", "incident", line)
     if incident_id is None:
-        await message.answer(usage("ack", "<incident id>"))
         return
     async with db.claim() as session:
         won = await incidents.acknowledge(session, incident_id, actor=person_actor(person))
         incident = await incidents.get(session, incident_id)
-    await message.answer(_outcome(incident, won, "acknowledged"))
+    await message.answer(_outcome(incident_id, incident, won, "acknowledged"))
 
 
 @command(router, "resolve", Role.operator, usage="<incident id>")
 async def resolve(message: Message, command: CommandObject, db: Database, person: Person) -> None:
     """Resolve an incident"""
-    incident_id = _incident_id(command.args)
+    line = usage("resolve", "<incident id>")
+    incident_id = await id_argument(message, command.args or "", "incident", line)
     if incident_id is None:
-        await message.answer(usage("resolve", "<incident id>"))
         return
     async with db.claim() as session:
         won = await incidents.resolve_id(
             session, incident_id, actor=person_actor(person), by=person.name
         )
         incident = await incidents.get(session, incident_id)
-    await message.answer(_outcome(incident, won, "resolved"))
+    await message.answer(_outcome(incident_id, incident, won, "resolved"))
 
 
-def _outcome(incident: Incident | None, won: bool, done: str) -> str:
+def _outcome(incident_id: int, incident: Incident | None, won: bool, done: str) -> str:
     if incident is None:
-        return "There is no such incident."
+        return no_such("incident", incident_id)
     if won:
         return f"Incident #{incident.id} {done}."
     return f"Incident #{incident.id} is {incident.status}; nothing changed."
@@ -110,17 +105,14 @@ async def silence(
 ) -> None:
     """Silence a check or fingerprint for a while, e.g. /silence site 2h"""
     line = usage("silence", "<check|fingerprint> <duration>")
-    parts = (command.args or "").split()
+    parts = (command.args or "").split(maxsplit=1)
     if len(parts) != 2 or len(parts[0]) > 128:
         await message.answer(line)
         return
     try:
-        length = parse_duration(parts[1])
-    except ValueError as err:
-        await message.answer(f"{esc(clip(str(err), 200))}\n{line}")
-        return
-    if length > SILENCE_MAX:
-        await message.answer(f"At most 30d.\n{line}")
+        length = parse_duration_arg(parts[1], SILENCE_MAX)
+    except DurationError as err:
+        await message.answer(f"{err}\n{line}")
         return
     until = utcnow() + length
     async with db.claim() as session:
@@ -142,9 +134,6 @@ async def press(
     config: Config,
 ) -> None:
     actor = person_actor(person)
-    if not 0 < callback_data.id <= MAX_ID:  # forged: no such row, and too big for PostgreSQL
-        await callback.answer("There is no such incident.", show_alert=True)
-        return
     async with db.claim() as session:
         group = await incidents.in_alert(session, callback_data.id)
         changed = 0
@@ -162,7 +151,7 @@ async def press(
                 )
         states = [await incidents.get(session, i.id) for i in group]
     if not group:
-        await callback.answer("There is no such incident.", show_alert=True)
+        await callback.answer(no_such("incident", callback_data.id), show_alert=True)
         return
     summary = ", ".join(f"#{i.id} {i.status}" for i in states if i is not None)
     if not changed:
@@ -184,9 +173,3 @@ async def _show(callback: CallbackQuery, line: str) -> None:
     except TelegramBadRequest as err:
         if "message is not modified" not in err.message:
             log.warning("could not edit alert %d: %s", message.message_id, err.message)
-
-
-@router.callback_query(F.data.startswith("inc:"))
-async def stale_button(callback: CallbackQuery) -> None:
-    """An incident button this version does not understand (from an older message)."""
-    await callback.answer("This button is out of date.", show_alert=True)

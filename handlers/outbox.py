@@ -7,6 +7,7 @@ from aiogram.filters import CommandObject
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.args import id_argument, no_such
 from bot.config import Config, Role
 from bot.text import esc, when
 from handlers.registry import command
@@ -40,19 +41,15 @@ async def show_outbox(message: Message, session: AsyncSession, config: Config) -
 @command(router, "resend", Role.operator, usage="<outbox id>")
 async def resend(message: Message, command: CommandObject, session: AsyncSession) -> None:
     """Retry a failed outbox message"""
-    arg = (command.args or "").strip().lstrip("#")
-    if not (arg.isascii() and arg.isdigit()):
-        await message.answer("Usage: /resend &lt;outbox id&gt; (see /outbox)")
-        return
-    row_id = int(arg)
-    if row_id >= 2**63:
-        await message.answer(f"There is no outbox message #{arg[:20]}….")
+    line = "Usage: /resend &lt;outbox id&gt; (see /outbox)"
+    row_id = await id_argument(message, command.args or "", "outbox message", line)
+    if row_id is None:
         return
     if await outbox.requeue(session, row_id):
         await message.answer(f"Outbox #{row_id} is queued again.")
         return
     row = await outbox.get(session, row_id)
     if row is None:
-        await message.answer(f"There is no outbox message #{row_id}.")
+        await message.answer(no_such("outbox message", row_id))
     else:
         await message.answer(f"Outbox #{row_id} is {row.status}; only failed messages are resent.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.types import Message
 
-from bot.config import Person, Role
+from bot.config import Config, Person, Role
 from bot.text import esc
 from handlers.registry import command, commands_for
 
@@ -32,9 +32,37 @@ async def help_(message: Message, person: Person, routers: list[Router]) -> None
 
 
 @command(router, "whoami", Role.viewer)
-async def whoami(message: Message, person: Person) -> None:
-    """Show who the bot thinks you are"""
+async def whoami(message: Message, person: Person, config: Config) -> None:
+    """Show who you are to the bot; in a group, also its chat id and topic id"""
     user_id = message.from_user.id if message.from_user else person.telegram_id
-    await message.answer(
+    lines = [
         f"{esc(person.name)} · role <b>{person.role}</b> · Telegram id <code>{user_id}</code>"
-    )
+    ]
+    if message.chat.type != "private":
+        lines += _where(message, config)
+    await message.answer("\n".join(lines))
+
+
+def _where(message: Message, config: Config) -> list[str]:
+    """The group's chat id and topic id, and the feeds configured there (or how to add one)."""
+    chat = message.chat
+    topic = message.message_thread_id if message.is_topic_message else None
+    lines = [f"This chat: id <code>{chat.id}</code>"]
+    if topic is not None:
+        lines.append(f"This topic: id <code>{topic}</code>")
+    elif chat.is_forum:
+        lines.append("General topic (it has no id; send /whoami in a topic to see that one's)")
+    feeds = [
+        name + (f" (topic {feed.topic})" if feed.topic else "")
+        for name, feed in config.feeds.items()
+        if feed.chat_id == chat.id
+    ]
+    if feeds:
+        lines.append(f"Feeds here: {esc(', '.join(feeds))}")
+    else:
+        where = f"chat_id = {chat.id}" + (f", topic = {topic}" if topic is not None else "")
+        lines.append(
+            "No feed is here yet. To add one, under [feeds] in the config: "
+            f"<code>alerts = {{ {where} }}</code>"
+        )
+    return lines

@@ -18,28 +18,31 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import tzinfo
+from typing import Annotated
 
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.org import OrgChart
+from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
-from bot.text import TELEGRAM_LIMIT, clip, esc, one_line, visible_len, when
+from bot.text import TELEGRAM_LIMIT, clip, esc, one_line, plain, visible_len, when
 from handlers.registry import command
 from storage import agents as agent_state
 from storage import tasks
 from storage.db import Database
-from storage.models import Task, TaskEvent
+from storage.models import DbId, Task, TaskEvent
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 PAGE_SIZE = 8
-MAX_ID = 2**63 - 1  # the largest id a database integer column holds
+MAX_PAGE = 10**6
 TITLE_LIMIT = 200
 BODY_LIMIT = 1500
 EVENTS_SHOWN = 10
@@ -52,7 +55,7 @@ class TasksPage(CallbackData, prefix="tp"):
     (Not named `filter`: that would shadow `CallbackData.filter`.)"""
 
     scope: str
-    page: int
+    page: Annotated[int, Field(ge=0, le=MAX_PAGE)]
 
 
 class TaskAction(CallbackData, prefix="ta"):
@@ -60,7 +63,7 @@ class TaskAction(CallbackData, prefix="ta"):
     `agent`), card (back to the card)."""
 
     action: str
-    id: int
+    id: DbId
     agent: str = ""
 
 
@@ -85,28 +88,6 @@ def sentence(reason: str) -> str:
     """A storage reason ("task #3 is done; ...") as a sentence for a person."""
     text = reason[:1].upper() + reason[1:]
     return text if text.endswith((".", "?", "!")) else text + "."
-
-
-def parse_task_id(word: str) -> int | None:
-    """The task id in `word` ("12" or "#12"); None if it is not a plain number. Numbers too
-    large for the database come back as MAX_ID + 1, which no task has."""
-    digits = word.strip().removeprefix("#")
-    if not digits or not digits.isascii() or not digits.isdigit():
-        return None
-    return int(digits) if len(digits) <= 19 else MAX_ID + 1
-
-
-async def _task_id(message: Message, word: str, usage_line: str) -> int | None:
-    """Parse a task id argument, answering the person if it is not one."""
-    task_id = parse_task_id(word)
-    if task_id is None:
-        problem = f"\n{esc(clip(word.strip(), 40))} is not a task number." if word.strip() else ""
-        await message.answer(usage_line + problem)
-        return None
-    if task_id > MAX_ID:
-        await message.answer(f"There is no task #{esc(clip(word.strip(), 24))}.")
-        return None
-    return task_id
 
 
 def actor_name(actor: str, config: Config) -> str:
@@ -226,7 +207,7 @@ async def _listing(session: AsyncSession, scope: str, page: int, org: OrgChart) 
     found = _scope(scope, org)
     assert found is not None
     assignee, statuses = found
-    page = max(0, min(page, 10**6))
+    page = max(0, min(page, MAX_PAGE))
     rows, total = await tasks.listing(
         session, assignee=assignee, statuses=statuses, offset=page * PAGE_SIZE, limit=PAGE_SIZE
     )
@@ -365,21 +346,34 @@ async def show_task(
     message: Message, command: CommandObject, session: AsyncSession, config: Config, org: OrgChart
 ) -> None:
     """One task: details, history, and buttons to cancel, unblock or reassign it"""
-    task_id = await _task_id(message, command.args or "", usage("task", "<id>"))
+    task_id = await id_argument(message, command.args or "", "task", usage("task", "<id>"))
     if task_id is None:
         return
     task = await tasks.get(session, task_id)
     if task is None:
-        await message.answer(f"There is no task #{task_id}.")
+        await message.answer(no_such("task", task_id))
         return
     view = await card(session, task, config, org)
     await message.answer(view.text, reply_markup=view.markup)
 
 
+def _markup(markup: InlineKeyboardMarkup | None) -> object:
+    return markup.model_dump(exclude_none=True) if markup is not None else None
+
+
+def shows(message: Message, view: View, *, markup_only: bool = False) -> bool:
+    """Whether `message` already looks like `view` (Telegram refuses an edit that changes
+    nothing: 400 "message is not modified")."""
+    same_markup = _markup(message.reply_markup) == _markup(view.markup)
+    return same_markup and (markup_only or message.text == plain(view.text))
+
+
 async def _edit(callback: CallbackQuery, view: View, *, markup_only: bool = False) -> None:
-    """Make the message the button is on look like `view`. A failed edit (message deleted,
-    too old, unchanged) does not undo what was done, so it is only logged."""
+    """Make the message the button is on look like `view`, unless it already does. A failed
+    edit (message deleted, too old) does not undo what was done, so it is only logged."""
     if not isinstance(callback.message, Message):
+        return
+    if shows(callback.message, view, markup_only=markup_only):
         return
     try:
         if markup_only:
@@ -401,13 +395,6 @@ async def _settle(
         await callback.answer(done)
     else:
         await callback.answer(clip(sentence(outcome.reason), ANSWER_LIMIT), show_alert=True)
-
-
-async def _pressed_task(callback: CallbackQuery, data: TaskAction) -> bool:
-    if 0 < data.id <= MAX_ID:
-        return True
-    await callback.answer("There is no such task.", show_alert=True)
-    return False
 
 
 async def _view_of(
@@ -432,8 +419,6 @@ async def press_move(
     config: Config,
     org: OrgChart,
 ) -> None:
-    if not await _pressed_task(callback, callback_data):
-        return
     to, note, only_from, done = _MOVES[callback_data.action]
     task_id = callback_data.id
     async with db.claim() as session:
@@ -452,8 +437,6 @@ async def press_reassign(
     config: Config,
     org: OrgChart,
 ) -> None:
-    if not await _pressed_task(callback, callback_data):
-        return
     task_id = callback_data.id
     task = await tasks.get(session, task_id)
     if task is None or task.status not in tasks.OPEN:
@@ -478,8 +461,6 @@ async def press_reassign_to(
     config: Config,
     org: OrgChart,
 ) -> None:
-    if not await _pressed_task(callback, callback_data):
-        return
     task_id, agent_id = callback_data.id, callback_data.agent
     if agent_id not in org:
         await callback.answer(f'There is no agent "{clip(agent_id, 40)}".', show_alert=True)
@@ -503,20 +484,12 @@ async def press_back(
     config: Config,
     org: OrgChart,
 ) -> None:
-    if not await _pressed_task(callback, callback_data):
-        return
     task = await tasks.get(session, callback_data.id)
     if task is None:
-        await callback.answer(f"There is no task #{callback_data.id}.", show_alert=True)
+        await callback.answer(no_such("task", callback_data.id), show_alert=True)
         return
     await _edit(callback, await card(session, task, config, org))
     await callback.answer(f"Task #{task.id} is {task.status}")
-
-
-@router.callback_query(F.data.startswith(("ta:", "tp:")))
-async def stale_button(callback: CallbackQuery) -> None:
-    """A button of ours this version does not understand (from an older message)."""
-    await callback.answer("This button is out of date; send the command again.", show_alert=True)
 
 
 # -- /comment and /cancel --------------------------------------------------------------------
@@ -532,7 +505,7 @@ async def add_comment(
     if len(parts) < 2:
         await message.answer(line)
         return
-    task_id = await _task_id(message, parts[0], line)
+    task_id = await id_argument(message, parts[0], "task", line)
     if task_id is None:
         return
     async with db.claim() as session:
@@ -556,7 +529,7 @@ async def cancel(message: Message, command: CommandObject, db: Database, person:
     if not parts:
         await message.answer(line)
         return
-    task_id = await _task_id(message, parts[0], line)
+    task_id = await id_argument(message, parts[0], "task", line)
     if task_id is None:
         return
     note = parts[1].strip() if len(parts) > 1 else ""

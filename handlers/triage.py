@@ -23,6 +23,7 @@ from bot.text import clip, esc, one_line, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, sentence
 from storage import triage as items
+from storage.models import DbId
 from storage.outbox import Button
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class TriageCb(CallbackData, prefix="tr"):
     """A button on an urgent email: `action` (task, read, snooze, dismiss) on item `id`."""
 
     action: str
-    id: int
+    id: DbId
 
 
 def buttons(item_id: int) -> list[list[Button]]:
@@ -58,7 +59,11 @@ def buttons(item_id: int) -> list[list[Button]]:
     return [[button("task"), button("read")], [button("snooze"), button("dismiss")]]
 
 
-@router.callback_query(TriageCb.filter(F.action.in_(ACTIONS)), flags=OPERATOR)
+# The message is edited through the outbox, never by the press: a press on a message whose
+# buttons are gone answers who acted on the item and when.
+@router.callback_query(
+    TriageCb.filter(F.action.in_(ACTIONS)), flags={**OPERATOR, "settled_press": True}
+)
 async def press(
     callback: CallbackQuery,
     callback_data: TriageCb,
@@ -86,12 +91,6 @@ async def press(
         done += f" (#{item.task_id} for the hub)"
     # The message itself is edited through the outbox (queued with the change).
     await callback.answer(done)
-
-
-@router.callback_query(F.data.startswith("tr:"))
-async def stale_button(callback: CallbackQuery) -> None:
-    """A triage button this version does not understand (from an older message)."""
-    await callback.answer("This button is out of date.", show_alert=True)
 
 
 @command(router, "inbox", Role.viewer, usage="[mailbox]")

@@ -29,7 +29,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import inbox, incidents, outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
-from storage.models import Approval, ApprovalEvent, ApprovalVote, DeployRun, Outbox, utcnow
+from storage.models import (
+    MAX_ID,
+    Approval,
+    ApprovalEvent,
+    ApprovalVote,
+    DbId,
+    DeployRun,
+    Outbox,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +60,13 @@ ROLES = ("viewer", "operator", "owner")
 OWNER_ONLY = {"deploy": "deploys need an owner", "incident_p0": "P0 incidents need an owner"}
 
 _SETTINGS = "fleet_approvals"
-# Ids are INTEGER columns (32 bits on PostgreSQL): larger ones exist nowhere, and are answered
-# as such instead of failing inside the database.
-MAX_ID = 2**31 - 1
 
 
 class ApprovalCb(CallbackData, prefix="ap"):
     """An approval button: `a` is y (approve), n (reject) or d (details); `id` the approval."""
 
     a: str
-    id: int
+    id: DbId
 
 
 @dataclass(frozen=True)

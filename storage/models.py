@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+from pydantic import Field
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,6 +29,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+# Row ids are INTEGER columns: 32 bits on PostgreSQL. A larger id (or 0) exists nowhere; it
+# is answered like a missing one, never sent to the database (where it would overflow).
+MAX_ID = 2**31 - 1
+# A row id from outside (callback data): validation refuses what no row can have.
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def utcnow() -> datetime:
