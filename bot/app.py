@@ -80,8 +80,8 @@ def make_dispatcher(
     dp.update.outer_middleware(DbSessionMiddleware())
     dp.message.outer_middleware(CleanText())
     dp.message.middleware(RoleMiddleware())
-    dp.callback_query.middleware(RoleMiddleware())
     dp.callback_query.middleware(PressedButtonCheck())
+    dp.callback_query.middleware(RoleMiddleware())
     dp.include_routers(*routers)
     return dp
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
-# Plain text: it is also a callback answer, which has no parse mode.
+# Valid as plain text (a callback answer) and as HTML (a message): no <, > or &.
 REFUSAL = (
     "You are not on this fleet's list. Your Telegram id is {user_id}; ask the owner to add it "
     "under [[people]] in the config."
@@ -138,10 +138,10 @@ class AuthMiddleware(BaseMiddleware):
             assert chat is not None
             if not self.groups.allow(chat.id):
                 return
-            text = GROUP_REFUSAL.format(name=user.first_name, user_id=user.id)
+            text = GROUP_REFUSAL.format(name=esc(user.first_name), user_id=user.id)
         elif not first:
             return
-        await update.message.answer(esc(text))
+        await update.message.answer(text)
 
 
 def _asks_something(update: Update) -> bool:

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from bot.config import CheckConfig
+from bot.middlewares import NOT_ON_MESSAGE
 from integrations.checks import probe, run_command
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
@@ -223,9 +224,8 @@ failures_before_alert = 1
         ]
         again = await press(botapi, OPERATOR, data, message_id)
         assert "Nothing changed" in again
-        for forged in ("inc:ack:9999", f"inc:ack:{2**40}", "inc:ack:-1"):
-            assert "no such incident" in await press(botapi, OPERATOR, forged, message_id)
-        assert "out of date" in await press(botapi, OPERATOR, "inc:nuke:1", message_id)
+        for forged in ("inc:ack:9999", f"inc:ack:{2**40}", "inc:ack:-1", "inc:nuke:1"):
+            assert await press(botapi, OPERATOR, forged, message_id) == NOT_ON_MESSAGE
 
         reply = await ask(botapi, OPERATOR, "/silence svc03 2h")
         assert "Silenced svc03" in reply and "1 open incident" in reply

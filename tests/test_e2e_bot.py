@@ -68,7 +68,10 @@ async def test_unknown_user_is_refused_once_an_hour_and_logged(
     await reply_to(botapi, OWNER, "/whoami")
     refusals = [c for c in botapi.calls_of("sendMessage") if c.params["chat_id"] == STRANGER]
     assert len(refusals) == 1
-    assert "not on its list" in refusals[0].params["text"]
+    assert refusals[0].params["text"] == (
+        f"You are not on this fleet's list. Your Telegram id is {STRANGER}; ask the owner to "
+        "add it under [[people]] in the config."
+    )
     await fleet.wait_log(f"refused unknown Telegram user id={STRANGER}")
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bot.middlewares import NOT_ON_MESSAGE
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import OPERATOR, VIEWER, FleetProcess, query, wait_query
 
@@ -166,7 +167,8 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
     card_id = card.result["message_id"]
 
     # A viewer may look but not press.
-    answer, edits = await press(botapi, VIEWER, card_id, buttons(card)["Cancel"])
+    own = await send(botapi, VIEWER, "/task 1")
+    answer, edits = await press(botapi, VIEWER, own.result["message_id"], buttons(own)["Cancel"])
     assert answer == "This action needs the operator role; you are viewer."
     assert not edits
 
@@ -188,8 +190,9 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
     assert buttons(shown(botapi, OPERATOR, card_id)) == {}
     await wait_query(config, "SELECT status FROM tasks WHERE id = 1", [("cancelled",)])
     before = events_of(config, 1)
+    # The card has no buttons now: the old Cancel is not on it, and nothing changes.
     answer, edits = await press(botapi, OPERATOR, card_id, cancel)
-    assert answer == "Task #1 is already cancelled."
+    assert answer == NOT_ON_MESSAGE
     assert not edits
     assert events_of(config, 1) == before
     assert query(config, "SELECT status FROM tasks WHERE id = 1") == [("cancelled",)]
@@ -223,8 +226,9 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
     await wait_query(
         config, "SELECT status, blocked_reason FROM tasks WHERE id = 4", [("todo", None)]
     )
+    # The card no longer has Unblock: the old button is refused.
     answer, edits = await press(botapi, OPERATOR, card.result["message_id"], unblock)
-    assert answer == "Task #4 is todo, not blocked."
+    assert (answer, edits) == (NOT_ON_MESSAGE, [])
     assert query(config, "SELECT status FROM tasks WHERE id = 4") == [("todo",)]
 
     # A card stays under Telegram's limit however long the body and the history are
@@ -239,13 +243,13 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
     assert "😀&lt;&amp;" in card.params["text"] and "…" in card.params["text"]
     assert "<b>History</b> (latest)" in card.params["text"]
 
-    # Forged or outdated button data is answered, never ignored.
-    answer, _ = await press(botapi, OPERATOR, card_id, "ta:cancel:" + "9" * 30 + ":")
-    assert answer == "There is no such task."
-    answer, _ = await press(botapi, OPERATOR, card_id, "ta:explode:1:")
-    assert "out of date" in answer
-    answer, _ = await press(botapi, OPERATOR, card_id, "ta:to:4:nobody")
-    assert answer == 'There is no agent "nobody".'
+    # Forged or outdated button data is answered, never ignored, and changes nothing.
+    card_id = card.result["message_id"]
+    before = events_of(config, 5)
+    for forged in ("ta:cancel:" + "9" * 30 + ":", "ta:explode:5:", "ta:to:5:nobody", "ta:card:4:"):
+        answer, edits = await press(botapi, VIEWER, card_id, forged)
+        assert (answer, edits) == (NOT_ON_MESSAGE, []), forged
+    assert events_of(config, 5) == before
 
 
 async def test_tasks_listing_pages_and_filters(
@@ -277,11 +281,10 @@ async def test_tasks_listing_pages_and_filters(
     )
     assert answer == "Page 1/2"
     assert "#1 todo" in edits[-1].params["text"]
-    # A page past the end (tasks closed since) shows the last page.
-    answer, edits = await press(botapi, VIEWER, message_id, "tp::7")
-    assert answer == "Page 2/2"
-    answer, _ = await press(botapi, VIEWER, message_id, "tp:nobody:0")
-    assert "out of date" in answer
+    # Data that is not one of the listing's buttons is refused: the listing stays.
+    for forged in ("tp::7", "tp:nobody:0", "tp::1:x"):
+        answer, edits = await press(botapi, VIEWER, message_id, forged)
+        assert (answer, edits) == (NOT_ON_MESSAGE, []), forged
 
     text = await reply(botapi, VIEWER, "/tasks coder")
     assert text.startswith("<b>Open tasks of coder</b>: 8 · page 1/1")
