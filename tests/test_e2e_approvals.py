@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents import tools
+from bot.middlewares import NOT_ON_MESSAGE
 from storage import tasks
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import (
@@ -141,8 +142,8 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     forgeries = ("ap:y:zz", "ap:y:424242", "ap:", "ap:y:1:extra", "ap:x:1", "ap:d:99999999999")
     for forged in (*forgeries, "ap:n:-1", "ap:y:" + "9" * 40):
         answer = await press(botapi, OWNER, forged, message_id)
-        assert answer == "This button is not valid; nothing was changed.", forged
-    assert "refused approval button with invalid data 'ap:y:zz' from Ana" in fleet.log
+        assert answer == NOT_ON_MESSAGE, forged
+    assert f"refused a press with data 'ap:y:zz' that is not on message {message_id}" in fleet.log
     shown = await press(botapi, VIEWER, details, message_id)
     assert shown.startswith("#1 deploy: deploy site at v2 · pending · requested by Ben")
     assert query(config, "SELECT status FROM approvals") == [("pending",)]
