@@ -16,6 +16,9 @@ from storage.models import MAX_ID, DbId
 
 __all__ = ["MAX_ID", "DbId", "IdArg", "id_argument", "no_such", "parse_id"]
 
+# The answer to a press whose data no handler understands (forged, or from an older version).
+INVALID_BUTTON = "This button is no longer valid; nothing was changed."
+
 _NUMBER = re.compile(r"[0-9]+")  # ASCII only: "²" and "٣" pass str.isdigit(), not this
 # C0 controls but tab and newline, and DEL: PostgreSQL refuses NUL in text, and none of them
 # means anything in a chat message.

@@ -95,8 +95,9 @@ class AuthMiddleware(BaseMiddleware):
     def __init__(
         self, refusals: RefusalLimiter | None = None, groups: RefusalLimiter | None = None
     ) -> None:
-        self.refusals = refusals or RefusalLimiter()
-        self.groups = groups or RefusalLimiter()
+        self.refusals = refusals or RefusalLimiter()  # messages in private chats, per user
+        self.groups = groups or RefusalLimiter()  # messages in groups, per group
+        self.logged = RefusalLimiter()  # log lines, per user
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         config: Config = data["config"]
@@ -121,8 +122,7 @@ class AuthMiddleware(BaseMiddleware):
     async def _refuse(self, update: Update, user: User, chat: Chat | None) -> None:
         text = REFUSAL.format(user_id=user.id)
         in_group = chat is not None and chat.type != "private"
-        first = self.refusals.allow(user.id)
-        if first:
+        if self.logged.allow(user.id):
             log.warning(
                 "refused unknown Telegram user id=%d username=%s (further refusals to this "
                 "user are not logged for an hour)",
@@ -139,7 +139,7 @@ class AuthMiddleware(BaseMiddleware):
             if not self.groups.allow(chat.id):
                 return
             text = GROUP_REFUSAL.format(name=esc(user.first_name), user_id=user.id)
-        elif not first:
+        elif not self.refusals.allow(user.id):
             return
         await update.message.answer(text)
 

@@ -24,7 +24,7 @@ from aiogram.types import (
     Message,
 )
 
-from bot.args import id_argument, no_such, parse_count
+from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
 from bot.config import Config, Person, Role, parse_duration
 from bot.text import clip, esc, one_line, split_html
 from handlers.registry import command
@@ -187,7 +187,7 @@ async def _forged(callback: CallbackQuery, person: Person) -> None:
         person.name,
         person.telegram_id,
     )
-    await callback.answer("This button is not valid; nothing was changed.", show_alert=True)
+    await callback.answer(INVALID_BUTTON, show_alert=True)
 
 
 async def our_prompt(message: Message, bot: Bot, db: Database) -> dict[str, int] | bool:

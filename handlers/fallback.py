@@ -8,6 +8,7 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.types import CallbackQuery, Message
 
+from bot.args import INVALID_BUTTON
 from bot.text import esc
 
 router = Router(name=__name__)
@@ -21,4 +22,4 @@ async def unknown_command(message: Message) -> None:
 
 @router.callback_query()
 async def unknown_button(callback: CallbackQuery) -> None:
-    await callback.answer("This button is no longer valid; nothing was changed.", show_alert=True)
+    await callback.answer(INVALID_BUTTON, show_alert=True)
