@@ -197,6 +197,9 @@ async def test_a_crowd_of_strangers_in_a_feed_group_gets_one_refusal(fleet: Flee
     # Every one of them is logged; only one refusal is posted in the group.
     for user in strangers:
         await fleet.process.wait_log(f"refused unknown Telegram user id={user} ", timeout=30)
+    # The first stranger in a private chat is still told, with their id (and this reply comes
+    # after every refusal the crowd caused).
+    assert "Your Telegram id is 8000;" in await ask(botapi, 8000, "/status")
     to_group = [
         c
         for c in botapi.calls[after:]
@@ -207,9 +210,6 @@ async def test_a_crowd_of_strangers_in_a_feed_group_gets_one_refusal(fleet: Flee
     assert len(to_group) == 1, [c.summary() for c in to_group]
     text = to_group[0].params["text"]
     assert "this notice comes at most once an hour" in text and "your Telegram id is 80" in text
-
-    # The first stranger in a private chat is still told, with their id.
-    assert "Your Telegram id is 8000;" in await ask(botapi, 8000, "/status")
 
     # /whoami by a person in a group that is not a feed yet tells its chat and topic ids; a
     # stranger there is ignored.
@@ -268,3 +268,28 @@ async def test_control_characters_in_text_reach_no_database(fleet: Fleet) -> Non
     assert (await ask(botapi, OPERATOR, "/pause coder on\x00 hold")).startswith("Paused coder.")
     assert "on hold" in await ask(botapi, OPERATOR, "/agent coder")
     assert (await ask(botapi, OPERATOR, "/silence si\x00te 2h")).startswith("Silenced site until")
+
+
+async def test_a_page_button_pressed_twice_at_once_edits_once(fleet: Fleet) -> None:
+    botapi = fleet.botapi
+    for n in range(8):
+        assert (await ask(botapi, OPERATOR, f"/new Page filler {n}")).startswith("Task #")
+    listing = await _sent(botapi, OPERATOR, "/tasks")
+    assert "page 1/2" in listing.params["text"]
+    [[next_page]] = listing.params["reply_markup"]["inline_keyboard"]
+    message_id = listing.result["message_id"]
+    # Both presses carry the message as it was (page 1): the second must not edit it again.
+    after = botapi.mark()
+    ids = [
+        botapi.push_callback(
+            OPERATOR, next_page["callback_data"], message_id=message_id, chat_id=OPERATOR
+        )
+        for _ in range(2)
+    ]
+    answers = await botapi.wait_for_call(
+        "answerCallbackQuery", lambda c: c.params["callback_query_id"] in ids, after=after, count=2
+    )
+    assert [a.params["text"] for a in answers] == ["Page 2/2", "Page 2/2"]
+    edits = _edits(botapi, after)
+    assert len(edits) == 1 and edits[0].ok and "page 2/2" in edits[0].params["text"]
+    assert _rejected(botapi) == []
