@@ -21,6 +21,7 @@ from bot.config import AgentConfig, Config, Role
 from integrations.deploy import shown_command
 from storage import approvals, inbox, incidents, outbox, tasks
 from storage.db import Database
+from storage.models import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ class Tool:
 
 def _text(description: str, max_length: int = TEXT_MAX) -> dict[str, Any]:
     return {"type": "string", "minLength": 1, "maxLength": max_length, "description": description}
+
+
+# A row id as the model may give it: the columns' range (32 bits on PostgreSQL); a larger
+# one is refused by the schema instead of failing inside the database.
+ROW_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 
 def _schema(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
@@ -379,7 +385,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool(
         "comment",
         "Add a comment to your current task (or to task_id, yours or a report's).",
-        _schema(["text"], text=_text("the comment"), task_id={"type": "integer", "minimum": 1}),
+        _schema(["text"], text=_text("the comment"), task_id=ROW_ID),
         "comment",
         _comment,
     ),
@@ -413,7 +419,7 @@ TOOLS: tuple[Tool, ...] = (
         "Give a task (yours or a report's) to an agent that reports to you.",
         _schema(
             ["task_id", "assignee"],
-            task_id={"type": "integer", "minimum": 1},
+            task_id=ROW_ID,
             assignee={"type": "string"},
         ),
         "assign",
@@ -493,7 +499,7 @@ TOOLS: tuple[Tool, ...] = (
         "anyone is paged).",
         _schema(
             ["incident_id", "severity"],
-            incident_id={"type": "integer", "minimum": 1},
+            incident_id=ROW_ID,
             severity={"enum": ["P1", "P0"]},
         ),
         "confirm_incident",

@@ -107,7 +107,7 @@ async def press_approve(
 ) -> None:
     decision = await _decide(db, callback_data.id, person, approvals.APPROVE)
     if decision.approval is None:
-        await _forged(callback, person)
+        await callback.answer(no_such("approval", callback_data.id), show_alert=True)
         return
     await callback.answer(_answer_text(decision), show_alert=not decision.won)
 
@@ -122,28 +122,32 @@ async def press_reject(
         exists = await approvals.get(session, callback_data.id) is not None
         refusal = await approvals.check(session, callback_data.id, person_id=person.telegram_id)
     if not exists:
-        await _forged(callback, person)
+        await callback.answer(no_such("approval", callback_data.id), show_alert=True)
         return
     if refusal is not None:
         await callback.answer(clip(sentence(refusal), 200), show_alert=True)
         return
     message = callback.message
-    who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
-    if isinstance(message, Message):
-        sent = await message.answer(
-            PROMPT.format(who=who, id=callback_data.id),
-            reply_markup=ForceReply(
-                force_reply=True, selective=True, input_field_placeholder="reason"
-            ),
+    if not isinstance(message, Message):  # out of the bot's reach: no prompt can go there
+        await callback.answer(
+            f"Reject it with /reject {callback_data.id} <reason>.", show_alert=True
         )
-        async with db.claim() as session:
-            await approvals.prompted(
-                session,
-                callback_data.id,
-                person_id=person.telegram_id,
-                chat_id=sent.chat.id,
-                message_id=sent.message_id,
-            )
+        return
+    who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
+    sent = await message.answer(
+        PROMPT.format(who=who, id=callback_data.id),
+        reply_markup=ForceReply(
+            force_reply=True, selective=True, input_field_placeholder="reason"
+        ),
+    )
+    async with db.claim() as session:
+        await approvals.prompted(
+            session,
+            callback_data.id,
+            person_id=person.telegram_id,
+            chat_id=sent.chat.id,
+            message_id=sent.message_id,
+        )
     await callback.answer("Reply with the reason to reject.")
 
 
@@ -153,7 +157,6 @@ async def press_details(
     callback_data: ApprovalCb,
     db: Database,
     config: Config,
-    person: Person,
 ) -> None:
     async with db.session() as session:
         approval = await approvals.get(session, callback_data.id)

@@ -19,6 +19,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
 
 from agents.org import OrgChart
+from bot.args import no_such
 from bot.config import Config, Person, Role
 from bot.text import clip, esc
 from handlers.registry import command
@@ -149,7 +150,7 @@ async def press_raise(
             spend.settlement(approval, approvals.settings_of(session), change) if approval else ""
         )
     if approval is None:
-        await callback.answer("There is no such budget request.", show_alert=True)
+        await callback.answer(no_such("budget request", callback_data.approval), show_alert=True)
     elif approval.status == spend.PENDING:  # refused, not settled: say why
         await callback.answer(clip(decided.refusal, 200), show_alert=True)
     elif change.won:
