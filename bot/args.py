@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 
 from aiogram.types import Message
 
@@ -126,20 +126,3 @@ def short(length: timedelta) -> str:
         if seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"
-
-
-FIRST_MONTH = date(2000, 1, 1)
-LAST_MONTH = date(2999, 12, 1)
-
-
-def parse_month_arg(text: str) -> date:
-    """ "2026-11" as its first day, for months from 2000-01 to 2999-12. ValueError (with the
-    answer for the person, in HTML) for anything else."""
-    shown = esc(clip(text.strip(), 40))
-    match = re.fullmatch(r"([0-9]{4})-([0-9]{2})", text.strip())
-    if match is None or not 1 <= int(match.group(2)) <= 12:
-        raise ValueError(f"{shown} is not a month like 2026-11.")
-    month = date(int(match.group(1)), int(match.group(2)), 1)
-    if not FIRST_MONTH <= month <= LAST_MONTH:
-        raise ValueError(f"{shown} is outside the months this fleet knows (2000-01 to 2999-12).")
-    return month

@@ -20,7 +20,6 @@ from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import charts
-from bot.args import parse_month_arg
 from bot.config import Config, Role
 from bot.text import TELEGRAM_LIMIT, clip, esc
 from handlers.budget import money, percent, usd
@@ -153,6 +152,14 @@ def csv_text(report: CostReport) -> str:
     return out.getvalue()
 
 
+def _month_problem(arg: str, err: spend.MonthError) -> str:
+    shown = esc(clip(arg, 40))
+    if not err.out_of_range:
+        return f"{shown} is not a month like 2026-11."
+    first, last = f"{spend.FIRST_MONTH:%Y-%m}", f"{spend.LAST_MONTH:%Y-%m}"
+    return f"{shown} is outside the months this fleet knows ({first} to {last})."
+
+
 @command(router, "costs", Role.viewer, usage="[YYYY-MM]")
 async def costs(
     message: Message, command: CommandObject, session: AsyncSession, config: Config
@@ -161,9 +168,9 @@ async def costs(
     arg = (command.args or "").strip()
     if arg:
         try:
-            month = parse_month_arg(arg)
-        except ValueError as err:
-            await message.answer(f"{err}\n{usage('costs', '[YYYY-MM]')}")
+            month = spend.parse_month(arg)
+        except spend.MonthError as err:
+            await message.answer(f"{_month_problem(arg, err)}\n{usage('costs', '[YYYY-MM]')}")
             return
     else:
         month = spend.month_of()

@@ -13,6 +13,7 @@ update and then runs `apply_raise`, the budget effect, in the same transaction.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -65,13 +66,32 @@ def month_bounds(month: date) -> tuple[datetime, datetime]:
     return start, end
 
 
+# Months a fleet can have spend in; the bounds keep date arithmetic (the month after) valid.
+FIRST_MONTH = date(2000, 1, 1)
+LAST_MONTH = date(2999, 12, 1)
+
+
+class MonthError(ValueError):
+    """Not a month, or (`out_of_range`) a month outside FIRST_MONTH..LAST_MONTH."""
+
+    def __init__(self, message: str, *, out_of_range: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_range = out_of_range
+
+
 def parse_month(text: str) -> date:
-    """ "2026-11" as the first day of that month; ValueError for anything else."""
-    try:
-        parsed = datetime.strptime(text.strip(), "%Y-%m")
-    except ValueError:
-        raise ValueError(f'"{text}" is not a month like 2026-11') from None
-    return parsed.date()
+    """ "2026-11" as the first day of that month; MonthError for anything else."""
+    match = re.fullmatch(r"([0-9]{4})-([0-9]{2})", text.strip())
+    if match is None or not 1 <= int(match.group(2)) <= 12:
+        raise MonthError(f'"{text}" is not a month like 2026-11')
+    month = date(int(match.group(1)), int(match.group(2)), 1)
+    if not FIRST_MONTH <= month <= LAST_MONTH:
+        raise MonthError(
+            f'"{text}" is outside the months a fleet has ({FIRST_MONTH:%Y-%m} to '
+            f"{LAST_MONTH:%Y-%m})",
+            out_of_range=True,
+        )
+    return month
 
 
 def month_days(month: date) -> list[date]:
