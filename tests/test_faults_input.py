@@ -32,6 +32,7 @@ from tests.fleet import (
     FleetProcess,
     ask,
     press,
+    run_cli,
     write_config,
 )
 from tests.pg import temporary_database
@@ -254,6 +255,13 @@ async def test_ids_durations_and_months_out_of_range_get_a_precise_answer(
     fleet: Fleet, command: str, answer: str
 ) -> None:
     assert (await ask(fleet.botapi, OWNER, command)).startswith(answer)
+
+
+async def test_fleet_costs_refuses_a_month_out_of_range(fleet: Fleet) -> None:
+    config = str(fleet.process.config)
+    code, out = await run_cli("costs", "--config", config, "--month", "9999-12")
+    assert code == 2 and '"9999-12" is outside the months a fleet has' in out, out
+    assert "Traceback" not in out
 
 
 async def test_control_characters_in_text_reach_no_database(fleet: Fleet) -> None:
