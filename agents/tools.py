@@ -503,16 +503,6 @@ TOOLS: tuple[Tool, ...] = (
 BY_NAME = {tool.name: tool for tool in TOOLS}
 
 
-def tool_names() -> list[str]:
-    """What `[[agents]] tools` may list."""
-    return [tool.name for tool in TOOLS]
-
-
-def authorities() -> list[str]:
-    """What `[[agents]] authority` may list: the rights tools ask for."""
-    return sorted({tool.authority for tool in TOOLS if tool.authority is not None})
-
-
 def definitions(agent: AgentConfig) -> list[dict[str, Any]]:
     """The tools offered to `agent`: those its `tools` list (all, if empty) and authority
     allow."""

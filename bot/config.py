@@ -31,7 +31,16 @@ from pydantic import (
     field_validator,
 )
 
-from bot.config_problems import describe, key_path, name_items, path_of, repair, under
+from agents.catalog import authorities, tool_names
+from bot.config_problems import (
+    describe,
+    key_path,
+    name_items,
+    path_of,
+    repair,
+    said_already,
+    under,
+)
 from bot.cron import crontab_trigger
 
 DEFAULT_CONFIG_PATH = Path("fleet.toml")
@@ -599,7 +608,7 @@ class Checked:
 
     def named(self, problems: list[str]) -> list[str]:
         """Positional key paths of further problems, named by id; those under `skip` left out."""
-        return [name_items(p, self.raw) for p in problems if not under(path_of(p), self.skip)]
+        return [name_items(p, self.raw) for p in problems if not said_already(p, self.skip)]
 
 
 def validate_config(raw: dict[str, Any], path: Path, *, offline: bool = False) -> Checked:
@@ -621,7 +630,7 @@ def validate_config(raw: dict[str, Any], path: Path, *, offline: bool = False) -
         config = _repaired(resolved, err)
     if config is not None:
         config._substituted = resolution.substituted
-        problems += [p for p in _semantic_problems(config) if not under(path_of(p), skip)]
+        problems += [p for p in _semantic_problems(config) if not said_already(p, skip)]
         config = _anchor_sqlite(config)
     return Checked(path, raw, config, [name_items(p, raw) for p in problems], skip)
 
@@ -842,8 +851,6 @@ def _semantic_problems(config: Config) -> list[str]:
 def _tool_problems(agents: list[AgentConfig]) -> list[str]:
     """`authority` and `tools` name what agents.tools defines: a typo would silently take a
     right away (or never grant it)."""
-    from agents.tools import authorities, tool_names  # the tools import this module
-
     known_authority, known_tools = authorities(), tool_names()
     problems: list[str] = []
     for i, agent in enumerate(agents):

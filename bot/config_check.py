@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.gateway import price_of
-from agents.tools import BY_NAME
+from agents.catalog import TOOL_AUTHORITY
+from agents.prices import price_of
 from bot.config import Config, ConfigError, read_config, validate_config
 from bot.config_problems import name_items
 
@@ -171,9 +171,9 @@ def _tools(config: Config, found: Findings) -> None:
                 f"agents[{i}].tools: without set_status the agent can never finish a task"
             )
         for j, name in enumerate(agent.tools):
-            tool = BY_NAME.get(name)
-            if tool is not None and tool.authority and tool.authority not in agent.authority:
+            needs = TOOL_AUTHORITY.get(name)
+            if needs is not None and needs not in agent.authority:
                 found.warnings.append(
-                    f"agents[{i}].tools[{j}]: {name} needs the {tool.authority} authority, "
+                    f"agents[{i}].tools[{j}]: {name} needs the {needs} authority, "
                     "which this agent lacks, so it is not offered"
                 )

@@ -56,6 +56,23 @@ def under(path: str, paths: set[str]) -> bool:
     return any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in paths)
 
 
+def said_already(problem: str, skip: set[str]) -> bool:
+    """Whether `problem` is about a key in `skip` (reported, or left unresolved), or is a
+    finding about a whole section ("agents: no agent has hub = true") that may only follow
+    from an entry's key reported broken (its `hub`, or the entry itself)."""
+    path = path_of(problem)
+    if under(path, skip):
+        return True
+    if not _BARE.match(path):
+        return False
+    words = set(re.findall(r"[a-z_]+", problem.partition(": ")[2]))
+    for reported in skip:
+        match = re.match(rf"^{re.escape(path)}\[\d+\](?:\.([a-z_]+))?$", reported)
+        if match and (match.group(1) is None or match.group(1) in words):
+            return True
+    return False
+
+
 def name_items(problem: str, raw: dict[str, Any]) -> str:
     """ "agents[1].model: ..." -> "agents.coder.model: ..." when that entry's id is unique in
     the file (people go by name). Entries without a usable id keep their position."""
