@@ -169,11 +169,12 @@ def _init(args: argparse.Namespace) -> int:
     config = args.dir / "fleet.toml"
     print(
         f"wrote {len(written)} files under {args.dir}. Next:\n"
-        f"  1. In {config}, put your Telegram id under [[people]] and your group's chat id\n"
-        "     under [feeds] (the bot's refusal and /whoami show both).\n"
-        "  2. Set the secrets the config reads: export TELEGRAM_BOT_TOKEN=<token from\n"
-        "     @BotFather> and ANTHROPIC_API_KEY=<your key>.\n"
-        f"  3. Run fleet check-config --config {config}, then fleet run --config {config}."
+        f"  1. Edit {config}: your Telegram id under [[people]] (@userinfobot tells you\n"
+        "     yours) and your group's chat id under [feeds] (or remove [feeds] for now).\n"
+        "  2. Put the bot's token from @BotFather in TELEGRAM_BOT_TOKEN and your Anthropic\n"
+        "     key in ANTHROPIC_API_KEY (export them; under systemd, in its EnvironmentFile).\n"
+        f"  3. Check, then start: fleet check-config --config {config}\n"
+        f"                        fleet run --config {config}"
     )
     return 0
 
