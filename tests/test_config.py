@@ -160,7 +160,9 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 def test_unknown_nested_keys(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        '[telegram]\ntoken = "123456:t"\ntokn = "t"\n' + HUB + agent("coder", 'modle = "claude-x"'),
+        '[telegram]\ntoken = "123456:t"\ntokn = "t"\n'
+        + HUB
+        + agent("coder", 'modle = "claude-x"'),
     )
     assert sorted(problems_of(path)) == [
         'agents.coder.modle: unknown key (did you mean "model"?)',
