@@ -44,6 +44,7 @@ REAL_LOOKING_TOKEN = "123456789:AAHcheck-config-test-token-QQQQQQQQQQ"
 
 PEOPLE = '[[people]]\ntelegram_id = 4242\nname = "Ana"\nrole = "owner"\n'
 FEEDS = "[feeds]\nalerts = { chat_id = -100777, topic = 3 }\n"
+HUB_TABLE = '[[agents]]\nid = "hub"\nhub = true\nworkspace = "ws"\nmodel = "m"\n'
 
 
 def fleet(*args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -294,7 +295,7 @@ def test_an_anthropic_key_from_the_environment_counts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "key", "bound"),
     [
-        ('[[agents]]\nid = "hub"\nhub = true\nworkspace = "ws"\nmodel = "m"\n', "heartbeat", "30d"),
+        (HUB_TABLE, "heartbeat", "30d"),
         ("[watchdog]\n", "config_poll", "1h"),
         ("[alerting]\n", "repeat_interval", "30d"),
         ("[approvals]\n", "deadline", "30d"),
