@@ -22,7 +22,7 @@ def writable_paths(config: Config) -> list[Path]:
     paths = [base]
     database = config.sqlite_path()
     if database is not None:
-        paths.append(database.resolve().parent)
+        paths.append((base / database).resolve().parent)  # relative: to the config
     for agent in config.agents:
         paths.append((base / agent.workspace).resolve())
     # getattr: [[folders]] comes with the agents' file tools; a config without it has none.
