@@ -98,8 +98,8 @@ def _people(config: Config, found: Findings) -> None:
     for i, person in enumerate(config.people):
         if person.telegram_id in PLACEHOLDER_PERSON_IDS:
             found.errors.append(
-                f"people[{i}].telegram_id: {person.telegram_id} is the example id; put "
-                f"{person.name}'s own Telegram id (the bot's refusal and /whoami show it)"
+                f"people[{i}].telegram_id: {person.telegram_id} is the example id; put this "
+                "person's own Telegram id (@userinfobot tells a person theirs)"
             )
 
 
@@ -121,8 +121,8 @@ def _feeds(config: Config, found: Findings) -> None:
     for name, feed in config.feeds.items():
         if feed.chat_id in PLACEHOLDER_CHAT_IDS:
             found.errors.append(
-                f"feeds.{name}.chat_id: {feed.chat_id} is the example chat id; put the group's "
-                f"id (/whoami in the group shows it) or remove the {name} feed"
+                f"feeds.{name}.chat_id: {feed.chat_id} is the example chat id; put your "
+                f"group's id (it starts with -100) or remove the {name} feed"
             )
     if config.feed("alerts") is None:
         found.warnings.append(
@@ -136,7 +136,8 @@ def _api_key(config: Config, found: Findings) -> None:
         return  # each configured profile's api_key was resolved by load_config already
     if any(os.environ.get(name, "").strip() for name in KEY_VARIABLES):
         return
-    who = f"the agents ({', '.join(needing)})" if needing else "email triage"
+    # Not naming the agents: an id may be a stand-in for one reported broken.
+    who = "the agents" if needing else "email triage"
     found.errors.append(
         f"anthropic: no API key for {who}: set ANTHROPIC_API_KEY, or give "
         '[anthropic.profiles.primary] an api_key = "${VAR}" or api_key_file'

@@ -88,7 +88,7 @@ def test_check_config_prints_every_error_and_exits_2(tmp_path: Path) -> None:
         "(`fleet init` writes example workspaces)",
         f'{config}: people: nobody is listed: add yourself as [[people]] with role = "owner" '
         "(the bot refuses everyone who is not listed)",
-        f"{config}: anthropic: no API key for the agents (hub): set ANTHROPIC_API_KEY, or give "
+        f"{config}: anthropic: no API key for the agents: set ANTHROPIC_API_KEY, or give "
         '[anthropic.profiles.primary] an api_key = "${VAR}" or api_key_file',
         f"{config}: warning: feeds.alerts: not set: incidents and failures are recorded but "
         "posted nowhere",

@@ -115,9 +115,9 @@ def test_check_config_lists_six_different_problems_by_id_in_sentences(tmp_path: 
             "are named)",
             'agents.coder.authority[1]: unknown authority "deploy" (known: assign, comment, '
             "confirm_incident, request_approval, request_deploy, subtask)",
-            "people.Ana.telegram_id: 123456789 is the example id; put Ana's own Telegram id "
-            "(the bot's refusal and /whoami show it)",
-            "anthropic: no API key for the agents (hub, coder): set ANTHROPIC_API_KEY, or give "
+            "people.Ana.telegram_id: 123456789 is the example id; put this person's own "
+            "Telegram id (@userinfobot tells a person theirs)",
+            "anthropic: no API key for the agents: set ANTHROPIC_API_KEY, or give "
             '[anthropic.profiles.primary] an api_key = "${VAR}" or api_key_file',
         )
     ]
@@ -176,8 +176,8 @@ def test_people_owner_and_placeholders(tmp_path: Path) -> None:
     placeholder += "[feeds]\napprovals = { chat_id = -1001234567890 }\n"
     assert said(write(tmp_path, placeholder))[0] == [
         "telegram.token: is a placeholder, not a token: ask @BotFather for the bot's token",
-        "feeds.approvals.chat_id: -1001234567890 is the example chat id; put the group's id "
-        "(/whoami in the group shows it) or remove the approvals feed",
+        "feeds.approvals.chat_id: -1001234567890 is the example chat id; put your group's id "
+        "(it starts with -100) or remove the approvals feed",
     ]
 
 
@@ -286,7 +286,7 @@ def test_an_anthropic_key_from_the_environment_counts(tmp_path: Path) -> None:
     done = fleet("check-config", "--config", path, cwd=tmp_path, ANTHROPIC_API_KEY="sk-ant-x")
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
     done = fleet("check-config", "--config", path, cwd=tmp_path, ANTHROPIC_API_KEY=" ")
-    assert done.returncode == 2 and "anthropic: no API key for the agents (hub)" in done.stderr
+    assert done.returncode == 2 and "anthropic: no API key for the agents: " in done.stderr
 
 
 # --- durations ------------------------------------------------------------------------------
@@ -377,11 +377,11 @@ def test_example_and_template_need_only_their_edit_marks(tmp_path: Path, config:
     done = fleet("check-config", "--config", config, cwd=tmp_path, **env)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"{config}: people.Ana.telegram_id: 123456789 is the example id; put Ana's own "
-        "Telegram id (the bot's refusal and /whoami show it)",
+        f"{config}: people.Ana.telegram_id: 123456789 is the example id; put this person's "
+        "own Telegram id (@userinfobot tells a person theirs)",
         *[
-            f"{config}: feeds.{feed}.chat_id: -1001234567890 is the example chat id; put the "
-            f"group's id (/whoami in the group shows it) or remove the {feed} feed"
+            f"{config}: feeds.{feed}.chat_id: -1001234567890 is the example chat id; put your "
+            f"group's id (it starts with -100) or remove the {feed} feed"
             for feed in ("alerts", "triage", "approvals", "activity")
         ],
     ]
