@@ -14,13 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from agents.catalog import TOOL_AUTHORITY
-from agents.tools import TOOLS, definitions
-from bot.config import (
-    AgentConfig,
-    ConfigError,
-    load_config,
-    parse_duration,
-)
+from agents.tools import TOOLS
+from bot.config import ConfigError, load_config, parse_duration
 from bot.config_check import (
     PLACEHOLDER_CHAT_IDS,
     PLACEHOLDER_PERSON_IDS,
@@ -414,19 +409,3 @@ def test_example_config_keeps_its_database_beside_it(monkeypatch: pytest.MonkeyP
 
 def test_the_tool_catalog_is_the_tools() -> None:
     assert {tool.name: tool.authority for tool in TOOLS} == TOOL_AUTHORITY
-
-
-def test_tools_is_an_allow_list_within_the_authority() -> None:
-    def offered(**keys: object) -> list[str]:
-        agent = AgentConfig.model_validate(
-            {"id": "coder", "workspace": "ws", "model": "m", **keys}
-        )
-        return [tool["name"] for tool in definitions(agent)]
-
-    everything = offered(authority=["comment"])
-    assert "comment" in everything and "set_status" in everything
-    assert "request_deploy" not in everything
-    assert offered(authority=["comment"], tools=["set_status", "comment", "request_deploy"]) == [
-        "comment",
-        "set_status",
-    ]
