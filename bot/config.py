@@ -1,9 +1,11 @@
 """The one configuration file: loading, secret references and validation.
 
-A config is read once and validated completely: every problem of a stage is reported together
-with the file, the key path and what is wrong (cross-checks such as duplicate ids run once the
-keys and types are right). Secret values never appear in an error: a problem with a
-secret names the environment variable or the file it was meant to come from.
+A config is read once and validated completely: every problem is reported in one pass, with
+the file, the key path (list entries by id) and what is wrong in a plain sentence; the
+cross-checks such as duplicate ids run on a repaired copy next to the key errors
+(bot.config_problems). Secret values never appear in an error: a problem with a secret names
+the environment variable or the file it was meant to come from. What a fleet needs beyond a
+valid file (people, keys, no placeholders) is bot.config_check's.
 """
 
 from __future__ import annotations
