@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents.prices import price_of
 from bot.config import AgentConfig, Config, Price
 from bot.text import esc
 from handlers.budget import RaiseBudget, percent, usd
@@ -40,16 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MILLION = Decimal(1_000_000)
-# USD per million tokens (input, output) by model-name prefix; `[pricing]` in the config wins.
-DEFAULT_PRICES: dict[str, tuple[Decimal, Decimal]] = {
-    "claude-opus-4-5": (Decimal(5), Decimal(25)),
-    "claude-opus-4-6": (Decimal(5), Decimal(25)),
-    "claude-opus-4": (Decimal(15), Decimal(75)),
-    "claude-sonnet-4": (Decimal(3), Decimal(15)),
-    "claude-3-7-sonnet": (Decimal(3), Decimal(15)),
-    "claude-haiku-4": (Decimal(1), Decimal(5)),
-    "claude-3-5-haiku": (Decimal("0.8"), Decimal(4)),
-}
 CACHE_WRITE_FACTOR = Decimal("1.25")  # 5-minute cache writes
 CACHE_WRITE_1H_FACTOR = Decimal(2)  # 1-hour cache writes
 CACHE_READ_FACTOR = Decimal("0.1")
@@ -84,16 +75,6 @@ class Reply:
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
-
-
-def price_of(config: Config, model: str) -> Price | None:
-    if model in config.pricing:
-        return config.pricing[model]
-    for prefix in sorted(DEFAULT_PRICES, key=len, reverse=True):
-        if model.startswith(prefix):
-            prices = DEFAULT_PRICES[prefix]
-            return Price(input=float(prices[0]), output=float(prices[1]))
-    return None
 
 
 def cost_of(price: Price, usage: Any) -> Decimal:

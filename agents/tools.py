@@ -510,25 +510,28 @@ BY_NAME = {tool.name: tool for tool in TOOLS}
 
 
 def definitions(agent: AgentConfig) -> list[dict[str, Any]]:
-    """The tools offered to `agent`: those its authority allows."""
-    return [tool.definition() for tool in TOOLS if _allowed(tool, agent)]
+    """The tools offered to `agent`: those its `tools` list (all, if empty) and authority
+    allow."""
+    return [tool.definition() for tool in TOOLS if _refusal(tool, agent) is None]
 
 
-def _allowed(tool: Tool, agent: AgentConfig) -> bool:
-    return tool.authority is None or tool.authority in agent.authority
+def _refusal(tool: Tool, agent: AgentConfig) -> str | None:
+    """Why `agent` may not use `tool`, or None."""
+    if agent.tools and tool.name not in agent.tools:
+        return f"{tool.name} is not among your tools"
+    if tool.authority is not None and tool.authority not in agent.authority:
+        return f"{tool.name} needs the {tool.authority} authority, which you do not have"
+    return None
 
 
 async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
     """Run one tool call; never raises for a bad call (the model gets the reason)."""
     tool = BY_NAME.get(name)
+    refusal = _refusal(tool, ctx.agent) if tool is not None else None
     if tool is None:
         result = refused(f'unknown tool "{name}"; available: {", ".join(BY_NAME)}')
-    elif not _allowed(tool, ctx.agent):
-        result = ToolResult(
-            False,
-            f"refused: {name} needs the {tool.authority} authority, which you do not have",
-            authority=True,
-        )
+    elif refusal is not None:
+        result = ToolResult(False, f"refused: {refusal}", authority=True)
     elif not isinstance(args, dict):
         result = refused("tool input must be a JSON object")
     else:

@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 import time
+from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
@@ -17,6 +18,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
+from sqlalchemy.engine import URL, make_url
 
 from agents.gateway import Gateway
 from agents.runtime import Runtime, heartbeat_seconds
@@ -109,6 +111,26 @@ async def register_commands(bot: Bot, config: Config, routers: list[Router]) -> 
             log.info("command menu for %s not set yet: %s", person.name, err.message)
 
 
+def startup_summary(config: Config) -> str:
+    """The one line that says what started: the config, the database without credentials,
+    and what the fleet runs."""
+    url = make_url(config.database.url)
+    if url.get_backend_name() != "sqlite":
+        # No user, password or query (a password may hide there too).
+        url = URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
+    database = url.render_as_string(hide_password=True)
+    feeds = ", ".join(name for name, _ in config.feeds.items()) or "none"
+
+    def count(items: list[Any], one: str, many: str) -> str:
+        return f"{len(items)} {one if len(items) == 1 else many}"
+
+    return (
+        f"started: config {config.path.resolve()}, database {database}, "
+        f"{count(config.agents, 'agent', 'agents')}, {count(config.checks, 'check', 'checks')}, "
+        f"{count(config.mailboxes, 'mailbox', 'mailboxes')}, feeds: {feeds}"
+    )
+
+
 async def run_fleet(config: Config) -> int:
     db = Database(config.database.url)
     lock = poller_lock(
@@ -122,6 +144,7 @@ async def run_fleet(config: Config) -> int:
         return EXIT_LOCKED
     try:
         await db.migrate()
+        log.info("%s", startup_summary(config))
         return await _serve(config, db)
     finally:
         await lock.release()

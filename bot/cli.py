@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", parents=[common], help="poll Telegram, run jobs, deliver the outbox")
     sub.add_parser("migrate", parents=[common], help="upgrade the database schema")
-    sub.add_parser("check-config", parents=[common], help='print "ok" or every config error')
+    check = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help='print "ok" or every problem (exit 2 on errors; warnings alone exit 0)',
+    )
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not resolve ${VAR} or *_file secrets, nor look for an Anthropic key "
+        "(to check a config away from the machine that runs it)",
+    )
     init = sub.add_parser("init", help="write a config and example workspaces")
     init.add_argument("dir", nargs="?", type=Path, default=Path("."))
     send = sub.add_parser(
@@ -75,10 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     config_cmd.add_argument(
         "action", choices=["rollback"], help="rollback: restore the last-known-good file"
     )
-    sub.add_parser(
+    systemd = sub.add_parser(
         "systemd", parents=[common], help="print systemd units for the bot and the watchdog"
     )
+    systemd.add_argument(
+        "--user",
+        type=_user_name,
+        default="fleet",
+        help="the service user the units run as (default: fleet)",
+    )
     return parser
+
+
+def _user_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a user name like fleet")
+    return text
 
 
 def _load(path: Path) -> Config | None:
@@ -92,11 +115,14 @@ def _load(path: Path) -> Config | None:
 
 def _run(args: argparse.Namespace) -> int:
     from bot.app import EXIT_CONFIG, run_fleet
+    from bot.config_check import startup_warnings
 
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.secret_values(), logging.DEBUG if args.verbose else logging.INFO)
+    for line in startup_warnings(config):
+        log.warning("config: %s (see `fleet check-config`)", line)
     return asyncio.run(run_fleet(config))
 
 
@@ -121,7 +147,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    if _load(args.config) is None:
+    from bot.config_check import check_config
+
+    report = check_config(args.config, offline=args.offline)
+    for line in [*report.errors, *report.warnings]:
+        print(line, file=sys.stderr)
+    if report.errors:
         return 2
     print("ok")
     return 0
@@ -135,7 +166,16 @@ def _init(args: argparse.Namespace) -> int:
     except FileExistsError as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"wrote {len(written)} files under {args.dir}; edit {args.dir / 'fleet.toml'}")
+    config = args.dir / "fleet.toml"
+    print(
+        f"wrote {len(written)} files under {args.dir}. Next:\n"
+        f"  1. Edit {config}: your Telegram id under [[people]] (@userinfobot tells you\n"
+        "     yours) and your group's chat id under [feeds] (or remove [feeds] for now).\n"
+        "  2. Put the bot's token from @BotFather in TELEGRAM_BOT_TOKEN and your Anthropic\n"
+        "     key in ANTHROPIC_API_KEY (export them; under systemd, in its EnvironmentFile).\n"
+        f"  3. Check, then start: fleet check-config --config {config}\n"
+        f"                        fleet run --config {config}"
+    )
     return 0
 
 
@@ -230,10 +270,22 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _systemd(args: argparse.Namespace) -> int:
+    from bot.config import read_config, validate_config
     from bot.systemd import render
 
-    sys.stdout.write(render(args.config))
-    return 0
+    # Offline: the units are written where the secrets need not be (they are in ENV_FILE).
+    try:
+        checked = validate_config(read_config(args.config)[1], args.config, offline=True)
+    except ConfigError as err:
+        checked_lines = err.problems
+    else:
+        checked_lines = checked.lines()
+        if not checked_lines and checked.config is not None:
+            sys.stdout.write(render(checked.config, user=args.user))
+            return 0
+    for line in checked_lines:
+        print(line, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

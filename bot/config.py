@@ -1,18 +1,21 @@
 """The one configuration file: loading, secret references and validation.
 
-A config is read once and validated completely: every problem of a stage is reported together
-with the file, the key path and what is wrong (cross-checks such as duplicate ids run once the
-keys and types are right). Secret values never appear in an error: a problem with a
-secret names the environment variable or the file it was meant to come from.
+A config is read once and validated completely: every problem is reported in one pass, with
+the file, the key path (list entries by id) and what is wrong in a plain sentence; the
+cross-checks such as duplicate ids run on a repaired copy next to the key errors
+(bot.config_problems). Secret values never appear in an error: a problem with a secret names
+the environment variable or the file it was meant to come from. What a fleet needs beyond a
+valid file (people, keys, no placeholders) is bot.config_check's.
 """
 
 from __future__ import annotations
 
-import difflib
+import copy
 import os
 import re
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -30,14 +33,27 @@ from pydantic import (
     field_validator,
 )
 
+from agents.catalog import authorities, tool_names
+from bot.config_problems import (
+    describe,
+    key_path,
+    name_items,
+    path_of,
+    repair,
+    said_already,
+    under,
+)
 from bot.cron import crontab_trigger
 
 DEFAULT_CONFIG_PATH = Path("fleet.toml")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$", re.ASCII)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+# The longest any duration may be: beyond it a typo ("99999999999d") would overflow timedelta
+# and the scheduler; keys with a tighter bound say so with `at_most`.
+MAX_DURATION = "365d"
 
 
 class ConfigError(Exception):
@@ -49,31 +65,56 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse "45s", "10m", "2h" or "1d"."""
+def parse_duration(text: str, *, at_most: str = MAX_DURATION) -> timedelta:
+    """Parse "45s", "10m", "2h" or "1d", no longer than `at_most`; ValueError says why not."""
     match = _DURATION.match(text)
-    if not match or int(match.group(1)) == 0:
+    if not match or not match.group(1).strip("0"):
         raise ValueError(f'"{text}" is not a duration like "45s", "10m", "2h" or "1d"')
-    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    digits, unit = match.group(1).lstrip("0"), match.group(2)
+    limit = _duration_seconds(at_most)
+    # Compared before any timedelta is built: a long digit string would overflow it.
+    if len(digits) > 12 or int(digits) * _DURATION_UNITS[unit] > limit:
+        raise ValueError(f'"{text}" is too long: must be at most {at_most}')
+    return timedelta(seconds=int(digits) * _DURATION_UNITS[unit])
 
 
-def _valid_duration(text: str) -> str:
-    parse_duration(text)
-    return text
+def _duration_seconds(text: str) -> int:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"bad duration bound {text!r}")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
-# A duration kept as written ("10m"); read it with `parse_duration`.
-Duration = Annotated[str, AfterValidator(_valid_duration)]
+def at_most(limit: str) -> AfterValidator:
+    """The bound of a duration key: `Annotated[str, at_most("1h")]`."""
+    _duration_seconds(limit)  # a typo in a bound fails at import, not at the first config
+
+    def check(text: str) -> str:
+        parse_duration(text, at_most=limit)
+        return text
+
+    return AfterValidator(check)
+
+
+# A duration kept as written ("10m"), between 1s and MAX_DURATION; read it with
+# `parse_duration`. A key with a tighter bound is `Annotated[str, at_most("1d")]`.
+Duration = Annotated[str, at_most(MAX_DURATION)]
 
 
 def parse_latency(text: str) -> float:
-    """Parse "500ms" or a duration like "2s" into seconds."""
+    """Parse "500ms" or a duration like "2s" (at most 1h) into seconds."""
     stripped = text.strip()
-    if stripped.endswith("ms") and stripped[:-2].strip().isdigit() and int(stripped[:-2]) > 0:
-        return int(stripped[:-2]) / 1000
+    number = stripped[:-2].strip()
+    if stripped.endswith("ms") and number.isascii() and number.isdigit():
+        if len(number) > 7 or int(number) > 3_600_000:
+            raise ValueError(f'"{text}" is too long: must be at most 1h')
+        if int(number) > 0:
+            return int(number) / 1000
     try:
-        return parse_duration(stripped).total_seconds()
-    except ValueError:
+        return parse_duration(stripped, at_most="1h").total_seconds()
+    except ValueError as err:
+        if "too long" in str(err):
+            raise
         raise ValueError(f'"{text}" is not a latency like "500ms" or "2s"') from None
 
 
@@ -96,13 +137,48 @@ _ROLE_RANK = {Role.viewer: 0, Role.operator: 1, Role.owner: 2}
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan: a price or a grace period of `inf` passes `ge=0` and breaks arithmetic.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _non_empty_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError('is empty: write "${VARIABLE}" or use <key>_file to give the secret')
+    return value
+
+
+# A secret that must hold something ("" is a mistake, not "no key").
+Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
+
+# "<bot id>:<secret>"; the secret part is ~35 URL-safe characters from @BotFather (a local
+# Bot API server accepts shorter ones, so the length is checked by check-config only).
+BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,100}$", re.ASCII)
 
 
 class TelegramConfig(_Section):
     token: SecretStr
     api_base: str = ""
     polling_timeout: int = Field(default=30, ge=1, le=50)
+
+    @field_validator("token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr) -> SecretStr:
+        # The messages never quote the value: it may be a real token with a typo.
+        token = value.get_secret_value()
+        if not token.strip():
+            raise ValueError(
+                'is empty: write token = "${TELEGRAM_BOT_TOKEN}" and set that variable'
+            )
+        if "${" in token:
+            raise ValueError(
+                'holds "${...}" without a variable name: write "${TELEGRAM_BOT_TOKEN}"'
+            )
+        if not BOT_TOKEN.match(token):
+            raise ValueError(
+                "is not a bot token: @BotFather gives one like 123456789:AAH... "
+                "(the bot's id, a colon, then about 35 letters, digits, - and _)"
+            )
+        return value
 
     @field_validator("api_base")
     @classmethod
@@ -155,7 +231,7 @@ class Feeds(_Section):
 
 
 class AnthropicProfile(_Section):
-    api_key: SecretStr
+    api_key: Secret
 
 
 class AnthropicConfig(_Section):
@@ -182,7 +258,7 @@ class AgentConfig(_Section):
     model: str
     fallbacks: list[str] = Field(default_factory=list)
     profiles: list[str] = Field(default_factory=lambda: ["primary"])
-    heartbeat: Duration | None = None
+    heartbeat: Annotated[str, at_most("30d")] | None = None
     cron: str | None = None
     quiet_hours: str | None = None
     budget_usd_month: float | None = Field(default=None, ge=0)
@@ -208,7 +284,7 @@ class GraphOptions(_Section):
 
     tenant: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
-    client_secret: SecretStr
+    client_secret: Secret
     authority: str = "https://login.microsoftonline.com"
     base_url: str = "https://graph.microsoft.com/v1.0"
     ca_bundle: Path | None = None
@@ -236,7 +312,7 @@ class MailboxConfig(_Section):
     user: str | None = None
     folder: str = "INBOX"
     himalaya: HimalayaOptions = Field(default_factory=HimalayaOptions)
-    every: Duration = "10m"
+    every: Annotated[str, at_most("1d")] = "10m"
     vip: list[str] = Field(default_factory=list)
     urgent_keywords: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
@@ -244,7 +320,7 @@ class MailboxConfig(_Section):
     urgent_domains: list[str] = Field(default_factory=list)
     ignore_keywords: list[str] = Field(default_factory=list)
     high_importance_urgent: bool = True
-    timeout: Duration = "60s"
+    timeout: Annotated[str, at_most("1h")] = "60s"
     page_size: int = Field(default=500, ge=1, le=1000)
     failures_before_incident: int = Field(default=3, ge=1)
 
@@ -273,15 +349,15 @@ class CheckConfig(_Section):
     command: str | None = None
     expect_status: list[int] = Field(default_factory=lambda: [200])
     expect_text: str | None = None
-    every: Duration = "1m"
-    timeout: Duration = "10s"
+    every: Annotated[str, at_most("1d")] = "1m"
+    timeout: Annotated[str, at_most("1h")] = "10s"
     failures_before_alert: int = Field(default=3, ge=1)
     successes_before_resolve: int = Field(default=2, ge=1)
     recover: str | None = None
     max_latency: str | None = None
     severity: Literal["P3", "P2"] = "P2"
     recover_max_per_hour: int = Field(default=3, ge=1, le=60)
-    recover_timeout: Duration = "2m"
+    recover_timeout: Annotated[str, at_most("1d")] = "2m"
 
     @field_validator("max_latency")
     @classmethod
@@ -301,12 +377,12 @@ class DeployConfig(_Section):
     rollback: str | None = None
     approvers: str | list[str] = "owner"
     shell: bool = False
-    timeout: Duration = "10m"
+    timeout: Annotated[str, at_most("1d")] = "10m"
     verify_status: list[int] = Field(default_factory=lambda: [200])
     verify_text: str | None = None
-    verify_timeout: Duration = "10s"
+    verify_timeout: Annotated[str, at_most("1h")] = "10s"
     verify_attempts: int = Field(default=3, ge=1, le=20)
-    verify_interval: Duration = "5s"
+    verify_interval: Annotated[str, at_most("1h")] = "5s"
     required: int = Field(default=1, ge=1, le=10)
 
     @field_validator("approvers")
@@ -328,9 +404,9 @@ class DeployConfig(_Section):
 class AlertingConfig(_Section):
     """How incidents reach the alerts feed; the defaults are Alertmanager's."""
 
-    group_wait: Duration = "30s"
-    group_interval: Duration = "5m"
-    repeat_interval: Duration = "4h"
+    group_wait: Annotated[str, at_most("1h")] = "30s"
+    group_interval: Annotated[str, at_most("1d")] = "5m"
+    repeat_interval: Annotated[str, at_most("30d")] = "4h"
 
     def seconds(self, key: Literal["group_wait", "group_interval", "repeat_interval"]) -> float:
         return parse_duration(getattr(self, key)).total_seconds()
@@ -339,10 +415,10 @@ class AlertingConfig(_Section):
 class WatchdogConfig(_Section):
     """Monitoring the monitoring: job beats, leases, agent heartbeats, the clock, the config."""
 
-    every: Duration = "1m"
+    every: Annotated[str, at_most("1d")] = "1m"
     clock_url: str = ""
-    max_clock_skew: Duration = "30s"
-    config_poll: Duration = "10s"
+    max_clock_skew: Annotated[str, at_most("1d")] = "30s"
+    config_poll: Annotated[str, at_most("1h")] = "10s"
 
     @field_validator("clock_url")
     @classmethod
@@ -359,12 +435,12 @@ class RuntimeConfig(_Section):
     """How agent runs are executed."""
 
     max_concurrent_runs: int = Field(default=4, ge=1, le=64)
-    lease_seconds: int = Field(default=120, ge=3)
+    lease_seconds: int = Field(default=120, ge=3, le=86_400)
     max_turns: int = Field(default=10, ge=1, le=100)
-    context_budget_tokens: int = Field(default=200_000, ge=1000)
-    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    context_budget_tokens: int = Field(default=200_000, ge=1000, le=10_000_000)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
     # Idle heartbeats (skipped runs that did nothing) are deleted after this many days.
-    keep_idle_runs_days: int = Field(default=7, ge=1)
+    keep_idle_runs_days: int = Field(default=7, ge=1, le=3650)
 
 
 class BudgetConfig(_Section):
@@ -378,7 +454,7 @@ class ApprovalsConfig(_Section):
     """How approvals wait for people: the default deadline, what happens when it passes
     (a reminder at half time either way), and whether approvers also get a private message."""
 
-    deadline: Duration = "24h"
+    deadline: Annotated[str, at_most("30d")] = "24h"
     on_timeout: Literal["escalate", "expire"] = "expire"
     notify_private: bool = False
     check_every: int = Field(default=30, ge=1, le=3600)
@@ -481,10 +557,21 @@ class Config(_Section):
 
 def load_config(path: Path) -> Config:
     """Read, resolve and validate a config file; raise ConfigError listing every problem."""
+    data, raw = read_config(path)
+    checked = validate_config(raw, path)
+    if checked.problems or checked.config is None:
+        raise ConfigError(checked.lines())
+    checked.config._source = data
+    return checked.config
+
+
+def read_config(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The file's bytes and its TOML; ConfigError (one line) when it cannot be read or is not
+    TOML, since nothing else can be checked then."""
     where = str(path)
     try:
         data = path.read_bytes()
-        raw = tomllib.loads(data.decode("utf-8"))
+        return data, tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{where}: file not found (create one with `fleet init`)"]) from None
     except OSError as err:
@@ -492,27 +579,76 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError([f"{where}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{where}: not valid TOML: {err}"]) from None
-    config = config_from_dict(raw, path)
-    config._source = data
-    return config
+        raise ConfigError([f"{where}: {_toml_problem(err)}"]) from None
 
 
-def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
-    problems: list[str] = []
-    substituted: dict[str, str] = {}
-    resolved = _resolve_secrets(raw, (), path.parent, problems, substituted)
+def _toml_problem(err: tomllib.TOMLDecodeError) -> str:
+    # tomllib (3.11) puts the position at the end: "Expected ... (at line 2, column 5)".
+    text = str(err)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
+    if match is None:
+        return f"not valid TOML: {text}"
+    what = text[: match.start()]
+    what = what[:1].lower() + what[1:]
+    return f"not valid TOML at line {match.group(1)}, column {match.group(2)}: {what}"
+
+
+@dataclass
+class Checked:
+    """The outcome of `validate_config`. With problems, `config` (if any) is a repaired copy
+    good only for further checks; `skip` holds the key paths (positional, "agents[1].model")
+    already reported or left unresolved, about which later checks must say nothing."""
+
+    path: Path
+    raw: dict[str, Any]
+    config: Config | None
+    problems: list[str] = field(default_factory=list)
+    skip: set[str] = field(default_factory=set)
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {problem}" for problem in self.problems]
+
+    def named(self, problems: list[str]) -> list[str]:
+        """Positional key paths of further problems, named by id; those under `skip` left out."""
+        return [name_items(p, self.raw) for p in problems if not said_already(p, self.skip)]
+
+
+def validate_config(raw: dict[str, Any], path: Path, *, offline: bool = False) -> Checked:
+    """Every problem of a parsed config at once: unresolved secrets, keys and types, and the
+    cross-checks, each key reported once. `offline` leaves `${VAR}` and `<key>_file` unread
+    (and says nothing about the keys they feed)."""
+    resolution = _Resolution(path.parent, offline)
+    resolved = _resolve_secrets(raw, (), resolution)
     resolved["path"] = path
+    problems = list(resolution.problems)
+    skip = {path_of(p) for p in problems} | resolution.skip
+    config: Config | None
     try:
         config = Config.model_validate(resolved)
-        config._substituted = substituted
     except ValidationError as err:
-        problems += [_describe(error) for error in err.errors(include_input=False)]
-        raise ConfigError([f"{path}: {p}" for p in problems]) from None
-    problems += _semantic_problems(config)
-    if problems:
-        raise ConfigError([f"{path}: {p}" for p in problems])
-    return _anchor_sqlite(config)
+        described = describe(err.errors(include_input=False), Config)
+        problems += [f"{at}: {what}" for at, what in described if not under(at, skip)]
+        skip |= {at for at, _ in described}
+        config = _repaired(resolved, err)
+    if config is not None:
+        config._substituted = resolution.substituted
+        problems += [p for p in _semantic_problems(config) if not said_already(p, skip)]
+        config = _anchor_sqlite(config)
+    return Checked(path, raw, config, [name_items(p, raw) for p in problems], skip)
+
+
+def _repaired(resolved: dict[str, Any], err: ValidationError) -> Config | None:
+    """A copy of the data validated after `repair`, so that the cross-checks can run next to
+    the key errors; None if it still fails after a few rounds (then only those are said)."""
+    data = copy.deepcopy(resolved)
+    errors = err.errors(include_input=False)
+    for _ in range(6):
+        repair(data, errors, Config)
+        try:
+            return Config.model_validate(data)
+        except ValidationError as again:
+            errors = again.errors(include_input=False)
+    return None
 
 
 def _anchor_sqlite(config: Config) -> Config:
@@ -529,128 +665,85 @@ def _anchor_sqlite(config: Config) -> Config:
     return config.model_copy(update={"database": database})
 
 
-def _key_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+@dataclass
+class _Resolution:
+    """What resolving secrets found: problems, every value put in (value -> what it replaced,
+    for redaction) and the key paths left without a value."""
+
+    base: Path
+    offline: bool
+    problems: list[str] = field(default_factory=list)
+    substituted: dict[str, str] = field(default_factory=dict)
+    skip: set[str] = field(default_factory=set)
 
 
-def _describe(error: Any) -> str:
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
-        hint = ""
-        if known:
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(known)})"
-        return f"{_key_path(loc)}: unknown key{hint}"
-    if kind == "missing":
-        return f"{_key_path(loc)}: required key is missing"
-    if kind == "enum" and loc and loc[-1] == "role":
-        return f"{_key_path(loc)}: unknown role (use owner, operator or viewer)"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{_key_path(loc)}: {message}"
-
-
-def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
-    """The keys a section accepts, found by walking the models along `loc`."""
-    model: type[BaseModel] | None = Config
-    keyed_by_name = False  # inside a dict[str, Model] section such as pricing."model"
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        if keyed_by_name:
-            keyed_by_name = False
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        keyed_by_name = getattr(field.annotation, "__origin__", None) is dict
-        model = _model_in(field.annotation)
-    return [name for name in model.model_fields if name != "path"] if model else []
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _resolve_secrets(
-    node: Any,
-    loc: tuple[str | int, ...],
-    base: Path,
-    problems: list[str],
-    substituted: dict[str, str],
-) -> Any:
-    """Expand ${VAR} references and read `<key>_file` entries into `<key>`; every value put
-    in goes into `substituted` (value -> what it replaced)."""
+def _resolve_secrets(node: Any, loc: tuple[str | int, ...], res: _Resolution) -> Any:
+    """Expand ${VAR} references and read `<key>_file` entries into `<key>`."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
             if key.endswith("_file") and isinstance(value, str) and len(key) > 5:
                 target = key.removesuffix("_file")
-                here = _key_path((*loc, key))
+                here = key_path((*loc, key))
                 if target in node:
-                    problems.append(f"{here}: give either {target} or {key}, not both")
+                    res.problems.append(f"{here}: give either {target} or {key}, not both")
+                    res.skip.add(key_path((*loc, target)))
                     continue
-                out[target] = _read_secret_file(value, base, here, problems, substituted)
+                out[target] = _read_secret_file(value, here, res)
+                if not out[target]:  # unread or unreadable: said under `here`, if at all
+                    res.skip.add(key_path((*loc, target)))
                 continue
-            out[key] = _resolve_secrets(value, (*loc, key), base, problems, substituted)
+            out[key] = _resolve_secrets(value, (*loc, key), res)
         return out
     if isinstance(node, list):
-        return [
-            _resolve_secrets(v, (*loc, i), base, problems, substituted) for i, v in enumerate(node)
-        ]
+        return [_resolve_secrets(v, (*loc, i), res) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
-        return _expand(node, _key_path(loc), problems, substituted)
+        return _expand(node, key_path(loc), res)
     return node
 
 
-def _expand(text: str, here: str, problems: list[str], substituted: dict[str, str]) -> str:
+def _expand(text: str, here: str, res: _Resolution) -> str:
+    if res.offline and _VAR.search(text):
+        res.skip.add(here)
+        return text
+
     def value_of(match: re.Match[str]) -> str:
         name = match.group(1)
         value = os.environ.get(name)
         if value is None:
-            problems.append(f"{here}: references ${{{name}}}, which is not set")
+            res.problems.append(f"{here}: references ${{{name}}}, which is not set")
             return ""
         if not value.strip():
-            problems.append(f"{here}: references ${{{name}}}, which is empty")
+            res.problems.append(f"{here}: references ${{{name}}}, which is empty")
             return ""
-        substituted.setdefault(value, f"${{{name}}}")
+        res.substituted.setdefault(value, f"${{{name}}}")
         return value
 
     return _VAR.sub(value_of, text)
 
 
-def _read_secret_file(
-    name: str, base: Path, here: str, problems: list[str], substituted: dict[str, str]
-) -> str:
+def _read_secret_file(name: str, here: str, res: _Resolution) -> str:
+    if res.offline:
+        return ""
     # The path may use ${VAR}, e.g. systemd's ${CREDENTIALS_DIRECTORY}/telegram.
     if "${" in name:
-        before = len(problems)
-        name = _expand(name, here, problems, substituted)
-        if len(problems) > before:
+        before = len(res.problems)
+        name = _expand(name, here, res)
+        if len(res.problems) > before:
             return ""
-    file = (base / name) if not Path(name).is_absolute() else Path(name)
+    file = (res.base / name) if not Path(name).is_absolute() else Path(name)
     try:
         value = file.read_text(encoding="utf-8").strip()
     except OSError as err:
-        problems.append(f"{here}: cannot read {file}: {err.strerror}")
+        res.problems.append(f"{here}: cannot read {file}: {err.strerror}")
         return ""
     except UnicodeDecodeError:
-        problems.append(f"{here}: {file} is not UTF-8 text")
+        res.problems.append(f"{here}: {file} is not UTF-8 text")
         return ""
     if not value:
-        problems.append(f"{here}: {file} is empty")
+        res.problems.append(f"{here}: {file} is empty")
     else:
-        substituted.setdefault(value, f"[{here}]")
+        res.substituted.setdefault(value, f"[{here}]")
     return value
 
 
@@ -658,10 +751,17 @@ def _semantic_problems(config: Config) -> list[str]:
     problems: list[str] = []
 
     seen_people: set[int] = set()
+    seen_names: set[str] = set()
     for i, person in enumerate(config.people):
         if person.telegram_id in seen_people:
             problems.append(f"people[{i}].telegram_id: duplicate person {person.telegram_id}")
         seen_people.add(person.telegram_id)
+        if person.name.casefold() in seen_names:
+            problems.append(
+                f'people[{i}].name: duplicate name "{person.name}" (names say who decided, '
+                "and deploy approvers are named)"
+            )
+        seen_names.add(person.name.casefold())
     if config.people and not any(p.role is Role.owner for p in config.people):
         problems.append("people: no person has role owner (deploys and P0 need one)")
 
@@ -706,6 +806,7 @@ def _semantic_problems(config: Config) -> list[str]:
                     f"define [anthropic.profiles.{profile}] or list this agent's profiles"
                 )
     problems += _cycles(config.agents)
+    problems += _tool_problems(config.agents)
 
     named: dict[str, list[str]] = {
         "mailboxes": [m.id for m in config.mailboxes],
@@ -745,6 +846,27 @@ def _semantic_problems(config: Config) -> list[str]:
                 problems.append(
                     f'deploys[{i}].approvers[{j}]: "{name}" is not an owner in [[people]] '
                     "(deploys need an owner)"
+                )
+    return problems
+
+
+def _tool_problems(agents: list[AgentConfig]) -> list[str]:
+    """`authority` and `tools` name what agents.tools defines: a typo would silently take a
+    right away (or never grant it)."""
+    known_authority, known_tools = authorities(), tool_names()
+    problems: list[str] = []
+    for i, agent in enumerate(agents):
+        for j, name in enumerate(agent.authority):
+            if name not in known_authority:
+                problems.append(
+                    f'agents[{i}].authority[{j}]: unknown authority "{name}" '
+                    f"(known: {', '.join(known_authority)})"
+                )
+        for j, name in enumerate(agent.tools):
+            if name not in known_tools:
+                problems.append(
+                    f'agents[{i}].tools[{j}]: unknown tool "{name}" '
+                    f"(known: {', '.join(known_tools)})"
                 )
     return problems
 

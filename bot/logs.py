@@ -36,13 +36,41 @@ class QuietPollingErrors(logging.Filter):
         return not str(record.msg).startswith(("Failed to fetch updates", "Sleep for "))
 
 
+class FirstPollingLines(logging.Filter):
+    """Lets aiogram's "Start polling", "Run polling for bot ..." and "Polling stopped" through
+    once each (or always, with debug logging). bot.polling restarts polling after a stall or
+    a failure and says so itself; aiogram would repeat all three on every restart."""
+
+    ONCE = ("Start polling", "Run polling for bot", "Polling stopped")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        prefix = next((p for p in self.ONCE if message.startswith(p)), None)
+        if prefix is None or logging.getLogger().isEnabledFor(logging.DEBUG):
+            return True
+        if prefix in self.seen:
+            return False
+        self.seen.add(prefix)
+        return True
+
+
 def configure_logging(secrets: list[str], level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiogram.dispatcher").addFilter(QuietPollingErrors())
+    dispatcher = logging.getLogger("aiogram.dispatcher")
+    for old in [
+        f for f in dispatcher.filters if isinstance(f, QuietPollingErrors | FirstPollingLines)
+    ]:
+        dispatcher.removeFilter(old)  # configured again (tests): not twice
+    dispatcher.addFilter(QuietPollingErrors())
+    dispatcher.addFilter(FirstPollingLines())
     # One line per handled update is noise at fleet scale; errors still come through.
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -1,6 +1,7 @@
 """`fleet init`: a commented config and workspaces for a hub and two specialists, copied from
-the templates shipped in the package (`bot/templates`), which the repository's
-config.example.toml and workspaces/ link to."""
+the templates shipped in the package (`bot/templates`). The repository's config.example.toml
+and workspaces/ are copies of them to run from a checkout (tests/test_config_check.py keeps
+them in step)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ def init(target: Path) -> list[Path]:
     files = planned_files(target)
     existing = [path for path in files if path.exists()]
     if existing:
-        names = ", ".join(str(p) for p in existing[:5])
-        raise FileExistsError(f"refusing to overwrite existing files: {names}")
+        raise FileExistsError(
+            f"refusing to overwrite {len(existing)} of the {len(files)} files `fleet init` "
+            f"writes; nothing was written. Choose an empty folder, or move these away:\n"
+            + "\n".join(f"  {path}" for path in existing)
+        )
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

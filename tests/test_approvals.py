@@ -583,15 +583,15 @@ def test_deploy_approvers_must_be_owners(tmp_path: Path, monkeypatch: pytest.Mon
         load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=table))
     problems = [p.split(": ", 1)[1] for p in info.value.problems]
     assert problems == [
-        'deploys[1].approvers: must be "owner" or a list of owners\' names (deploys need an '
-        "owner)",
-        "approvals.on_timeout: Input should be 'escalate' or 'expire'",
+        'deploys.b.approvers: must be "owner" or a list of owners\' names (deploys need an owner)',
+        'approvals.on_timeout: must be "escalate" or "expire"',
+        'deploys.a.approvers[1]: "Ben" is not an owner in [[people]] (deploys need an owner)',
     ]
     ok = '[[deploys]]\nid = "a"\ncommand = "true"\napprovers = ["Ana", "Ben"]\n'
     with pytest.raises(ConfigError) as info:
         load_config(write_config(tmp_path, "http://127.0.0.1:9", extra=ok))
     assert [p.split(": ", 1)[1] for p in info.value.problems] == [
-        'deploys[0].approvers[1]: "Ben" is not an owner in [[people]] (deploys need an owner)'
+        'deploys.a.approvers[1]: "Ben" is not an owner in [[people]] (deploys need an owner)'
     ]
 
 

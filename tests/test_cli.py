@@ -14,7 +14,9 @@ import pytest
 from bot.scaffold import TEMPLATE_FILES, init
 from storage.db import head_revision
 
-SECRET = "cli-s3cr3t-9d2e41"  # distinctive, so any leak into the output is unmistakable
+# Distinctive, so any leak into the output is unmistakable; shaped like a token from
+# @BotFather (35 characters after the colon), so that check-config has nothing to say of it.
+SECRET = "123456789:AAH-cli-s3cr3t-9d2e41-QQQQQQQQQQQQQ"
 
 _FLEET = Path(sys.executable).parent / "fleet"
 FLEET = [str(_FLEET)] if _FLEET.exists() else [sys.executable, "-m", "bot.cli"]
@@ -26,7 +28,9 @@ HEAD = head_revision()
 def fleet(*args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `fleet ARGS` with a clean copy of the environment plus `env`; the secret must never
     show up in what it prints."""
-    environ = {k: v for k, v in os.environ.items() if k != "TELEGRAM_BOT_TOKEN"}
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "ANTHROPIC_"))
+    }
     environ.update(env)
     done = subprocess.run(
         [*FLEET, *map(str, args)],
@@ -47,7 +51,8 @@ def db_config(tmp_path: Path, extra: str = "") -> Path:
     path.write_text(
         '[telegram]\ntoken = "${FLEET_CLI_TOKEN}"\n'
         f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/fleet.db"\n'
-        "[feeds]\nalerts = { chat_id = -1001234, topic = 3 }\n" + extra,
+        "[feeds]\nalerts = { chat_id = -1001234, topic = 3 }\n"
+        '[[people]]\ntelegram_id = 4242\nname = "Ana"\nrole = "owner"\n' + extra,
         encoding="utf-8",
     )
     return path
@@ -75,10 +80,21 @@ def test_check_config_prints_every_error_and_exits_2(tmp_path: Path) -> None:
     done = fleet("check-config", "--config", config, cwd=tmp_path, FLEET_CLI_TOKEN=SECRET)
     assert done.returncode == 2
     assert done.stdout == ""
-    assert sorted(done.stderr.splitlines()) == [
-        f'{config}: agents[0].heartbeat: "30x" is not a duration like "45s", "10m", "2h" or "1d"',
-        f'{config}: feeds.alarms: unknown key (did you mean "alerts"?)',
+    assert done.stderr.splitlines() == [
         f'{config}: telegram.tokn: unknown key (did you mean "token"?)',
+        f'{config}: feeds.alarms: unknown key (did you mean "alerts"?)',
+        f'{config}: agents.hub.heartbeat: "30x" is not a duration like "45s", "10m", "2h" or "1d"',
+        f"{config}: agents.hub.workspace: folder {tmp_path / 'w'} does not exist "
+        "(`fleet init` writes example workspaces)",
+        f'{config}: people: nobody is listed: add yourself as [[people]] with role = "owner" '
+        "(the bot refuses everyone who is not listed)",
+        f"{config}: anthropic: no API key for the agents: set ANTHROPIC_API_KEY, or give "
+        '[anthropic.profiles.primary] an api_key = "${VAR}" or api_key_file',
+        f"{config}: warning: feeds.alerts: not set: incidents and failures are recorded but "
+        "posted nowhere",
+        f'{config}: warning: agents.hub.model: no price for "m": its calls count as $0, so '
+        'budgets never stop them; add [pricing."m"] with input and output (USD per million '
+        "tokens)",
     ]
 
 
@@ -106,23 +122,41 @@ def test_init_writes_a_config_and_workspaces_and_never_overwrites(tmp_path: Path
     }
     assert set(snapshot(target)) == expected
     assert len(expected) == 19
-    assert done.stdout == f"wrote 19 files under {target}; edit {target / 'fleet.toml'}\n"
+    config = target / "fleet.toml"
+    assert done.stdout == (
+        f"wrote 19 files under {target}. Next:\n"
+        f"  1. Edit {config}: your Telegram id under [[people]] (@userinfobot tells you\n"
+        "     yours) and your group's chat id under [feeds] (or remove [feeds] for now).\n"
+        "  2. Put the bot's token from @BotFather in TELEGRAM_BOT_TOKEN and your Anthropic\n"
+        "     key in ANTHROPIC_API_KEY (export them; under systemd, in its EnvironmentFile).\n"
+        f"  3. Check, then start: fleet check-config --config {config}\n"
+        f"                        fleet run --config {config}\n"
+    )
+    assert config.read_text(encoding="utf-8").startswith(
+        "# fleetbridge configuration, written by `fleet init`."
+    )
     assert (
         (target / "workspaces" / "coder" / "SOUL.md").read_text().startswith("# Developer (coder)")
     )
 
+    # What check-config says of a fresh one is the EDIT list (tests/test_config_check.py).
     checked = fleet(
-        "check-config", "--config", target / "fleet.toml", cwd=tmp_path, TELEGRAM_BOT_TOKEN=SECRET
-    )
-    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "ok\n", "")
+        "check-config", "--config", config, cwd=tmp_path,
+        TELEGRAM_BOT_TOKEN=SECRET, ANTHROPIC_API_KEY="sk-ant-cli",
+    )  # fmt: skip
+    assert checked.returncode == 2
+    assert "people.Ana.telegram_id: 123456789 is the example id" in checked.stderr
 
     # a person has started editing; a second init must not touch anything
     (target / "workspaces" / "hub" / "USER.md").write_text("edited by hand\n", encoding="utf-8")
     before = snapshot(target)
     again = fleet("init", target, cwd=tmp_path)
     assert again.returncode != 0
-    assert "refusing to overwrite" in again.stderr
-    assert str(target / "fleet.toml") in again.stderr
+    assert again.stderr.splitlines()[0] == (
+        "refusing to overwrite 19 of the 19 files `fleet init` writes; nothing was written. "
+        "Choose an empty folder, or move these away:"
+    )
+    assert sorted(again.stderr.splitlines()[1:]) == sorted(f"  {p}" for p in expected)
     assert snapshot(target) == before
 
 

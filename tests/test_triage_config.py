@@ -63,19 +63,19 @@ def test_graph_secret_from_an_unset_variable_is_named_not_shown(
     monkeypatch.delenv("GRAPH_SECRET", raising=False)
     found = problems(write(tmp_path, GRAPH + 'client_secret = "${GRAPH_SECRET}"\n'))
     assert found == [
-        "mailboxes[0].graph.client_secret: references ${GRAPH_SECRET}, which is not set"
+        "mailboxes.m365.graph.client_secret: references ${GRAPH_SECRET}, which is not set"
     ]
 
 
 def test_graph_backend_needs_its_table_and_an_https_authority(tmp_path: Path) -> None:
     text = '[[mailboxes]]\nid = "m365"\nbackend = "graph"\nuser = "ops@example.com"\n'
     assert problems(write(tmp_path, text)) == [
-        "mailboxes[0].graph: required for the graph backend (tenant, client_id, client_secret)"
+        "mailboxes.m365.graph: required for the graph backend (tenant, client_id, client_secret)"
     ]
     text = GRAPH + f'client_secret = "{SECRET}"\nauthority = "http://login.example"\n'
     found = problems(write(tmp_path, text))
     assert found == [
-        "mailboxes[0].graph.authority: must be an https:// URL (msal refuses anything else)"
+        "mailboxes.m365.graph.authority: must be an https:// URL (msal refuses anything else)"
     ]
     assert all(SECRET not in p for p in found)
 
@@ -88,7 +88,7 @@ def test_triage_section_is_validated(tmp_path: Path) -> None:
     )
     found = problems(write(tmp_path, text))
     assert 'triage.digest_at: "25:00" is not a time like "18:00"' in found
-    assert any(p.startswith("mailboxes[0].himalaya.version:") for p in found)
+    assert any(p.startswith("mailboxes.work.himalaya.version:") for p in found)
     fixed = text.replace('digest_at = "25:00"', 'digest_at = "07:30"').replace(
         "version = 3", "version = 2"
     )
