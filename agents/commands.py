@@ -215,6 +215,14 @@ class ExecWorker:
 
         return done
 
+    async def run_once(self) -> bool:
+        """Claim and carry out one pending run, waiting for it; False when there was none."""
+        run = await self._claim()
+        if run is None:
+            return False
+        await self.carry_out(run)
+        return True
+
     async def _claim(self) -> ExecRun | None:
         async with self.db.claim() as session:
             return await exec_runs.claim_next(session)
