@@ -225,7 +225,9 @@ async def test_done_naming_a_file_is_verified_against_the_recorded_sha256(
         task = await session.get(Task, task_id)
         assert task is not None and task.status != tasks.DONE
 
-    assert (await tools.execute(writer, "write_file", {"path": "drafts:post.md", "content": "v2"})).ok
+    assert (
+        await tools.execute(writer, "write_file", {"path": "drafts:post.md", "content": "v2"})
+    ).ok
     done = await tools.execute(
         writer, "set_status", {"status": "done", "note": "Wrote drafts:post.md, checked it."}
     )
@@ -241,7 +243,9 @@ async def test_a_subtask_brief_lists_the_files_its_parent_and_siblings_wrote(
     mine = await new_task(db, "writer", parent_id=parent)
     researcher = context(path, db, "researcher", parent)
     assert (
-        await tools.execute(researcher, "write_file", {"path": "research:brief.md", "content": "b"})
+        await tools.execute(
+            researcher, "write_file", {"path": "research:brief.md", "content": "b"}
+        )
     ).ok
     other = context(path, db, "researcher", sibling)
     assert (
@@ -279,7 +283,9 @@ def test_the_config_names_folder_problems_precisely(
         load_config(path)
     problems = raised.value.problems
     assert any('folders[2].id: "workspace" names each agent' in p for p in problems)
-    assert any(f"folders[2].path: {tmp_path / 'a-file'} exists and is not a folder" in p for p in problems)
+    assert any(
+        f"folders[2].path: {tmp_path / 'a-file'} exists and is not a folder" in p for p in problems
+    )
     assert any('agents[1].folders.nowhere: unknown folder "nowhere"' in p for p in problems)
     # Missing folders are created.
     assert (tmp_path / "shared" / "research").is_dir()
