@@ -34,7 +34,13 @@ id = "coder"
 reports_to = "hub"
 workspace = "workspaces/coder"
 model = "claude-sonnet-4-6"
-exec = { allow = ["env", "sh -c *", "PY *"], ask = ["git push *"], deny = ["rm -rf *"], env = ["FLEET_TEST_VISIBLE"], max_timeout = "5m" }
+
+[agents.exec]
+allow = ["env", "sh -c *", "PY *"]
+ask = ["git push *"]
+deny = ["rm -rf *"]
+env = ["FLEET_TEST_VISIBLE"]
+max_timeout = "5m"
 """
 
 
@@ -124,9 +130,13 @@ async def test_a_command_past_its_timeout_is_killed_with_its_children(
     )
     assert result.ok and "timed out after 1 s; killed with its children" in result.content
     child = int((coder.workspace / "child.pid").read_text())
-    stat = Path(f"/proc/{child}/stat")
-    # Gone, or a zombie waiting for a reaper: either way no longer running.
-    assert not stat.exists() or stat.read_text().split(") ")[1].startswith("Z")
+    assert not running(child)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` still runs: gone, or a zombie waiting for a reaper, is not running."""
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and not stat.read_text().split(") ")[1].startswith("Z")
 
 
 async def test_output_keeps_its_head_and_tail_and_says_what_was_cut(
