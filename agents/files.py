@@ -162,8 +162,7 @@ class Confinement:
         if info.st_size > self.max_bytes:
             raise FileRefused(
                 f"{target.shown} is {info.st_size} bytes, over your limit of "
-                f"{self.max_bytes // 1024} KB; read it in parts is not possible, ask for a "
-                "smaller file"
+                f"{self.max_bytes // 1024} KB; files over it are not read"
             )
         data = target.path.read_bytes()
         if b"\x00" in data[:8192]:
