@@ -18,6 +18,7 @@ from storage import approvals, tasks
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import Approval, Artifact, ExecRun, TaskEvent
+from tests import pg
 from tests.fleet import ANTHROPIC_KEY, OWNER, write_config
 from tests.test_files import context, new_task
 
@@ -260,3 +261,44 @@ async def test_a_command_a_crash_left_running_is_interrupted_never_rerun(
     assert run is not None and run.status == exec_runs.INTERRUPTED
     assert decided is not None and decided.status == approvals.APPROVED
     assert any("was interrupted" in (e.body or "") for e in history)
+
+
+async def test_on_postgresql_an_approved_command_is_queued_once_and_claimed_once() -> None:
+    async with pg.temporary_database("exec") as url:
+        db = Database(url)
+        try:
+            await db.migrate()
+            approvals.configure(db, approvals.Settings(people={OWNER: ("Ana", "owner")}))
+            async with db.claim() as session:
+                approval = await approvals.request(
+                    session,
+                    kind="exec",
+                    payload=exec_runs.payload(
+                        argv=["make", "test"],
+                        cwd="workspace:",
+                        agent_id="coder",
+                        task_id=None,
+                        timeout_s=60,
+                    ),
+                    requested_by="agent:coder",
+                )
+            async with db.claim() as session:
+                decision = await exec_runs.always_allow(
+                    session, approval.id, person_id=OWNER, person_name="Ana"
+                )
+            assert decision.decided
+            async with db.claim() as session:
+                decided = await approvals.get(session, approval.id)
+                assert decided is not None
+                # The effect again (a replay) queues nothing more: approval_id is the key.
+                await exec_runs.on_decided(session, decided)
+            async with db.claim() as session:
+                first = await exec_runs.claim_next(session)
+            async with db.claim() as session:
+                second = await exec_runs.claim_next(session)
+            assert first is not None and first.argv == ["make", "test"] and second is None
+            async with db.session() as session:
+                assert await exec_runs.live_rules(session, "coder") == [(1, ["make", "test"])]
+                assert len((await session.execute(select(ExecRun))).scalars().all()) == 1
+        finally:
+            await db.dispose()
