@@ -139,6 +139,13 @@ class Confinement:
                 f'"{name}" is a symlink (or passes one) that leads outside the root {root.id}, '
                 f"to {where}"
             )
+        owner = self._owner(real)
+        if owner is not None:
+            # A shared folder that holds agents' workspaces still does not open them.
+            raise FileRefused(
+                f'"{name}" is inside {owner}\'s workspace; agents never touch each other\'s '
+                "workspaces"
+            )
         if write and not root.writable:
             raise FileRefused(f"the root {root.id} is read-only for you")
         relative_real = real.relative_to(root.path).as_posix()

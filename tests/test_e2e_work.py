@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -198,6 +199,21 @@ async def test_a_researcher_hands_a_brief_to_the_writer_through_a_shared_folder(
     [upload] = document.files.values()  # aiogram attaches it by a name of its own
     assert (upload.filename, upload.data) == ("post.md", b"The post, v2.\n")
     assert document.params["caption"].startswith("drafts:post.md, 14 B, by writer")
+
+    # Telegram takes at most 50 MB from a bot: a bigger file is refused with its size.
+    big = tmp_path / "shared" / "drafts" / "big.bin"
+    with big.open("wb") as out:
+        out.truncate(51 * 1024 * 1024)
+    with sqlite3.connect(fleet.config.parent / "fleet.db") as db:
+        db.execute(
+            "INSERT INTO artifacts (task_id, run_id, agent_id, root, path, bytes, sha256, kind, "
+            "created_at) VALUES (2, NULL, 'writer', 'drafts', 'big.bin', 1, '', 'file', "
+            "'2026-12-04 12:00:00')"
+        )
+    [(big_id,)] = query(fleet.config, "SELECT id FROM artifacts WHERE path = 'big.bin'")
+    answer = await press(botapi, VIEWER, f"fl:{big_id}", listing.result["message_id"], VIEWER)
+    assert answer == "drafts:big.bin is 51.0 MB; Telegram bots send at most 50 MB."
+    assert len(botapi.calls_of("sendDocument")) == 1
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
 
@@ -281,8 +297,14 @@ async def test_exec_approvals_allow_once_always_allow_and_deny(
         ("coder", f"person:{OWNER}")
     ]
     assert "hello-from-the-command" in tool_result(anthropic, CODER, 4)
-    rules = await ask(botapi, OWNER, "/rules coder")
-    assert "#1 coder: <code>sh -c echo ran" in rules
+    after = botapi.mark()
+    botapi.push_message(OWNER, "/rules coder")
+    [rules] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == OWNER, after=after, timeout=15
+    )
+    assert "#1 coder: <code>sh -c echo ran" in rules.params["text"]
+    [[revoke]] = rules.params["reply_markup"]["inline_keyboard"]
+    assert (revoke["text"], revoke["callback_data"]) == ("Revoke #1", "xr:1")
 
     # Deny: the agent is woken with the reason, and the command never runs.
     botapi.push_message(OPERATOR, "/assign coder Try another command")
@@ -293,6 +315,15 @@ async def test_exec_approvals_allow_once_always_allow_and_deny(
     assert "not on a Friday" in first_prompt(anthropic, CODER, 6)
     assert "other" not in lines(log)
     assert query(fleet.config, "SELECT count(*) FROM exec_runs") == [(3,)]
+
+    rules_id = rules.result["message_id"]
+    refused = await press(botapi, OPERATOR, "xr:1", rules_id, OWNER)
+    assert refused == "This action needs the owner role; you are operator."
+    assert await press(botapi, OWNER, "xr:1", rules_id, OWNER) == (
+        "Revoked rule #1: coder asks again."
+    )
+    assert query(fleet.config, "SELECT revoked_by FROM exec_rules") == [(f"person:{OWNER}",)]
+    assert await ask(botapi, VIEWER, "/rules coder") == "No exec rules of coder."
 
     shown = await ask(botapi, VIEWER, "/exec 1")
     assert "<b>Command #1</b> of coder for task #1" in shown and "exit code 0" in shown

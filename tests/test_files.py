@@ -41,10 +41,14 @@ id = "writer"
 reports_to = "researcher"
 workspace = "workspaces/writer"
 model = "claude-sonnet-4-6"
-folders = { research = "ro", drafts = "rw" }
+folders = { research = "ro", drafts = "rw", everyone = "ro" }
 max_file_kb = 64
 """
 FOLDERS = """
+[[folders]]
+id = "everyone"
+path = "workspaces"
+
 [[folders]]
 id = "research"
 path = "shared/research"
@@ -177,6 +181,7 @@ async def test_escape_attempts_are_refused_with_the_reason_and_recorded(
         ("read_file", {"path": "blob.bin"}, "binary file"),
         ("read_file", {"path": "../researcher/SOUL.md"}, "researcher's workspace"),
         ("read_file", {"path": "researcher:SOUL.md"}, "another agent's workspace"),
+        ("read_file", {"path": "everyone:researcher/SOUL.md"}, "inside researcher's workspace"),
         ("write_file", {"path": "research:x.md", "content": "x"}, "root research is read-only"),
         ("read_file", {"path": "secrets:x"}, 'unknown root "secrets"'),
         (
@@ -282,9 +287,9 @@ def test_the_config_names_folder_problems_precisely(
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     problems = raised.value.problems
-    assert any('folders[2].id: "workspace" names each agent' in p for p in problems)
+    assert any('folders[3].id: "workspace" names each agent' in p for p in problems)
     assert any(
-        f"folders[2].path: {tmp_path / 'a-file'} exists and is not a folder" in p for p in problems
+        f"folders[3].path: {tmp_path / 'a-file'} exists and is not a folder" in p for p in problems
     )
     assert any('agents[1].folders.nowhere: unknown folder "nowhere"' in p for p in problems)
     # Missing folders are created.
