@@ -1,4 +1,5 @@
-"""Running a command from the config (deploys, rollbacks, check probes and recoveries).
+"""Running a command: from the config (deploys, rollbacks, check probes and recoveries) or an
+agent's run_command (an argv list, never a shell line; head and tail of its output kept).
 
 One way to run them: in its own process group; the timeout is on the command's exit, not on
 its output closing, since a deploy that starts a service leaves a child holding stdout; the
@@ -10,7 +11,8 @@ are every variable whose value is one of `secrets` (the caller passes the config
 values), the TELEGRAM_* and ANTHROPIC_* variables, and CREDENTIALS_DIRECTORY (systemd's
 folder of the fleet's secret files). Everything else (PATH, HOME, LANG, ...) is kept; a
 command that needs a secret names it in its command line (`${DEPLOY_TOKEN}`) or reads its own
-file.
+file. An agent's command gets less: `minimal_environment` (PATH, HOME, LANG and the names
+its `exec.env` lists).
 """
 
 from __future__ import annotations

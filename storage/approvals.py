@@ -58,7 +58,8 @@ MAX_ID = 2**31 - 1
 
 
 class ApprovalCb(CallbackData, prefix="ap"):
-    """An approval button: `a` is y (approve), n (reject) or d (details); `id` the approval."""
+    """An approval button: `a` is y (approve), n (reject), d (details) or w (always allow, exec
+    approvals only: handlers/exec.py); `id` the approval."""
 
     a: str
     id: int
