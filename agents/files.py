@@ -143,7 +143,7 @@ class Confinement:
         if owner is not None:
             # A shared folder that holds agents' workspaces still does not open them.
             raise FileRefused(
-                f'"{name}" is inside {owner}\'s workspace; agents never touch each other\'s '
+                f"\"{name}\" is inside {owner}'s workspace; agents never touch each other's "
                 "workspaces"
             )
         if write and not root.writable:
