@@ -6,9 +6,11 @@ cannot lead elsewhere); Telegram bots send at most 50 MB, a larger file is refus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
@@ -116,16 +118,24 @@ async def press_send(
             f"{name} is {size_text(size)}; Telegram bots send at most 50 MB.", show_alert=True
         )
         return
-    changed = sha256_of(target.path) != artifact.sha256
+    # Up to 50 MB hashed: off the event loop.
+    changed = await asyncio.to_thread(sha256_of, target.path) != artifact.sha256
     note = " (changed since it was written)" if changed else ""
     message = callback.message
     if not isinstance(message, Message):
         await callback.answer("The message is too old; use /files again.", show_alert=True)
         return
-    await message.answer_document(
-        FSInputFile(target.path, filename=target.path.name),
-        caption=clip(f"{name}, {size_text(size)}, by {artifact.agent_id}{note}", 1000),
-    )
+    try:
+        await message.answer_document(
+            FSInputFile(target.path, filename=target.path.name),
+            caption=clip(f"{name}, {size_text(size)}, by {artifact.agent_id}{note}", 1000),
+        )
+    except TelegramAPIError as err:
+        log.warning("sending %s failed: %s", name, err)
+        await callback.answer(
+            clip(f"Telegram refused {name}: {err.message}", 200), show_alert=True
+        )
+        return
     await callback.answer()
 
 
