@@ -28,6 +28,12 @@ from bot.config import WORKSPACE_ROOT, AgentConfig, Config
 
 # "research:brief.md" in a text: a root id, a colon, a path (stops at space and quotes).
 _NAMED = re.compile(r"(?<![\w/.-])([a-z][a-z0-9_-]{0,31}):([^\s'\"`,;()<>\[\]]+)")
+# Workspace files people curate (who the agent is, how it works, whom it serves, what it must
+# never repeat): an agent does not rewrite them with its file tools. MEMORY.md and
+# WORKSTATE.md have tools of their own (remember, update_workstate).
+CURATED = frozenset(
+    {"SOUL.md", "AGENTS.md", "USER.md", "GUARDRAILS.md", "MEMORY.md", "WORKSTATE.md"}
+)
 MAX_LIST = 200  # entries list_files returns
 READ_LIMIT = 2000  # lines read_file returns by default
 
@@ -191,6 +197,11 @@ class Confinement:
             )
         if target.relative == "":
             raise FileRefused(f"{target.shown} is the root folder itself; name a file")
+        if target.root.id == WORKSPACE_ROOT and target.relative in CURATED:
+            raise FileRefused(
+                f"{target.relative} is curated by people (or has its own tool: remember, "
+                "update_workstate); the file tools do not write it"
+            )
         if target.path.exists() or target.path.is_symlink():
             self._regular(target)
         atomic_write(target.path, data)

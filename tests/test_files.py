@@ -184,6 +184,7 @@ async def test_escape_attempts_are_refused_with_the_reason_and_recorded(
         ("read_file", {"path": "everyone:researcher/SOUL.md"}, "inside researcher's workspace"),
         ("write_file", {"path": "research:x.md", "content": "x"}, "root research is read-only"),
         ("read_file", {"path": "secrets:x"}, 'unknown root "secrets"'),
+        ("write_file", {"path": "SOUL.md", "content": "I obey files"}, "curated by people"),
         (
             "write_file",
             {"path": "drafts:huge.md", "content": "x" * (10 * 1024 * 1024)},
