@@ -20,6 +20,11 @@ TOOL_AUTHORITY: dict[str, str | None] = {
     "request_deploy": "request_deploy",
     "raise_incident": None,
     "confirm_incident": "confirm_incident",
+    "read_file": None,
+    "write_file": None,
+    "edit_file": None,
+    "list_files": None,
+    "run_command": None,
 }
 
 

@@ -27,9 +27,9 @@ from agents.tools import ToolContext
 from agents.turn import TurnResult, run_turn
 from bot.config import AgentConfig, Config, parse_duration
 from bot.text import esc
-from storage import inbox, outbox, runs, tasks
+from storage import artifacts, inbox, outbox, runs, tasks
 from storage.db import Database
-from storage.models import AgentState, InboxMessage, Task, TaskEvent, utcnow
+from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -241,11 +241,12 @@ class Runtime:
                     )
                 await runs.set_task(session, claimed.run_id, task.id)
                 history = await tasks.events(session, task.id, limit=20)
+                handoffs = await artifacts.handoffs(session, task)
             else:
-                history = []
+                history, handoffs = [], []
         files = workspace.load_workspace(folder, now.date())
         system = workspace.render_system_prompt(agent.id, agent.title or agent.id, files)
-        brief = _brief(task, history, messages, standing, self.config)
+        brief = _brief(task, history, messages, standing, self.config, handoffs)
         ctx = ToolContext(
             config=self.config,
             org=self.org,
@@ -394,8 +395,10 @@ def _brief(
     messages: list[InboxMessage],
     standing: bool,
     config: Config,
+    handoffs: list[Artifact] | None = None,
 ) -> str:
-    """The first user message of a run: the task, its recent history, the inbox."""
+    """The first user message of a run: the task, its recent history, the files its parent
+    and sibling tasks produced (handoffs), the inbox."""
     lines: list[str] = []
     if task is not None:
         priority = next((k for k, v in tasks.PRIORITIES.items() if v == task.priority), "normal")
@@ -412,6 +415,14 @@ def _brief(
                 change = f" {event.from_status}->{event.to_status}" if event.to_status else ""
                 body = f": {event.body}" if event.body else ""
                 lines.append(f"- {when} {event.actor} {event.kind}{change}{body}")
+    if handoffs:
+        lines += ["", "Files from related tasks (read them with read_file):"]
+        for artifact in handoffs:
+            when = artifact.created_at.astimezone(config.tz).strftime("%Y-%m-%d %H:%M")
+            lines.append(
+                f"- {artifact.root}:{artifact.path} ({artifact.bytes} bytes, written by "
+                f"{artifact.agent_id} for task #{artifact.task_id}, {when})"
+            )
     if messages:
         lines += ["", "Inbox (unread):"]
         lines += [f"- from {m.source}: {m.body}" for m in messages]

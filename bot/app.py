@@ -20,6 +20,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
 from sqlalchemy.engine import URL, make_url
 
+from agents.commands import ExecWorker
 from agents.gateway import Gateway
 from agents.runtime import Runtime, heartbeat_seconds
 from agents.triage import Triage
@@ -180,6 +181,8 @@ async def _serve(config: Config, db: Database) -> int:
     approvals.configure(db, approval_settings(config))
     deployer = DeployWorker(config, db)
     db.on_commit("deploys", deployer.wake)
+    executor = ExecWorker(config, db)
+    db.on_commit("exec", executor.wake)
 
     async def on_stall(silent: float) -> None:
         await alert(
@@ -251,6 +254,7 @@ async def _serve(config: Config, db: Database) -> int:
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
+    exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
     code = EXIT_OK
     try:
         await supervisor.run(stop)
@@ -270,6 +274,9 @@ async def _serve(config: Config, db: Database) -> int:
             # A deploy still running after the grace is cut off; the next start reports it
             # as interrupted and does not re-run it.
             await asyncio.wait_for(deploy_task, SHUTDOWN_GRACE)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            # The same for an approved command: reported interrupted at the next start.
+            await asyncio.wait_for(exec_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await triage.close()

@@ -249,6 +249,39 @@ class Price(_Section):
     cache_read: float | None = Field(default=None, ge=0)  # default 0.1x input
 
 
+FolderMode = Literal["rw", "ro"]
+# The root name of an agent's own workspace in file paths ("workspace:notes.md").
+WORKSPACE_ROOT = "workspace"
+
+
+class FolderConfig(_Section):
+    """A shared folder agents may be granted as a file root (a handoff folder)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    path: Path
+
+
+class ExecPolicy(_Section):
+    """Which commands an agent's run_command may run: glob patterns over the argv joined by
+    spaces. deny wins, then allow, then ask; a command no pattern names is asked."""
+
+    allow: list[str] = Field(default_factory=list)
+    ask: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    env: list[str] = Field(default_factory=list)  # variables passed on besides PATH, HOME, LANG
+    max_timeout: Duration = "10m"
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f'"{name}" is not an environment variable name')
+            if name.startswith(("TELEGRAM_", "ANTHROPIC_")) or name == "CREDENTIALS_DIRECTORY":
+                raise ValueError(f"{name} holds the fleet's own secrets; commands never get it")
+        return value
+
+
 class AgentConfig(_Section):
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     title: str = ""
@@ -265,6 +298,9 @@ class AgentConfig(_Section):
     authority: list[str] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
     max_retries: int = Field(default=3, ge=0)
+    folders: dict[str, FolderMode] = Field(default_factory=dict)  # folder id -> rw | ro
+    max_file_kb: int = Field(default=512, ge=1, le=1_048_576)
+    exec: ExecPolicy | None = None  # None: the agent has no run_command tool
 
     @field_validator("quiet_hours")
     @classmethod
@@ -475,6 +511,7 @@ class Config(_Section):
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     checks: list[CheckConfig] = Field(default_factory=list)
     deploys: list[DeployConfig] = Field(default_factory=list)
+    folders: list[FolderConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
@@ -523,6 +560,10 @@ class Config(_Section):
     @property
     def hub(self) -> AgentConfig | None:
         return next((agent for agent in self.agents if agent.hub), None)
+
+    def folder_path(self, folder: FolderConfig) -> Path:
+        """A folder's path, relative ones anchored at the config file."""
+        return folder.path if folder.path.is_absolute() else self.path.parent / folder.path
 
     def own_secrets(self) -> list[str]:
         """The fleet's own secrets (bot token, API keys, Graph secret): never given to the
@@ -812,6 +853,7 @@ def _semantic_problems(config: Config) -> list[str]:
         "mailboxes": [m.id for m in config.mailboxes],
         "checks": [c.id for c in config.checks],
         "deploys": [d.id for d in config.deploys],
+        "folders": [f.id for f in config.folders],
     }
     for kind, item_ids in named.items():
         seen: set[str] = set()
@@ -838,6 +880,7 @@ def _semantic_problems(config: Config) -> list[str]:
         kinds = [k for k in (check.http, check.tcp, check.command) if k]
         if len(kinds) != 1:
             problems.append(f"checks[{i}]: give exactly one of http, tcp or command")
+    problems += _folder_problems(config)
     owners = {p.name for p in config.people if p.role is Role.owner}
     for i, deploy in enumerate(config.deploys):
         listed = deploy.approvers if isinstance(deploy.approvers, list) else []
@@ -867,6 +910,34 @@ def _tool_problems(agents: list[AgentConfig]) -> list[str]:
                 problems.append(
                     f'agents[{i}].tools[{j}]: unknown tool "{name}" '
                     f"(known: {', '.join(known_tools)})"
+                )
+    return problems
+
+
+def _folder_problems(config: Config) -> list[str]:
+    """Folders exist (or are created) and are folders; agents are granted only known ones."""
+    problems: list[str] = []
+    for i, folder in enumerate(config.folders):
+        if folder.id == WORKSPACE_ROOT:
+            problems.append(
+                f'folders[{i}].id: "{WORKSPACE_ROOT}" names each agent\'s own workspace; '
+                "choose another id"
+            )
+        path = config.folder_path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            problems.append(f"folders[{i}].path: {path} exists and is not a folder")
+        except OSError as err:
+            problems.append(f"folders[{i}].path: cannot create {path}: {err.strerror}")
+    known = {f.id for f in config.folders}
+    for i, agent in enumerate(config.agents):
+        for folder_id in agent.folders:
+            if folder_id not in known:
+                listed = ", ".join(sorted(known)) or "none in [[folders]]"
+                problems.append(
+                    f'agents[{i}].folders.{folder_id}: unknown folder "{folder_id}" '
+                    f"(known: {listed})"
                 )
     return problems
 

@@ -1,4 +1,5 @@
-"""Running a command from the config (deploys, rollbacks, check probes and recoveries).
+"""Running a command: from the config (deploys, rollbacks, check probes and recoveries) or an
+agent's run_command (an argv list, never a shell line; head and tail of its output kept).
 
 One way to run them: in its own process group; the timeout is on the command's exit, not on
 its output closing, since a deploy that starts a service leaves a child holding stdout; the
@@ -10,7 +11,8 @@ are every variable whose value is one of `secrets` (the caller passes the config
 values), the TELEGRAM_* and ANTHROPIC_* variables, and CREDENTIALS_DIRECTORY (systemd's
 folder of the fleet's secret files). Everything else (PATH, HOME, LANG, ...) is kept; a
 command that needs a secret names it in its command line (`${DEPLOY_TOKEN}`) or reads its own
-file.
+file. An agent's command gets less: `minimal_environment` (PATH, HOME, LANG and the names
+its `exec.env` lists).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import os
 import shlex
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,28 @@ class CommandError(Exception):
 @dataclass(frozen=True)
 class Finished:
     exit_code: int | None  # None: timed out, killed with its process group
-    output: str  # stdout and stderr together, the last `keep` bytes
+    output: str  # stdout and stderr together: the first `head` and the last `keep` bytes
+    cut: int = 0  # bytes left out between the head and the tail
+
+
+# What an agent's command gets of the fleet's environment (run_command): these, and only the
+# names its `exec.env` lists.
+BASE_NAMES = ("PATH", "HOME", "LANG")
+
+
+def minimal_environment(names: Iterable[str] = (), secrets: Iterable[str] = ()) -> dict[str, str]:
+    """PATH, HOME, LANG and `names` from the fleet's environment, never a fleet secret (a
+    variable whose value is one of `secrets`, or a TELEGRAM_* / ANTHROPIC_* one)."""
+    hidden = {s for s in secrets if s}
+    env: dict[str, str] = {}
+    for name in (*BASE_NAMES, *names):
+        value = os.environ.get(name)
+        if value is None or value in hidden or name.startswith(_FLEET_ONLY):
+            continue
+        if name in _FLEET_NAMES:
+            continue
+        env[name] = value
+    return env
 
 
 def environment(
@@ -55,7 +78,7 @@ def environment(
 
 
 async def run(
-    line: str,
+    line: str | Sequence[str],
     *,
     shell: bool,
     limit: float,
@@ -63,11 +86,21 @@ async def run(
     env: Mapping[str, str] | None = None,
     keep: int = KEEP,
     drain: float = DRAIN,
+    head: int = 0,
 ) -> Finished:
     """Run `line` (through the shell if `shell`, else split like a shell would and run
-    directly) with `env` (default: `environment()`), for at most `limit` seconds. Raises
-    CommandError when it cannot start."""
+    directly; a list is an argv, run as it is) with `env` (default: `environment()`), for at
+    most `limit` seconds. The output kept is the first `head` bytes and the last `keep`.
+    Raises CommandError when it cannot start."""
     environ = dict(env) if env is not None else environment()
+    if not isinstance(line, str):
+        argv = list(line)
+        if not argv:
+            raise CommandError("the argv is empty")
+        line = shlex.join(argv)
+        shell = False
+    else:
+        argv = []
     try:
         if shell:
             process = await asyncio.create_subprocess_shell(
@@ -81,7 +114,7 @@ async def run(
             )
         else:
             try:
-                argv = shlex.split(line)
+                argv = argv or shlex.split(line)
             except ValueError as err:
                 raise CommandError(f"cannot parse the command line: {err}") from err
             if not argv:
@@ -100,13 +133,21 @@ async def run(
         raise CommandError(
             f"cannot start {words[0] if words else line!r}: {err.strerror}"
         ) from err
+    first = bytearray()
     buffer = bytearray()
+    dropped = 0
 
     async def read() -> None:
+        nonlocal dropped
         assert process.stdout is not None
         while chunk := await process.stdout.read(65536):
+            if len(first) < head:
+                taken = chunk[: head - len(first)]
+                first.extend(taken)
+                chunk = chunk[len(taken) :]
             buffer.extend(chunk)
             if len(buffer) > keep:
+                dropped += len(buffer) - keep
                 del buffer[: len(buffer) - keep]
 
     reader = asyncio.create_task(read())
@@ -134,7 +175,15 @@ async def run(
         transport = getattr(process, "_transport", None)
         if transport is not None:
             transport.close()
-    return Finished(code, buffer.decode("utf-8", "replace"))
+    if dropped and head:
+        text = (
+            first.decode("utf-8", "replace")
+            + f"\n[... {dropped} bytes of output cut ...]\n"
+            + buffer.decode("utf-8", "replace")
+        )
+    else:
+        text = (first + buffer).decode("utf-8", "replace")
+    return Finished(code, text, dropped)
 
 
 async def _exit(process: asyncio.subprocess.Process) -> int:

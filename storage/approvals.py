@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import exec as commands
 from storage import inbox, incidents, outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
@@ -42,7 +43,7 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("deploy", "action", "publish", "incident_p0", "budget")
+KINDS = ("deploy", "action", "publish", "incident_p0", "budget", "exec")
 
 PENDING = "pending"
 APPROVED = "approved"
@@ -63,7 +64,8 @@ _SETTINGS = "fleet_approvals"
 
 
 class ApprovalCb(CallbackData, prefix="ap"):
-    """An approval button: `a` is y (approve), n (reject) or d (details); `id` the approval."""
+    """An approval button: `a` is y (approve), n (reject), d (details) or w (always allow, exec
+    approvals only: handlers/exec.py); `id` the approval."""
 
     a: str
     id: DbId
@@ -198,6 +200,15 @@ async def _incident_p0(session: AsyncSession, approval: Approval) -> object:
     return None
 
 
+async def _exec(session: AsyncSession, approval: Approval) -> object:
+    """Approved: queue the command to run exactly once (storage.exec; the agent hears the
+    result once it ran). Rejected or expired: the agent is told at once, with the reason."""
+    if approval.status != APPROVED:
+        return await _tell_task(session, approval)
+    # Looked up when called: storage.exec imports this module.
+    return await commands.on_decided(session, approval)
+
+
 # Called after the approval's status is set (approved, rejected or expired), in the same
 # transaction.
 EFFECTS: dict[str, Effect] = {
@@ -206,6 +217,7 @@ EFFECTS: dict[str, Effect] = {
     "action": _tell_task,
     "publish": _tell_task,
     "incident_p0": _incident_p0,
+    "exec": _exec,
 }
 
 
@@ -283,6 +295,18 @@ def render(approval: Approval, settings: Settings, votes: Sequence[ApprovalVote]
 
 
 def buttons(approval: Approval) -> list[list[outbox.Button]]:
+    if approval.kind == "exec":
+        # Always allow also adds an exec rule for this agent and this exact argv.
+        return [
+            [
+                {"text": "Allow once", "callback_data": ApprovalCb(a="y", id=approval.id).pack()},
+                {
+                    "text": "Always allow",
+                    "callback_data": ApprovalCb(a="w", id=approval.id).pack(),
+                },
+                {"text": "Deny", "callback_data": ApprovalCb(a="n", id=approval.id).pack()},
+            ]
+        ]
     return [
         [
             {"text": "Approve", "callback_data": ApprovalCb(a="y", id=approval.id).pack()},

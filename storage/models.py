@@ -432,3 +432,63 @@ class ApprovalEvent(Base):
     actor: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Artifact(Base):
+    """One file an agent wrote, or a command's saved output: where it is and what it held
+    (sha256) when written, so that evidence naming it can be verified later."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    agent_id: Mapped[str] = mapped_column(String(32))
+    root: Mapped[str] = mapped_column(String(32))  # "workspace" or a [[folders]] id
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the root
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="file")  # file | command
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ExecRun(Base):
+    """One command run by run_command: at once (allowed) or once its `exec` approval was
+    approved (approval_id, unique: the idempotency key). A run found `running` at start died
+    with the process: it is `interrupted`, never re-run."""
+
+    __tablename__ = "exec_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    approval_id: Mapped[int | None] = mapped_column(ForeignKey("approvals.id"), unique=True)
+    agent_id: Mapped[str] = mapped_column(String(32), index=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    argv: Mapped[list[Any]] = mapped_column(default=list)
+    cwd: Mapped[str] = mapped_column(String(1024))  # root:relative
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    allowed_by: Mapped[str] = mapped_column(String(64))  # policy | rule #n | person:<id>
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None]
+    output_tail: Mapped[str] = mapped_column(Text, default="")
+    artifact_id: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExecRule(Base):
+    """An "always allow" a person granted: this agent may run this exact argv without asking.
+    Revoking sets revoked_at; the row stays for the record."""
+
+    __tablename__ = "exec_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(32), index=True)
+    argv: Mapped[list[Any]] = mapped_column(default=list)
+    granted_by: Mapped[str] = mapped_column(String(64))
+    approval_id: Mapped[int | None] = mapped_column(ForeignKey("approvals.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None]
