@@ -15,15 +15,17 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from agents.org import OrgChart
+from bot.args import id_argument, no_such
 from bot.config import Config, Person, Role
 from bot.text import clip, esc
 from handlers.approvals import settings
 from handlers.registry import command
-from handlers.tasks import parse_task_id, sentence, unknown_agent, usage
+from handlers.tasks import sentence, unknown_agent, usage
 from storage import approvals
 from storage import exec as exec_runs
 from storage.approvals import ApprovalCb
 from storage.db import Database
+from storage.models import DbId
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -34,7 +36,7 @@ OWNER = {"role": Role.owner}
 class RuleCb(CallbackData, prefix="xr"):
     """The Revoke button of an exec rule."""
 
-    id: int
+    id: DbId
 
 
 @router.callback_query(ApprovalCb.filter(F.a == "w"), flags=OWNER)
@@ -118,17 +120,13 @@ async def show_exec(
     message: Message, command: CommandObject, db: Database, config: Config
 ) -> None:
     """One command's record: argv, who allowed it, exit code, output tail"""
-    line = usage("exec", "<id>")
-    word = (command.args or "").strip()
-    run_id = parse_task_id(word) if word else None
+    run_id = await id_argument(message, command.args or "", "command", usage("exec", "<id>"))
     if run_id is None:
-        extra = f"\n{esc(clip(word, 40))} is not a command number." if word else ""
-        await message.answer(line + extra)
         return
     async with db.session() as session:
         run = await exec_runs.get(session, run_id)
     if run is None:
-        await message.answer(f"There is no command #{esc(clip(word, 24))}.")
+        await message.answer(no_such("command", run_id))
         return
     s = settings(config)
     allowed = run.allowed_by

@@ -22,12 +22,14 @@ from aiogram.types import (
 )
 
 from agents.files import Confinement, FileRefused, sha256_of
+from bot.args import id_argument, no_such
 from bot.config import Config, Role
 from bot.text import clip, esc
 from handlers.registry import command
-from handlers.tasks import parse_task_id, usage
+from handlers.tasks import usage
 from storage import artifacts, tasks
 from storage.db import Database
+from storage.models import DbId
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -39,7 +41,7 @@ MAX_SEND = 50 * 1024 * 1024  # what the Bot API lets a bot upload
 class FileCb(CallbackData, prefix="fl"):
     """The Send button of one artifact."""
 
-    id: int
+    id: DbId
 
 
 def size_text(size: int) -> str:
@@ -53,18 +55,14 @@ def size_text(size: int) -> str:
 @command(router, "files", Role.viewer, usage="<task>")
 async def list_files(message: Message, command: CommandObject, db: Database) -> None:
     """The files a task's agents wrote, with buttons to get them"""
-    line = usage("files", "<task>")
-    word = (command.args or "").strip()
-    task_id = parse_task_id(word) if word else None
+    task_id = await id_argument(message, command.args or "", "task", usage("files", "<task>"))
     if task_id is None:
-        extra = f"\n{esc(clip(word, 40))} is not a task number." if word else ""
-        await message.answer(line + extra)
         return
     async with db.session() as session:
-        task = await tasks.get(session, task_id) if task_id <= artifacts.MAX_ID else None
+        task = await tasks.get(session, task_id)
         found = await artifacts.for_task(session, task_id) if task is not None else []
     if task is None:
-        await message.answer(f"There is no task #{esc(clip(word, 24))}.")
+        await message.answer(no_such("task", task_id))
         return
     if not found:
         await message.answer(f"Task #{task_id} has no files yet.")
