@@ -98,11 +98,46 @@ def _last_newline(items: list[tuple[str, list[tuple[str, str]]]]) -> int | None:
     return None
 
 
-def when(moment: datetime | None, tz: tzinfo) -> str:
-    """A stored UTC time as a person reads it: in the configured zone, to the second."""
+def when(
+    moment: datetime | None,
+    tz: tzinfo,
+    now: datetime | None = None,
+    *,
+    zone: bool = True,
+    seconds: bool = False,
+) -> str:
+    """A stored UTC time as a person reads it, in the configured zone: "17:53 CET" today,
+    "5 Dec 17:53 CET" this year, "5 Dec 2025 17:53 CET" before. Every time shown to a person
+    goes through here. A message listing many times passes `zone=False` and names the zone
+    once (`zone_note`)."""
     if moment is None:
         return "never"
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+    local = moment.astimezone(tz)
+    today = (now or datetime.now(tz)).astimezone(tz).date()
+    clock = f"{local:%H:%M:%S}" if seconds else f"{local:%H:%M}"
+    if local.date() == today:
+        text = clock
+    elif local.year == today.year:
+        text = f"{local.day} {local:%b} {clock}"
+    else:
+        text = f"{local.day} {local:%b %Y} {clock}"
+    return f"{text} {zone_name(tz, local)}" if zone else text
+
+
+def zone_name(tz: tzinfo, at: datetime | None = None) -> str:
+    """The zone's abbreviation at `at` (CET, CEST, UTC), or its offset where it has none."""
+    local = (at or datetime.now(tz)).astimezone(tz)
+    name = local.tzname() or ""
+    if not name or name[0] in "+-":  # zones without an abbreviation: "+03" is no name
+        offset = local.strftime("%z")
+        return f"UTC{offset[:3]}:{offset[3:]}" if offset not in ("", "+0000") else "UTC"
+    return name
+
+
+def zone_note(tz: tzinfo) -> str:
+    """Said once under a message whose times carry no zone: "Times in CET (Europe/Berlin)."."""
+    key = getattr(tz, "key", None)
+    return f"Times in {zone_name(tz)}" + (f" ({key})." if key and key != zone_name(tz) else ".")
 
 
 def utf16_len(text: str) -> int:

@@ -47,8 +47,7 @@ async def _agent_arg(
 
 
 def _run_time(run: Run, tz: tzinfo) -> str:
-    moment = run.finished_at or run.started_at or run.queued_at
-    return moment.astimezone(tz).strftime("%m-%d %H:%M")
+    return when(run.finished_at or run.started_at or run.queued_at, tz)
 
 
 def _usd(value: Decimal | float) -> str:

@@ -25,7 +25,7 @@ from aiogram.types import (
 )
 
 from bot.config import Config, Person, Role, parse_duration
-from bot.text import clip, esc, one_line, split_html
+from bot.text import clip, esc, one_line, split_html, when, zone_note
 from handlers.registry import command
 from handlers.tasks import parse_task_id, person_actor, sentence, usage
 from integrations.deploy import shown_command
@@ -360,9 +360,9 @@ async def audit(message: Message, command: CommandObject, db: Database, config: 
     if not trail and not runs:
         await message.answer("Nothing to audit yet.")
         return
-    lines = ["<b>Approvals</b>"]
+    lines = [f"<b>Approvals</b> · {zone_note(s.tz)}"]
     for event in trail:
-        at = event.created_at.astimezone(s.tz).strftime("%Y-%m-%d %H:%M:%S")
+        at = when(event.created_at, s.tz, zone=False)
         body = f": {esc(one_line(event.body, 80))}" if event.body else ""
         lines.append(
             f"{at} #{event.approval_id} {esc(event.kind)} by {esc(s.name(event.actor))}{body}"
@@ -373,7 +373,7 @@ async def audit(message: Message, command: CommandObject, db: Database, config: 
         took = ""
         if run.started_at and run.finished_at:
             took = f", {(run.finished_at - run.started_at) / timedelta(seconds=1):.1f} s"
-        started = approvals.moment(run.started_at or run.created_at, s)
+        started = when(run.started_at or run.created_at, s.tz, zone=False)
         lines.append(
             f"run #{run.id} {esc(run.target)} {esc(run.status)} (approval #{run.approval_id}, "
             f"{started}{took})"

@@ -302,7 +302,7 @@ async def turn_page(
 
 
 def _event_line(event: TaskEvent, config: Config) -> str:
-    at = event.created_at.astimezone(config.tz).strftime("%m-%d %H:%M")
+    at = when(event.created_at, config.tz, zone=False)
     change = ""
     if event.to_status:
         change = f" {event.from_status or ''}→{event.to_status}"

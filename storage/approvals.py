@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.text import when
 from storage import inbox, incidents, outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
@@ -217,12 +218,8 @@ def summary(approval: Approval) -> str:
 
 
 def moment(at: datetime | None, settings: Settings, now: datetime | None = None) -> str:
-    """14:02 today, else 2026-11-24 14:02, in the configured zone."""
-    if at is None:
-        return "an unknown time"
-    local = at.astimezone(settings.tz)
-    today = (now or utcnow()).astimezone(settings.tz).date()
-    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+    """`bot.text.when` in the configured zone ("14:02 CET" today, else "24 Nov 14:02 CET")."""
+    return when(at, settings.tz, now) if at is not None else "an unknown time"
 
 
 def outcome(approval: Approval, settings: Settings) -> str:
@@ -256,12 +253,15 @@ def render(approval: Approval, settings: Settings, votes: Sequence[ApprovalVote]
     details = str(payload.get("details") or "")
     if details:
         lines.append(escape(details[:1500]))
-    needs = who_decides(approval)
-    if approval.required > 1:
-        needs += f", {approval.required} different people"
-    lines.append(f"Decides: {escape(needs)}")
-    if approval.deadline is not None:
-        lines.append(f"Deadline: {moment(approval.deadline, settings)}")
+    if approval.status == PENDING:
+        # Who decides and by when matter only while it is open: a decided card shows the
+        # decision instead.
+        needs = who_decides(approval)
+        if approval.required > 1:
+            needs += f", {approval.required} different people"
+        lines.append(f"Decides: {escape(needs)}")
+        if approval.deadline is not None:
+            lines.append(f"Deadline: {moment(approval.deadline, settings)}")
     approving = counted(approval, votes, settings)
     if approving and approval.status == PENDING:
         names = ", ".join(settings.name(f"person:{v.person_id}") for v in approving)

@@ -216,8 +216,20 @@ failures_before_alert = 1
         message_id = alert.result["message_id"]
         refused = await press(botapi, VIEWER, data, message_id)
         assert "operator" in refused
+        after = botapi.mark()
         answer = await press(botapi, OPERATOR, data, message_id)
         assert "acknowledged" in answer
+        # The card shows its current state only: acknowledged, so no Ack button any more.
+        [edit] = await botapi.wait_for_call(
+            "editMessageText", lambda c: c.params["message_id"] == message_id, after=after
+        )
+        keyboard = edit.params["reply_markup"]["inline_keyboard"]
+        assert [b["text"] for row in keyboard for b in row] == [
+            "Resolve",
+            "Silence 1h",
+            "Silence 4h",
+        ]
+        assert str(edit.params["text"]).count("☑️") == 1
         assert query(config, "SELECT count(*) FROM incidents WHERE status = 'acknowledged'") == [
             (20,)
         ]

@@ -380,6 +380,6 @@ async def test_audit_of_fifty_long_events_is_sent_in_parts(
     await stop_cleanly(fleet)
     texts = [str(c.params["text"]) for c in parts]
     assert all(len(t) <= 4096 for t in texts)
-    assert texts[0].startswith("<b>Approvals</b>\n")
+    assert texts[0].startswith("<b>Approvals</b> · Times in ")
     shown = "\n".join(texts)
     assert all(f" #{n} request by hub: " in shown for n in range(1, 51))

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.text import TELEGRAM_LIMIT, esc, split_html, when
+from bot.text import TELEGRAM_LIMIT, esc, split_html, when, zone_note
 
 ENTITY = re.compile(r"&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
 TAG = re.compile(r"<[^<>]*>")
@@ -340,15 +340,26 @@ def test_esc_accepts_any_value() -> None:
     assert esc("&amp;") == "&amp;amp;"  # escaping is not idempotent: escape raw values once
 
 
-def test_when_formats_in_the_given_zone() -> None:
+def test_when_formats_in_the_given_zone_and_names_it() -> None:
     winter = datetime(2024, 1, 15, 12, 0, 5, 123456, tzinfo=UTC)
     summer = datetime(2024, 7, 15, 12, 0, 5, tzinfo=UTC)
-    assert when(winter, UTC) == "2024-01-15 12:00:05 UTC"
-    assert when(winter, ZoneInfo("Europe/Lisbon")) == "2024-01-15 12:00:05 WET"
-    assert when(summer, ZoneInfo("Europe/Lisbon")) == "2024-07-15 13:00:05 WEST"
-    assert when(winter, ZoneInfo("America/New_York")) == "2024-01-15 07:00:05 EST"
+    later = datetime(2024, 12, 1, tzinfo=UTC)  # "now": same year, another day
+    assert when(winter, UTC, later) == "15 Jan 12:00 UTC"
+    assert when(winter, ZoneInfo("Europe/Lisbon"), later) == "15 Jan 12:00 WET"
+    assert when(summer, ZoneInfo("Europe/Lisbon"), later) == "15 Jul 13:00 WEST"
+    assert when(winter, ZoneInfo("America/New_York"), later) == "15 Jan 07:00 EST"
     late = datetime(2024, 1, 15, 23, 30, tzinfo=UTC)
-    assert when(late, ZoneInfo("Asia/Tokyo")) == "2024-01-16 08:30:00 JST"
+    assert when(late, ZoneInfo("Asia/Tokyo"), later) == "16 Jan 08:30 JST"
+    # Today: the clock only; another year: the year too; seconds on request.
+    berlin = ZoneInfo("Europe/Berlin")
+    assert when(winter, berlin, winter) == "13:00 CET"
+    assert when(winter, berlin, winter, seconds=True) == "13:00:05 CET"
+    assert when(winter, berlin, datetime(2025, 2, 1, tzinfo=UTC)) == "15 Jan 2024 13:00 CET"
+    # Lists name the zone once instead.
+    assert when(winter, berlin, winter, zone=False) == "13:00"
+    assert zone_note(berlin) in ("Times in CET (Europe/Berlin).", "Times in CEST (Europe/Berlin).")
+    # A zone without an abbreviation is named by its offset.
+    assert when(winter, ZoneInfo("Asia/Dubai"), winter) == "16:00 UTC+04:00"
 
 
 def test_when_never() -> None:
