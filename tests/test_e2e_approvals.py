@@ -3,6 +3,7 @@ a deploy command that is a real process, and a local HTTP server to verify again
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -167,12 +168,17 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     [(decider,)] = query(config, "SELECT decided_by FROM approvals")
     assert decider in (f"person:{OWNER}", f"person:{SECOND_OWNER}")
 
-    # The message shows the decision, without buttons.
-    await botapi.wait_for_call(
+    # The message shows the decision, without buttons, and only what still applies: no one
+    # decides any more and the deadline is gone. Times say their zone (Europe/Amsterdam).
+    assert "Decides: an owner" in posted.params["text"]
+    assert re.search(r"Deadline: (\d+ \w{3} )?\d\d:\d\d CES?T", posted.params["text"])
+    [edit] = await botapi.wait_for_call(
         "editMessageText",
         lambda c: c.params["message_id"] == message_id and "✅ Approved by" in c.params["text"],
         timeout=15,
     )
+    assert "Decides:" not in edit.params["text"] and "Deadline:" not in edit.params["text"]
+    assert re.search(r"✅ Approved by \w+ at \d\d:\d\d CES?T", edit.params["text"])
     edited = botapi.message(FEED_CHAT, message_id)
     assert edited is not None and not edited.get("reply_markup")
 
