@@ -327,6 +327,9 @@ async def request_deploy(
             f"at most 128).\n{line}"
         )
         return
+    # Asked in a private chat by someone who may decide: the request comes here too, with its
+    # buttons, so an owner need not go to the group to approve their own deploy.
+    private = person.telegram_id if message.chat.type == "private" else None
     async with db.claim() as session:
         approval = await approvals.request(
             session,
@@ -337,11 +340,18 @@ async def request_deploy(
             required=target.required,
             # A redelivered update must not ask twice.
             idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
+            copy_to=private,
         )
+        here = private is not None and approvals.may_decide(session, approval, private)
     where = "the approvals feed" if config.feed("approvals") else "nowhere (no approvals feed)"
     await message.answer(
         f"Deploy of <b>{esc(target.id)}</b>{' at ' + esc(ref) if ref else ''} requested: "
         f"approval #{approval.id}, posted to {where}."
+        + (
+            " You may decide it here too: the request is posted in this chat as well."
+            if here
+            else ""
+        )
     )
 
 

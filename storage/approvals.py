@@ -385,10 +385,13 @@ async def request(
     required: int = 1,
     on_timeout: str | None = None,
     announce: bool = True,
+    copy_to: int | None = None,
 ) -> Approval:
     """Create a pending approval and post it to the `approvals` feed (`announce=False`: the
     caller posts its own message, as a budget stop does). With a used `idempotency_key`,
-    return the existing one and post nothing.
+    return the existing one and post nothing. `copy_to`: the private chat of the person who
+    asked; if they may decide it, the request is posted there too, with its buttons, and
+    edited with the feed's message (a person need not go to the group to decide).
 
     Deploys and P0 incidents are decided by owners; other kinds by operators and owners,
     unless `approvers` names a role ({"role": "owner"}) or people ({"people": ["Ana"]})."""
@@ -427,15 +430,22 @@ async def request(
     await session.flush()
     await record(session, approval.id, "request", requested_by, summary(approval))
     if announce:
-        await _announce(session, approval, settings)
+        await _announce(session, approval, settings, copy_to)
     return approval
+
+
+def may_decide(session: AsyncSession, approval: Approval, person_id: int) -> bool:
+    """Whether this person may decide the approval as it stands (a press is checked again)."""
+    return _refusal_for(approval, person_id, settings_of(session)) is None
 
 
 def _approvers_of(approval: Approval, settings: Settings) -> list[int]:
     return [pid for pid in settings.people if _refusal_for(approval, pid, settings) is None]
 
 
-async def _announce(session: AsyncSession, approval: Approval, settings: Settings) -> None:
+async def _announce(
+    session: AsyncSession, approval: Approval, settings: Settings, copy_to: int | None = None
+) -> None:
     text = render(approval, settings)
     if settings.feed is None:
         log.warning("no approvals feed configured; approval #%d is not posted", approval.id)
@@ -447,15 +457,17 @@ async def _announce(session: AsyncSession, approval: Approval, settings: Setting
             buttons=buttons(approval),
             dedup_key=f"approval:{approval.id}",
         )
-    if settings.notify_private:
-        for person_id in _approvers_of(approval, settings):
-            await outbox.enqueue(
-                session,
-                outbox.Destination(person_id),
-                text,
-                buttons=buttons(approval),
-                dedup_key=f"approval:{approval.id}:dm:{person_id}",
-            )
+    private = _approvers_of(approval, settings) if settings.notify_private else []
+    if copy_to is not None and _refusal_for(approval, copy_to, settings) is None:
+        private.append(copy_to)  # the same key as a notify_private copy: posted once
+    for person_id in private:
+        await outbox.enqueue(
+            session,
+            outbox.Destination(person_id),
+            text,
+            buttons=buttons(approval),
+            dedup_key=f"approval:{approval.id}:dm:{person_id}",
+        )
 
 
 async def _show(session: AsyncSession, approval: Approval, settings: Settings, key: str) -> None:
