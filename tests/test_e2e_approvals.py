@@ -151,19 +151,17 @@ async def test_an_owner_who_asks_for_a_deploy_in_private_decides_it_there(
     )
     answer = await press(botapi, OWNER, "ap:y:2", copy.result["message_id"], chat_id=OWNER)
     assert answer == "Approved #2: the deploy is queued."
-    for chat, message_id in (
-        (OWNER, copy.result["message_id"]),
-        (FEED_CHAT, posted.result["message_id"]),
-    ):
-        await botapi.wait_for_call(
-            "editMessageText",
-            lambda c, chat=chat, message_id=message_id: (
-                c.params["chat_id"] == chat
-                and c.params["message_id"] == message_id
-                and "✅ Approved by Ana" in c.params["text"]
-            ),
-            timeout=15,
-        )
+    shown = [(OWNER, copy.result["message_id"]), (FEED_CHAT, posted.result["message_id"])]
+    edits = await botapi.wait_for_call(
+        "editMessageText",
+        lambda c: (
+            (c.params["chat_id"], c.params["message_id"]) in shown
+            and "✅ Approved by Ana" in c.params["text"]
+        ),
+        count=2,
+        timeout=15,
+    )
+    assert sorted((c.params["chat_id"], c.params["message_id"]) for c in edits) == sorted(shown)
     (tmp_path / "release").write_text("go")
     await wait_query(
         config, "SELECT approval_id, status FROM deploy_runs", [(2, "succeeded")], timeout=30
