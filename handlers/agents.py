@@ -199,7 +199,11 @@ async def resume(
     if not change.won:
         await message.answer(f"{esc(agent_id)} is not paused.")
         return
-    woken = " It has work waiting and was woken." if change.woken else ""
+    woken = (
+        " It has work waiting and was woken."
+        if change.woken
+        else " Nothing is waiting: it runs at its next heartbeat or when it is given work."
+    )
     await message.answer(f"Resumed {esc(agent_id)}.{woken}")
 
 
@@ -218,6 +222,16 @@ async def wake(message: Message, command: CommandObject, db: Database, org: OrgC
             f"{esc(agent_id)} is paused, so a run would be skipped; /resume {esc(agent_id)} first."
         )
     elif queued:
-        await message.answer(f"Woke {esc(agent_id)}")
+        await message.answer(f"{esc(agent_id)} will run now. {RUN_COST}")
     else:
-        await message.answer(f"{esc(agent_id)} already has a run queued; merged")
+        await message.answer(
+            f"{esc(agent_id)} already had a run queued; this wake joins it, so it runs once, "
+            f"now. {RUN_COST}"
+        )
+
+
+# What a wake costs, said where a person asks for one.
+RUN_COST = (
+    "With a task, a message or a HEARTBEAT.md check to do, that costs model calls; "
+    "with nothing to do, it ends at once and costs nothing."
+)

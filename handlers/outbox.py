@@ -49,7 +49,10 @@ async def resend(message: Message, command: CommandObject, session: AsyncSession
         await message.answer(f"There is no outbox message #{arg[:20]}….")
         return
     if await outbox.requeue(session, row_id):
-        await message.answer(f"Outbox #{row_id} is queued again.")
+        await message.answer(
+            f"Outbox #{row_id} is queued again: the sender tries it within seconds; "
+            "/outbox shows it until it is delivered."
+        )
         return
     row = await outbox.get(session, row_id)
     if row is None:

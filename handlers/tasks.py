@@ -565,6 +565,6 @@ async def cancel(message: Message, command: CommandObject, db: Database, person:
             session, task_id, tasks.CANCELLED, actor=person_actor(person), note=note
         )
     if outcome.won:
-        await message.answer(f"Task #{task_id} cancelled.")
+        await message.answer(f"Task #{task_id} cancelled: no run will pick it up again.")
     else:
         await message.answer(esc(sentence(outcome.reason)))
