@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.text import TELEGRAM_LIMIT, esc, split_html, when, zone_note
+from bot.text import TELEGRAM_LIMIT, esc, html_problem, split_html, when, zone_note
+from tests.botapi_server import EntityParseError, parse_html
 
 ENTITY = re.compile(r"&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
 TAG = re.compile(r"<[^<>]*>")
@@ -364,3 +365,43 @@ def test_when_formats_in_the_given_zone_and_names_it() -> None:
 
 def test_when_never() -> None:
     assert when(None, ZoneInfo("Europe/Lisbon")) == "never"
+
+
+# --- html_problem: HTML a person wrote, checked before it is queued ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("<b>unclosed bold", "<b> at character 1 is never closed (</b>)"),
+        ("<b><i>x</b></i>", "</b> at character 8 where </i> was expected"),
+        ("</b>", "</b> at character 1 closes no open tag"),
+        ("<div>x</div>", "<div> at character 1 is not a tag Telegram supports"),
+        ("a & b", '"&" at character 3 starts no entity: write &amp; for "&"'),
+        ("1 < 2", '"<" at character 3 starts no tag: write &lt; for "<" in text'),
+        ("<span>s</span>", '<span> at character 1 needs the attribute "class"'),
+        ('<tg-emoji emoji-id="x">🙂</tg-emoji>', '<tg-emoji> at character 1: "emoji-id" cannot'),
+        ("<b></b>", "there is no text outside the tags"),
+    ],
+)
+def test_html_problem_names_what_telegram_would_refuse(text: str, problem: str) -> None:
+    found = html_problem(text)
+    assert found is not None and found.startswith(problem)
+    with pytest.raises(EntityParseError):  # and Telegram (the local server's parser) agrees
+        if not parse_html(text)[0].strip():  # Telegram refuses an empty text too
+            raise EntityParseError("empty")
+
+
+def test_html_problem_accepts_what_telegram_accepts() -> None:
+    for _, text, _ in CASES[:100]:
+        assert html_problem(text) is None
+        parse_html(text)
+    for text in (
+        'x > y, <a href="https://e.com/?a=1&amp;b=2">link</a>',
+        '<pre><code class="language-python">print("&lt;")</code></pre>',
+        '<tg-time unix="1764950000" format="wDT">5 Dec</tg-time>',
+        "<blockquote expandable>q</blockquote> &#128578; &#x1F642;",
+        esc("<b>unclosed & raw</b>"),
+    ):
+        assert html_problem(text) is None, text
+        parse_html(text)
