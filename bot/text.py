@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from datetime import datetime, tzinfo
+from decimal import ROUND_HALF_UP, Decimal
 
 TELEGRAM_LIMIT = 4096
 
@@ -138,6 +140,29 @@ def zone_note(tz: tzinfo) -> str:
     """Said once under a message whose times carry no zone: "Times in CET (Europe/Berlin)."."""
     key = getattr(tz, "key", None)
     return f"Times in {zone_name(tz)}" + (f" ({key})." if key and key != zone_name(tz) else ".")
+
+
+def money(value: Decimal | float) -> str:
+    """USD to the cent, half a cent rounded up: 1234.565 -> "1,234.57"."""
+    return f"{Decimal(str(value)).quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+
+
+def usd(value: Decimal | float | str) -> str:
+    """Money as a person reads it, everywhere: "$1,234.57"."""
+    return f"${money(Decimal(str(value)))}"
+
+
+def actor_name(actor: str | None, people: Mapping[int, str]) -> str:
+    """Who did something, as a person reads it: "person:1001" -> "Ana" (`people`: Telegram id
+    -> name), "agent:coder" -> "coder", "system:approvals" -> "the system"."""
+    if actor is None:
+        return "someone"
+    kind, _, rest = actor.partition(":")
+    if kind == "person" and rest.lstrip("-").isascii() and rest.lstrip("-").isdigit():
+        return people.get(int(rest)) or f"user {rest}"
+    if kind == "system":
+        return "the system"
+    return rest or actor
 
 
 def utf16_len(text: str) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, one_line, split_html, when
+from bot.text import clip, esc, one_line, split_html, usd, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state
@@ -48,10 +48,6 @@ async def _agent_arg(
 
 def _run_time(run: Run, tz: tzinfo) -> str:
     return when(run.finished_at or run.started_at or run.queued_at, tz)
-
-
-def _usd(value: Decimal | float) -> str:
-    return f"${Decimal(str(value)):,.2f}"
 
 
 @command(router, "agents", Role.viewer)
@@ -144,12 +140,12 @@ async def show_agent(
         else agent.budget_usd_month
     )
     if budget is None:
-        lines.append(f"Spend this month: {_usd(spent)} (no monthly budget)")
+        lines.append(f"Spend this month: {usd(spent)} (no monthly budget)")
     elif budget == 0:
-        lines.append(f"Spend this month: {_usd(spent)} of a {_usd(0)} budget")
+        lines.append(f"Spend this month: {usd(spent)} of a {usd(0)} budget")
     else:
         share = spent / Decimal(str(budget)) * 100
-        lines.append(f"Spend this month: {_usd(spent)} of {_usd(budget)} ({share:.0f}%)")
+        lines.append(f"Spend this month: {usd(spent)} of {usd(budget)} ({share:.0f}%)")
     await message.answer("\n".join(lines))
 
 

@@ -26,6 +26,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import bot.text as view
 from agents.org import OrgChart
 from bot.config import AgentConfig, Config, Person, Role
 from bot.text import TELEGRAM_LIMIT, clip, esc, one_line, visible_len, when
@@ -109,14 +110,9 @@ async def _task_id(message: Message, word: str, usage_line: str) -> int | None:
     return task_id
 
 
-def actor_name(actor: str, config: Config) -> str:
-    """A person's name for an actor like "person:1001"; agents and the system as they are."""
-    kind, _, ident = actor.partition(":")
-    if kind == "person" and ident.isascii() and ident.isdigit():
-        person = config.person(int(ident))
-        if person is not None:
-            return person.name
-    return actor
+def actor_name(actor: str | None, config: Config) -> str:
+    """`bot.text.actor_name` with the config's people: "person:1001" -> "Ana"."""
+    return view.actor_name(actor, {p.telegram_id: p.name for p in config.people})
 
 
 def priority_name(priority: int) -> str:

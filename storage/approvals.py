@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.text import when
+from bot.text import actor_name, usd, when
 from storage import inbox, incidents, outbox, tasks
 from storage import usage as spend
 from storage.db import Database, touch
@@ -77,16 +77,8 @@ class Settings:
     budgets: Mapping[str, float | None] = field(default_factory=dict)  # configured budgets
 
     def name(self, actor: str | None) -> str:
-        """A person's name for "person:<id>", the agent id for "agent:<id>"."""
-        if actor is None:
-            return "someone"
-        kind, _, rest = actor.partition(":")
-        if kind == "person" and rest.lstrip("-").isdigit():
-            found = self.people.get(int(rest))
-            return found[0] if found else f"user {rest}"
-        if kind == "system":
-            return "the system"
-        return rest or actor
+        """A person's name for "person:<id>", the agent id for "agent:<id>" (`actor_name`)."""
+        return actor_name(actor, {pid: person[0] for pid, person in self.people.items()})
 
 
 def configure(db: Database, settings: Settings) -> None:
@@ -213,7 +205,11 @@ def summary(approval: Approval) -> str:
         ref = f" at {payload['ref']}" if payload.get("ref") else ""
         return f"deploy {payload.get('target', '?')}{ref}"
     if approval.kind == "budget":
-        return f"raise the budget of {payload.get('agent', '?')} by ${payload.get('step', '?')}"
+        try:
+            by = usd(payload.get("step", "?"))
+        except (ArithmeticError, ValueError):
+            by = "?"
+        return f"raise the budget of {payload.get('agent', '?')} by {by}"
     return str(payload.get("summary") or payload.get("title") or approval.kind)
 
 

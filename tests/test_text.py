@@ -6,12 +6,22 @@ from __future__ import annotations
 import random
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.text import TELEGRAM_LIMIT, esc, html_problem, split_html, when, zone_note
+from bot.text import (
+    TELEGRAM_LIMIT,
+    actor_name,
+    esc,
+    html_problem,
+    split_html,
+    usd,
+    when,
+    zone_note,
+)
 from tests.botapi_server import EntityParseError, parse_html
 
 ENTITY = re.compile(r"&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
@@ -405,3 +415,15 @@ def test_html_problem_accepts_what_telegram_accepts() -> None:
     ):
         assert html_problem(text) is None, text
         parse_html(text)
+
+
+def test_one_formatter_for_money_and_one_for_who() -> None:
+    assert usd(Decimal("1234.565")) == "$1,234.57"
+    assert usd(10) == "$10.00"
+    assert usd("0.004") == "$0.00"
+    people = {1001: "Ana"}
+    assert actor_name("person:1001", people) == "Ana"
+    assert actor_name("person:77", people) == "user 77"
+    assert actor_name("agent:coder", people) == "coder"
+    assert actor_name("system:approvals", people) == "the system"
+    assert actor_name(None, people) == "someone"
