@@ -17,7 +17,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.config import Config, Person, Role, parse_duration
-from bot.text import clip, esc, when
+from bot.text import clip, esc, when, zone_note
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, usage
 from storage import incidents, outbox
@@ -69,11 +69,11 @@ def _markup(rows: list[list[outbox.Button]]) -> InlineKeyboardMarkup | None:
 def _line(incident: Incident, config: Config) -> str:
     state = incident.status
     if incident.status == incidents.SILENCED and incident.silenced_until is not None:
-        state = f"silenced until {when(incident.silenced_until, config.tz)}"
+        state = f"silenced until {when(incident.silenced_until, config.tz, zone=False)}"
     requested = f", {incident.requested_severity} requested" if incident.requested_severity else ""
     return (
         f"#{incident.id} {incident.severity} {esc(clip(incident.title, 80))} "
-        f"({esc(state)}{requested}, since {esc(when(incident.opened_at, config.tz))})"
+        f"({esc(state)}{requested}, since {esc(when(incident.opened_at, config.tz, zone=False))})"
     )
 
 
@@ -87,7 +87,8 @@ async def list_incidents(message: Message, db: Database, config: Config) -> None
         await message.answer("No open incidents.")
         return
     more = f"\n… and {total - len(found)} more" if total > len(found) else ""
-    await message.answer("<b>Incidents</b>\n" + "\n".join(_line(i, config) for i in found) + more)
+    title = f"<b>Incidents</b> · {zone_note(config.tz)}\n"
+    await message.answer(title + "\n".join(_line(i, config) for i in found) + more)
 
 
 def _incident_id(args: str | None) -> int | None:

@@ -243,6 +243,7 @@ failures_before_alert = 1
         assert "Silenced svc03" in reply and "1 open incident" in reply
         listing = await ask(botapi, VIEWER, "/incidents")
         assert "silenced until" in listing and listing.count("acknowledged") == 19
+        assert listing.startswith("<b>Incidents</b> · Times in CE")  # the zone, once
         status = await ask(botapi, VIEWER, "/status")
         assert "Silences: svc03" in status
         assert "operator" in await ask(botapi, VIEWER, "/ack 1")
