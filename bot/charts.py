@@ -17,6 +17,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from integrations.process import environment
+
 MAX_SERIES = 8  # agents drawn by name; the rest are summed as "others"
 TIMEOUT = 60.0  # seconds a chart may take to draw (a cold matplotlib import on a slow disk)
 
@@ -161,6 +163,17 @@ async def render_spend(
 ) -> bytes:
     """`spend_per_day` drawn by a child process (`python -m bot.charts`), so this process
     never loads matplotlib. ChartError when the child fails or takes over `TIMEOUT` seconds."""
+    payload = _encode(daily, month, through, budgets, fleet_budget)
+    async with _ONE_AT_A_TIME:
+        return await _draw(payload)
+
+
+# Each child holds matplotlib (~100 MB) and a CPU core while it draws: a burst of /costs
+# draws one chart after another instead of starting a child per request.
+_ONE_AT_A_TIME = asyncio.Semaphore(1)
+
+
+async def _draw(payload: bytes) -> bytes:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -168,15 +181,17 @@ async def render_spend(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=environment(),  # a chart needs none of the fleet's secrets
     )
-    payload = _encode(daily, month, through, budgets, fleet_budget)
     try:
         async with asyncio.timeout(TIMEOUT):
             png, errors = await child.communicate(payload)
     except TimeoutError:
-        child.kill()
-        await child.wait()
         raise ChartError(f"drawing took longer than {TIMEOUT:.0f} s") from None
+    finally:
+        if child.returncode is None:  # timed out or cancelled: no child outlives its request
+            child.kill()
+            await child.wait()
     if child.returncode != 0 or not png.startswith(b"\x89PNG"):
         last = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise ChartError(f"the chart process failed ({last[0][:200]})")
