@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.prices import price_of
 from bot.config import AgentConfig, Config, Price
-from bot.text import esc
-from handlers.budget import RaiseBudget, percent, usd
+from bot.text import esc, usd
+from handlers.budget import RaiseBudget, percent
 from storage import agents as agent_state
 from storage import inbox, outbox
 from storage import usage as spend

@@ -26,7 +26,7 @@ from agents.org import OrgChart
 from agents.tools import ToolContext
 from agents.turn import TurnResult, run_turn
 from bot.config import AgentConfig, Config, parse_duration
-from bot.text import esc
+from bot.text import esc, when
 from storage import artifacts, inbox, outbox, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
@@ -283,7 +283,8 @@ class Runtime:
         # A run is recorded as finished only once the usage rows of its calls are written.
         await self.gateway.flush()
         if result.status == "deferred" and result.retry_at is not None:
-            outcome = f"deferred until {result.retry_at:%H:%M:%S} UTC: {result.outcome}"
+            until = when(result.retry_at, self.config.tz, seconds=True)
+            outcome = f"deferred until {until}: {result.outcome}"
         async with self.db.claim() as session:
             await runs.finish(
                 session,

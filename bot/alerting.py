@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from bot.config import CheckConfig, Config
 from bot.text import esc, when
-from handlers.incidents import IncidentCb
+from handlers.incidents import alert_buttons
 from integrations import checks
 from storage import checks as check_state
 from storage import incidents, outbox
@@ -132,7 +132,7 @@ class Alerting:
                         [i.id for i in pending],
                         to=to,
                         text=self.render(pending),
-                        buttons=buttons(min(i.id for i in pending)),
+                        buttons=alert_buttons(min(i.id for i in pending)),
                     )
             repeat = settings.seconds("repeat_interval")
             for incident in await incidents.due_reminders(session, now, repeat):
@@ -153,16 +153,3 @@ class Alerting:
         if len(found) > MAX_LISTED:
             lines.append(f"… and {len(found) - MAX_LISTED} more (/incidents)")
         return "\n".join(lines)
-
-
-def buttons(incident_id: int) -> list[list[outbox.Button]]:
-    """Ack / Resolve / Silence 1h / Silence 4h for the alert of `incident_id` (and every
-    incident that alert announced)."""
-
-    def button(text: str, action: str) -> outbox.Button:
-        return {"text": text, "callback_data": IncidentCb(action=action, id=incident_id).pack()}
-
-    return [
-        [button("Ack", "ack"), button("Resolve", "resolve")],
-        [button("Silence 1h", "s1h"), button("Silence 4h", "s4h")],
-    ]

@@ -161,6 +161,7 @@ async def _serve(config: Config, db: Database) -> int:
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
     triage = Triage(config, db, gateway)
+    scheduler = Scheduler(db)
     dp = make_dispatcher(
         config,
         db,
@@ -170,6 +171,7 @@ async def _serve(config: Config, db: Database) -> int:
         sender=sender,
         org=runtime.org,
         status_cache=SummaryCache(db),
+        job_intervals=scheduler.intervals,  # filled below; /status counts the jobs in it
         triage=triage,
     )
     stop = asyncio.Event()
@@ -196,7 +198,6 @@ async def _serve(config: Config, db: Database) -> int:
     supervisor = PollingSupervisor(
         dp, bot, monitor, polling_timeout=config.telegram.polling_timeout, on_stall=on_stall
     )
-    scheduler = Scheduler(db)
     started = time.monotonic()
 
     async def poll_beat() -> None:

@@ -69,7 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--feed", help="alerts, triage, approvals or activity")
     where.add_argument("--chat", type=int, help="a chat id")
     send.add_argument("--key", help="dedup key: a second send with the same key is dropped")
-    send.add_argument("--html", action="store_true", help="the text is HTML already")
+    send.add_argument(
+        "--html",
+        action="store_true",
+        help="the text is Telegram HTML already (checked before it is queued; exit 2 if invalid)",
+    )
     send.add_argument("text", help='the message; "-" reads standard input')
     costs = sub.add_parser(
         "costs", parents=[common], help="spend per agent in a month, against budgets"
@@ -180,7 +184,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from bot.text import esc
+    from bot.text import esc, html_problem
     from storage import outbox
     from storage.db import Database
 
@@ -192,6 +196,11 @@ def _send(args: argparse.Namespace) -> int:
     if not text.strip():
         print("nothing to send: the text is empty", file=sys.stderr)
         return 1
+    # Checked now, not at delivery: a refused message would otherwise show only in /outbox.
+    problem = html_problem(text) if args.html else None
+    if problem is not None:
+        print(f"not sent: Telegram would refuse this HTML: {problem}", file=sys.stderr)
+        return 2
     if args.feed:
         feed = config.feed(args.feed)
         if feed is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from datetime import datetime, tzinfo
+from decimal import ROUND_HALF_UP, Decimal
 
 TELEGRAM_LIMIT = 4096
 
@@ -98,11 +100,69 @@ def _last_newline(items: list[tuple[str, list[tuple[str, str]]]]) -> int | None:
     return None
 
 
-def when(moment: datetime | None, tz: tzinfo) -> str:
-    """A stored UTC time as a person reads it: in the configured zone, to the second."""
+def when(
+    moment: datetime | None,
+    tz: tzinfo,
+    now: datetime | None = None,
+    *,
+    zone: bool = True,
+    seconds: bool = False,
+) -> str:
+    """A stored UTC time as a person reads it, in the configured zone: "17:53 CET" today,
+    "5 Dec 17:53 CET" this year, "5 Dec 2025 17:53 CET" before. Every time shown to a person
+    goes through here. A message listing many times passes `zone=False` and names the zone
+    once (`zone_note`)."""
     if moment is None:
         return "never"
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+    local = moment.astimezone(tz)
+    today = (now or datetime.now(tz)).astimezone(tz).date()
+    clock = f"{local:%H:%M:%S}" if seconds else f"{local:%H:%M}"
+    if local.date() == today:
+        text = clock
+    elif local.year == today.year:
+        text = f"{local.day} {local:%b} {clock}"
+    else:
+        text = f"{local.day} {local:%b %Y} {clock}"
+    return f"{text} {zone_name(tz, local)}" if zone else text
+
+
+def zone_name(tz: tzinfo, at: datetime | None = None) -> str:
+    """The zone's abbreviation at `at` (CET, CEST, UTC), or its offset where it has none."""
+    local = (at or datetime.now(tz)).astimezone(tz)
+    name = local.tzname() or ""
+    if not name or name[0] in "+-":  # zones without an abbreviation: "+03" is no name
+        offset = local.strftime("%z")
+        return f"UTC{offset[:3]}:{offset[3:]}" if offset not in ("", "+0000") else "UTC"
+    return name
+
+
+def zone_note(tz: tzinfo) -> str:
+    """Said once under a message whose times carry no zone: "Times in CET (Europe/Berlin)."."""
+    key = getattr(tz, "key", None)
+    return f"Times in {zone_name(tz)}" + (f" ({key})." if key and key != zone_name(tz) else ".")
+
+
+def money(value: Decimal | float) -> str:
+    """USD to the cent, half a cent rounded up: 1234.565 -> "1,234.57"."""
+    return f"{Decimal(str(value)).quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+
+
+def usd(value: Decimal | float | str) -> str:
+    """Money as a person reads it, everywhere: "$1,234.57"."""
+    return f"${money(Decimal(str(value)))}"
+
+
+def actor_name(actor: str | None, people: Mapping[int, str]) -> str:
+    """Who did something, as a person reads it: "person:1001" -> "Ana" (`people`: Telegram id
+    -> name), "agent:coder" -> "coder", "system:approvals" -> "the system"."""
+    if actor is None:
+        return "someone"
+    kind, _, rest = actor.partition(":")
+    if kind == "person" and rest.lstrip("-").isascii() and rest.lstrip("-").isdigit():
+        return people.get(int(rest)) or f"user {rest}"
+    if kind == "system":
+        return "the system"
+    return rest or actor
 
 
 def utf16_len(text: str) -> int:
@@ -138,3 +198,96 @@ def plain(html_text: str) -> str:
 def visible_len(html_text: str) -> int:
     """What Telegram counts of our HTML."""
     return utf16_len(plain(html_text))
+
+
+# -- validating HTML written by a person (fleet send --html) ---------------------------------
+
+# Telegram's HTML tags, each with the attributes it reads (None: any value, else a pattern);
+# other attributes are ignored, as Telegram does.
+_SUPPORTED: dict[str, dict[str, re.Pattern[str] | None]] = {
+    **{tag: {} for tag in ("b", "strong", "i", "em", "u", "ins", "s", "strike", "del")},
+    "tg-spoiler": {},
+    "span": {"class": re.compile(r"tg-spoiler")},
+    "a": {"href": None},
+    "code": {"class": None},
+    "pre": {},
+    "blockquote": {"expandable": None},
+    "tg-emoji": {"emoji-id": re.compile(r"\d+")},
+    "tg-time": {"unix": re.compile(r"-?\d+"), "format": None},
+}
+_REQUIRED = {"span": "class", "tg-emoji": "emoji-id", "tg-time": "unix"}
+_OPEN_OR_CLOSE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^<>]*)>")
+_ATTRIBUTE = re.compile(r"\s+([a-zA-Z-]+)(?:\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+)))?")
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});")
+
+
+def html_problem(text: str) -> str | None:
+    """Why Telegram would refuse `text` in HTML parse mode, or None: only its tags (with
+    their attributes), properly nested and closed, and only &lt; &gt; &amp; &quot; and
+    numeric character references. Positions are characters from 1."""
+    stack: list[tuple[str, int]] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "&":
+            entity = _ENTITY.match(text, i)
+            if entity is None:
+                return f'"&" at character {i + 1} starts no entity: write &amp; for "&"'
+            i = entity.end()
+            continue
+        if ch != "<":
+            i += 1
+            continue
+        tag = _OPEN_OR_CLOSE.match(text, i)
+        if tag is None:
+            return f'"<" at character {i + 1} starts no tag: write &lt; for "<" in text'
+        closing, name, rest = tag.group(1), tag.group(2).lower(), tag.group(3)
+        if name not in _SUPPORTED:
+            return (
+                f"<{name}> at character {i + 1} is not a tag Telegram supports "
+                "(b, i, u, s, a, code, pre, blockquote, tg-spoiler, tg-emoji, tg-time)"
+            )
+        if closing:
+            if rest.strip():
+                return f"</{name}> at character {i + 1} takes no attributes"
+            if not stack:
+                return f"</{name}> at character {i + 1} closes no open tag"
+            if stack[-1][0] != name:
+                return f"</{name}> at character {i + 1} where </{stack[-1][0]}> was expected"
+            stack.pop()
+        else:
+            problem = _attributes_problem(name, rest, i + 1)
+            if problem:
+                return problem
+            stack.append((name, i + 1))
+        i = tag.end()
+    if stack:
+        name, at = stack[-1]
+        return f"<{name}> at character {at} is never closed (</{name}>)"
+    if not html.unescape(_TAGS.sub("", text)).strip():
+        return "there is no text outside the tags"
+    return None
+
+
+def _attributes_problem(name: str, rest: str, at: int) -> str | None:
+    allowed = _SUPPORTED[name]
+    seen: set[str] = set()
+    position = 0
+    for match in _ATTRIBUTE.finditer(rest):
+        if match.start() != position:
+            break
+        position = match.end()
+        key = match.group(1).lower()
+        value = next((g for g in match.groups()[1:] if g is not None), "")
+        if key not in allowed:
+            continue  # Telegram ignores attributes it does not know
+        rule = allowed[key]
+        if rule is not None and not rule.fullmatch(value):
+            return f'<{name}> at character {at}: "{key}" cannot be "{clip(value, 40)}"'
+        seen.add(key)
+    if rest[position:].strip(" \t\n/"):
+        return f"<{name}> at character {at} has attributes that do not parse"
+    needed = _REQUIRED.get(name)
+    if needed and needed not in seen:
+        return f'<{name}> at character {at} needs the attribute "{needed}"'
+    return None

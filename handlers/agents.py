@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, one_line, split_html, when
+from bot.text import clip, esc, one_line, split_html, usd, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state
@@ -47,12 +47,7 @@ async def _agent_arg(
 
 
 def _run_time(run: Run, tz: tzinfo) -> str:
-    moment = run.finished_at or run.started_at or run.queued_at
-    return moment.astimezone(tz).strftime("%m-%d %H:%M")
-
-
-def _usd(value: Decimal | float) -> str:
-    return f"${Decimal(str(value)):,.2f}"
+    return when(run.finished_at or run.started_at or run.queued_at, tz)
 
 
 @command(router, "agents", Role.viewer)
@@ -145,12 +140,12 @@ async def show_agent(
         else agent.budget_usd_month
     )
     if budget is None:
-        lines.append(f"Spend this month: {_usd(spent)} (no monthly budget)")
+        lines.append(f"Spend this month: {usd(spent)} (no monthly budget)")
     elif budget == 0:
-        lines.append(f"Spend this month: {_usd(spent)} of a {_usd(0)} budget")
+        lines.append(f"Spend this month: {usd(spent)} of a {usd(0)} budget")
     else:
         share = spent / Decimal(str(budget)) * 100
-        lines.append(f"Spend this month: {_usd(spent)} of {_usd(budget)} ({share:.0f}%)")
+        lines.append(f"Spend this month: {usd(spent)} of {usd(budget)} ({share:.0f}%)")
     await message.answer("\n".join(lines))
 
 
@@ -200,7 +195,11 @@ async def resume(
     if not change.won:
         await message.answer(f"{esc(agent_id)} is not paused.")
         return
-    woken = " It has work waiting and was woken." if change.woken else ""
+    woken = (
+        " It has work waiting and was woken."
+        if change.woken
+        else " Nothing is waiting: it runs at its next heartbeat or when it is given work."
+    )
     await message.answer(f"Resumed {esc(agent_id)}.{woken}")
 
 
@@ -219,6 +218,16 @@ async def wake(message: Message, command: CommandObject, db: Database, org: OrgC
             f"{esc(agent_id)} is paused, so a run would be skipped; /resume {esc(agent_id)} first."
         )
     elif queued:
-        await message.answer(f"Woke {esc(agent_id)}")
+        await message.answer(f"{esc(agent_id)} will run now. {RUN_COST}")
     else:
-        await message.answer(f"{esc(agent_id)} already has a run queued; merged")
+        await message.answer(
+            f"{esc(agent_id)} already had a run queued; this wake joins it, so it runs once, "
+            f"now. {RUN_COST}"
+        )
+
+
+# What a wake costs, said where a person asks for one.
+RUN_COST = (
+    "With a task, a message or a HEARTBEAT.md check to do, that costs model calls; "
+    "with nothing to do, it ends at once and costs nothing."
+)

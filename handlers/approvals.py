@@ -26,7 +26,7 @@ from aiogram.types import (
 
 from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
 from bot.config import Config, Person, Role, parse_duration
-from bot.text import clip, esc, one_line, split_html
+from bot.text import clip, esc, one_line, split_html, when, zone_note
 from handlers.registry import command
 from handlers.tasks import person_actor, sentence, usage
 from integrations.deploy import shown_command
@@ -315,6 +315,9 @@ async def request_deploy(
             f"at most 128).\n{line}"
         )
         return
+    # Asked in a private chat by someone who may decide: the request comes here too, with its
+    # buttons, so an owner need not go to the group to approve their own deploy.
+    private = person.telegram_id if message.chat.type == "private" else None
     async with db.claim() as session:
         approval = await approvals.request(
             session,
@@ -325,11 +328,18 @@ async def request_deploy(
             required=target.required,
             # A redelivered update must not ask twice.
             idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
+            copy_to=private,
         )
+        here = private is not None and approvals.may_decide(session, approval, private)
     where = "the approvals feed" if config.feed("approvals") else "nowhere (no approvals feed)"
     await message.answer(
         f"Deploy of <b>{esc(target.id)}</b>{' at ' + esc(ref) if ref else ''} requested: "
         f"approval #{approval.id}, posted to {where}."
+        + (
+            " You may decide it here too: the request is posted in this chat as well."
+            if here
+            else ""
+        )
     )
 
 
@@ -351,9 +361,9 @@ async def audit(message: Message, command: CommandObject, db: Database, config: 
     if not trail and not runs:
         await message.answer("Nothing to audit yet.")
         return
-    lines = ["<b>Approvals</b>"]
+    lines = [f"<b>Approvals</b> · {zone_note(s.tz)}"]
     for event in trail:
-        at = event.created_at.astimezone(s.tz).strftime("%Y-%m-%d %H:%M:%S")
+        at = when(event.created_at, s.tz, zone=False)
         body = f": {esc(one_line(event.body, 80))}" if event.body else ""
         lines.append(
             f"{at} #{event.approval_id} {esc(event.kind)} by {esc(s.name(event.actor))}{body}"
@@ -364,7 +374,7 @@ async def audit(message: Message, command: CommandObject, db: Database, config: 
         took = ""
         if run.started_at and run.finished_at:
             took = f", {(run.finished_at - run.started_at) / timedelta(seconds=1):.1f} s"
-        started = approvals.moment(run.started_at or run.created_at, s)
+        started = when(run.started_at or run.created_at, s.tz, zone=False)
         lines.append(
             f"run #{run.id} {esc(run.target)} {esc(run.status)} (approval #{run.approval_id}, "
             f"{started}{took})"

@@ -21,7 +21,7 @@ from aiogram.types import CallbackQuery, Message
 from agents.org import OrgChart
 from bot.args import no_such
 from bot.config import Config, Person, Role
-from bot.text import clip, esc
+from bot.text import clip, esc, usd
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import approvals
@@ -41,15 +41,6 @@ class RaiseBudget(CallbackData, prefix="bud"):
     """The button on a budget stop: approve budget approval `approval` (raise by its step)."""
 
     approval: DbId
-
-
-def money(value: Decimal | float) -> str:
-    """USD to the cent, half a cent rounded up: 1234.565 -> "1,234.57"."""
-    return f"{Decimal(str(value)).quantize(CENT, ROUND_HALF_UP):,.2f}"
-
-
-def usd(value: Decimal | float) -> str:
-    return f"${money(value)}"
 
 
 def percent(part: Decimal, whole: Decimal) -> str:

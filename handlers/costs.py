@@ -1,17 +1,17 @@
 """/costs [YYYY-MM]: what each agent spent in a month, against its budget, with a chart.
 
 The table (calls, tokens, USD, share of the budget) is one message; the chart of spend per day
-per agent follows as a photo, drawn by `bot.charts` in a worker thread so the event loop goes
-on. `fleet costs` prints the same table, or CSV, from `month_report` and `table_lines`.
+per agent and running totals against budgets follows as a photo, drawn by `bot.charts` in a
+child process (this process never loads matplotlib). A month without calls is one sentence.
+`fleet costs` prints the same table, or CSV, from `month_report` and `table_lines`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
 from aiogram import Router
@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import charts
 from bot.config import Config, Role
-from bot.text import TELEGRAM_LIMIT, clip, esc
-from handlers.budget import money, percent, usd
+from bot.text import TELEGRAM_LIMIT, clip, esc, money, usd, when, zone_name
+from handlers.budget import percent
 from handlers.registry import command
 from handlers.tasks import usage
 from storage import usage as spend
@@ -175,16 +175,33 @@ async def costs(
     else:
         month = spend.month_of()
     report = await month_report(session, month, config)
+    if report.total.usd == 0 and report.total.calls == 0:
+        await message.answer(f"No spend in {month:%B %Y}: no model call was recorded.")
+        return
     daily = await spend.daily_spend(session, month)
     table = "\n".join(table_lines(report, room=MESSAGE_ROOM))
     notes = "Tokens: input + output + cache. Budget: share of the monthly budget in force now"
     notes += " (total: the fleet's)." if report.fleet_budget is not None else "."
-    await message.answer(f"<b>Costs {month:%B %Y}</b> (UTC)\n<pre>{esc(table)}</pre>\n{notes}")
+    notes += "\n" + month_note(config.tz)
+    await message.answer(f"<b>Costs {month:%B %Y}</b>\n<pre>{esc(table)}</pre>\n{notes}")
     if not daily:
-        await message.answer(f"No model calls cost anything in {month:%B %Y}, so no chart.")
+        return  # calls, but none cost anything: the table says so, a chart of zeros does not
+    through = min(spend.month_days(month)[-1], datetime.now(UTC).date())
+    try:
+        png = await charts.render_spend(daily, month, through, report.budgets, report.fleet_budget)
+    except charts.ChartError as err:
+        await message.answer(f"The chart could not be drawn: {esc(str(err))}.")
         return
-    png = await asyncio.to_thread(charts.spend_per_day, daily, month)
     await message.answer_photo(
         BufferedInputFile(png, filename=f"costs-{month:%Y-%m}.png"),
-        caption=f"Spend per day per agent, {month:%B %Y} (UTC)",
+        caption=f"Spend per day and running totals against budgets, {month:%B %Y}",
     )
+
+
+def month_note(tz: tzinfo) -> str:
+    """Months and days are counted from midnight UTC, as budgets are; say when that is here."""
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if zone_name(tz, midnight) == "UTC":
+        return "Days and months run from midnight UTC, as budgets count them."
+    here = when(midnight, tz, midnight.astimezone(tz))
+    return f"Days and months run from midnight UTC ({here}), as budgets count them."

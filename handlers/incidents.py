@@ -7,20 +7,21 @@ is re-checked against the database: a stale or repeated press changes nothing an
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.args import DurationError, id_argument, no_such, parse_duration_arg
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, when
+from bot.text import clip, esc, when, zone_note
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, usage
-from storage import incidents
+from storage import incidents, outbox
 from storage.db import Database
 from storage.models import DbId, Incident, utcnow
 
@@ -39,14 +40,40 @@ class IncidentCb(CallbackData, prefix="inc"):
     id: DbId
 
 
+def alert_buttons(
+    incident_id: int, statuses: Collection[str] = (incidents.OPEN,)
+) -> list[list[outbox.Button]]:
+    """The buttons of the alert of `incident_id` while the incidents it lists are in `statuses`:
+    Ack while one is open, Silence while one is open or acknowledged, Resolve while one is not
+    resolved. An alert shows only what still applies; once all are resolved, no buttons."""
+
+    def button(text: str, action: str) -> outbox.Button:
+        return {"text": text, "callback_data": IncidentCb(action=action, id=incident_id).pack()}
+
+    live = set(statuses) - {incidents.RESOLVED}
+    first = [button("Ack", "ack")] if incidents.OPEN in live else []
+    first += [button("Resolve", "resolve")] if live else []
+    loud = live & {incidents.OPEN, incidents.ACKNOWLEDGED}
+    second = [button("Silence 1h", "s1h"), button("Silence 4h", "s4h")] if loud else []
+    return [row for row in (first, second) if row]
+
+
+def _markup(rows: list[list[outbox.Button]]) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton.model_validate(b) for b in row] for row in rows]
+    )
+
+
 def _line(incident: Incident, config: Config) -> str:
     state = incident.status
     if incident.status == incidents.SILENCED and incident.silenced_until is not None:
-        state = f"silenced until {when(incident.silenced_until, config.tz)}"
+        state = f"silenced until {when(incident.silenced_until, config.tz, zone=False)}"
     requested = f", {incident.requested_severity} requested" if incident.requested_severity else ""
     return (
         f"#{incident.id} {incident.severity} {esc(clip(incident.title, 80))} "
-        f"({esc(state)}{requested}, since {esc(when(incident.opened_at, config.tz))})"
+        f"({esc(state)}{requested}, since {esc(when(incident.opened_at, config.tz, zone=False))})"
     )
 
 
@@ -60,7 +87,8 @@ async def list_incidents(message: Message, db: Database, config: Config) -> None
         await message.answer("No open incidents.")
         return
     more = f"\n… and {total - len(found)} more" if total > len(found) else ""
-    await message.answer("<b>Incidents</b>\n" + "\n".join(_line(i, config) for i in found) + more)
+    title = f"<b>Incidents</b> · {zone_note(config.tz)}\n"
+    await message.answer(title + "\n".join(_line(i, config) for i in found) + more)
 
 
 @command(router, "ack", Role.operator, usage="<incident id>")
@@ -158,17 +186,23 @@ async def press(
         await callback.answer(clip(f"Nothing changed: {summary}", 200), show_alert=True)
         return
     await callback.answer(clip(summary, 200))
-    await _show(callback, f"{actor_name(actor, config)}: {summary}")
+    buttons = alert_buttons(callback_data.id, [i.status for i in states if i is not None])
+    await _show(callback, f"{actor_name(actor, config)}: {summary}", buttons)
 
 
-async def _show(callback: CallbackQuery, line: str) -> None:
+STATE_MARK = "\n\n☑️ "  # starts the line that says who last changed the alert's incidents
+
+
+async def _show(callback: CallbackQuery, line: str, buttons: list[list[outbox.Button]]) -> None:
+    """Edit the alert to its current state: the latest change replaces an earlier one, and
+    only the buttons that still apply stay."""
     message = callback.message
     if not isinstance(message, Message) or message.text is None:
         return
+    body = message.html_text.split(STATE_MARK, 1)[0]
     try:
         await message.edit_text(
-            f"{message.html_text}\n\n☑️ {esc(clip(line, 500))}",
-            reply_markup=message.reply_markup,
+            f"{body}{STATE_MARK}{esc(clip(line, 500))}", reply_markup=_markup(buttons)
         )
     except TelegramBadRequest as err:
         if "message is not modified" not in err.message:

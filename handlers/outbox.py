@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
-from bot.text import esc, when
+from bot.text import esc, when, zone_note
 from handlers.registry import command
 from storage import outbox
 
@@ -23,17 +23,17 @@ async def show_outbox(message: Message, session: AsyncSession, config: Config) -
     if not rows:
         await message.answer("Outbox is empty: every message was delivered.")
         return
-    lines = ["<b>Outbox</b> (oldest first)"]
+    lines = [f"<b>Outbox</b> (oldest first) · {zone_note(config.tz)}"]
     for row in rows:
         where = row.feed or str(row.chat_id)
         preview = esc(row.text[:60].replace("\n", " "))
         error = f" — {esc(row.last_error[:120])}" if row.last_error else ""
         status = row.status
         if row.in_flight_at is not None:
-            status += f" (sending since {when(row.in_flight_at, config.tz)})"
+            status += f" (sending since {when(row.in_flight_at, config.tz, zone=False)})"
         lines.append(
             f"#{row.id} {status} → {esc(where)}, {row.attempts} attempt(s), "
-            f"queued {when(row.created_at, config.tz)}: {preview}{error}"
+            f"queued {when(row.created_at, config.tz, zone=False)}: {preview}{error}"
         )
     await message.answer("\n".join(lines))
 
@@ -46,7 +46,10 @@ async def resend(message: Message, command: CommandObject, session: AsyncSession
     if row_id is None:
         return
     if await outbox.requeue(session, row_id):
-        await message.answer(f"Outbox #{row_id} is queued again.")
+        await message.answer(
+            f"Outbox #{row_id} is queued again: the sender tries it within seconds; "
+            "/outbox shows it until it is delivered."
+        )
         return
     row = await outbox.get(session, row_id)
     if row is None:

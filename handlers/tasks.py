@@ -29,6 +29,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import bot.text as view
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
@@ -91,14 +92,9 @@ def sentence(reason: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
-def actor_name(actor: str, config: Config) -> str:
-    """A person's name for an actor like "person:1001"; agents and the system as they are."""
-    kind, _, ident = actor.partition(":")
-    if kind == "person" and ident.isascii() and ident.isdigit():
-        person = config.person(int(ident))
-        if person is not None:
-            return person.name
-    return actor
+def actor_name(actor: str | None, config: Config) -> str:
+    """`bot.text.actor_name` with the config's people: "person:1001" -> "Ana"."""
+    return view.actor_name(actor, {p.telegram_id: p.name for p in config.people})
 
 
 def priority_name(priority: int) -> str:
@@ -284,7 +280,7 @@ async def turn_page(
 
 
 def _event_line(event: TaskEvent, config: Config) -> str:
-    at = event.created_at.astimezone(config.tz).strftime("%m-%d %H:%M")
+    at = when(event.created_at, config.tz, zone=False)
     change = ""
     if event.to_status:
         change = f" {event.from_status or ''}→{event.to_status}"
@@ -569,6 +565,6 @@ async def cancel(message: Message, command: CommandObject, db: Database, person:
             session, task_id, tasks.CANCELLED, actor=person_actor(person), note=note
         )
     if outcome.won:
-        await message.answer(f"Task #{task_id} cancelled.")
+        await message.answer(f"Task #{task_id} cancelled: no run will pick it up again.")
     else:
         await message.answer(esc(sentence(outcome.reason)))

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.text import actor_name, usd, when
 from storage import exec as commands
 from storage import inbox, incidents, outbox, tasks
 from storage import usage as spend
@@ -84,16 +85,8 @@ class Settings:
     budgets: Mapping[str, float | None] = field(default_factory=dict)  # configured budgets
 
     def name(self, actor: str | None) -> str:
-        """A person's name for "person:<id>", the agent id for "agent:<id>"."""
-        if actor is None:
-            return "someone"
-        kind, _, rest = actor.partition(":")
-        if kind == "person" and rest.lstrip("-").isdigit():
-            found = self.people.get(int(rest))
-            return found[0] if found else f"user {rest}"
-        if kind == "system":
-            return "the system"
-        return rest or actor
+        """A person's name for "person:<id>", the agent id for "agent:<id>" (`actor_name`)."""
+        return actor_name(actor, {pid: person[0] for pid, person in self.people.items()})
 
 
 def configure(db: Database, settings: Settings) -> None:
@@ -230,17 +223,17 @@ def summary(approval: Approval) -> str:
         ref = f" at {payload['ref']}" if payload.get("ref") else ""
         return f"deploy {payload.get('target', '?')}{ref}"
     if approval.kind == "budget":
-        return f"raise the budget of {payload.get('agent', '?')} by ${payload.get('step', '?')}"
+        try:
+            by = usd(payload.get("step", "?"))
+        except (ArithmeticError, ValueError):
+            by = "?"
+        return f"raise the budget of {payload.get('agent', '?')} by {by}"
     return str(payload.get("summary") or payload.get("title") or approval.kind)
 
 
 def moment(at: datetime | None, settings: Settings, now: datetime | None = None) -> str:
-    """14:02 today, else 2026-11-24 14:02, in the configured zone."""
-    if at is None:
-        return "an unknown time"
-    local = at.astimezone(settings.tz)
-    today = (now or utcnow()).astimezone(settings.tz).date()
-    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+    """`bot.text.when` in the configured zone ("14:02 CET" today, else "24 Nov 14:02 CET")."""
+    return when(at, settings.tz, now) if at is not None else "an unknown time"
 
 
 def outcome(approval: Approval, settings: Settings) -> str:
@@ -274,12 +267,15 @@ def render(approval: Approval, settings: Settings, votes: Sequence[ApprovalVote]
     details = str(payload.get("details") or "")
     if details:
         lines.append(escape(details[:1500]))
-    needs = who_decides(approval)
-    if approval.required > 1:
-        needs += f", {approval.required} different people"
-    lines.append(f"Decides: {escape(needs)}")
-    if approval.deadline is not None:
-        lines.append(f"Deadline: {moment(approval.deadline, settings)}")
+    if approval.status == PENDING:
+        # Who decides and by when matter only while it is open: a decided card shows the
+        # decision instead.
+        needs = who_decides(approval)
+        if approval.required > 1:
+            needs += f", {approval.required} different people"
+        lines.append(f"Decides: {escape(needs)}")
+        if approval.deadline is not None:
+            lines.append(f"Deadline: {moment(approval.deadline, settings)}")
     approving = counted(approval, votes, settings)
     if approving and approval.status == PENDING:
         names = ", ".join(settings.name(f"person:{v.person_id}") for v in approving)
@@ -415,10 +411,13 @@ async def request(
     required: int = 1,
     on_timeout: str | None = None,
     announce: bool = True,
+    copy_to: int | None = None,
 ) -> Approval:
     """Create a pending approval and post it to the `approvals` feed (`announce=False`: the
     caller posts its own message, as a budget stop does). With a used `idempotency_key`,
-    return the existing one and post nothing.
+    return the existing one and post nothing. `copy_to`: the private chat of the person who
+    asked; if they may decide it, the request is posted there too, with its buttons, and
+    edited with the feed's message (a person need not go to the group to decide).
 
     Deploys and P0 incidents are decided by owners; other kinds by operators and owners,
     unless `approvers` names a role ({"role": "owner"}) or people ({"people": ["Ana"]})."""
@@ -457,15 +456,22 @@ async def request(
     await session.flush()
     await record(session, approval.id, "request", requested_by, summary(approval))
     if announce:
-        await _announce(session, approval, settings)
+        await _announce(session, approval, settings, copy_to)
     return approval
+
+
+def may_decide(session: AsyncSession, approval: Approval, person_id: int) -> bool:
+    """Whether this person may decide the approval as it stands (a press is checked again)."""
+    return _refusal_for(approval, person_id, settings_of(session)) is None
 
 
 def _approvers_of(approval: Approval, settings: Settings) -> list[int]:
     return [pid for pid in settings.people if _refusal_for(approval, pid, settings) is None]
 
 
-async def _announce(session: AsyncSession, approval: Approval, settings: Settings) -> None:
+async def _announce(
+    session: AsyncSession, approval: Approval, settings: Settings, copy_to: int | None = None
+) -> None:
     text = render(approval, settings)
     if settings.feed is None:
         log.warning("no approvals feed configured; approval #%d is not posted", approval.id)
@@ -477,15 +483,17 @@ async def _announce(session: AsyncSession, approval: Approval, settings: Setting
             buttons=buttons(approval),
             dedup_key=f"approval:{approval.id}",
         )
-    if settings.notify_private:
-        for person_id in _approvers_of(approval, settings):
-            await outbox.enqueue(
-                session,
-                outbox.Destination(person_id),
-                text,
-                buttons=buttons(approval),
-                dedup_key=f"approval:{approval.id}:dm:{person_id}",
-            )
+    private = _approvers_of(approval, settings) if settings.notify_private else []
+    if copy_to is not None and _refusal_for(approval, copy_to, settings) is None:
+        private.append(copy_to)  # the same key as a notify_private copy: posted once
+    for person_id in private:
+        await outbox.enqueue(
+            session,
+            outbox.Destination(person_id),
+            text,
+            buttons=buttons(approval),
+            dedup_key=f"approval:{approval.id}:dm:{person_id}",
+        )
 
 
 async def _show(session: AsyncSession, approval: Approval, settings: Settings, key: str) -> None:

@@ -1,6 +1,6 @@
 """Incidents: one open incident per fingerprint, severities P3..P0 behind escalation gates.
 
-Gates (design.md): an agent or a single failed check opens P3 (logged) or P2 (posted to
+Gates (docs/design.md): an agent or a single failed check opens P3 (logged) or P2 (posted to
 `alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set: P1 needs the
 hub's confirmation (`confirm`), P0 needs the hub's confirmation (`request_p0`) and then a
 person's approval of kind `incident_p0` (`on_p0_decided`). No single agent can page.

@@ -1,4 +1,4 @@
-"""Tables for the whole vocabulary of design.md.
+"""Tables for the whole vocabulary of docs/design.md.
 
 Every status lives here and is changed only by the transition functions of `storage/`. Times
 are stored in UTC; `UTCDateTime` makes that hold on SQLite, which has no time zones.

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import incidents, jobs
 from storage.db import Database
-from storage.models import AgentState, Approval, Incident, JobBeat, Outbox, Silence, Task
+from storage.models import AgentState, Approval, Incident, JobBeat, Outbox, Run, Silence, Task
 
 OPEN_TASK_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
 OPEN_INCIDENT_STATUSES = ("open", "acknowledged")
+RUNNING_SHOWN = 10  # runs in flight listed by /status (max_concurrent_runs is 4 by default)
 
 
 @dataclass
@@ -26,10 +27,11 @@ class FleetSummary:
     jobs: list[JobBeat] = field(default_factory=list)
     outbox: dict[str, int] = field(default_factory=dict)
     silences: list[Silence] = field(default_factory=list)
+    running: list[Run] = field(default_factory=list)  # runs in flight, oldest first
 
 
 async def fleet_summary(session: AsyncSession) -> FleetSummary:
-    """Everything /status shows, in three queries (it is the most frequent command)."""
+    """Everything /status shows, in four queries (it is the most frequent command)."""
     statement = union_all(
         select(literal_column("'paused'", String), AgentState.agent_id, func.count())
         .where(AgentState.paused)
@@ -63,6 +65,10 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
             summary.outbox[key] = count
     summary.jobs = await jobs.all_beats(session)
     summary.silences = await incidents.active_silences(session)
+    found = await session.execute(
+        select(Run).where(Run.status == "running").order_by(Run.started_at).limit(RUNNING_SHOWN)
+    )
+    summary.running = list(found.scalars())
     return summary
 
 

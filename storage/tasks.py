@@ -1,4 +1,4 @@
-"""Tasks: the lifecycle of design.md, enforced in one transition function.
+"""Tasks: the lifecycle of docs/design.md, enforced in one transition function.
 
 Every change is a conditional UPDATE plus an event row (and any wake or outbox row) in the
 caller's transaction. Functions return what happened; they never raise for a lost race.

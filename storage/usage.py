@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+import bot.text as view
 from storage import agents as agent_state
 from storage import approvals, outbox
 from storage.db import touch
@@ -395,7 +396,7 @@ async def set_budget(
     )
     stale = await pending_raise(session, agent_id)
     if stale is not None and await approvals.cancel(
-        session, stale.id, by=by, reason=f"budget set to ${usd:,.2f} with /budget", now=now
+        session, stale.id, by=by, reason=f"budget set to {view.usd(usd)} with /budget", now=now
     ):
         await close_stop(session, stale)
     log.info("budget of %s set to $%s by %s", agent_id, usd, by)
@@ -434,8 +435,8 @@ def settlement(
     if approval.status == APPROVED:
         if change is not None and change.won and change.budget is not None:
             resumed = "resumed" if change.resumed else "not resumed"
-            return f"raised to ${change.budget:,.2f} by {by} at {at}; {agent} {resumed}"
-        return f"raised by ${Decimal(str(approval.payload.get('step', 0))):,.2f} by {by} at {at}"
+            return f"raised to {view.usd(change.budget)} by {by} at {at}; {agent} {resumed}"
+        return f"raised by {view.usd(approval.payload.get('step', 0))} by {by} at {at}"
     if approval.status == CANCELLED:
         reason = f" ({approval.reason})" if approval.reason else ""
         return f"settled by {by} at {at}{reason}"

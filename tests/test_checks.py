@@ -217,8 +217,20 @@ failures_before_alert = 1
         message_id = alert.result["message_id"]
         refused = await press(botapi, VIEWER, data, message_id)
         assert "operator" in refused
+        after = botapi.mark()
         answer = await press(botapi, OPERATOR, data, message_id)
         assert "acknowledged" in answer
+        # The card shows its current state only: acknowledged, so no Ack button any more.
+        [edit] = await botapi.wait_for_call(
+            "editMessageText", lambda c: c.params["message_id"] == message_id, after=after
+        )
+        keyboard = edit.params["reply_markup"]["inline_keyboard"]
+        assert [b["text"] for row in keyboard for b in row] == [
+            "Resolve",
+            "Silence 1h",
+            "Silence 4h",
+        ]
+        assert str(edit.params["text"]).count("☑️") == 1
         assert query(config, "SELECT count(*) FROM incidents WHERE status = 'acknowledged'") == [
             (20,)
         ]
@@ -231,6 +243,7 @@ failures_before_alert = 1
         assert "Silenced svc03" in reply and "1 open incident" in reply
         listing = await ask(botapi, VIEWER, "/incidents")
         assert "silenced until" in listing and listing.count("acknowledged") == 19
+        assert listing.startswith("<b>Incidents</b> · Times in CE")  # the zone, once
         status = await ask(botapi, VIEWER, "/status")
         assert "Silences: svc03" in status
         assert "operator" in await ask(botapi, VIEWER, "/ack 1")

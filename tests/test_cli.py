@@ -232,3 +232,24 @@ def test_send_queues_an_escaped_row_once_per_key(tmp_path: Path) -> None:
     assert unknown.stderr == f"no feed named 'nosuch' in {config} [feeds]\n"
     with closing(sqlite3.connect(database)) as conn:
         assert conn.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
+
+
+def test_send_html_is_checked_before_it_is_queued(tmp_path: Path) -> None:
+    config = db_config(tmp_path)
+    refused = fleet(
+        "send", "--config", config, "--feed", "alerts", "--html", "<b>unclosed bold",
+        cwd=tmp_path, FLEET_CLI_TOKEN=SECRET,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "not sent: Telegram would refuse this HTML: <b> at character 1 is never closed (</b>)\n"
+    )
+    valid = fleet(
+        "send", "--config", config, "--feed", "alerts", "--html", "<b>deploy</b> done &amp; ok",
+        cwd=tmp_path, FLEET_CLI_TOKEN=SECRET,
+    )  # fmt: skip
+    assert valid.returncode == 0, valid.stderr
+    with closing(sqlite3.connect(tmp_path / "fleet.db")) as conn:
+        assert conn.execute("SELECT text FROM outbox").fetchall() == [
+            ("<b>deploy</b> done &amp; ok",)
+        ]

@@ -10,9 +10,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete
 
+from bot import charts
 from bot.text import visible_len
 from storage import usage
 from storage.db import Database
@@ -20,6 +22,8 @@ from storage.models import Usage
 from tests import pg
 from tests.botapi_server import BotAPIServer
 from tests.fleet import OPERATOR, VIEWER, FleetProcess, query, run_cli, write_config
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")  # the zone of tests.fleet.write_config
 
 AGENTS = """
 [[agents]]
@@ -151,7 +155,11 @@ async def test_costs_sends_a_table_and_a_chart_the_bot_api_accepts(
         "sendMessage", lambda c: c.params["chat_id"] == VIEWER, after=after
     )
     text = table.params["text"]
-    assert text.startswith(f"<b>Costs {now:%B %Y}</b> (UTC)\n<pre>")
+    assert text.startswith(f"<b>Costs {now:%B %Y}</b>\n<pre>")
+    # The config's zone is Europe/Amsterdam: when a UTC day starts is said in it, once.
+    assert text.endswith(
+        "Days and months run from midnight UTC (01:00 CET), as budgets count them."
+    )
     assert visible_len(text) <= 4096
     lines = table.parsed["text"][0].splitlines()
     assert lines[1] == "agent           calls  tokens       USD budget"
@@ -172,9 +180,14 @@ async def test_costs_sends_a_table_and_a_chart_the_bot_api_accepts(
     assert upload.filename == f"costs-{now:%Y-%m}.png"
     assert upload.data.startswith(b"\x89PNG\r\n\x1a\n")
     width, height = struct.unpack(">II", upload.data[16:24])
-    assert (width, height) == (990, 528)
+    assert (width, height) == (990, 792)
     assert photo.result["photo"][0]["file_size"] == len(upload.data)
-    assert photo.params["caption"] == f"Spend per day per agent, {now:%B %Y} (UTC)"
+    assert photo.params["caption"] == (
+        f"Spend per day and running totals against budgets, {now:%B %Y}"
+    )
+    # Drawn by a child process: the bot never loads matplotlib (issue 18.14: +100 MB for good).
+    assert fleet.proc is not None
+    assert "matplotlib" not in mapped_files(fleet.proc.pid)
 
     # A past month; a month with no spend; not a month.
     reply = await _reply(botapi, VIEWER, "/costs 2026-10")
@@ -182,19 +195,26 @@ async def test_costs_sends_a_table_and_a_chart_the_bot_api_accepts(
     await botapi.wait_for_call(
         "sendPhoto", lambda c: "October 2026" in c.params["caption"], timeout=60
     )
+    # No spend: one message that says so, no table of zeros and no second message.
     after = botapi.mark()
-    botapi.push_message(OPERATOR, "/costs 2020-01")
-    empty = await botapi.wait_for_call(
-        "sendMessage", lambda c: c.params["chat_id"] == OPERATOR, after=after, count=2
+    assert await _reply(botapi, OPERATOR, "/costs 2020-01") == (
+        "No spend in January 2020: no model call was recorded."
     )
-    assert "total               0       0      0.00      -" in empty[0].params["text"]
-    assert empty[1].params["text"] == "No model calls cost anything in January 2020, so no chart."
+    await _reply(botapi, OPERATOR, "/whoami")  # answered in order: nothing else came between
+    sent = [c for c in botapi.calls[after:] if c.method == "sendMessage"]
+    assert [c.params["chat_id"] for c in sent] == [OPERATOR, OPERATOR]
     assert await _reply(botapi, VIEWER, "/costs last") == (
         "last is not a month like 2026-11.\nUsage: /costs [YYYY-MM]"
     )
     assert not [c for c in botapi.calls if c.method == "sendPhoto" and not c.ok]
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
+
+
+def mapped_files(pid: int) -> str:
+    """The files a Linux process has mapped (its loaded libraries); empty elsewhere."""
+    maps = Path(f"/proc/{pid}/maps")
+    return maps.read_text() if maps.exists() else ""
 
 
 async def _reply(botapi: BotAPIServer, user: int, text: str) -> str:
@@ -281,3 +301,18 @@ def test_months() -> None:
     )
     assert len(usage.month_days(date(2028, 2, 1))) == 29
     assert usage.parse_month("2026-02") == date(2026, 2, 1)
+
+
+async def test_chart_is_drawn_by_a_child_process_for_the_days_that_passed() -> None:
+    daily = {
+        "hub": {date(2026, 10, 1): Decimal("1.5"), date(2026, 10, 9): Decimal("4")},
+        "coder": {date(2026, 10, 2): Decimal("0.25")},
+    }
+    budgets: dict[str, Decimal | None] = {"hub": Decimal(20), "coder": None}
+    png = await charts.render_spend(daily, date(2026, 10, 1), date(2026, 10, 10), budgets)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    # The same drawing in-process (the child runs exactly this), with a fleet budget.
+    again = charts.spend_per_day(
+        daily, date(2026, 10, 1), date(2026, 10, 10), budgets, Decimal(30)
+    )
+    assert again.startswith(b"\x89PNG\r\n\x1a\n")

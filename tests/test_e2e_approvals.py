@@ -3,6 +3,7 @@ a deploy command that is a real process, and a local HTTP server to verify again
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,13 +108,66 @@ def to_feed(call: Call) -> bool:
     return bool(call.params.get("chat_id") == FEED_CHAT)
 
 
-async def posted_approval(botapi: BotAPIServer, approval_id: int) -> Call:
+async def posted_approval(
+    botapi: BotAPIServer, approval_id: int, chat_id: int = FEED_CHAT
+) -> Call:
+    """The approval's message in the feed (or a private copy in `chat_id`)."""
     [call] = await botapi.wait_for_call(
         "sendMessage",
-        lambda c: to_feed(c) and f"Approval #{approval_id}</b>" in c.params["text"],
+        lambda c: (
+            c.params["chat_id"] == chat_id and f"Approval #{approval_id}</b>" in c.params["text"]
+        ),
         timeout=15,
     )
     return call
+
+
+async def test_an_owner_who_asks_for_a_deploy_in_private_decides_it_there(
+    tmp_path: Path, botapi: BotAPIServer, config: Path
+) -> None:
+    fleet = await start_fleet(config, botapi)
+    # An operator may not decide a deploy: the request goes to the feed only.
+    reply = await ask(botapi, OPERATOR, "/deploy site v2")
+    assert reply.endswith("posted to the approvals feed.")
+    await posted_approval(botapi, 1)
+
+    # An owner may: her private chat gets the request with its buttons too.
+    after = botapi.mark()
+    botapi.push_message(OWNER, "/deploy site v3")
+    sent = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == OWNER, after=after, count=2, timeout=15
+    )
+    [confirmation] = [c for c in sent if "requested" in c.params["text"]]
+    assert confirmation.params["text"].endswith(
+        "You may decide it here too: the request is posted in this chat as well."
+    )
+    [copy] = [c for c in sent if "Approval #2</b>" in c.params["text"]]
+    [row] = copy.params["reply_markup"]["inline_keyboard"]
+    assert [b["callback_data"] for b in row] == ["ap:y:2", "ap:n:2", "ap:d:2"]
+    posted = await posted_approval(botapi, 2)
+
+    # A press there is checked like one in the group, answered, and both messages show it.
+    assert await press(botapi, OPERATOR, "ap:y:2", copy.result["message_id"]) == (
+        "Deploys need an owner."
+    )
+    answer = await press(botapi, OWNER, "ap:y:2", copy.result["message_id"], chat_id=OWNER)
+    assert answer == "Approved #2: the deploy is queued."
+    shown = [(OWNER, copy.result["message_id"]), (FEED_CHAT, posted.result["message_id"])]
+    edits = await botapi.wait_for_call(
+        "editMessageText",
+        lambda c: (
+            (c.params["chat_id"], c.params["message_id"]) in shown
+            and "✅ Approved by Ana" in c.params["text"]
+        ),
+        count=2,
+        timeout=15,
+    )
+    assert sorted((c.params["chat_id"], c.params["message_id"]) for c in edits) == sorted(shown)
+    (tmp_path / "release").write_text("go")
+    await wait_query(
+        config, "SELECT approval_id, status FROM deploy_runs", [(2, "succeeded")], timeout=30
+    )
+    await stop_cleanly(fleet)
 
 
 async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
@@ -168,12 +222,17 @@ async def test_an_owner_approves_a_deploy_which_runs_once_and_is_verified(
     [(decider,)] = query(config, "SELECT decided_by FROM approvals")
     assert decider in (f"person:{OWNER}", f"person:{SECOND_OWNER}")
 
-    # The message shows the decision, without buttons.
-    await botapi.wait_for_call(
+    # The message shows the decision, without buttons, and only what still applies: no one
+    # decides any more and the deadline is gone. Times say their zone (Europe/Amsterdam).
+    assert "Decides: an owner" in posted.params["text"]
+    assert re.search(r"Deadline: (\d+ \w{3} )?\d\d:\d\d CES?T", posted.params["text"])
+    [edit] = await botapi.wait_for_call(
         "editMessageText",
         lambda c: c.params["message_id"] == message_id and "✅ Approved by" in c.params["text"],
         timeout=15,
     )
+    assert "Decides:" not in edit.params["text"] and "Deadline:" not in edit.params["text"]
+    assert re.search(r"✅ Approved by \w+ at \d\d:\d\d CES?T", edit.params["text"])
     edited = botapi.message(FEED_CHAT, message_id)
     assert edited is not None and not edited.get("reply_markup")
 
@@ -204,6 +263,7 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
 
     await ask(botapi, OWNER, "/deploy site")
     posted = await posted_approval(botapi, 1)
+    await posted_approval(botapi, 1, chat_id=OWNER)  # Ana may decide: a copy in her chat
     message_id = posted.result["message_id"]
     after = botapi.mark()
     assert await press(botapi, OWNER, "ap:n:1", message_id) == "Reply with the reason to reject."
@@ -248,6 +308,7 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
     # The text fallbacks.
     await ask(botapi, OWNER, "/deploy site")
     await posted_approval(botapi, 2)
+    await posted_approval(botapi, 2, chat_id=OWNER)
     assert await ask(botapi, OWNER, "/reject 2") == "Usage: /reject &lt;id&gt; &lt;reason&gt;"
     assert await ask(botapi, OPERATOR, "/reject 2 nope") == "Deploys need an owner."
     assert await ask(botapi, VIEWER, "/approve 2") == (
@@ -381,6 +442,6 @@ async def test_audit_of_fifty_long_events_is_sent_in_parts(
     await stop_cleanly(fleet)
     texts = [str(c.params["text"]) for c in parts]
     assert all(len(t) <= 4096 for t in texts)
-    assert texts[0].startswith("<b>Approvals</b>\n")
+    assert texts[0].startswith("<b>Approvals</b> · Times in ")
     shown = "\n".join(texts)
     assert all(f" #{n} request by hub: " in shown for n in range(1, 51))

@@ -91,7 +91,12 @@ async def test_status_reads_the_database_and_shows_the_last_poll(
     text = await reply_to(botapi, VIEWER, "/status")
     assert "Agents: 2" in text
     assert "Open tasks: none" in text
-    assert re.search(r"Last completed poll: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CE", text), text
+    # Times in the configured zone (Europe/Amsterdam), which the message names.
+    assert re.search(r"Last completed poll: \d\d:\d\d:\d\d CES?T", text), text
+    # Jobs in one line while all is well, not eight internal names; nothing runs.
+    assert re.search(r"\nJobs: all \d+ OK$", text), text
+    assert "approvals-expire" not in text
+    assert "Running now: nothing" in text
 
 
 async def test_malformed_and_unknown_commands_get_a_specific_answer(

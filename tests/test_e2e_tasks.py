@@ -142,7 +142,10 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
         "SELECT kind, actor, body FROM task_events WHERE task_id = 2 AND kind = 'comment'",
         [("comment", f"person:{OPERATOR}", "cover the <edge> cases")],
     )
-    assert await reply(botapi, OPERATOR, "/cancel 2") == "Task #2 cancelled."
+    assert (
+        await reply(botapi, OPERATOR, "/cancel 2")
+        == "Task #2 cancelled: no run will pick it up again."
+    )
     assert await reply(botapi, OPERATOR, "/cancel 2") == "Task #2 is already cancelled."
     await wait_query(config, "SELECT status FROM tasks WHERE id = 2", [("cancelled",)])
     assert "Usage: /comment" in await reply(botapi, OPERATOR, "/comment 2")
@@ -260,7 +263,10 @@ async def test_tasks_listing_pages_and_filters(
         assert (await reply(botapi, OPERATOR, f"/assign coder Job {n}")).startswith(f"Task #{n}")
     for n in (10, 11):
         assert (await reply(botapi, OPERATOR, f"/new Hub job {n}")).startswith(f"Task #{n}")
-    assert await reply(botapi, OPERATOR, "/cancel 9") == "Task #9 cancelled."
+    assert (
+        await reply(botapi, OPERATOR, "/cancel 9")
+        == "Task #9 cancelled: no run will pick it up again."
+    )
     await wait_query(fleet_config, "SELECT count(*) FROM tasks WHERE status = 'todo'", [(10,)])
 
     listing = await send(botapi, VIEWER, "/tasks")
@@ -372,14 +378,19 @@ async def test_agents_pause_resume_wake_and_spend(
         later,
         sql_time(now),
     )
-    assert await reply(botapi, OPERATOR, "/wake hub") == "hub already has a run queued; merged"
+    assert (await reply(botapi, OPERATOR, "/wake hub")).startswith(
+        "hub already had a run queued; this wake joins it, so it runs once, now. With a task"
+    )
     # Merged: the queued run now starts at once; the hub has nothing to do, so it is skipped.
     await wait_query(
         config,
         "SELECT trigger, status, outcome FROM runs WHERE agent_id = 'hub'",
         [("schedule", "skipped", "nothing to do")],
     )
-    assert await reply(botapi, OPERATOR, "/wake hub") == "Woke hub"
+    assert await reply(botapi, OPERATOR, "/wake hub") == (
+        "hub will run now. With a task, a message or a HEARTBEAT.md check to do, that costs "
+        "model calls; with nothing to do, it ends at once and costs nothing."
+    )
     await wait_query(
         config,
         "SELECT trigger, status FROM runs WHERE agent_id = 'hub' ORDER BY id",

@@ -6,12 +6,23 @@ from __future__ import annotations
 import random
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.text import TELEGRAM_LIMIT, esc, split_html, when
+from bot.text import (
+    TELEGRAM_LIMIT,
+    actor_name,
+    esc,
+    html_problem,
+    split_html,
+    usd,
+    when,
+    zone_note,
+)
+from tests.botapi_server import EntityParseError, parse_html
 
 ENTITY = re.compile(r"&(?:[a-zA-Z]+|#\d+|#x[0-9a-fA-F]+);")
 TAG = re.compile(r"<[^<>]*>")
@@ -340,16 +351,79 @@ def test_esc_accepts_any_value() -> None:
     assert esc("&amp;") == "&amp;amp;"  # escaping is not idempotent: escape raw values once
 
 
-def test_when_formats_in_the_given_zone() -> None:
+def test_when_formats_in_the_given_zone_and_names_it() -> None:
     winter = datetime(2024, 1, 15, 12, 0, 5, 123456, tzinfo=UTC)
     summer = datetime(2024, 7, 15, 12, 0, 5, tzinfo=UTC)
-    assert when(winter, UTC) == "2024-01-15 12:00:05 UTC"
-    assert when(winter, ZoneInfo("Europe/Lisbon")) == "2024-01-15 12:00:05 WET"
-    assert when(summer, ZoneInfo("Europe/Lisbon")) == "2024-07-15 13:00:05 WEST"
-    assert when(winter, ZoneInfo("America/New_York")) == "2024-01-15 07:00:05 EST"
+    later = datetime(2024, 12, 1, tzinfo=UTC)  # "now": same year, another day
+    assert when(winter, UTC, later) == "15 Jan 12:00 UTC"
+    assert when(winter, ZoneInfo("Europe/Lisbon"), later) == "15 Jan 12:00 WET"
+    assert when(summer, ZoneInfo("Europe/Lisbon"), later) == "15 Jul 13:00 WEST"
+    assert when(winter, ZoneInfo("America/New_York"), later) == "15 Jan 07:00 EST"
     late = datetime(2024, 1, 15, 23, 30, tzinfo=UTC)
-    assert when(late, ZoneInfo("Asia/Tokyo")) == "2024-01-16 08:30:00 JST"
+    assert when(late, ZoneInfo("Asia/Tokyo"), later) == "16 Jan 08:30 JST"
+    # Today: the clock only; another year: the year too; seconds on request.
+    berlin = ZoneInfo("Europe/Berlin")
+    assert when(winter, berlin, winter) == "13:00 CET"
+    assert when(winter, berlin, winter, seconds=True) == "13:00:05 CET"
+    assert when(winter, berlin, datetime(2025, 2, 1, tzinfo=UTC)) == "15 Jan 2024 13:00 CET"
+    # Lists name the zone once instead.
+    assert when(winter, berlin, winter, zone=False) == "13:00"
+    assert zone_note(berlin) in ("Times in CET (Europe/Berlin).", "Times in CEST (Europe/Berlin).")
+    # A zone without an abbreviation is named by its offset.
+    assert when(winter, ZoneInfo("Asia/Dubai"), winter) == "16:00 UTC+04:00"
 
 
 def test_when_never() -> None:
     assert when(None, ZoneInfo("Europe/Lisbon")) == "never"
+
+
+# --- html_problem: HTML a person wrote, checked before it is queued ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("<b>unclosed bold", "<b> at character 1 is never closed (</b>)"),
+        ("<b><i>x</b></i>", "</b> at character 8 where </i> was expected"),
+        ("</b>", "</b> at character 1 closes no open tag"),
+        ("<div>x</div>", "<div> at character 1 is not a tag Telegram supports"),
+        ("a & b", '"&" at character 3 starts no entity: write &amp; for "&"'),
+        ("1 < 2", '"<" at character 3 starts no tag: write &lt; for "<" in text'),
+        ("<span>s</span>", '<span> at character 1 needs the attribute "class"'),
+        ('<tg-emoji emoji-id="x">🙂</tg-emoji>', '<tg-emoji> at character 1: "emoji-id" cannot'),
+        ("<b></b>", "there is no text outside the tags"),
+    ],
+)
+def test_html_problem_names_what_telegram_would_refuse(text: str, problem: str) -> None:
+    found = html_problem(text)
+    assert found is not None and found.startswith(problem)
+    with pytest.raises(EntityParseError):  # and Telegram (the local server's parser) agrees
+        if not parse_html(text)[0].strip():  # Telegram refuses an empty text too
+            raise EntityParseError("empty")
+
+
+def test_html_problem_accepts_what_telegram_accepts() -> None:
+    for _, text, _ in CASES[:100]:
+        assert html_problem(text) is None
+        parse_html(text)
+    for text in (
+        'x > y, <a href="https://e.com/?a=1&amp;b=2">link</a>',
+        '<pre><code class="language-python">print("&lt;")</code></pre>',
+        '<tg-time unix="1764950000" format="wDT">5 Dec</tg-time>',
+        "<blockquote expandable>q</blockquote> &#128578; &#x1F642;",
+        esc("<b>unclosed & raw</b>"),
+    ):
+        assert html_problem(text) is None, text
+        parse_html(text)
+
+
+def test_one_formatter_for_money_and_one_for_who() -> None:
+    assert usd(Decimal("1234.565")) == "$1,234.57"
+    assert usd(10) == "$10.00"
+    assert usd("0.004") == "$0.00"
+    people = {1001: "Ana"}
+    assert actor_name("person:1001", people) == "Ana"
+    assert actor_name("person:77", people) == "user 77"
+    assert actor_name("agent:coder", people) == "coder"
+    assert actor_name("system:approvals", people) == "the system"
+    assert actor_name(None, people) == "someone"
