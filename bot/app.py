@@ -27,6 +27,7 @@ from bot.config_watch import ConfigWatch, save_last_good
 from bot.middlewares import AuthMiddleware, DbSessionMiddleware, InFlight, RoleMiddleware
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
+from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
@@ -102,6 +103,7 @@ async def register_commands(bot: Bot, config: Config, routers: list[Router]) -> 
 
 async def run_fleet(config: Config) -> int:
     db = Database(config.database.url)
+    db.redact_with(Redactor(config.secret_values()))
     lock = poller_lock(
         db, config.telegram.token.get_secret_value(), config.sqlite_path(), config.path
     )

@@ -11,6 +11,10 @@ values), the TELEGRAM_* and ANTHROPIC_* variables, and CREDENTIALS_DIRECTORY (sy
 folder of the fleet's secret files). Everything else (PATH, HOME, LANG, ...) is kept; a
 command that needs a secret names it in its command line (`${DEPLOY_TOKEN}`) or reads its own
 file.
+
+Output: with `redact` (bot.redact.Redactor), every configured secret in the output is replaced
+before anyone sees it (an alert, an incident title, a deploy report); when the output was cut to
+its last `keep` bytes, the first, cut line is dropped too, since it may hold the tail of one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import contextlib
 import os
 import shlex
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +67,7 @@ async def run(
     env: Mapping[str, str] | None = None,
     keep: int = KEEP,
     drain: float = DRAIN,
+    redact: Callable[[str], str] | None = None,
 ) -> Finished:
     """Run `line` (through the shell if `shell`, else split like a shell would and run
     directly) with `env` (default: `environment()`), for at most `limit` seconds. Raises
@@ -101,13 +106,16 @@ async def run(
             f"cannot start {words[0] if words else line!r}: {err.strerror}"
         ) from err
     buffer = bytearray()
+    cut = False
 
     async def read() -> None:
+        nonlocal cut
         assert process.stdout is not None
         while chunk := await process.stdout.read(65536):
             buffer.extend(chunk)
             if len(buffer) > keep:
                 del buffer[: len(buffer) - keep]
+                cut = True
 
     reader = asyncio.create_task(read())
     try:
@@ -134,7 +142,12 @@ async def run(
         transport = getattr(process, "_transport", None)
         if transport is not None:
             transport.close()
-    return Finished(code, buffer.decode("utf-8", "replace"))
+    output = buffer.decode("utf-8", "replace")
+    if redact is not None:
+        if cut:
+            output = output.partition("\n")[2]
+        output = redact(output)
+    return Finished(code, output)
 
 
 async def _exit(process: asyncio.subprocess.Process) -> int:
