@@ -231,7 +231,7 @@ class Gateway:
             raise GatewayError("every model and key is rate-limited", retry_at=retry_at)
         for model, profile in self.pairs(agent):
             if self._is_rejected(profile):
-                problems.append(f"{model}@{profile}: key rejected")
+                problems.append(f"the key of profile {profile} was rejected; fix its api_key")
                 continue
             until = self._cooldown.get((model, profile))
             if until is not None and until > utcnow():
@@ -267,7 +267,9 @@ class Gateway:
                     # Calling it again cannot help until the key changes: the next profile
                     # is tried at once, and this one is left alone until then.
                     await self._key_rejected(profile, status)
-                    problems.append(f"{model}@{profile}: key rejected ({status})")
+                    problems.append(
+                        f"the key of profile {profile} was rejected ({status}); fix its api_key"
+                    )
                     continue
                 if status >= 500:
                     problems.append(f"{model}@{profile} unavailable ({status})")
@@ -295,7 +297,7 @@ class Gateway:
                 output_tokens=message.usage.output_tokens,
                 cost_usd=cost,
             )
-        detail = self.redact("; ".join(problems))
+        detail = self.redact("; ".join(dict.fromkeys(problems)))
         pairs = [pair for pair in self.pairs(agent) if not self._is_rejected(pair[1])]
         cooling = [self._cooldown.get(pair) for pair in pairs]
         if pairs and all(until is not None and until > utcnow() for until in cooling):
