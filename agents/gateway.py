@@ -3,13 +3,18 @@ a usage row with its cost for every call.
 
 The SDK's own retries are off (`max_retries=0`): it would retry 429 and 5xx on the same key and
 model, while the gateway moves on to the next (model, profile) pair at once. Errors are decided
-on `APIStatusError.status_code`, since exception classes differ between SDK versions.
+on `APIStatusError.status_code`, since exception classes differ between SDK versions: 429 cools
+the pair down; 5xx and network errors move on; 401/403 mark the profile rejected until its key
+changes (one alert per key; the key is not called again); 400/404 end the call as a
+configuration error (`GatewayError.permanent`). Error texts are redacted (bot.redact): a proxy
+may repeat the key in its message.
 
 Budgets are checked before each call against the month-to-date spend, read from the usage rows
 once per agent and month and then kept in memory (see `storage.usage`): at 80% of the
 agent's (or the fleet's) month the `alerts` feed is warned once; at 100% no call is made, the
 agent is paused, and `alerts` gets a stop with a "Raise budget" button for the owner. One call
-can cross the line, never two.
+can cross the line, never two. The 80% warning is also checked as each call's usage is recorded,
+so a run whose last call crosses it is warned about at once.
 """
 
 from __future__ import annotations
