@@ -344,6 +344,10 @@ class Runtime:
                 )
             if status == runs.FAILED and task is not None:
                 await self._after_failure(session, claimed, agent.id, task, result)
+            elif status == runs.FAILED and result.cause == "unavailable":
+                # Its unread messages wait for a model, not for the next heartbeat.
+                retry_at = await self._backoff(session, agent.id)
+                await runs.wake(session, agent.id, runs.RETRY, not_before=retry_at)
             if await _has_todo(session, agent.id):
                 await runs.wake(session, agent.id, "followup")
 
@@ -458,8 +462,9 @@ class Runtime:
 async def _escalated_task(
     session: AsyncSession, claimed: runs.Claimed, messages: list[InboxMessage]
 ) -> Task | None:
-    """The task of the first unread escalation, when an escalation woke this run."""
-    if claimed.trigger != "escalation":
+    """The task of the first unread escalation, unless the run was woken for a task of the
+    agent's own (a merged wake keeps the first wake's trigger, so that is not looked at)."""
+    if claimed.task_id is not None:
         return None
     for message in messages:
         if message.kind == "escalation" and message.task_id is not None:
