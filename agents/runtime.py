@@ -361,7 +361,9 @@ class Runtime:
     ) -> None:
         """What becomes of a failed run's task. Never left in_progress for a heartbeat that
         may never come, and never retried at once: the retry waits the failure backoff."""
-        retry_at = await self._backoff(session, agent_id)
+        # A budget stop paused the agent: raising the budget resumes and wakes it, and must
+        # not find a backoff in its way.
+        retry_at = None if result.cause == "budget" else await self._backoff(session, agent_id)
         if result.cause == "config":
             # Retrying cannot help until the config changes: blocked with the reason.
             outcome = await tasks.transition(

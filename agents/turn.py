@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from agents.gateway import Gateway, GatewayError
+from agents.gateway import BudgetExceeded, Gateway, GatewayError
 from agents.tools import ToolContext, definitions, execute
 
 CONTEXT_FLUSH_AT = 0.85
@@ -30,7 +30,8 @@ class TurnResult:
     alerted: bool = False  # the gateway told `alerts` why the run stopped (a budget stop)
     # Why a failed run failed, for what comes next: "config" (no model can answer until the
     # config changes: the task is blocked), "unavailable" (no model answered this time: the
-    # task waits and is retried, without using up its retries), "" (the run itself failed).
+    # task waits and is retried, without using up its retries), "budget" (the agent is paused
+    # until its budget is raised, which wakes it), "" (the run itself failed).
     cause: str = ""
     actions: list[str] = field(default_factory=list)
 
@@ -63,7 +64,9 @@ async def run_turn(
             result.outcome = str(err)
             result.retry_at = err.retry_at
             result.alerted = err.alerted
-            if err.permanent:
+            if isinstance(err, BudgetExceeded):
+                result.cause = "budget"
+            elif err.permanent:
                 result.cause = "config"
             elif err.retry_at is None and not err.alerted:
                 result.cause = "unavailable"
