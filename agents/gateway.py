@@ -158,6 +158,7 @@ class Gateway:
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
         self._cooldown: dict[tuple[str, str], datetime] = {}
         self._rejected: dict[str, str] = {}  # profile -> digest of the key Anthropic rejected
+        self._recalled: set[str] = set()  # profiles whose earlier rejection was looked up
         self.redact = Redactor(config.secret_values())
         self._warned: set[str] = set()  # budget warnings queued by this process
         # Month-to-date spend, read from the usage rows once per agent and month, then added
@@ -226,6 +227,7 @@ class Gateway:
         import anthropic
 
         await self._check_budget(agent)
+        await self._recall_rejections(agent)
         problems: list[str] = []
         transient = False  # a problem that may go away by itself (429, 5xx, network)
         pairs = [pair for pair in self.pairs(agent) if not self._is_rejected(pair[1])]
@@ -320,6 +322,18 @@ class Gateway:
         configured = self.config.anthropic.profiles.get(profile)
         key = configured.api_key.get_secret_value() if configured else ""
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    async def _recall_rejections(self, agent: AgentConfig) -> None:
+        """A key rejected before a restart is still rejected: its alert (keyed by the key's
+        digest) says so. Looked up once per profile and process."""
+        for profile in agent.profiles:
+            if profile in self._recalled:
+                continue
+            self._recalled.add(profile)
+            key = self._key_of(profile)
+            async with self.db.session() as session:
+                if await outbox.latest(session, f"key-rejected:{profile}:{key}") is not None:
+                    self._rejected[profile] = key
 
     def _is_rejected(self, profile: str) -> bool:
         """Anthropic rejected this profile's key (401/403), and the key has not changed."""

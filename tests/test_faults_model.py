@@ -138,6 +138,17 @@ async def test_a_revoked_primary_key_fails_over_to_the_secondary_once_per_key(
     assert "blocked" not in statuses(fleet.config)
     await fleet.stop()
 
+    # Same config after a restart: the rejected key is still not called.
+    anthropic.script(DONE, model=CODER, api_key=SECONDARY_KEY)
+    again = FleetProcess(fleet.config)
+    await again.start()
+    botapi.push_message(OPERATOR, "/assign coder Second task")
+    await wait_query(again.config, "SELECT status FROM tasks WHERE id = 2", [("done",)], 60)
+    revoked = [r for r in coder_requests(anthropic) if r.api_key == ANTHROPIC_KEY]
+    assert len(revoked) == 1
+    assert len([c for c in alerts(botapi) if "rejected the key" in _text(c)]) == 1
+    await again.stop()
+
 
 async def test_529_on_every_call_for_a_while_is_one_edited_alert_and_the_task_completes(
     tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
