@@ -35,7 +35,7 @@ FAST = """
 lease_seconds = 3
 retry_backoff = "1s"
 retry_backoff_max = "2s"
-wake_window = "1s"
+wake_window = "3s"
 """
 AGENTS = """
 [[agents]]
@@ -298,3 +298,40 @@ recover = 'echo "recovering with ${CHECK_TOKEN}"; exit 1'
     dump = database_text(fleet.config)
     assert "probe token=***" in dump and CHECK_TOKEN not in dump
     assert CHECK_TOKEN not in fleet.log
+
+
+async def test_a_refusal_notice_and_an_escalation_make_one_hub_run_about_the_escalated_task(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> None:
+    agents = AGENTS.replace("max_retries = 1", "max_retries = 0")
+    fleet = await start(tmp_path, botapi, anthropic, agents=agents)
+    botapi.push_message(OPERATOR, "/assign hub Plan the week")  # the hub's own task, #1
+    await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 1", [("in_progress",)])
+    while len(anthropic.requests) < 1:
+        await asyncio.sleep(0.05)
+    # coder calls a tool it has no authority for (an oversight notice wakes the hub), then its
+    # reply is cut: the run fails, its task is blocked (no retries) and escalated to the hub.
+    anthropic.script(
+        tool_use("assign_task", {"task_id": 2, "assignee": "hub"}),
+        Reply(content=[{"type": "text", "text": "I will"}], stop_reason="max_tokens"),
+        model=CODER,
+    )
+    botapi.push_message(OPERATOR, "/assign coder Fix the typo")
+    await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 2", [("blocked",)], 30)
+    await wait_query(
+        fleet.config,
+        "SELECT count(*) FROM inbox WHERE agent_id = 'hub' AND read_at IS NULL",
+        [(0,)],
+        30,
+    )
+    await wait_query(
+        fleet.config,
+        "SELECT count(*) FROM runs WHERE agent_id = 'hub' AND status IN ('queued', 'running')",
+        [(0,)],
+    )
+    hub = [r for r in anthropic.requests if r.model != CODER]
+    assert len(hub) == 2, [r.body["messages"][0]["content"][:80] for r in hub]
+    brief = hub[1].body["messages"][0]["content"]
+    assert brief.startswith("Your task: #2 Fix the typo"), brief
+    assert "escalation" in brief or "blocked" in brief
+    await fleet.stop()
