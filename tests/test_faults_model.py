@@ -32,7 +32,7 @@ SECONDARY_KEY = "sk-ant-test-secondary-0f9e8d"
 CHECK_TOKEN = "chk-9f8e7d6c5b4a"
 FAST = """
 [runtime]
-lease_seconds = 3
+lease_seconds = {lease}
 retry_backoff = "1s"
 retry_backoff_max = "2s"
 wake_window = "3s"
@@ -73,14 +73,17 @@ async def start(
     extra: str = "",
     env: dict[str, str] | None = None,
     agents: str = AGENTS,
+    lease: int = 120,
 ) -> FleetProcess:
+    """`lease`: seconds; short only where a killed run must be found soon, since a loaded
+    machine can miss a short lease's renewal and a live run would be reaped."""
     config = write_config(
         tmp_path,
         botapi.base_url,
         anthropic_base=anthropic.base_url,
         agents=agents,
         profiles={"secondary": SECONDARY_KEY},
-        extra=FAST + extra,
+        extra=FAST.format(lease=lease) + extra,
     )
     fleet = FleetProcess(config, env=env)
     await fleet.start()
@@ -133,6 +136,7 @@ async def test_a_revoked_primary_key_fails_over_to_the_secondary_once_per_key(
     await assign_and_finish(fleet, botapi, "Fix the typo")
     revoked = [r for r in coder_requests(anthropic) if r.api_key == ANTHROPIC_KEY]
     assert len(revoked) == 1  # the second turn went straight to the secondary
+    await botapi.wait_for_call("sendMessage", lambda c: "rejected the key" in _text(c))
     key_alerts = [c for c in alerts(botapi) if "rejected the key" in _text(c)]
     assert len(key_alerts) == 1 and "primary" in _text(key_alerts[0])
     assert "blocked" not in statuses(fleet.config)
@@ -161,11 +165,11 @@ async def test_529_on_every_call_for_a_while_is_one_edited_alert_and_the_task_co
     assert "blocked" not in statuses(fleet.config)
     failed = query(fleet.config, "SELECT count(*) FROM runs WHERE status = 'failed'")[0][0]
     assert failed >= 2
-    run_alerts = [c for c in alerts(botapi) if "failed" in _text(c)]
-    assert len(run_alerts) == 1, [_text(c) for c in run_alerts]
     await botapi.wait_for_call(
         "editMessageText", lambda c: f"{failed} runs failed since" in _text(c), timeout=20
     )
+    run_alerts = [c for c in alerts(botapi) if "failed" in _text(c)]
+    assert len(run_alerts) == 1, [_text(c) for c in run_alerts]
     # The task kept its retries: an outage is not the task's fault.
     assert query(fleet.config, "SELECT retries FROM tasks WHERE id = 1") == [(0,)]
     await fleet.stop()
@@ -234,7 +238,7 @@ async def test_a_reply_cut_at_max_tokens_fails_loudly_and_is_retried(
     await assign_and_finish(fleet, botapi, "Fix the typo")
     [(outcome,)] = query(fleet.config, "SELECT outcome FROM runs WHERE status = 'failed'")
     assert "max_tokens" in outcome
-    [alert] = [c for c in alerts(botapi) if "failed" in _text(c)]
+    [alert] = await botapi.wait_for_call("sendMessage", lambda c: "failed" in _text(c))
     assert "max_tokens" in _text(alert)
     await fleet.stop()
 
@@ -251,7 +255,7 @@ async def test_kill_9_during_a_run_records_each_comment_once_and_the_agent_goes_
         model=CODER,
     )
     agents = AGENTS.replace("max_retries = 1", "max_retries = 0")
-    fleet = await start(tmp_path, botapi, anthropic, agents=agents)
+    fleet = await start(tmp_path, botapi, anthropic, agents=agents, lease=3)
     botapi.push_message(OPERATOR, "/assign coder Fix the typo")
     await wait_query(
         fleet.config, "SELECT count(*) FROM task_events WHERE kind = 'comment'", [(1,)], 30
