@@ -3,18 +3,24 @@ a usage row with its cost for every call.
 
 The SDK's own retries are off (`max_retries=0`): it would retry 429 and 5xx on the same key and
 model, while the gateway moves on to the next (model, profile) pair at once. Errors are decided
-on `APIStatusError.status_code`, since exception classes differ between SDK versions.
+on `APIStatusError.status_code`, since exception classes differ between SDK versions: 429 cools
+the pair down; 5xx and network errors move on; 401/403 mark the profile rejected until its key
+changes (one alert per key; the key is not called again); 400/404 end the call as a
+configuration error (`GatewayError.permanent`). Error texts are redacted (bot.redact): a proxy
+may repeat the key in its message.
 
 Budgets are checked before each call against the month-to-date spend, read from the usage rows
 once per agent and month and then kept in memory (see `storage.usage`): at 80% of the
 agent's (or the fleet's) month the `alerts` feed is warned once; at 100% no call is made, the
 agent is paused, and `alerts` gets a stop with a "Raise budget" button for the owner. One call
-can cross the line, never two.
+can cross the line, never two. The 80% warning is also checked as each call's usage is recorded,
+so a run whose last call crosses it is warned about at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.prices import price_of
 from bot.config import AgentConfig, Config, Price
+from bot.redact import Redactor
 from bot.text import esc, usd
 from handlers.budget import RaiseBudget, percent
 from storage import agents as agent_state
@@ -51,14 +58,23 @@ USAGE_WRITE_DELAY = 0.1  # seconds a usage row may wait to be written with other
 
 class GatewayError(Exception):
     """No model answered. With `retry_at`, every pair was rate-limited: try again then.
-    `alerted`: the gateway has told the `alerts` feed already; callers need not repeat it."""
+    `alerted`: the gateway has told the `alerts` feed already; callers need not repeat it.
+    `permanent`: see below."""
 
     def __init__(
-        self, message: str, *, retry_at: datetime | None = None, alerted: bool = False
+        self,
+        message: str,
+        *,
+        retry_at: datetime | None = None,
+        alerted: bool = False,
+        permanent: bool = False,
     ) -> None:
         super().__init__(message)
         self.retry_at = retry_at
         self.alerted = alerted
+        # A configuration problem (no key, every key rejected, an invalid model): trying
+        # again without a config change makes the same call fail the same way.
+        self.permanent = permanent
 
 
 class BudgetExceeded(GatewayError):
@@ -122,6 +138,9 @@ class Gateway:
         self.db = db
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
         self._cooldown: dict[tuple[str, str], datetime] = {}
+        self._rejected: dict[str, str] = {}  # profile -> digest of the key Anthropic rejected
+        self._recalled: set[str] = set()  # profiles whose earlier rejection was looked up
+        self.redact = Redactor(config.secret_values())
         self._warned: set[str] = set()  # budget warnings queued by this process
         # Month-to-date spend, read from the usage rows once per agent and month, then added
         # to after each call: a budget check costs no query. Only `fleet run` calls models
@@ -132,6 +151,7 @@ class Gateway:
         # Usage rows are written in batches off the call's path (see `flush`).
         self._unwritten: list[dict[str, Any]] = []
         self._unpriced: set[str] = set()
+        self._spent_by: set[str] = set()  # agents whose spend grew since the last flush
         self._write_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
 
@@ -188,23 +208,35 @@ class Gateway:
         import anthropic
 
         await self._check_budget(agent)
+        await self._recall_rejections(agent)
         problems: list[str] = []
+        transient = False  # a problem that may go away by itself (429, 5xx, network)
+        pairs = [pair for pair in self.pairs(agent) if not self._is_rejected(pair[1])]
+        cooling = [self._cooldown.get(pair) for pair in pairs]
         now = utcnow()
-        cooling = [self._cooldown.get(pair) for pair in self.pairs(agent)]
-        if all(until is not None and until > now for until in cooling):
+        if pairs and all(until is not None and until > now for until in cooling):
             retry_at = min(until for until in cooling if until is not None)
             raise GatewayError("every model and key is rate-limited", retry_at=retry_at)
         for model, profile in self.pairs(agent):
+            if self._is_rejected(profile):
+                problems.append(f"the key of profile {profile} was rejected; fix its api_key")
+                continue
             until = self._cooldown.get((model, profile))
             if until is not None and until > utcnow():
                 problems.append(f"{model}@{profile} cooling down")
+                transient = True
+                continue
+            try:
+                client = self._client(profile)
+            except GatewayError as err:
+                problems.append(str(err))
                 continue
             started = time.monotonic()
             try:
                 kwargs: dict[str, Any] = {}
                 if tools:
                     kwargs["tools"] = tools
-                message = await self._client(profile).messages.create(
+                message = await client.messages.create(
                     model=model,
                     system=system,
                     messages=messages,
@@ -217,21 +249,30 @@ class Gateway:
                 if status == 429:
                     self._cooldown[(model, profile)] = utcnow() + _retry_after(err)
                     problems.append(f"{model}@{profile} rate-limited (429)")
+                    transient = True
                     continue
                 if status in (401, 403):
+                    # Calling it again cannot help until the key changes: the next profile
+                    # is tried at once, and this one is left alone until then.
                     await self._key_rejected(profile, status)
-                    raise GatewayError(
-                        f"key for profile {profile} rejected ({status}); check its api_key"
-                    ) from err
+                    problems.append(
+                        f"the key of profile {profile} was rejected ({status}); fix its api_key"
+                    )
+                    continue
                 if status >= 500:
                     problems.append(f"{model}@{profile} unavailable ({status})")
+                    transient = True
                     continue
+                # 400 (an invalid model, a request the API refuses), 402 (billing), 404:
+                # the same request fails the same way on every pair, and again later.
                 raise GatewayError(
-                    f"the API refused the request ({status}): {err.message}"
+                    f"the API refused the request ({status}): {self.redact(str(err.message))}",
+                    permanent=True,
                 ) from err
             except (anthropic.APIConnectionError, anthropic.APITimeoutError) as err:
                 self._record(agent, run_id, purpose, model, profile, None, started, err)
                 problems.append(f"{model}@{profile} unreachable ({type(err).__name__})")
+                transient = True
                 continue
             cost = self._record(agent, run_id, purpose, model, profile, message, started, None)
             fallback = model != agent.model
@@ -244,14 +285,40 @@ class Gateway:
                 output_tokens=message.usage.output_tokens,
                 cost_usd=cost,
             )
-        cooling = [self._cooldown.get(pair) for pair in self.pairs(agent)]
-        if all(until is not None and until > utcnow() for until in cooling):
+        detail = self.redact("; ".join(dict.fromkeys(problems)))
+        pairs = [pair for pair in self.pairs(agent) if not self._is_rejected(pair[1])]
+        cooling = [self._cooldown.get(pair) for pair in pairs]
+        if pairs and all(until is not None and until > utcnow() for until in cooling):
             # Every pair is rate-limited (some just now): come back when the first cools down.
             retry_at = min(until for until in cooling if until is not None)
+            raise GatewayError("every model and key is rate-limited: " + detail, retry_at=retry_at)
+        if not transient:
             raise GatewayError(
-                "every model and key is rate-limited: " + "; ".join(problems), retry_at=retry_at
+                "no model can answer until the configuration is fixed: " + detail,
+                permanent=True,
             )
-        raise GatewayError("no model answered: " + "; ".join(problems))
+        raise GatewayError("no model answered: " + detail)
+
+    def _key_of(self, profile: str) -> str:
+        configured = self.config.anthropic.profiles.get(profile)
+        key = configured.api_key.get_secret_value() if configured else ""
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    async def _recall_rejections(self, agent: AgentConfig) -> None:
+        """A key rejected before a restart is still rejected: its alert (keyed by the key's
+        digest) says so. Looked up once per profile and process."""
+        for profile in agent.profiles:
+            if profile in self._recalled:
+                continue
+            self._recalled.add(profile)
+            key = self._key_of(profile)
+            async with self.db.session() as session:
+                if await outbox.latest(session, f"key-rejected:{profile}:{key}") is not None:
+                    self._rejected[profile] = key
+
+    def _is_rejected(self, profile: str) -> bool:
+        """Anthropic rejected this profile's key (401/403), and the key has not changed."""
+        return self._rejected.get(profile) == self._key_of(profile)
 
     def _record(
         self,
@@ -287,7 +354,9 @@ class Gateway:
                 "latency_ms": int((time.monotonic() - started) * 1000),
                 "fallback_used": model != agent.model,
                 "status": "ok" if error is None else "error",
-                "error": None if error is None else f"{type(error).__name__}: {error}"[:500],
+                "error": None
+                if error is None
+                else self.redact(f"{type(error).__name__}: {error}")[:500],
                 "created_at": utcnow(),
             }
         )
@@ -295,6 +364,7 @@ class Gateway:
             self._unpriced.add(model)
         if cost:
             self._add_spend(agent.id, cost)
+            self._spent_by.add(agent.id)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_behind())
         return cost
@@ -318,6 +388,27 @@ class Gateway:
                     self._unwritten[:0] = rows
                     self._unpriced |= unpriced
                     raise
+        await self._warn_crossed()
+
+    async def _warn_crossed(self) -> None:
+        """The 80% warning for spend just recorded: a run whose last call crosses the line
+        may be followed by no call for days, so the check before a call is not enough."""
+        agents, self._spent_by = self._spent_by, set()
+        since = spend.month_start(utcnow())
+        month = since.date()
+        for agent_id in sorted(agents):
+            agent = next((a for a in self.config.agents if a.id == agent_id), None)
+            ledger = self._ledgers.get(agent_id)
+            if agent is None or ledger is None or ledger.month != since:
+                continue
+            limit = spend.effective_budget(ledger.override, agent.budget_usd_month)
+            if limit is not None and ledger.spent >= limit * WARN_AT:
+                await self._warn(agent_id, month, ledger.spent, limit)
+        fleet_limit = self.config.budget.fleet_usd_month
+        if agents and fleet_limit is not None and self._fleet_spent is not None:
+            fleet = Decimal(str(fleet_limit))
+            if self._fleet_spent[0] == since and self._fleet_spent[1] >= fleet * WARN_AT:
+                await self._warn(None, month, self._fleet_spent[1], fleet)
 
     async def _write_behind(self) -> None:
         # A short wait gathers the rows of concurrent and back-to-back calls into one INSERT.
@@ -340,17 +431,17 @@ class Gateway:
         )
 
     async def _key_rejected(self, profile: str, status: int) -> None:
+        """Mark `profile` rejected until its key changes (a new config); one alert per key."""
+        key = self._key_of(profile)
+        self._rejected[profile] = key
         log.error("Anthropic rejected the key for profile %s (%d)", profile, status)
-        feed = self.config.feed("alerts")
-        if feed is None:
-            return
         async with self.db.session() as session:
-            await outbox.enqueue(
+            await self._alert(
                 session,
-                outbox.Destination(feed.chat_id, feed.topic, "alerts"),
                 f"🔑 Anthropic rejected the key for profile <b>{esc(profile)}</b> ({status}). "
-                "Agents using it cannot run until the key is fixed.",
-                dedup_key=f"key-rejected:{profile}:{utcnow():%Y-%m-%d}",
+                "It is not used again until its key changes in the config (then restart); "
+                "agents go on with their other profiles, if any.",
+                f"key-rejected:{profile}:{key}",
             )
 
     # -- budgets --------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Runtime:
         self.org = OrgChart(config)
         self.settings = config.runtime
         self.lease = timedelta(seconds=self.settings.lease_seconds)
+        self.window = timedelta(seconds=self.settings.seconds("wake_window"))
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -92,7 +93,7 @@ class Runtime:
                     last_reap = time.monotonic()
                 await self._claim()
                 async with self.db.session() as session:
-                    due = await runs.next_due_at(session)
+                    due = await runs.next_due_at(session, self.window)
                 if due is not None:
                     delay = min(delay, max(0.0, (due - utcnow()).total_seconds()))
             except Exception:  # the worker must outlive a database hiccup
@@ -115,7 +116,12 @@ class Runtime:
             return
         async with self.db.claim() as session:
             claimed = await runs.claim_due(
-                session, self.owner, self.lease, exclude=set(self._running), limit=free
+                session,
+                self.owner,
+                self.lease,
+                exclude=set(self._running),
+                limit=free,
+                window=self.window,
             )
         for run in claimed:
             task = asyncio.create_task(self._execute(run), name=f"run-{run.run_id}")
@@ -171,6 +177,10 @@ class Runtime:
                         "dying (retries used up).",
                         f"reaped-blocked:{dead.run_id}",
                     )
+                    # Like the end of a run: the agent's other work is not left for the next
+                    # heartbeat.
+                    if await _has_todo(session, dead.agent_id):
+                        await runs.wake(session, dead.agent_id, "followup")
                 else:
                     await runs.wake(session, dead.agent_id, "retry", task_id=dead.task_id)
 
@@ -227,6 +237,11 @@ class Runtime:
                 return
             task = await tasks.next_for(session, agent.id, claimed.task_id)
             messages = await inbox.unread(session, agent.id)
+            escalated = await _escalated_task(session, claimed, messages)
+            if escalated is not None:
+                # Woken by an escalation: the run is about the escalated task (another
+                # agent's), not about the agent's own next task.
+                task = None
             standing = workspace.heartbeat_has_tasks(folder)
             if task is None and not messages and not standing:
                 # Idle: recorded, and no model is called.
@@ -242,18 +257,22 @@ class Runtime:
                 await runs.set_task(session, claimed.run_id, task.id)
                 history = await tasks.events(session, task.id, limit=20)
                 handoffs = await artifacts.handoffs(session, task)
+            elif escalated is not None:
+                history = await tasks.events(session, escalated.id, limit=20)
+                handoffs = await artifacts.handoffs(session, escalated)
             else:
                 history, handoffs = [], []
         files = workspace.load_workspace(folder, now.date())
         system = workspace.render_system_prompt(agent.id, agent.title or agent.id, files)
-        brief = _brief(task, history, messages, standing, self.config, handoffs)
+        focus = escalated or task
+        brief = _brief(focus, history, messages, standing, self.config, handoffs)
         ctx = ToolContext(
             config=self.config,
             org=self.org,
             db=self.db,
             agent=agent,
             run_id=claimed.run_id,
-            task_id=task.id if task else None,
+            task_id=focus.id if focus else None,
             workspace=folder,
             today=now.date(),
             now=now,
@@ -298,7 +317,8 @@ class Runtime:
                 output_tokens=result.output_tokens,
                 cost_usd=result.cost_usd,
             )
-            if task is not None and result.status != "deferred":
+            unavailable = status == runs.FAILED and result.cause == "unavailable"
+            if task is not None and result.status != "deferred" and not unavailable:
                 # A deferred run never reached a model: it says nothing about progress, and
                 # counting it would push the retry into the idle backoff.
                 await tasks.note_run(session, task.id, changed=result.changed)
@@ -315,12 +335,8 @@ class Runtime:
             where = f" on task #{task.id}" if task else ""
             tokens = f"{result.input_tokens}+{result.output_tokens} tokens"
             if status == runs.FAILED and not result.alerted:
-                await self._post(
-                    session,
-                    "alerts",
-                    f"❌ Run {claimed.run_id} of <b>{esc(agent.id)}</b>{where} failed: "
-                    f"{esc(result.outcome)} ({tokens})",
-                    f"run-failed:{claimed.run_id}",
+                await self._alert_failed(
+                    session, agent.id, f"{where}: {result.outcome} ({tokens})"
                 )
             elif result.changed:
                 await self._post(
@@ -330,15 +346,82 @@ class Runtime:
                     f"activity:{claimed.run_id}",
                 )
             if status == runs.FAILED and task is not None:
-                # Not left in_progress for a heartbeat that may never come: retried (with the
-                # idle backoff) until max_retries, then blocked and escalated.
-                blocked = await runs.return_task(session, task.id, claimed.run_id, "failed")
-                if blocked:
-                    await self._escalate(session, agent.id, task.id, result.outcome)
-                else:
-                    await runs.wake(session, agent.id, "retry", task_id=task.id)
+                await self._after_failure(session, claimed, agent.id, task, result)
+            elif status == runs.FAILED and result.cause == "unavailable":
+                # Its unread messages wait for a model, not for the next heartbeat.
+                retry_at = await self._backoff(session, agent.id)
+                await runs.wake(session, agent.id, runs.RETRY, not_before=retry_at)
             if await _has_todo(session, agent.id):
                 await runs.wake(session, agent.id, "followup")
+
+    async def _after_failure(
+        self,
+        session: AsyncSession,
+        claimed: runs.Claimed,
+        agent_id: str,
+        task: Task,
+        result: TurnResult,
+    ) -> None:
+        """What becomes of a failed run's task. Never left in_progress for a heartbeat that
+        may never come, and never retried at once: the retry waits the failure backoff."""
+        # A budget stop paused the agent: raising the budget resumes and wakes it, and must
+        # not find a backoff in its way.
+        retry_at = None if result.cause == "budget" else await self._backoff(session, agent_id)
+        if result.cause == "config":
+            # Retrying cannot help until the config changes: blocked with the reason.
+            outcome = await tasks.transition(
+                session,
+                task.id,
+                tasks.BLOCKED,
+                actor="system:runtime",
+                note=f"no model can run it until the configuration is fixed: {result.outcome}",
+            )
+            if outcome.won:
+                await self._escalate(session, agent_id, task.id, result.outcome)
+            return
+        if result.cause == "unavailable":
+            # No model answered (5xx, network): the task keeps its retries and waits.
+            await runs.wake(session, agent_id, runs.RETRY, task_id=task.id, not_before=retry_at)
+            return
+        # The run itself failed: retried until max_retries, then blocked and escalated.
+        blocked = await runs.return_task(session, task.id, claimed.run_id, "failed")
+        if blocked:
+            await self._escalate(session, agent_id, task.id, result.outcome)
+        else:
+            await runs.wake(session, agent_id, runs.RETRY, task_id=task.id, not_before=retry_at)
+
+    async def _backoff(self, session: AsyncSession, agent_id: str) -> datetime:
+        """When the agent may run again after its failed runs in a row: `retry_backoff`,
+        doubling with each, up to `retry_backoff_max`."""
+        streak = await runs.failure_streak(session, agent_id)
+        first = self.settings.seconds("retry_backoff")
+        longest = self.settings.seconds("retry_backoff_max")
+        seconds = min(longest, first * 2 ** min(max(streak.count - 1, 0), 30))
+        return utcnow() + timedelta(seconds=seconds)
+
+    async def _alert_failed(self, session: AsyncSession, agent_id: str, detail: str) -> None:
+        """One alert message per streak of failed runs of an agent, edited with the count
+        ("coder: 5 runs failed since 14:02, last: ...") instead of one message per run."""
+        streak = await runs.failure_streak(session, agent_id)
+        first = f"runs-failed:{agent_id}:{streak.first_run_id}"
+        since = f"{streak.since.astimezone(self.config.tz):%H:%M}" if streak.since else "?"
+        if streak.count <= 1:
+            text = f"❌ <b>{esc(agent_id)}</b>: a run failed{esc(detail)}"
+        else:
+            text = (
+                f"❌ <b>{esc(agent_id)}</b>: {streak.count} runs failed since "
+                f"{since}, last{esc(detail)}"
+            )
+        feed = self.config.feed("alerts")
+        if feed is None:
+            return
+        await outbox.enqueue(
+            session,
+            outbox.Destination(feed.chat_id, feed.topic, "alerts"),
+            text,
+            dedup_key=first if streak.count <= 1 else f"{first}:{streak.count}",
+            edit_of=None if streak.count <= 1 else first,
+        )
 
     async def _finish(self, claimed: runs.Claimed, status: str, outcome: str) -> None:
         async with self.db.claim() as session:
@@ -347,12 +430,8 @@ class Runtime:
     async def _finish_failed(self, claimed: runs.Claimed, outcome: str) -> None:
         async with self.db.claim() as session:
             if await runs.finish(session, claimed.run_id, self.owner, runs.FAILED, outcome):
-                await self._post(
-                    session,
-                    "alerts",
-                    f"❌ Run {claimed.run_id} of <b>{esc(claimed.agent_id)}</b> failed: "
-                    f"{esc(outcome)}",
-                    f"run-failed:{claimed.run_id}",
+                await self._alert_failed(
+                    session, claimed.agent_id, f" (run {claimed.run_id}): {outcome}"
                 )
 
     async def _interrupted(self, claimed: runs.Claimed) -> None:
@@ -383,6 +462,19 @@ class Runtime:
             text,
             dedup_key=key,
         )
+
+
+async def _escalated_task(
+    session: AsyncSession, claimed: runs.Claimed, messages: list[InboxMessage]
+) -> Task | None:
+    """The task of the first unread escalation, unless the run was woken for a task of the
+    agent's own (a merged wake keeps the first wake's trigger, so that is not looked at)."""
+    if claimed.task_id is not None:
+        return None
+    for message in messages:
+        if message.kind == "escalation" and message.task_id is not None:
+            return await tasks.get(session, message.task_id)
+    return None
 
 
 async def _has_todo(session: AsyncSession, agent_id: str) -> bool:

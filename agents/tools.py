@@ -97,8 +97,19 @@ def key_part(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+EXCERPT = 200  # characters of the model's own input quoted back in a refusal
+
+
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """`text`, or its first `limit` characters and how long it was: a refusal must not echo a
+    300,000-character input back into the next request."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
 def refused(reason: str) -> ToolResult:
-    return ToolResult(False, f"refused: {reason}")
+    return ToolResult(False, f"refused: {excerpt(reason, 4 * EXCERPT)}")
 
 
 async def _comment(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
@@ -771,7 +782,7 @@ async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
     tool = BY_NAME.get(name)
     refusal = _refusal(tool, ctx.agent) if tool is not None else None
     if tool is None:
-        result = refused(f'unknown tool "{name}"; available: {", ".join(BY_NAME)}')
+        result = refused(f'unknown tool "{excerpt(name)}"; available: {", ".join(BY_NAME)}')
     elif refusal is not None:
         result = ToolResult(False, f"refused: {refusal}", authority=True)
     elif not isinstance(args, dict):
@@ -780,7 +791,7 @@ async def execute(ctx: ToolContext, name: str, args: Any) -> ToolResult:
         errors = sorted(Draft202012Validator(tool.schema).iter_errors(args), key=str)
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "input"
-            result = refused(f"invalid input at {where}: {errors[0].message}")
+            result = refused(f"invalid input at {excerpt(where)}: {excerpt(errors[0].message)}")
         else:
             result = await tool.handler(ctx, args)
     if not result.ok and ctx.task_id is not None:

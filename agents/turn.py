@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from agents.gateway import Gateway, GatewayError
+from agents.gateway import BudgetExceeded, Gateway, GatewayError
 from agents.tools import ToolContext, definitions, execute
 
 CONTEXT_FLUSH_AT = 0.85
@@ -28,6 +28,11 @@ class TurnResult:
     cost_usd: Decimal = Decimal(0)
     retry_at: datetime | None = None
     alerted: bool = False  # the gateway told `alerts` why the run stopped (a budget stop)
+    # Why a failed run failed, for what comes next: "config" (no model can answer until the
+    # config changes: the task is blocked), "unavailable" (no model answered this time: the
+    # task waits and is retried, without using up its retries), "budget" (the agent is paused
+    # until its budget is raised, which wakes it), "" (the run itself failed).
+    cause: str = ""
     actions: list[str] = field(default_factory=list)
 
 
@@ -59,12 +64,28 @@ async def run_turn(
             result.outcome = str(err)
             result.retry_at = err.retry_at
             result.alerted = err.alerted
+            if isinstance(err, BudgetExceeded):
+                result.cause = "budget"
+            elif err.permanent:
+                result.cause = "config"
+            elif err.retry_at is None and not err.alerted:
+                result.cause = "unavailable"
             return result
         result.turns = turn
         result.input_tokens += reply.input_tokens
         result.output_tokens += reply.output_tokens
         result.cost_usd += reply.cost_usd
         content = reply.message.content
+        if reply.message.stop_reason == "max_tokens":
+            # The reply was cut off: a half-written tool call or answer must not pass for the
+            # end of the run. Failed loudly (alerted, the task retried), never continued: a
+            # cut tool_use block cannot be completed by asking for more.
+            result.status = "failed"
+            result.outcome = (
+                f"the model's reply was cut at max_tokens ({reply.output_tokens} output "
+                "tokens); the run stopped without acting on it"
+            )
+            return result
         messages.append({"role": "assistant", "content": content})
         calls = [block for block in content if block.type == "tool_use"]
         if not calls:

@@ -14,6 +14,7 @@ import logging
 from datetime import datetime, timedelta
 
 from bot.config import CheckConfig, Config
+from bot.redact import Redactor
 from bot.text import esc, when
 from handlers.incidents import alert_buttons
 from integrations import checks
@@ -36,6 +37,7 @@ class Alerting:
     def __init__(self, config: Config, db: Database) -> None:
         self.config = config
         self.db = db
+        self.redactor = Redactor(config.secret_values())
 
     @property
     def alerts(self) -> outbox.Destination | None:
@@ -49,7 +51,7 @@ class Alerting:
     # --- checks ------------------------------------------------------------------------------
 
     async def run_check(self, check: CheckConfig) -> None:
-        result = await checks.probe(check, self.config.own_secrets())
+        result = await checks.probe(check, self.config.own_secrets(), self.redactor)
         now = utcnow()
         threshold = False
         async with self.db.claim() as session:
@@ -88,7 +90,10 @@ class Alerting:
         assert check.recover is not None
         log.warning("check %s: running its recover command (attempt %d)", check.id, attempt)
         done = await checks.run_command(
-            check.recover, check.seconds("recover_timeout"), self.config.own_secrets()
+            check.recover,
+            check.seconds("recover_timeout"),
+            self.config.own_secrets(),
+            self.redactor,
         )
         outcome = done.describe()
         limit = check.recover_max_per_hour

@@ -37,6 +37,7 @@ from bot.middlewares import (
 )
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
+from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
@@ -134,6 +135,7 @@ def startup_summary(config: Config) -> str:
 
 async def run_fleet(config: Config) -> int:
     db = Database(config.database.url)
+    db.redact_with(Redactor(config.secret_values()))
     lock = poller_lock(
         db, config.telegram.token.get_secret_value(), config.sqlite_path(), config.path
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from bot.logs import configure_logging
+from bot.redact import Redactor
 
 log = logging.getLogger("fleet")
 
@@ -212,6 +213,7 @@ def _send(args: argparse.Namespace) -> int:
 
     async def send() -> int | None:
         db = Database(config.database.url)
+        db.redact_with(Redactor(config.secret_values()))
         try:
             await db.migrate()
             async with db.session() as session:
@@ -243,6 +245,7 @@ def _costs(args: argparse.Namespace) -> int:
 
     async def report() -> str:
         db = Database(config.database.url)
+        db.redact_with(Redactor(config.secret_values()))
         try:
             await db.migrate()
             async with db.session() as session:

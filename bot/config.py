@@ -477,6 +477,16 @@ class RuntimeConfig(_Section):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
     # Idle heartbeats (skipped runs that did nothing) are deleted after this many days.
     keep_idle_runs_days: int = Field(default=7, ge=1, le=3650)
+    # After a failed run the agent's next run waits `retry_backoff`, doubling with each
+    # failed run in a row up to `retry_backoff_max`.
+    retry_backoff: Duration = "1m"
+    retry_backoff_max: Duration = "30m"
+    # Wakes of one agent within this window become one run (a blocked task's notice and
+    # its escalation, say); a person's wake (an assignment, /wake) is not delayed.
+    wake_window: Duration = "2s"
+
+    def seconds(self, key: Literal["retry_backoff", "retry_backoff_max", "wake_window"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
 
 
 class BudgetConfig(_Section):

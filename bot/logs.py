@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 
-# Bot tokens look like 123456789:AA...; redact any, even one the config does not know.
-_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b")
+from bot.redact import Redactor
 
 
 class RedactingFormatter(logging.Formatter):
@@ -16,16 +14,13 @@ class RedactingFormatter(logging.Formatter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__("%(asctime)sZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-        # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.redactor = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.redact(super().format(record))
+        return self.redactor.redact(super().format(record))
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return _TOKEN.sub("[redacted-token]", text)
+        return self.redactor.redact(text)
 
 
 class QuietPollingErrors(logging.Filter):

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, parse_duration
+from bot.redact import Redactor
 from bot.text import esc
 from storage import inbox, incidents, jobs, outbox, runs
 from storage.db import Database
@@ -239,6 +240,8 @@ async def once(config: Config) -> int:
     from bot.app import make_bot
 
     db = Database(config.database.url)
+
+    db.redact_with(Redactor(config.secret_values()))
     try:
         await db.migrate()
         problems = await find_problems(db, config, expected=None, since=None)

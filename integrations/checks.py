@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -44,16 +44,20 @@ class CommandResult:
         return f"{head}: {tail}" if tail else head
 
 
-async def probe(check: CheckConfig, secrets: Sequence[str] = ()) -> Probe:
+async def probe(
+    check: CheckConfig,
+    secrets: Sequence[str] = (),
+    redact: Callable[[str], str] | None = None,
+) -> Probe:
     """Probe `check`; a command probe runs without the fleet's own `secrets` in its
-    environment."""
+    environment, and its output passes through `redact` (bot.redact.Redactor)."""
     timeout = check.seconds("timeout")
     if check.http:
         return await probe_http(check, timeout)
     if check.tcp:
         return await probe_tcp(check.tcp, timeout)
     assert check.command is not None
-    result = await run_command(check.command, timeout, secrets)
+    result = await run_command(check.command, timeout, secrets, redact)
     return Probe(result.ok, result.describe())
 
 
@@ -106,9 +110,15 @@ async def probe_tcp(target: str, seconds: float) -> Probe:
     return Probe(True, f"connected in {latency_ms} ms", latency_ms)
 
 
-async def run_command(command: str, seconds: float, secrets: Sequence[str] = ()) -> CommandResult:
+async def run_command(
+    command: str,
+    seconds: float,
+    secrets: Sequence[str] = (),
+    redact: Callable[[str], str] | None = None,
+) -> CommandResult:
     """Run `command` through the shell (integrations.process: its own process group, killed
-    on timeout; the fleet's own `secrets` kept out of its environment)."""
+    on timeout; the fleet's own `secrets` kept out of its environment; its output passed
+    through `redact`)."""
     try:
         done = await process.run(
             command,
@@ -116,6 +126,7 @@ async def run_command(command: str, seconds: float, secrets: Sequence[str] = ())
             limit=seconds,
             env=process.environment(secrets),
             keep=OUTPUT_TAIL * 4,
+            redact=redact,
         )
     except process.CommandError as err:
         return CommandResult(127, str(err))

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.config import Config, DeployConfig, parse_duration
-from bot.logs import RedactingFormatter
+from bot.redact import Redactor
 from integrations import process
 from storage import deploys
 from storage.db import Database
@@ -61,7 +61,7 @@ def target_of(config: Config, target_id: str) -> DeployConfig | None:
 def shown_command(config: Config, target: DeployConfig) -> str:
     """The target's command as people may see it in an approval: as written in the config
     ("${DEPLOY_TOKEN}", not its value), any other known secret redacted."""
-    return RedactingFormatter(config.secret_values()).redact(config.unexpand(target.command))
+    return Redactor(config.secret_values()).redact(config.unexpand(target.command))
 
 
 class DeployWorker:
@@ -72,7 +72,7 @@ class DeployWorker:
         self.config = config
         self.db = db
         self.idle_poll = idle_poll
-        self.redactor = RedactingFormatter(config.secret_values())
+        self.redactor = Redactor(config.secret_values())
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -201,6 +201,7 @@ class DeployWorker:
                 env={"FLEET_DEPLOY_TARGET": target.id, "FLEET_DEPLOY_REF": ref or ""},
                 limit=timeout,
                 secrets=self.config.own_secrets(),
+                redact=self.redactor.redact,
             )
         except DeployError as err:
             steps.append(Step(name, False, time.monotonic() - started, str(err)))
@@ -245,13 +246,19 @@ async def run_command(
     env: dict[str, str],
     limit: float,
     secrets: Sequence[str] = (),
+    redact: Callable[[str], str] | None = None,
 ) -> tuple[int | None, str]:
     """Run `line` (split like a shell would, but without one unless `shell`) with `env` added
     to the fleet's environment less its own `secrets` (integrations.process); returns the exit
     code (None: timed out and killed, with its whole process group) and the last output."""
     try:
         done = await process.run(
-            line, shell=shell, limit=limit, cwd=cwd, env=process.environment(secrets, env)
+            line,
+            shell=shell,
+            limit=limit,
+            cwd=cwd,
+            env=process.environment(secrets, env),
+            redact=redact,
         )
     except process.CommandError as err:
         raise DeployError(str(err)) from err

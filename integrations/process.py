@@ -13,6 +13,10 @@ folder of the fleet's secret files). Everything else (PATH, HOME, LANG, ...) is 
 command that needs a secret names it in its command line (`${DEPLOY_TOKEN}`) or reads its own
 file. An agent's command gets less: `minimal_environment` (PATH, HOME, LANG and the names
 its `exec.env` lists).
+
+Output: with `redact` (bot.redact.Redactor), every configured secret in the output is replaced
+before anyone sees it (an alert, an incident title, a deploy report); when the output was cut,
+the lines at the cut are dropped too, since they may hold part of one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import contextlib
 import os
 import shlex
 import signal
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +91,7 @@ async def run(
     keep: int = KEEP,
     drain: float = DRAIN,
     head: int = 0,
+    redact: Callable[[str], str] | None = None,
 ) -> Finished:
     """Run `line` (through the shell if `shell`, else split like a shell would and run
     directly; a list is an argv, run as it is) with `env` (default: `environment()`), for at
@@ -175,14 +180,18 @@ async def run(
         transport = getattr(process, "_transport", None)
         if transport is not None:
             transport.close()
-    if dropped and head:
-        text = (
-            first.decode("utf-8", "replace")
-            + f"\n[... {dropped} bytes of output cut ...]\n"
-            + buffer.decode("utf-8", "replace")
-        )
-    else:
+    if not dropped:
         text = (first + buffer).decode("utf-8", "replace")
+    else:
+        start = first.decode("utf-8", "replace")
+        tail = buffer.decode("utf-8", "replace")
+        if redact is not None:
+            # The lines at the cut may hold part of a secret the redactor cannot recognise.
+            start = start.rpartition("\n")[0] if head else start
+            tail = tail.partition("\n")[2]
+        text = start + f"\n[... {dropped} bytes of output cut ...]\n" + tail if head else tail
+    if redact is not None:
+        text = redact(text)
     return Finished(code, text, dropped)
 
 

@@ -68,6 +68,24 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
 
+    def redact_with(self, redact: Callable[[str], str]) -> None:
+        """Pass every text parameter of every statement through `redact` (bot.redact): no
+        secret reaches a table, whichever code wrote the text (an alert, an incident title
+        quoting a command's output, a model error kept as a run's outcome). Comparisons stay
+        consistent, since a value is redacted the same way when written and when looked up."""
+
+        def before_execute(
+            conn: Connection,
+            cursor: Any,
+            statement: str,
+            parameters: Any,
+            context: Any,
+            executemany: bool,
+        ) -> tuple[str, Any]:
+            return statement, _redact_parameters(parameters, redact)
+
+        event.listen(self.engine.sync_engine, "before_cursor_execute", before_execute, retval=True)
+
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
         """Call `listener` after any transaction that `touch`ed `topic` commits: the sender
         when outbox rows were queued, the run worker when an agent was woken."""
@@ -105,6 +123,20 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _redact_parameters(parameters: Any, redact: Callable[[str], str]) -> Any:
+    """`parameters` as the driver gets them (a tuple or dict, or a list of them for
+    executemany) with each string redacted."""
+    if isinstance(parameters, str):
+        return redact(parameters)
+    if isinstance(parameters, dict):
+        return {k: redact(v) if isinstance(v, str) else v for k, v in parameters.items()}
+    if isinstance(parameters, tuple):
+        return tuple(_redact_parameters(v, redact) for v in parameters)
+    if isinstance(parameters, list):
+        return [_redact_parameters(v, redact) for v in parameters]
+    return parameters
 
 
 _REVISION = re.compile(r'^revision(?:: str)? = ["\']([^"\']+)["\']', re.MULTILINE)

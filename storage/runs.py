@@ -18,7 +18,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    func,
     literal,
     or_,
     select,
@@ -60,7 +59,8 @@ async def wake(
     not_before: datetime | None = None,
 ) -> bool:
     """Queue a run for `agent_id`. If one is queued already, this wake merges into it (the
-    earlier start wins). Returns True if a new run was queued."""
+    earlier start wins, except that a retry's backoff is kept). Returns True if a new run was
+    queued."""
     now = utcnow()
     start = not_before or now
     if task_id is not None:
@@ -88,15 +88,47 @@ async def wake(
         )
     ).scalar_one_or_none()
     if queued is not None:
+        # A backoff (a failed or deferred run's retry) is never cut short by a wake merging
+        # into it, or the follow-up wake queued with every retry would cancel it; otherwise
+        # the earlier start wins.
+        backoff = RETRY in (queued.trigger, trigger)
         await session.execute(
             update(Run)
             .where(Run.id == queued.id, Run.status == QUEUED)
             .values(
-                not_before=min(queued.not_before, start),
+                not_before=max(queued.not_before, start)
+                if backoff
+                else min(queued.not_before, start),
                 task_id=queued.task_id if queued.task_id is not None else task_id,
             )
         )
     return False
+
+
+@dataclass(frozen=True)
+class Streak:
+    """The agent's failed runs in a row, up to now (the newest finished run included)."""
+
+    count: int
+    first_run_id: int | None  # the first failed run of the streak
+    since: datetime | None
+
+
+async def failure_streak(session: AsyncSession, agent_id: str, limit: int = 200) -> Streak:
+    """Failed runs of `agent_id` since its last run that succeeded (skipped runs, which
+    called no model or were deferred, neither count nor break the streak)."""
+    stmt = (
+        select(Run.id, Run.status, Run.started_at)
+        .where(Run.agent_id == agent_id, Run.status.in_((SUCCEEDED, FAILED, TIMED_OUT)))
+        .order_by(Run.id.desc())
+        .limit(limit)
+    )
+    count, first, since = 0, None, None
+    for run_id, status, started_at in (await session.execute(stmt)).all():
+        if status == SUCCEEDED:
+            break
+        count, first, since = count + 1, run_id, started_at
+    return Streak(count, first, since)
 
 
 BACKOFF_FIRST = timedelta(minutes=2)
@@ -116,6 +148,10 @@ async def _backoff_until(session: AsyncSession, task_id: int, now: datetime) -> 
 
 
 _ROUTINE = ("schedule", "followup")
+RETRY = "retry"
+# Wakes no person is waiting for: claimed only once queued for the merge window, so that the
+# wakes of one moment (a blocked task's notice and its escalation) make one run.
+WINDOWED = ("schedule", "followup", "message", "escalation")
 
 
 @dataclass(frozen=True)
@@ -127,10 +163,17 @@ class Claimed:
 
 
 async def claim_due(
-    session: AsyncSession, owner: str, lease: timedelta, *, exclude: set[str], limit: int
+    session: AsyncSession,
+    owner: str,
+    lease: timedelta,
+    *,
+    exclude: set[str],
+    limit: int,
+    window: timedelta = timedelta(0),
 ) -> list[Claimed]:
-    """Take due queued runs of agents that are not running now. Call inside `Database.claim()`
-    so SQLite holds the write lock and PostgreSQL claimers skip each other's rows."""
+    """Take due queued runs of agents that are not running now; a `WINDOWED` wake is due
+    once it has been queued for `window`. Call inside `Database.claim()` so SQLite holds the
+    write lock and PostgreSQL claimers skip each other's rows."""
     now = utcnow()
     running = select(Run.agent_id).where(Run.status == RUNNING)
     stmt = (
@@ -138,6 +181,7 @@ async def claim_due(
         .where(
             Run.status == QUEUED,
             Run.not_before <= now,
+            or_(Run.trigger.not_in(WINDOWED), Run.queued_at <= now - window),
             Run.agent_id.not_in(running),
             Run.agent_id.not_in(exclude or {""}),
         )
@@ -164,10 +208,14 @@ async def claim_due(
     return claimed
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
-    stmt = select(func.min(Run.not_before)).where(Run.status == QUEUED)
-    value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
-    return value
+async def next_due_at(session: AsyncSession, window: timedelta = timedelta(0)) -> datetime | None:
+    """When the next queued run is due (see `claim_due`); one row per queued agent."""
+    stmt = select(Run.not_before, Run.queued_at, Run.trigger).where(Run.status == QUEUED)
+    due = [
+        max(not_before, queued_at + window) if trigger in WINDOWED else not_before
+        for not_before, queued_at, trigger in (await session.execute(stmt)).all()
+    ]
+    return min(due, default=None)
 
 
 async def renew(session: AsyncSession, run_id: int, owner: str, lease: timedelta) -> bool:

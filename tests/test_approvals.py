@@ -874,7 +874,7 @@ async def test_secret_in_deploy_command_stays_out_of_the_approval_and_the_output
     [run] = await rows(env.db, DeployRun)
     assert DEPLOY_SECRET not in posted.text and "${DEPLOY_TOKEN}" in posted.text
     assert run.status == deploys.SUCCEEDED
-    assert DEPLOY_SECRET not in run.output_tail and "using [redacted]" in run.output_tail
+    assert DEPLOY_SECRET not in run.output_tail and "using ***" in run.output_tail
     # The fleet's own secrets are not in the command's environment; the rest is.
     assert "TELEGRAM_BOT_TOKEN unset" in run.output_tail
     assert "ANTHROPIC_API_KEY unset" in run.output_tail

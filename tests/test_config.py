@@ -25,7 +25,7 @@ TOP_LEVEL_KEYS = (
 
 RUNTIME_KEYS = (
     "max_concurrent_runs, lease_seconds, max_turns, context_budget_tokens, "
-    "shutdown_grace_seconds, keep_idle_runs_days"
+    "shutdown_grace_seconds, keep_idle_runs_days, retry_backoff, retry_backoff_max, wake_window"
 )
 
 WORKSPACE_HINT = "does not exist (`fleet init` writes example workspaces)"
@@ -655,6 +655,12 @@ def test_runtime_unknown_key_with_a_close_match(tmp_path: Path) -> None:
 def test_runtime_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, TELEGRAM + "[runtime]\nworkers = 5\n")
     assert problems_of(path) == [f"runtime.workers: unknown key (known: {RUNTIME_KEYS})"]
+
+
+def test_runtime_backoffs_are_durations(tmp_path: Path) -> None:
+    path = write(tmp_path, TELEGRAM + '[runtime]\nretry_backoff = "soon"\n')
+    (problem,) = problems_of(path)
+    assert problem.startswith("runtime.retry_backoff: "), problem
 
 
 def test_lease_seconds_too_short(tmp_path: Path) -> None:

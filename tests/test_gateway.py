@@ -24,7 +24,7 @@ from bot.config import AgentConfig, Config, load_config
 from storage.db import Database
 from storage.models import Outbox, Usage, utcnow
 from tests.anthropic_server import AnthropicServer, error, text, tool_use
-from tests.botapi_server import BotAPIServer, Call
+from tests.botapi_server import BotAPIServer
 from tests.fleet import (
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
@@ -302,15 +302,16 @@ async def test_401_names_the_profile_alerts_once_and_never_shows_the_key(
         with pytest.raises(GatewayError) as raised:
             await env.call("revoked")
         messages.append(str(raised.value))
-        assert raised.value.retry_at is None
+        assert raised.value.retry_at is None and raised.value.permanent
     assert all("backup" in m for m in messages), messages
-    assert [r.api_key for r in env.server.requests] == [BAD_KEY] * 3
+    # Rejected once: the key is not called again until it changes.
+    assert [r.api_key for r in env.server.requests] == [BAD_KEY]
 
     [alert] = await env.alerts()
     assert "backup" in alert.text and "rejected" in alert.text
     assert (alert.chat_id, alert.topic) == (FEED_CHAT, ALERTS_TOPIC)
     usage = await env.usage()
-    assert [(u.profile, u.status) for u in usage] == [("backup", "error")] * 3
+    assert [(u.profile, u.status) for u in usage] == [("backup", "error")]
     for shown in [*messages, alert.text, caplog.text, *(repr(vars(u)) for u in usage)]:
         assert BAD_KEY not in shown
         assert BAD_KEY[-8:] not in shown
@@ -323,7 +324,32 @@ async def test_403_alerts_like_401(env: Env) -> None:
             await env.call("solo")
     [alert] = await env.alerts()
     assert "primary" in alert.text and "403" in alert.text
-    assert len(env.server.requests) == 2  # no failover to the fallback model on a bad key
+    # Not the fallback model on the same key, and not the key again.
+    assert len(env.server.requests) == 1
+
+
+async def test_a_revoked_primary_key_moves_the_call_to_the_secondary_at_once(env: Env) -> None:
+    env.server.script(error(401), api_key=ANTHROPIC_KEY)
+    env.server.script(text("one"), text("two"), api_key=SECONDARY_KEY)
+    assert reply_text(await env.call("coder")) == "one"
+    assert reply_text(await env.call("coder")) == "two"
+    assert [r.api_key for r in env.server.requests] == [
+        ANTHROPIC_KEY,
+        SECONDARY_KEY,
+        SECONDARY_KEY,
+    ]
+    [alert] = await env.alerts()
+    assert "primary" in alert.text and ANTHROPIC_KEY not in alert.text
+
+
+async def test_a_400_repeating_the_key_is_redacted_everywhere(env: Env) -> None:
+    env.server.script(error(400, message=f"invalid model for key {ANTHROPIC_KEY}"))
+    with pytest.raises(GatewayError) as raised:
+        await env.call("solo")
+    assert raised.value.permanent
+    assert ANTHROPIC_KEY not in str(raised.value) and "***" in str(raised.value)
+    for row in await env.usage():
+        assert ANTHROPIC_KEY not in repr(vars(row))
 
 
 # -- usage rows -------------------------------------------------------------------------------
@@ -521,14 +547,16 @@ async def test_e2e_401_alerts_once_naming_the_profile_and_never_the_key(
     fleet = await start_fleet(tmp_path, botapi, anthropic)
     for n in range(1, 4):
         botapi.push_message(OPERATOR, f"/assign revoked Task number {n}")
-        blocked = f"of <b>revoked</b> on task #{n}"
-
-        def announced(c: Call, blocked: str = blocked) -> bool:
-            return bool(c.params["chat_id"] == FEED_CHAT and blocked in _text(c))
-
-        await botapi.wait_for_call("sendMessage", announced, timeout=20)
+        # A rejected key is a configuration error: the task is blocked, not retried.
+        await wait_query(
+            fleet.config, f"SELECT status FROM tasks WHERE id = {n}", [("blocked",)], timeout=30
+        )
     revoked = [r.api_key for r in anthropic.requests if r.api_key != ANTHROPIC_KEY]
-    assert revoked == [BAD_KEY] * 3  # max_retries = 0: each task fails once, then is blocked
+    assert revoked == [BAD_KEY]  # once per key: the later tasks never call it
+    [reason] = query(fleet.config, "SELECT blocked_reason FROM tasks WHERE id = 3")[0]
+    assert "backup" in reason and "configuration" in reason
+    # The failed runs are one message, edited with the count.
+    await botapi.wait_for_call("editMessageText", lambda c: "3 runs failed" in _text(c))
     alerts = [
         c
         for c in botapi.calls_of("sendMessage")
@@ -538,8 +566,8 @@ async def test_e2e_401_alerts_once_naming_the_profile_and_never_the_key(
     assert len(key_alerts) == 1, [_text(c) for c in alerts]
     assert "backup" in _text(key_alerts[0])
     run_alerts = [c for c in alerts if "failed" in _text(c)]
-    assert len(run_alerts) == 3 and all("backup" in _text(c) for c in run_alerts)
-    for call in alerts:
+    assert len(run_alerts) == 1 and "backup" in _text(run_alerts[0])
+    for call in [*alerts, *botapi.calls_of("editMessageText")]:
         assert BAD_KEY not in _text(call)
     for row in query(fleet.config, "SELECT * FROM usage"):
         assert BAD_KEY not in repr(row)

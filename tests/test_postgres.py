@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ from sqlalchemy import Connection, event, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from bot.poller_lock import AdvisoryLock, LockHeld
-from storage import jobs, outbox
+from bot.redact import Redactor
+from storage import jobs, outbox, usage
 from storage.db import Database, _alembic_config
-from storage.models import Base, Incident, JobBeat, Outbox, Silence, UTCDateTime
+from storage.models import Base, Incident, JobBeat, Outbox, Silence, Usage, UTCDateTime, utcnow
 from tests import pg
 
 TOKEN = "123456789:AAH-not-a-real-token"
@@ -506,3 +508,45 @@ async def test_advisory_lock_is_per_bot(two_dbs: tuple[Database, Database]) -> N
             await same_bot_new_secret.acquire()
     finally:
         await one.release()
+
+
+async def test_no_secret_reaches_a_table_on_either_backend(any_db: Database) -> None:
+    # Issue 18.9/18.19: every text written passes the one redactor, whatever wrote it (an
+    # alert quoting a command's output, usage rows written many at once).
+    secret = "tok-5e6f7a8b9c0d"
+    any_db.redact_with(Redactor([secret]))
+    feed = outbox.Destination(-100, 3, "alerts")
+    async with any_db.session() as s:
+        await outbox.enqueue(s, feed, f"probe token={secret}", dedup_key=f"k:{secret}")
+        await usage.record(
+            s,
+            [
+                {
+                    "agent_id": "coder",
+                    "run_id": None,
+                    "purpose": "turn",
+                    "model": "m",
+                    "profile": "primary",
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cache_write_tokens": 0,
+                    "cache_write_1h_tokens": 0,
+                    "cache_read_tokens": 0,
+                    "cost_usd": Decimal(0),
+                    "price_known": True,
+                    "latency_ms": 1,
+                    "fallback_used": False,
+                    "status": "error",
+                    "error": f"APIStatusError: bad key {secret} ({n})",
+                    "created_at": utcnow(),
+                }
+                for n in range(3)
+            ],
+        )
+    async with any_db.session() as s:
+        row = await outbox.latest(s, "k:")
+        errors = (await s.execute(select(Usage.error))).scalars().all()
+        # Looked up by the secret, a row is found the way it was written.
+        assert await outbox.enqueue(s, feed, "again", dedup_key=f"k:{secret}") is None
+    assert row is not None and row.text == "probe token=***" and row.dedup_key == "k:***"
+    assert errors and all(e is not None and "bad key ***" in e for e in errors)

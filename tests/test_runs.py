@@ -136,3 +136,47 @@ async def test_pruning_deletes_old_idle_heartbeats_and_keeps_work_and_spend(db: 
     # The coder's queued wake, the two recent hub heartbeats, the deferred run with its usage
     # row, and the task's run.
     assert left[1:] == [rows[2].id, rows[3].id, deferred.id, worked.id]
+
+
+async def test_a_follow_up_wake_does_not_cancel_a_retry_backoff(db: Database) -> None:
+    # Regression (issue 18.17): the follow-up wake queued after a failed run merged into the
+    # retry and kept its own, earlier start: four runs in 0.2 s, then blocked.
+    backoff = utcnow() + timedelta(minutes=2)
+    async with db.claim() as session:
+        assert await runs.wake(session, "coder", runs.RETRY, not_before=backoff)
+        assert not await runs.wake(session, "coder", "followup")
+    [run] = await queued(db, "coder")
+    assert run.not_before >= backoff - timedelta(seconds=1)
+
+
+async def test_wakes_no_person_waits_for_are_claimed_after_the_merge_window(
+    db: Database,
+) -> None:
+    lease, window = timedelta(minutes=1), timedelta(minutes=5)
+    async with db.claim() as session:
+        await runs.wake(session, "hub", "message")
+        await runs.wake(session, "hub", "escalation")  # merges into the first
+        await runs.wake(session, "coder", "assignment")
+    async with db.claim() as session:
+        claimed = await runs.claim_due(session, "a", lease, exclude=set(), limit=5, window=window)
+        due = await runs.next_due_at(session, window)
+    assert [c.agent_id for c in claimed] == ["coder"]  # a person's wake is not delayed
+    assert due is not None and due > utcnow() + timedelta(minutes=4)
+    assert len(await queued(db, "hub")) == 1
+
+
+async def test_the_failure_streak_counts_failed_runs_since_the_last_success(
+    db: Database,
+) -> None:
+    lease = timedelta(minutes=1)
+    for status in (runs.FAILED, runs.SUCCEEDED, runs.FAILED, runs.SKIPPED, runs.FAILED):
+        async with db.claim() as session:
+            await runs.wake(session, "coder", "manual")
+        async with db.claim() as session:
+            [run] = await runs.claim_due(session, "a", lease, exclude=set(), limit=1)
+            await runs.finish(session, run.run_id, "a", status, status)
+            if status == runs.SUCCEEDED:
+                after = run.run_id
+    async with db.session() as session:
+        streak = await runs.failure_streak(session, "coder")
+    assert streak.count == 2 and streak.first_run_id == after + 1
