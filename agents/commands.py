@@ -22,7 +22,7 @@ from html import escape
 
 from agents.files import Confinement, FileRefused, atomic_write, workspace_of
 from bot.config import WORKSPACE_ROOT, AgentConfig, Config
-from bot.logs import RedactingFormatter
+from bot.redact import Redactor
 from integrations import process
 from storage import artifacts
 from storage import exec as exec_runs
@@ -94,11 +94,12 @@ async def execute(config: Config, db: Database, run: ExecRun) -> Result:
             env=env,
             keep=TAIL,
             head=HEAD,
+            redact=Redactor(config.secret_values()),
         )
     except process.CommandError as err:
         return Result(exec_runs.FAILED, None, time.monotonic() - started, "", None, str(err))
     seconds = time.monotonic() - started
-    output = RedactingFormatter(config.secret_values()).redact(done.output)
+    output = done.output
     status = exec_runs.TIMED_OUT if done.exit_code is None else exec_runs.FINISHED
     artifact_id = await _save(config, db, agent, run, output, done.exit_code, seconds)
     return Result(status, done.exit_code, seconds, output, artifact_id)
