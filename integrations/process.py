@@ -16,7 +16,7 @@ its `exec.env` lists).
 
 Output: with `redact` (bot.redact.Redactor), every configured secret in the output is replaced
 before anyone sees it (an alert, an incident title, a deploy report); when the output was cut,
-the lines at the cut are dropped too, since they may hold part of one.
+the characters at the cut (EDGE) are dropped too, since they may hold part of one.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEEP = 1_000_000  # bytes of output kept: the last ones
+EDGE = 256  # characters dropped at a cut when redacting: the longest secret part we expect
 DRAIN = 1.5  # seconds of reading after the command exited, for output still in the pipe
 _FLEET_ONLY = ("TELEGRAM_", "ANTHROPIC_")
 _FLEET_NAMES = frozenset({"CREDENTIALS_DIRECTORY"})
@@ -186,9 +187,9 @@ async def run(
         start = first.decode("utf-8", "replace")
         tail = buffer.decode("utf-8", "replace")
         if redact is not None:
-            # The lines at the cut may hold part of a secret the redactor cannot recognise.
-            start = start.rpartition("\n")[0] if head else start
-            tail = tail.partition("\n")[2]
+            # The characters at the cut may hold part of a secret the redactor cannot see.
+            start = start[:-EDGE] if len(start) > EDGE else ""
+            tail = tail[EDGE:]
         text = start + f"\n[... {dropped} bytes of output cut ...]\n" + tail if head else tail
     if redact is not None:
         text = redact(text)

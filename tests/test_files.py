@@ -282,16 +282,19 @@ def test_the_config_names_folder_problems_precisely(
     path = write_config(tmp_path, "http://127.0.0.1:9", agents=agents, extra=extra)
     with pytest.raises(ConfigError) as raised:
         load_config(path)
-    assert "agents[1].folders.drafts: Input should be 'rw' or 'ro'" in str(raised.value)
+    assert 'agents.researcher.folders.drafts: must be "rw" or "ro"' in str(raised.value)
     agents = AGENTS.replace('drafts = "ro"', 'drafts = "ro", nowhere = "rw"')
     path = write_config(tmp_path, "http://127.0.0.1:9", agents=agents, extra=extra)
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     problems = raised.value.problems
-    assert any('folders[3].id: "workspace" names each agent' in p for p in problems)
+    assert any('folders.workspace.id: "workspace" names each agent' in p for p in problems)
     assert any(
-        f"folders[3].path: {tmp_path / 'a-file'} exists and is not a folder" in p for p in problems
+        f"folders.workspace.path: {tmp_path / 'a-file'} exists and is not a folder" in p
+        for p in problems
     )
-    assert any('agents[1].folders.nowhere: unknown folder "nowhere"' in p for p in problems)
+    assert any(
+        'agents.researcher.folders.nowhere: unknown folder "nowhere"' in p for p in problems
+    )
     # Missing folders are created.
     assert (tmp_path / "shared" / "research").is_dir()
