@@ -250,6 +250,9 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     if ref is not None and not approvals.valid_ref(ref):
         return refused("ref must be a commit, tag or version: letters, digits and ._/-")
     async with ctx.db.claim() as session:
+        busy = await approvals.deploy_in_flight(session, target.id)
+        if busy is not None:
+            return refused(f"{busy}; wait for its report instead of asking again")
         approval = await approvals.request(
             session,
             kind="deploy",

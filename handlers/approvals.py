@@ -328,16 +328,21 @@ async def request_deploy(
         )
         return
     async with db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="deploy",
-            payload=approvals.deploy_payload(target.id, ref, shown_command(config, target)),
-            requested_by=person_actor(person),
-            approvers=target.approval_approvers(),
-            required=target.required,
-            # A redelivered update must not ask twice.
-            idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
-        )
+        busy = await approvals.deploy_in_flight(session, target.id)
+        if busy is None:
+            approval = await approvals.request(
+                session,
+                kind="deploy",
+                payload=approvals.deploy_payload(target.id, ref, shown_command(config, target)),
+                requested_by=person_actor(person),
+                approvers=target.approval_approvers(),
+                required=target.required,
+                # A redelivered update must not ask twice.
+                idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
+            )
+    if busy is not None:
+        await message.answer(f"Not requested: {esc(busy)}. Wait for its report.")
+        return
     where = "the approvals feed" if config.feed("approvals") else "nowhere (no approvals feed)"
     await message.answer(
         f"Deploy of <b>{esc(target.id)}</b>{' at ' + esc(ref) if ref else ''} requested: "
