@@ -28,6 +28,7 @@ class Change:
     won: bool
     state: AgentState | None  # None: the agent was never paused
     woken: bool = False
+    stopped: bool = False  # a pause stopped the run in flight
 
 
 async def state(session: AsyncSession, agent_id: str) -> AgentState | None:
@@ -49,7 +50,8 @@ async def pause(session: AsyncSession, agent_id: str, *, by: str, reason: str = 
     if won:
         log.info("agent %s paused by %s: %s", agent_id, by, reason or "no reason given")
         # The run in flight stops too, as /stop would.
-        await runs.request_stop(session, by=by, agent_id=agent_id)
+        stopped = bool(await runs.request_stop(session, by=by, agent_id=agent_id))
+        return Change(won, current, stopped=stopped)
     return Change(won, current)
 
 
