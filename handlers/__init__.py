@@ -13,6 +13,7 @@ from handlers import (
     fallback,
     incidents,
     outbox,
+    replies,
     start,
     status,
     tasks,
@@ -34,5 +35,6 @@ def get_routers() -> list[Router]:
         approvals.router,
         incidents.router,
         triage.router,
+        replies.router,
         fallback.router,
     ]

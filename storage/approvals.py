@@ -462,10 +462,22 @@ async def _announce(session: AsyncSession, approval: Approval, settings: Setting
             )
 
 
-async def _show(session: AsyncSession, approval: Approval, settings: Settings, key: str) -> None:
+async def show_progress(session: AsyncSession, approval_id: int, lines: str, key: str) -> None:
+    """Edit the approval's message to show, under the decision, how its effect is going
+    (`lines`, HTML: a deploy's steps as they run). `key` makes each edit once-only."""
+    approval = await get(session, approval_id)
+    if approval is not None:
+        await _show(session, approval, settings_of(session), key, footer=lines)
+
+
+async def _show(
+    session: AsyncSession, approval: Approval, settings: Settings, key: str, footer: str = ""
+) -> None:
     """Edit the posted message (and private copies) to show the state now; a settled
     approval loses its buttons."""
     text = render(approval, settings, await votes_of(session, approval.id))
+    if footer:
+        text = f"{text}\n{footer}"
     keyboard = buttons(approval) if approval.status == PENDING else None
     targets: list[tuple[outbox.Destination, str]] = []
     if settings.feed is not None:
