@@ -11,7 +11,10 @@ Included after the feature routers: their replies (a reject reason) are handled 
 
 from __future__ import annotations
 
+import logging
+
 from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
@@ -22,6 +25,7 @@ from handlers.tasks import person_actor, send_back, sentence, split_title
 from storage import approvals, incidents, links, tasks
 from storage.db import Database
 
+log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 OPERATOR = {"role": Role.operator}
@@ -128,10 +132,14 @@ async def press_make_task(
             idempotency_key=key,
         )
     if isinstance(hint, Message):
-        await hint.edit_text(
-            f"Task #{task.id} for {esc(hub.id)}: {esc(one_line(task.title, 200))}",
-            reply_markup=None,
-        )
+        try:
+            await hint.edit_text(
+                f"Task #{task.id} for {esc(hub.id)}: {esc(one_line(task.title, 200))}",
+                reply_markup=None,
+            )
+        except TelegramBadRequest as err:  # pressed again: the hint shows the task already
+            if "message is not modified" not in err.message:
+                log.warning("could not edit hint %d: %s", hint.message_id, err.message)
     await callback.answer(clip(f"Task #{task.id} for {hub.id}", 200))
 
 
