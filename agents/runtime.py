@@ -465,6 +465,9 @@ class Runtime:
                     f"{esc(outcome)}",
                     f"run-failed:{claimed.run_id}",
                 )
+                await self._end_line(
+                    session, claimed, f"❌ <b>{esc(claimed.agent_id)}</b>: crashed"
+                )
 
     async def _interrupted(self, claimed: runs.Claimed) -> None:
         """Shutdown cut a run short: close it and put its task back for the next start."""
@@ -473,6 +476,9 @@ class Runtime:
                 session, claimed.run_id, self.owner, runs.FAILED, "interrupted by shutdown"
             ):
                 return
+            await self._end_line(
+                session, claimed, f"⏹ <b>{esc(claimed.agent_id)}</b>: interrupted by shutdown"
+            )
             current = await tasks.next_for(session, claimed.agent_id, claimed.task_id)
             if current is not None and current.status == tasks.IN_PROGRESS:
                 await tasks.transition(
@@ -483,6 +489,13 @@ class Runtime:
                     note=f"run {claimed.run_id} was interrupted by a shutdown",
                 )
                 await runs.wake(session, claimed.agent_id, "retry", task_id=current.id)
+
+    async def _end_line(self, session: AsyncSession, claimed: runs.Claimed, text: str) -> None:
+        """A run that ended outside `_record` (crash, shutdown): its line in the activity
+        feed says so and loses its Stop button."""
+        if claimed.run_id in self._progress_at:
+            key = f"activity:{claimed.run_id}"
+            await self._post(session, "activity", text, f"{key}:end", edit_of=key)
 
     async def _post(
         self,
