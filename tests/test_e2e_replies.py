@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage import approvals
+from storage import approvals, outbox
 from storage.db import Database
 from tests.botapi_server import BotAPIServer
 from tests.fleet import FEED_CHAT, OPERATOR, OWNER, VIEWER, FleetProcess, query, wait_query
@@ -87,7 +87,7 @@ async def test_replies_to_an_approval_card_and_a_task_status_message(
     database = Database(f"sqlite+aiosqlite:///{config.parent / 'fleet.db'}")
     approvals.configure(
         database,
-        approvals.Settings(feed=approvals.outbox.Destination(FEED_CHAT, None, "approvals")),
+        approvals.Settings(feed=outbox.Destination(FEED_CHAT, None, "approvals")),
     )
     async with database.claim() as session:
         await approvals.request(
