@@ -327,8 +327,10 @@ async def request_deploy(
             f"at most 128).\n{line}"
         )
         return
+    # A redelivered update must not ask twice.
+    key = f"deploy:{message.chat.id}:{message.message_id}"
     async with db.claim() as session:
-        busy = await approvals.deploy_in_flight(session, target.id)
+        busy = await approvals.deploy_in_flight(session, target.id, idempotency_key=key)
         if busy is None:
             approval = await approvals.request(
                 session,
@@ -337,8 +339,7 @@ async def request_deploy(
                 requested_by=person_actor(person),
                 approvers=target.approval_approvers(),
                 required=target.required,
-                # A redelivered update must not ask twice.
-                idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
+                idempotency_key=key,
             )
     if busy is not None:
         await message.answer(f"Not requested: {esc(busy)}. Wait for its report.")

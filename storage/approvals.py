@@ -852,14 +852,18 @@ def deploy_payload(target: str, ref: str | None, command: str, reason: str = "")
     return {"target": target, "ref": ref, "command": command, "details": reason}
 
 
-async def deploy_in_flight(session: AsyncSession, target: str) -> str | None:
+async def deploy_in_flight(
+    session: AsyncSession, target: str, *, idempotency_key: str | None = None
+) -> str | None:
     """What keeps a new deploy of `target` from being requested: a deploy approval still
-    pending, or a deploy run pending or running ("approval #3 (pending)"); None if nothing."""
-    waiting = await session.execute(
-        select(Approval.id)
-        .where(Approval.kind == "deploy", Approval.status == PENDING)
-        .order_by(Approval.id)
-    )
+    pending, or a deploy run pending or running; None if nothing. The pending approval made
+    with `idempotency_key` does not count: asking again with it is the same request."""
+    stmt = select(Approval.id).where(Approval.kind == "deploy", Approval.status == PENDING)
+    if idempotency_key is not None:
+        stmt = stmt.where(
+            (Approval.idempotency_key != idempotency_key) | Approval.idempotency_key.is_(None)
+        )
+    waiting = await session.execute(stmt.order_by(Approval.id))
     for approval_id in waiting.scalars():
         approval = await get(session, approval_id)
         if approval is not None and approval.payload.get("target") == target:

@@ -76,7 +76,7 @@ verify_text = "site"
     deploy = {"target": "site", "ref": "v2", "reason": "ship the fix"}
     anthropic.script(
         tool_use("request_deploy", deploy),
-        tool_use("request_deploy", deploy),  # asks again at once: refused
+        tool_use("request_deploy", {**deploy, "ref": "v3"}),  # another one at once: refused
         text("Waiting for the deploy's report."),
         model=CODER,
     )
