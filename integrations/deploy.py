@@ -185,7 +185,8 @@ class DeployWorker:
         if run.approval_id is None:
             return
         try:
-            async with self.db.session() as session:
+            # claim(): it reads the approval before it writes (see Database.claim).
+            async with self.db.claim() as session:
                 await approvals.show_progress(
                     session,
                     run.approval_id,
