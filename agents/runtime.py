@@ -358,15 +358,24 @@ class Runtime:
             f"⏳ <b>{esc(agent_id)}</b>{where}: {esc(step[:200])} · "
             f"{so_far.input_tokens + so_far.output_tokens} tokens · ${so_far.cost_usd:.4f}"
         )
+        try:
+            destination = outbox.Destination(feed.chat_id, feed.topic, "activity")
+            await self._post_progress(destination, run_id, text, first=last is None, at=now)
+        except Exception:  # showing progress must never fail the run
+            log.exception("run %d: could not show its progress", run_id)
+
+    async def _post_progress(
+        self, to: outbox.Destination, run_id: int, text: str, *, first: bool, at: float
+    ) -> None:
         key = f"activity:{run_id}"
-        async with self.db.session() as session:
+        async with self.db.session() as session:  # its first statement writes
             await outbox.enqueue(
                 session,
-                outbox.Destination(feed.chat_id, feed.topic, "activity"),
+                to,
                 text,
                 buttons=[[stop_button(run_id)]],
-                dedup_key=key if last is None else f"{key}:at:{now:.3f}",
-                edit_of=None if last is None else key,
+                dedup_key=key if first else f"{key}:at:{at:.3f}",
+                edit_of=None if first else key,
             )
 
     async def _record(
