@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.gateway import Gateway, GatewayError
 from agents.tools import ToolContext, definitions, execute
@@ -51,6 +51,8 @@ class TurnResult:
     actions: list[str] = field(default_factory=list)
 
 
+T = TypeVar("T")
+
 # Told what the run is doing now ("thinking", "comment #3"), with the totals so far.
 Progress = Callable[[str, TurnResult], Awaitable[None]]
 
@@ -61,10 +63,10 @@ def _stopped(result: TurnResult, stop: StopSignal) -> TurnResult:
     return result
 
 
-async def _model_call(call: Awaitable[Any], stop: StopSignal) -> Any:
+async def _model_call(call: Coroutine[Any, Any, T], stop: StopSignal) -> T | None:
     """Await the model's reply unless the stop comes first; then the call is cancelled (its
     HTTP request abandoned) and None is returned."""
-    request = asyncio.ensure_future(call)
+    request = asyncio.create_task(call)
     stopping = asyncio.ensure_future(stop.event.wait())
     try:
         await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
