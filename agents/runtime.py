@@ -9,6 +9,7 @@ whose process dies is found by its expired lease and retried from the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -24,7 +25,8 @@ from agents import workspace
 from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
-from agents.turn import TurnResult, run_turn
+from agents.turn import StopSignal, TurnResult, run_turn
+from bot.buttons import stop_button
 from bot.config import AgentConfig, Config, parse_duration
 from bot.text import esc, when
 from storage import artifacts, inbox, outbox, runs, tasks
@@ -32,6 +34,9 @@ from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
 
 log = logging.getLogger(__name__)
+
+STOP_POLL = 1.0  # seconds between looks for stop requests made by another process
+PROGRESS_EVERY = 3.0  # seconds between edits of a run's line in the activity feed
 
 
 class Runtime:
@@ -47,6 +52,12 @@ class Runtime:
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         db.on_commit("runs", self._wake.set)
+        # Stop requests: a commit in this process pokes the watcher at once; one from another
+        # process is found by the watcher's poll (STOP_POLL) of the runs this process holds.
+        self._stops: dict[int, StopSignal] = {}
+        self._stop_poke = asyncio.Event()
+        db.on_commit("runs-stop", self._stop_poke.set)
+        self._progress_at: dict[int, float] = {}
 
     def workspace_of(self, agent: AgentConfig) -> Path:
         folder = agent.workspace
@@ -85,6 +96,7 @@ class Runtime:
         """Claim and execute due runs until `stop`; then let runs in flight finish for a
         grace period and hand the rest back to the queue."""
         last_reap = 0.0
+        watcher = asyncio.create_task(self._watch_stops(), name="run-stops")
         while not stop.is_set():
             delay = 1.0
             try:
@@ -109,6 +121,37 @@ class Runtime:
             for waiter in waiters:
                 waiter.cancel()
         await self._drain()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch_stops(self) -> None:
+        """Signal the runs in flight a person asked to stop: at once for a request made in
+        this process, within STOP_POLL seconds for one made in another."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_poke.wait(), STOP_POLL)
+            self._stop_poke.clear()
+            if not self._stops:
+                continue
+            try:
+                async with self.db.session() as session:
+                    asked = await runs.stops_requested(session, list(self._stops))
+            except Exception:  # the watcher must outlive a database hiccup
+                log.exception("could not read stop requests")
+                continue
+            for run_id, by in asked.items():
+                signal = self._stops.get(run_id)
+                if signal is not None and not signal.requested:
+                    log.info("run %d: stop requested by %s", run_id, by)
+                    signal.set(self._who(by))
+
+    def _who(self, actor: str) -> str:
+        kind, _, ident = actor.partition(":")
+        if kind == "person" and ident.isdigit():
+            person = self.config.person(int(ident))
+            if person is not None:
+                return person.name
+        return actor
 
     async def _claim(self) -> None:
         free = self.settings.max_concurrent_runs - len(self._running)
@@ -204,6 +247,8 @@ class Runtime:
 
     async def _execute(self, claimed: runs.Claimed) -> None:
         renewer = asyncio.create_task(self._renew(claimed.run_id))
+        self._stops[claimed.run_id] = StopSignal()
+        self._stop_poke.set()  # a stop may have come between the claim and now
         try:
             await self._execute_inner(claimed)
         except asyncio.CancelledError:
@@ -214,6 +259,8 @@ class Runtime:
             await self._finish_failed(claimed, f"crashed: {type(err).__name__}: {err}")
         finally:
             renewer.cancel()
+            self._stops.pop(claimed.run_id, None)
+            self._progress_at.pop(claimed.run_id, None)
 
     async def _renew(self, run_id: int) -> None:
         while True:
@@ -235,7 +282,7 @@ class Runtime:
             if state is not None and state.paused:
                 await runs.finish(session, claimed.run_id, self.owner, runs.SKIPPED, "paused")
                 return
-            task = await tasks.next_for(session, agent.id, claimed.task_id)
+            task, news = await self._task_for(session, claimed)
             messages = await inbox.unread(session, agent.id)
             escalated = await _escalated_task(session, claimed, messages)
             if escalated is not None:
@@ -265,7 +312,9 @@ class Runtime:
         files = workspace.load_workspace(folder, now.date())
         system = workspace.render_system_prompt(agent.id, agent.title or agent.id, files)
         focus = escalated or task
-        brief = _brief(focus, history, messages, standing, self.config, handoffs)
+        brief = _brief(
+            focus, history, messages, standing, self.config, handoffs, news if task else None
+        )
         ctx = ToolContext(
             config=self.config,
             org=self.org,
@@ -277,6 +326,11 @@ class Runtime:
             today=now.date(),
             now=now,
         )
+        signal = self._stops.setdefault(claimed.run_id, StopSignal())
+
+        async def progress(step: str, so_far: TurnResult) -> None:
+            await self._progress(claimed.run_id, agent.id, task, step, so_far)
+
         result = await run_turn(
             ctx,
             self.gateway,
@@ -284,8 +338,67 @@ class Runtime:
             brief=brief,
             max_turns=self.settings.max_turns,
             context_budget=self.settings.context_budget_tokens,
+            stop=signal,
+            progress=progress,
         )
         await self._record(claimed, agent, task, messages, result)
+
+    async def _task_for(
+        self, session: AsyncSession, claimed: runs.Claimed
+    ) -> tuple[Task | None, list[TaskEvent]]:
+        """The task the run works on, and what is new on it. A wake that brings news for its
+        task (a comment, a decision, a deploy report) runs on that task whatever its status,
+        except done or cancelled."""
+        news: list[TaskEvent] = []
+        if claimed.task_id is not None:
+            since = await runs.last_seen(
+                session, claimed.agent_id, claimed.task_id, before=claimed.run_id
+            )
+            news = await tasks.news(session, claimed.task_id, claimed.agent_id, since)
+        task = await tasks.next_for(session, claimed.agent_id, claimed.task_id, news=bool(news))
+        if task is not None and task.id != claimed.task_id:
+            since = await runs.last_seen(session, claimed.agent_id, task.id, before=claimed.run_id)
+            news = await tasks.news(session, task.id, claimed.agent_id, since)
+        return task, news
+
+    async def _progress(
+        self, run_id: int, agent_id: str, task: Task | None, step: str, so_far: TurnResult
+    ) -> None:
+        """Show what the run does now on its line in the activity feed: the first step posts
+        the line (with a Stop button), later ones edit it, at most one edit per
+        PROGRESS_EVERY seconds (Telegram limits edits like messages)."""
+        feed = self.config.feed("activity")
+        if feed is None:
+            return
+        now = time.monotonic()
+        last = self._progress_at.get(run_id)
+        if last is not None and now - last < PROGRESS_EVERY:
+            return
+        self._progress_at[run_id] = now
+        where = f" on task #{task.id}" if task else ""
+        text = (
+            f"⏳ <b>{esc(agent_id)}</b>{where}: {esc(step[:200])} · "
+            f"{so_far.input_tokens + so_far.output_tokens} tokens · ${so_far.cost_usd:.4f}"
+        )
+        try:
+            destination = outbox.Destination(feed.chat_id, feed.topic, "activity")
+            await self._post_progress(destination, run_id, text, first=last is None, at=now)
+        except Exception:  # showing progress must never fail the run
+            log.exception("run %d: could not show its progress", run_id)
+
+    async def _post_progress(
+        self, to: outbox.Destination, run_id: int, text: str, *, first: bool, at: float
+    ) -> None:
+        key = f"activity:{run_id}"
+        async with self.db.session() as session:  # its first statement writes
+            await outbox.enqueue(
+                session,
+                to,
+                text,
+                buttons=[[stop_button(run_id)]],
+                dedup_key=key if first else f"{key}:at:{at:.3f}",
+                edit_of=None if first else key,
+            )
 
     async def _record(
         self,
@@ -295,9 +408,11 @@ class Runtime:
         messages: list[InboxMessage],
         result: TurnResult,
     ) -> None:
-        status = {"succeeded": runs.SUCCEEDED, "deferred": runs.SKIPPED}.get(
-            result.status, runs.FAILED
-        )
+        status = {
+            "succeeded": runs.SUCCEEDED,
+            "deferred": runs.SKIPPED,
+            "cancelled": runs.CANCELLED,
+        }.get(result.status, runs.FAILED)
         outcome = result.outcome
         # A run is recorded as finished only once the usage rows of its calls are written.
         await self.gateway.flush()
@@ -318,9 +433,14 @@ class Runtime:
                 cost_usd=result.cost_usd,
             )
             unavailable = status == runs.FAILED and result.cause == "unavailable"
-            if task is not None and result.status != "deferred" and not unavailable:
+            if (
+                task is not None
+                and result.status not in ("deferred", "cancelled")
+                and not unavailable
+            ):
                 # A deferred run never reached a model: it says nothing about progress, and
-                # counting it would push the retry into the idle backoff.
+                # counting it would push the retry into the idle backoff. A stopped run
+                # writes nothing to its task.
                 await tasks.note_run(session, task.id, changed=result.changed)
             if result.status == "succeeded":
                 await inbox.mark_read(session, [m.id for m in messages])
@@ -338,13 +458,21 @@ class Runtime:
                 await self._alert_failed(
                     session, agent.id, f"{where}: {result.outcome} ({tokens})"
                 )
-            elif result.changed:
+            line = (
+                f"{_icon(result)} <b>{esc(agent.id)}</b>{where}: {esc(outcome[:300])} ({tokens})"
+            )
+            if claimed.run_id in self._progress_at:
+                # The run's line is in the feed: its last edit says how the run ended, and
+                # drops the Stop button.
                 await self._post(
                     session,
                     "activity",
-                    f"✅ <b>{esc(agent.id)}</b>{where}: {esc(outcome[:300])} ({tokens})",
-                    f"activity:{claimed.run_id}",
+                    line,
+                    f"activity:{claimed.run_id}:end",
+                    edit_of=f"activity:{claimed.run_id}",
                 )
+            elif result.changed:
+                await self._post(session, "activity", line, f"activity:{claimed.run_id}")
             if status == runs.FAILED and task is not None:
                 await self._after_failure(session, claimed, agent.id, task, result)
             elif status == runs.FAILED and result.cause == "unavailable":
@@ -433,6 +561,9 @@ class Runtime:
                 await self._alert_failed(
                     session, claimed.agent_id, f" (run {claimed.run_id}): {outcome}"
                 )
+                await self._end_line(
+                    session, claimed, f"❌ <b>{esc(claimed.agent_id)}</b>: crashed"
+                )
 
     async def _interrupted(self, claimed: runs.Claimed) -> None:
         """Shutdown cut a run short: close it and put its task back for the next start."""
@@ -441,6 +572,9 @@ class Runtime:
                 session, claimed.run_id, self.owner, runs.FAILED, "interrupted by shutdown"
             ):
                 return
+            await self._end_line(
+                session, claimed, f"⏹ <b>{esc(claimed.agent_id)}</b>: interrupted by shutdown"
+            )
             current = await tasks.next_for(session, claimed.agent_id, claimed.task_id)
             if current is not None and current.status == tasks.IN_PROGRESS:
                 await tasks.transition(
@@ -452,7 +586,22 @@ class Runtime:
                 )
                 await runs.wake(session, claimed.agent_id, "retry", task_id=current.id)
 
-    async def _post(self, session: AsyncSession, feed_name: str, text: str, key: str) -> None:
+    async def _end_line(self, session: AsyncSession, claimed: runs.Claimed, text: str) -> None:
+        """A run that ended outside `_record` (crash, shutdown): its line in the activity
+        feed says so and loses its Stop button."""
+        if claimed.run_id in self._progress_at:
+            key = f"activity:{claimed.run_id}"
+            await self._post(session, "activity", text, f"{key}:end", edit_of=key)
+
+    async def _post(
+        self,
+        session: AsyncSession,
+        feed_name: str,
+        text: str,
+        key: str,
+        *,
+        edit_of: str | None = None,
+    ) -> None:
         feed = self.config.feed(feed_name)
         if feed is None:
             return
@@ -461,6 +610,7 @@ class Runtime:
             outbox.Destination(feed.chat_id, feed.topic, feed_name),
             text,
             dedup_key=key,
+            edit_of=edit_of,
         )
 
 
@@ -477,6 +627,19 @@ async def _escalated_task(
     return None
 
 
+def _icon(result: TurnResult) -> str:
+    """How a run ended, at a glance: only a success is ✅."""
+    if result.status == "succeeded":
+        return "✅"
+    if result.status == "cancelled":
+        return "⏹"
+    if result.alerted:
+        return "💸"  # the gateway stopped it: the budget is used up
+    if result.status == "deferred":
+        return "⏸"
+    return "❌"
+
+
 async def _has_todo(session: AsyncSession, agent_id: str) -> bool:
     stmt = select(Task.id).where(Task.assignee == agent_id, Task.status == tasks.TODO).limit(1)
     return (await session.execute(stmt)).first() is not None
@@ -489,10 +652,18 @@ def _brief(
     standing: bool,
     config: Config,
     handoffs: list[Artifact] | None = None,
+    news: list[TaskEvent] | None = None,
 ) -> str:
-    """The first user message of a run: the task, its recent history, the files its parent
-    and sibling tasks produced (handoffs), the inbox."""
+    """The first user message of a run: what is new, the task, its recent history, the files
+    its parent and sibling tasks produced (handoffs), the inbox."""
     lines: list[str] = []
+    if task is not None and news:
+        lines += [f"New on task #{task.id} since your last run:"]
+        for event in news:
+            change = f" {event.from_status}->{event.to_status}" if event.to_status else ""
+            body = f": {event.body}" if event.body else ""
+            lines.append(f"- {event.actor} {event.kind}{change}{body}")
+        lines.append("")
     if task is not None:
         priority = next((k for k, v in tasks.PRIORITIES.items() if v == task.priority), "normal")
         lines += [

@@ -272,7 +272,11 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     ref = args.get("ref") or None
     if ref is not None and not approvals.valid_ref(ref):
         return refused("ref must be a commit, tag or version: letters, digits and ._/-")
+    key = f"deploy:{ctx.run_id}:{target.id}:{key_part(ref or '')}"
     async with ctx.db.claim() as session:
+        busy = await approvals.deploy_in_flight(session, target.id, idempotency_key=key)
+        if busy is not None:
+            return refused(f"{busy}; wait for its report instead of asking again")
         approval = await approvals.request(
             session,
             kind="deploy",
@@ -283,7 +287,7 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             task_id=ctx.task_id,
             approvers=target.approval_approvers(),
             required=target.required,
-            idempotency_key=f"deploy:{ctx.run_id}:{target.id}:{key_part(ref or '')}",
+            idempotency_key=key,
         )
     return ToolResult(
         True,

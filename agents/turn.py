@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.gateway import BudgetExceeded, Gateway, GatewayError
 from agents.tools import ToolContext, definitions, execute
@@ -17,9 +19,27 @@ FLUSH_NOTE = (
 )
 
 
+class StopSignal:
+    """Set when a person asks to stop the run in flight (`storage.runs.request_stop`): the
+    model call being awaited is abandoned and no tool call runs after it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.by = ""
+
+    def set(self, by: str) -> None:
+        if not self.event.is_set():
+            self.by = by
+            self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+
 @dataclass
 class TurnResult:
-    status: str  # succeeded | failed | deferred
+    status: str  # succeeded | failed | deferred | cancelled
     outcome: str
     changed: bool = False
     turns: int = 0
@@ -36,6 +56,50 @@ class TurnResult:
     actions: list[str] = field(default_factory=list)
 
 
+T = TypeVar("T")
+
+# Told what the run is doing now ("thinking", "comment #3"), with the totals so far.
+Progress = Callable[[str, TurnResult], Awaitable[None]]
+
+
+def _stopped(result: TurnResult, stop: StopSignal) -> TurnResult:
+    result.status = "cancelled"
+    result.outcome = f"stopped by {stop.by}"
+    return result
+
+
+async def _model_call(call: Coroutine[Any, Any, T], stop: StopSignal) -> T | None:
+    """Await the model's reply unless the stop comes first; then the call is cancelled (its
+    HTTP request abandoned) and None is returned."""
+    request = asyncio.create_task(call)
+    stopping = asyncio.ensure_future(stop.event.wait())
+    try:
+        await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not request.done():
+            request.cancel()
+    if not request.done() or request.cancelled():
+        try:
+            await request
+        except asyncio.CancelledError:
+            if not stop.requested:
+                raise
+        return None
+    return request.result()
+
+
+def _target(args: Any) -> str:
+    """What a tool call acts on, for the progress line."""
+    if not isinstance(args, dict):
+        return ""
+    for key in ("task_id", "target", "kind", "status", "agent"):
+        if key in args and isinstance(args[key], str | int):
+            value = str(args[key])
+            return f"#{value}" if key == "task_id" else value
+    return ""
+
+
 async def run_turn(
     ctx: ToolContext,
     gateway: Gateway,
@@ -44,20 +108,30 @@ async def run_turn(
     brief: str,
     max_turns: int,
     context_budget: int,
+    stop: StopSignal | None = None,
+    progress: Progress | None = None,
 ) -> TurnResult:
     result = TurnResult(status="failed", outcome="")
+    stop = stop or StopSignal()
     messages: list[Any] = [{"role": "user", "content": brief}]
     tools = definitions(ctx.agent)
     flushing = False
     for turn in range(1, max_turns + 1):
+        if stop.requested:
+            return _stopped(result, stop)
+        if progress is not None:
+            await progress("thinking", result)
         try:
-            reply = await gateway.create(
-                ctx.agent,
-                run_id=ctx.run_id,
-                purpose="turn",
-                system=system,
-                messages=messages,
-                tools=tools,
+            reply = await _model_call(
+                gateway.create(
+                    ctx.agent,
+                    run_id=ctx.run_id,
+                    purpose="turn",
+                    system=system,
+                    messages=messages,
+                    tools=tools,
+                ),
+                stop,
             )
         except GatewayError as err:
             result.status = "deferred" if err.retry_at is not None else "failed"
@@ -71,6 +145,8 @@ async def run_turn(
             elif err.retry_at is None and not err.alerted:
                 result.cause = "unavailable"
             return result
+        if reply is None:
+            return _stopped(result, stop)
         result.turns = turn
         result.input_tokens += reply.input_tokens
         result.output_tokens += reply.output_tokens
@@ -100,10 +176,16 @@ async def run_turn(
         tool_results: list[dict[str, Any]] = []
         ends = False
         for call in calls:
+            if stop.requested:
+                return _stopped(result, stop)
+            if progress is not None:
+                await progress(f"{call.name} {_target(call.input)}".strip(), result)
             outcome = await execute(ctx, call.name, call.input)
             result.changed |= outcome.changed
             ends |= outcome.ends_run
             result.actions.append(f"{call.name}: {outcome.content}")
+            if progress is not None and outcome.ok and call.name.startswith("request_"):
+                await progress("waiting for approval", result)
             tool_results.append(
                 {
                     "type": "tool_result",

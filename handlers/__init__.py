@@ -15,6 +15,7 @@ from handlers import (
     files,
     incidents,
     outbox,
+    replies,
     start,
     status,
     tasks,
@@ -38,5 +39,6 @@ def get_routers() -> list[Router]:
         files.router,
         incidents.router,
         triage.router,
+        replies.router,
         fallback.router,
     ]

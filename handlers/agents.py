@@ -1,4 +1,5 @@
-"""/agents, /agent, /pause, /resume and /wake: the fleet's agents, read from the database.
+"""/agents, /agent, /pause, /resume, /wake and /stop (and the Stop button on a run's line in the
+activity feed): the fleet's agents, read from the database.
 
 Pause and resume go through `storage.agents`, wakes through `storage.runs`, each in
 `Database.claim()` and answered after the commit (see handlers.tasks for why).
@@ -9,12 +10,13 @@ from __future__ import annotations
 from datetime import tzinfo
 from decimal import Decimal
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.filters import CommandObject
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.org import OrgChart
+from bot.buttons import RunCb
 from bot.config import Config, Person, Role
 from bot.text import clip, esc, one_line, split_html, usd, when
 from handlers.registry import command
@@ -167,8 +169,8 @@ async def pause(
         change = await agent_state.pause(session, agent_id, by=person_actor(person), reason=reason)
     if change.won:
         await message.answer(
-            f"Paused {esc(agent_id)}. Its queued runs are skipped until /resume {esc(agent_id)}; "
-            "a run already in flight finishes."
+            f"Paused {esc(agent_id)}. Its queued runs are skipped until /resume {esc(agent_id)}"
+            + ("; its run in flight is stopped." if change.stopped else ".")
         )
         return
     state = change.state
@@ -231,3 +233,52 @@ RUN_COST = (
     "With a task, a message or a HEARTBEAT.md check to do, that costs model calls; "
     "with nothing to do, it ends at once and costs nothing."
 )
+
+
+@command(router, "stop", Role.operator, usage="<agent>")
+async def stop(
+    message: Message, command: CommandObject, db: Database, person: Person, org: OrgChart
+) -> None:
+    """Stop an agent's run in flight now (no model or tool call after it)"""
+    found = await _agent_arg(message, command, org, "stop", "<agent>")
+    if found is None:
+        return
+    agent_id = found[0]
+    async with db.claim() as session:
+        stopped = await runs.request_stop(session, by=person_actor(person), agent_id=agent_id)
+        running = None if stopped else await runs.current(session, agent_id)
+    if stopped:
+        await message.answer(f"Stopped run #{stopped[0].run_id} of {esc(agent_id)}.")
+    elif running is not None:
+        await message.answer(f"Run #{running.id} of {esc(agent_id)} is already being stopped.")
+    else:
+        await message.answer(f"{esc(agent_id)} has no run in flight.")
+
+
+@router.callback_query(RunCb.filter(F.a == "stop"), flags={"role": Role.operator})
+async def press_stop(
+    callback: CallbackQuery, callback_data: RunCb, db: Database, person: Person
+) -> None:
+    """The Stop button on a run's line in the activity feed."""
+    if not 0 < callback_data.id <= 2**31 - 1:
+        await callback.answer("There is no such run.", show_alert=True)
+        return
+    async with db.claim() as session:
+        stopped = await runs.request_stop(
+            session, by=person_actor(person), run_id=callback_data.id
+        )
+        run = None if stopped else await session.get(Run, callback_data.id)
+    if stopped:
+        await callback.answer(f"Stopped run #{callback_data.id} of {stopped[0].agent_id}.")
+    elif run is None:
+        await callback.answer("There is no such run.", show_alert=True)
+    elif run.status == runs.RUNNING:
+        await callback.answer(f"Run #{run.id} is already being stopped.")
+    else:
+        await callback.answer(f"Run #{run.id} is not running: it is {run.status}.")
+
+
+@router.callback_query(F.data.startswith("run:"))
+async def stale_run_button(callback: CallbackQuery) -> None:
+    """Run button data that does not parse: forged or from another version."""
+    await callback.answer("This button is not valid; nothing was changed.", show_alert=True)

@@ -318,19 +318,26 @@ async def request_deploy(
     # Asked in a private chat by someone who may decide: the request comes here too, with its
     # buttons, so an owner need not go to the group to approve their own deploy.
     private = person.telegram_id if message.chat.type == "private" else None
+    # A redelivered update must not ask twice.
+    key = f"deploy:{message.chat.id}:{message.message_id}"
+    here = False
     async with db.claim() as session:
-        approval = await approvals.request(
-            session,
-            kind="deploy",
-            payload=approvals.deploy_payload(target.id, ref, shown_command(config, target)),
-            requested_by=person_actor(person),
-            approvers=target.approval_approvers(),
-            required=target.required,
-            # A redelivered update must not ask twice.
-            idempotency_key=f"deploy:{message.chat.id}:{message.message_id}",
-            copy_to=private,
-        )
-        here = private is not None and approvals.may_decide(session, approval, private)
+        busy = await approvals.deploy_in_flight(session, target.id, idempotency_key=key)
+        if busy is None:
+            approval = await approvals.request(
+                session,
+                kind="deploy",
+                payload=approvals.deploy_payload(target.id, ref, shown_command(config, target)),
+                requested_by=person_actor(person),
+                approvers=target.approval_approvers(),
+                required=target.required,
+                idempotency_key=key,
+                copy_to=private,
+            )
+            here = private is not None and approvals.may_decide(session, approval, private)
+    if busy is not None:
+        await message.answer(f"Not requested: {esc(busy)}. Wait for its report.")
+        return
     where = "the approvals feed" if config.feed("approvals") else "nowhere (no approvals feed)"
     await message.answer(
         f"Deploy of <b>{esc(target.id)}</b>{' at ' + esc(ref) if ref else ''} requested: "

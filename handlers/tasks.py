@@ -1,8 +1,11 @@
-"""/new, /assign, /tasks, /task, /comment and /cancel: people give the fleet work and follow it.
+"""/new, /assign, /tasks, /task, /comment, /cancel, /accept and /sendback: people give the fleet
+work and follow it.
 
 A /tasks listing pages with `TasksPage` buttons; a /task card acts with `TaskAction` buttons
-(Cancel, Unblock, Reassign), which need the operator role. Every change goes through
-`storage.tasks`; a press that lost a race answers with the storage layer's reason.
+(Cancel, Unblock, Reassign; Accept and Send back on a task in review), which need the operator
+role. Send back asks for the reason as a reply to a prompt recorded in `message_links` (only
+the presser's reply to that very message counts), as Reject does for approvals. Every change
+goes through `storage.tasks`; a press that lost a race answers with the storage layer's reason.
 
 Changes run in `Database.claim()` (the write lock from the first statement, on SQLite), not in
 the update's deferred session: a read followed by a write in a deferred SQLite transaction
@@ -25,7 +28,13 @@ from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    CallbackQuery,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +45,7 @@ from bot.config import AgentConfig, Config, Person, Role
 from bot.text import TELEGRAM_LIMIT, clip, esc, one_line, plain, visible_len, when
 from handlers.registry import command
 from storage import agents as agent_state
-from storage import tasks
+from storage import links, tasks
 from storage.db import Database
 from storage.models import DbId, Task, TaskEvent
 
@@ -62,7 +71,7 @@ class TasksPage(CallbackData, prefix="tp"):
 
 class TaskAction(CallbackData, prefix="ta"):
     """A button on a /task card: cancel, unblock, reassign (shows the agents), to (reassign to
-    `agent`), card (back to the card)."""
+    `agent`), card (back to the card), accept, sendback (asks for the reason)."""
 
     action: str
     id: DbId
@@ -319,6 +328,9 @@ def card_buttons(task: Task, org: OrgChart) -> InlineKeyboardMarkup | None:
     if task.status not in tasks.OPEN:
         return None
     row = [_button("Cancel", "cancel", task.id)]
+    if task.status == tasks.IN_REVIEW:
+        row = [_button("Accept", "accept", task.id), _button("Send back", "sendback", task.id)]
+        row.append(_button("Cancel", "cancel", task.id))
     if task.status == tasks.BLOCKED:
         row.append(_button("Unblock", "unblock", task.id))
     if any(agent != task.assignee for agent in org.ids):
@@ -340,7 +352,12 @@ def _button(text: str, action: str, task_id: int, agent: str = "") -> InlineKeyb
 
 @command(router, "task", Role.viewer, usage="<id>")
 async def show_task(
-    message: Message, command: CommandObject, session: AsyncSession, config: Config, org: OrgChart
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    db: Database,
+    config: Config,
+    org: OrgChart,
 ) -> None:
     """One task: details, history, and buttons to cancel, unblock or reassign it"""
     task_id = await id_argument(message, command.args or "", "task", usage("task", "<id>"))
@@ -351,7 +368,17 @@ async def show_task(
         await message.answer(no_such("task", task_id))
         return
     view = await card(session, task, config, org)
-    await message.answer(view.text, reply_markup=view.markup)
+    sent = await message.answer(view.text, reply_markup=view.markup)
+    # A reply to the card comments on the task (handlers.replies). Its own transaction: the
+    # update's session has read, and a deferred SQLite transaction cannot write after that.
+    async with db.session() as writing:
+        await links.remember(
+            writing,
+            chat_id=sent.chat.id,
+            message_id=sent.message_id,
+            kind=links.TASK,
+            entity_id=task.id,
+        )
 
 
 def _markup(markup: InlineKeyboardMarkup | None) -> object:
@@ -432,6 +459,7 @@ async def _view_of(
 
 # A button that moves the task: (to, note, only_from, what the presser is told).
 _MOVES: dict[str, tuple[str, str, tuple[str, ...] | None, str]] = {
+    "accept": (tasks.DONE, "accepted", (tasks.IN_REVIEW,), "accepted: done"),
     "cancel": (tasks.CANCELLED, "from /task", None, "cancelled"),
     "unblock": (tasks.TODO, "unblocked", (tasks.BLOCKED,), "unblocked: back to todo"),
 }
@@ -449,11 +477,73 @@ async def press_move(
     to, note, only_from, done = _MOVES[callback_data.action]
     task_id = callback_data.id
     async with db.claim() as session:
-        outcome = await tasks.transition(
-            session, task_id, to, actor=person_actor(person), note=note, only_from=only_from
-        )
+        if callback_data.action == "accept":
+            outcome = await tasks.accept(session, task_id, actor=person_actor(person))
+        else:
+            outcome = await tasks.transition(
+                session, task_id, to, actor=person_actor(person), note=note, only_from=only_from
+            )
         view = await _view_of(session, outcome.task, config, org)
     await _settle(callback, outcome, f"Task #{task_id} {done}", view)
+
+
+SENDBACK_PROMPT = "{who}: why send task #{id} back? Reply to this message with the reason."
+
+
+@router.callback_query(TaskAction.filter(F.action == "sendback"), flags=OPERATOR)
+async def press_sendback(
+    callback: CallbackQuery,
+    callback_data: TaskAction,
+    db: Database,
+    person: Person,
+    config: Config,
+    org: OrgChart,
+) -> None:
+    """Ask for the reason first; the task goes back when the reply comes (handlers.replies)."""
+    task_id = callback_data.id
+    async with db.session() as session:
+        task = await tasks.get(session, task_id)
+        view = await _view_of(session, task, config, org)
+    if task is None or task.status != tasks.IN_REVIEW:
+        reason = (
+            f"task #{task_id} is {task.status}, not in_review"
+            if task is not None
+            else f"there is no task #{task_id}"
+        )
+        await _settle(callback, tasks.Outcome(False, task, reason), "", view)
+        return
+    if isinstance(callback.message, Message):
+        who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
+        sent = await callback.message.answer(
+            SENDBACK_PROMPT.format(who=who, id=task_id),
+            reply_markup=ForceReply(
+                force_reply=True, selective=True, input_field_placeholder="reason"
+            ),
+        )
+        async with db.session() as session:
+            await links.remember(
+                session,
+                chat_id=sent.chat.id,
+                message_id=sent.message_id,
+                kind=links.SENDBACK,
+                entity_id=task_id,
+                person_id=person.telegram_id,
+            )
+    await callback.answer("Reply with the reason to send it back.")
+
+
+async def send_back(db: Database, task_id: int, person: Person, reason: str) -> str:
+    """Send a task in review back with the reason; the answer for the person."""
+    async with db.claim() as session:
+        outcome = await tasks.send_back(
+            session, task_id, actor=person_actor(person), reason=reason
+        )
+    if not outcome.won or outcome.task is None:
+        return esc(sentence(outcome.reason))
+    return (
+        f"Task #{task_id} sent back to {esc(outcome.task.assignee)} (in_progress); "
+        "it is woken with your reason."
+    )
 
 
 @router.callback_query(TaskAction.filter(F.action == "reassign"), flags=OPERATOR)
@@ -568,3 +658,39 @@ async def cancel(message: Message, command: CommandObject, db: Database, person:
         await message.answer(f"Task #{task_id} cancelled: no run will pick it up again.")
     else:
         await message.answer(esc(sentence(outcome.reason)))
+
+
+@command(router, "accept", Role.operator, usage="<id>")
+async def accept(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+    """Accept a task in review: done (its agent is told)"""
+    line = usage("accept", "<id>")
+    parts = (command.args or "").split()
+    if len(parts) != 1:
+        await message.answer(line)
+        return
+    task_id = await id_argument(message, parts[0], "task", line)
+    if task_id is None:
+        return
+    async with db.claim() as session:
+        outcome = await tasks.accept(session, task_id, actor=person_actor(person))
+    if outcome.won:
+        await message.answer(f"Task #{task_id} accepted: done.")
+    else:
+        await message.answer(esc(sentence(outcome.reason)))
+
+
+@command(router, "sendback", Role.operator, usage="<id> <reason>")
+async def sendback(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+    """Send a task in review back to its agent, saying why"""
+    line = usage("sendback", "<id> <reason>")
+    parts = (command.args or "").strip().split(maxsplit=1)
+    if not parts:
+        await message.answer(line)
+        return
+    task_id = await id_argument(message, parts[0], "task", line)
+    if task_id is None:
+        return
+    if len(parts) < 2 or not parts[1].strip():
+        await message.answer(f"{line}\nWhat should the agent change?")
+        return
+    await message.answer(await send_back(db, task_id, person, parts[1]))

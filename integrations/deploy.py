@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from html import escape
 from pathlib import Path
@@ -25,7 +25,7 @@ import aiohttp
 from bot.config import Config, DeployConfig, parse_duration
 from bot.redact import Redactor
 from integrations import process
-from storage import deploys
+from storage import approvals, deploys
 from storage.db import Database
 from storage.models import DeployRun
 
@@ -52,6 +52,9 @@ class Outcome:
     status: str  # succeeded | rolled_back | failed
     steps: list[Step]
     output: str  # every command's output, redacted
+
+
+StepShow = Callable[[list[Step], str | None], Awaitable[None]]
 
 
 def target_of(config: Config, target_id: str) -> DeployConfig | None:
@@ -152,9 +155,20 @@ class DeployWorker:
             )
         else:
             log.info("deploy run #%d of %s starting", run.id, run.target)
-            outcome = await self.execute(target, run.ref)
+
+            async def show(steps: list[Step], running: str | None) -> None:
+                await self._show(run, steps, running)
+
+            outcome = await self.execute(target, run.ref, show=show)
         tail = "\n".join(outcome.output.splitlines()[-TAIL_LINES:])
         async with self.db.claim() as session:
+            if run.approval_id is not None:
+                await approvals.show_progress(
+                    session,
+                    run.approval_id,
+                    progress_lines(run, outcome.steps, None),
+                    f"deploy:{run.id}:steps:end",
+                )
             await deploys.finish(
                 session,
                 run.id,
@@ -166,18 +180,45 @@ class DeployWorker:
             )
         log.info("deploy run #%d of %s: %s", run.id, run.target, outcome.status)
 
-    async def execute(self, target: DeployConfig, ref: str | None) -> Outcome:
+    async def _show(self, run: DeployRun, steps: list[Step], running: str | None) -> None:
+        """The approval message shows the deploy's steps as they run."""
+        if run.approval_id is None:
+            return
+        try:
+            # claim(): it reads the approval before it writes (see Database.claim).
+            async with self.db.claim() as session:
+                await approvals.show_progress(
+                    session,
+                    run.approval_id,
+                    progress_lines(run, steps, running),
+                    f"deploy:{run.id}:steps:{len(steps)}:{running or ''}",
+                )
+        except Exception:  # showing progress must never stop a deploy
+            log.exception("deploy run #%d: could not show its progress", run.id)
+
+    async def execute(
+        self, target: DeployConfig, ref: str | None, *, show: StepShow | None = None
+    ) -> Outcome:
         steps: list[Step] = []
         output: list[str] = []
+
+        async def phase(name: str) -> None:
+            if show is not None:
+                await show(steps, name)
+
+        await phase("command")
         ok = await self._command("command", target.command, target, ref, steps, output)
         if ok:
+            await phase("verify")
             ok = await self._verify("verify", target, steps)
         if ok:
             return Outcome(deploys.SUCCEEDED, steps, "\n".join(output))
         if not target.rollback:
             return Outcome(deploys.FAILED, steps, "\n".join(output))
+        await phase("rollback")
         rolled = await self._command("rollback", target.rollback, target, ref, steps, output)
         if rolled:
+            await phase("verify-after-rollback")
             rolled = await self._verify("verify-after-rollback", target, steps)
         status = deploys.ROLLED_BACK if rolled else deploys.FAILED
         return Outcome(status, steps, "\n".join(output))
@@ -313,10 +354,24 @@ async def _check(
 
 
 def _steps_lines(outcome: Outcome) -> list[str]:
+    return _step_lines(outcome.steps)
+
+
+def _step_lines(steps: list[Step]) -> list[str]:
     return [
         f"{'✅' if step.ok else '❌'} {step.name} ({step.seconds:.1f} s): {step.detail}"
-        for step in outcome.steps
+        for step in steps
     ]
+
+
+def progress_lines(run: DeployRun, steps: list[Step], running: str | None) -> str:
+    """The deploy's steps so far, for the approval message (HTML); `running`: the step
+    under way."""
+    lines = [f"<b>Deploy run #{run.id}</b>"]
+    lines += [escape(line) for line in _step_lines(steps)]
+    if running is not None:
+        lines.append(f"⏳ {escape(running)}…")
+    return "\n".join(lines)
 
 
 HEADLINES = {

@@ -1,8 +1,8 @@
 """Agent state: pause and resume (conditional updates), and what /agents and /agent show.
 
 The config says what an agent is; the `agent_state` row says what the database knows beyond
-that. A missing row means "never paused". Pausing does not stop a run in flight: the run
-worker skips queued runs of a paused agent when it claims them.
+that. A missing row means "never paused". Pausing stops the run in flight (a stop request,
+see storage.runs.request_stop), and the run worker skips queued runs of a paused agent.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Change:
     won: bool
     state: AgentState | None  # None: the agent was never paused
     woken: bool = False
+    stopped: bool = False  # a pause stopped the run in flight
 
 
 async def state(session: AsyncSession, agent_id: str) -> AgentState | None:
@@ -48,6 +49,9 @@ async def pause(session: AsyncSession, agent_id: str, *, by: str, reason: str = 
     current = await state(session, agent_id)
     if won:
         log.info("agent %s paused by %s: %s", agent_id, by, reason or "no reason given")
+        # The run in flight stops too, as /stop would.
+        stopped = bool(await runs.request_stop(session, by=by, agent_id=agent_id))
+        return Change(won, current, stopped=stopped)
     return Change(won, current)
 
 

@@ -124,17 +124,18 @@ class Decision:
 Effect = Callable[[AsyncSession, Approval], Awaitable[object]]
 
 
-async def _tell_task(session: AsyncSession, approval: Approval) -> object:
+async def _tell_task(session: AsyncSession, approval: Approval, *, wake: bool = True) -> object:
     """Comment the outcome on the requesting task; the comment wakes its agent, on approval
     and on rejection alike (with the reason). An agent that asked outside a task gets the
-    outcome in its inbox, which wakes it too."""
+    outcome in its inbox, which wakes it too. `wake=False`: the agent reads it at its next
+    run (an approved deploy: the deploy's report wakes it)."""
     settings = settings_of(session)
     body = f"Approval #{approval.id} ({approval.kind}: {summary(approval)}) " + outcome(
         approval, settings
     )
     actor = approval.decided_by or SYSTEM
     if approval.task_id is not None:
-        await tasks.comment(session, approval.task_id, actor=actor, body=body)
+        await tasks.comment(session, approval.task_id, actor=actor, body=body, wake=wake)
     elif approval.requested_by.startswith("agent:"):
         await inbox.send(
             session,
@@ -143,14 +144,17 @@ async def _tell_task(session: AsyncSession, approval: Approval) -> object:
             source=actor,
             body=body,
             dedup_key=f"approval:{approval.id}:{approval.status}",
+            wake=wake,
         )
     return None
 
 
 async def _deploy(session: AsyncSession, approval: Approval) -> object:
     """Approved: queue exactly one deploy run (approval_id is unique: the idempotency key).
-    The requesting task hears the decision either way, and the deploy's report later."""
-    await _tell_task(session, approval)
+    The requesting task hears the decision either way; an approved deploy wakes its agent
+    only with its report (storage.deploys), so the agent never acts on a deploy that has not
+    run yet."""
+    await _tell_task(session, approval, wake=approval.status != APPROVED)
     if approval.status != APPROVED:
         return None
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -496,10 +500,22 @@ async def _announce(
         )
 
 
-async def _show(session: AsyncSession, approval: Approval, settings: Settings, key: str) -> None:
+async def show_progress(session: AsyncSession, approval_id: int, lines: str, key: str) -> None:
+    """Edit the approval's message to show, under the decision, how its effect is going
+    (`lines`, HTML: a deploy's steps as they run). `key` makes each edit once-only."""
+    approval = await get(session, approval_id)
+    if approval is not None:
+        await _show(session, approval, settings_of(session), key, footer=lines)
+
+
+async def _show(
+    session: AsyncSession, approval: Approval, settings: Settings, key: str, footer: str = ""
+) -> None:
     """Edit the posted message (and private copies) to show the state now; a settled
     approval loses its buttons."""
     text = render(approval, settings, await votes_of(session, approval.id))
+    if footer:
+        text = f"{text}\n{footer}"
     keyboard = buttons(approval) if approval.status == PENDING else None
     targets: list[tuple[outbox.Destination, str]] = []
     if settings.feed is not None:
@@ -872,3 +888,31 @@ def valid_ref(ref: str) -> bool:
 
 def deploy_payload(target: str, ref: str | None, command: str, reason: str = "") -> dict[str, Any]:
     return {"target": target, "ref": ref, "command": command, "details": reason}
+
+
+async def deploy_in_flight(
+    session: AsyncSession, target: str, *, idempotency_key: str | None = None
+) -> str | None:
+    """What keeps a new deploy of `target` from being requested: a deploy approval still
+    pending, or a deploy run pending or running; None if nothing. The pending approval made
+    with `idempotency_key` does not count: asking again with it is the same request."""
+    stmt = select(Approval.id).where(Approval.kind == "deploy", Approval.status == PENDING)
+    if idempotency_key is not None:
+        stmt = stmt.where(
+            (Approval.idempotency_key != idempotency_key) | Approval.idempotency_key.is_(None)
+        )
+    waiting = await session.execute(stmt.order_by(Approval.id))
+    for approval_id in waiting.scalars():
+        approval = await get(session, approval_id)
+        if approval is not None and approval.payload.get("target") == target:
+            return f"approval #{approval.id} for a deploy of {target} is pending"
+    running = await session.execute(
+        select(DeployRun.id, DeployRun.status, DeployRun.approval_id)
+        .where(DeployRun.target == target, DeployRun.status.in_(("pending", "running")))
+        .order_by(DeployRun.id)
+        .limit(1)
+    )
+    row = running.first()
+    if row is not None:
+        return f"deploy run #{row[0]} of {target} (approval #{row[2]}) is {row[1]}"
+    return None

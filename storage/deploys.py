@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import approvals, outbox, tasks
+from storage import approvals, inbox, outbox, tasks
 from storage.models import Approval, DeployRun, utcnow
 
 PENDING = "pending"
@@ -126,8 +126,18 @@ async def _report(session: AsyncSession, run: DeployRun, report: str, note: str)
             dedup_key=f"deploy:{run.id}:{run.status}",
             reply_to=f"approval:{approval.id}",
         )
+    # The report, not the approval, wakes the agent that asked (storage.approvals._deploy).
     if approval.task_id is not None:
         await tasks.comment(session, approval.task_id, actor=ACTOR, body=note)
+    elif approval.requested_by.startswith("agent:"):
+        await inbox.send(
+            session,
+            approval.requested_by.removeprefix("agent:"),
+            kind="message",
+            source=ACTOR,
+            body=note,
+            dedup_key=f"deploy:{run.id}:{run.status}",
+        )
 
 
 async def get(session: AsyncSession, run_id: int) -> DeployRun | None:

@@ -21,9 +21,10 @@ async def send(
     body: str,
     task_id: int | None = None,
     dedup_key: str | None = None,
+    wake: bool = True,
 ) -> bool:
-    """Leave a message for `agent_id` and wake it. With a `dedup_key` already used, nothing
-    happens and False is returned."""
+    """Leave a message for `agent_id` and wake it (`wake=False`: its next run reads it).
+    With a `dedup_key` already used, nothing happens and False is returned."""
     if dedup_key is not None:
         seen = await session.execute(
             select(InboxMessage.id).where(InboxMessage.dedup_key == dedup_key)
@@ -40,7 +41,8 @@ async def send(
             dedup_key=dedup_key,
         )
     )
-    await runs.wake(session, agent_id, "escalation" if kind == "escalation" else "message")
+    if wake:
+        await runs.wake(session, agent_id, "escalation" if kind == "escalation" else "message")
     return True
 
 

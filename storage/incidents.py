@@ -150,6 +150,17 @@ async def _raise(
         fresh.confirmations = [*fresh.confirmations, *events]
 
 
+async def note(session: AsyncSession, incident_id: int, *, actor: str, text: str) -> bool:
+    """A person's note on an incident (a reply to its alert), kept with its other events.
+    False if there is no such incident."""
+    incident = await session.get(Incident, incident_id, populate_existing=True)
+    if incident is None:
+        return False
+    entry = {"note": text[:2000], "by": actor, "at": utcnow().isoformat()}
+    incident.confirmations = [*incident.confirmations, entry]
+    return True
+
+
 def requested_by(incident: Incident, actor: str) -> bool:
     """Whether `actor` opened the incident or asked for its escalation: it may not also be the
     one who confirms it (one agent alone never reaches P1)."""

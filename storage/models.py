@@ -170,6 +170,10 @@ class Run(Base):
     changed_anything: Mapped[bool | None] = mapped_column(Boolean)
     turns: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str | None] = mapped_column(Text)
+    # A person asked to stop the run in flight ("person:<id>"): the process running it
+    # abandons the model call and ends the run `cancelled` (storage.runs.request_stop).
+    stop_requested_by: Mapped[str | None] = mapped_column(String(64))
+    stop_requested_at: Mapped[datetime | None]
 
 
 class Approval(Base):
@@ -492,3 +496,20 @@ class ExecRule(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_by: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None]
+
+
+class MessageLink(Base):
+    """Which entity a message the bot sent directly (not through the outbox) shows: a /task
+    card, a "send back" prompt. A reply to the message acts on that entity; `person_id` is
+    set for a prompt only its presser may answer."""
+
+    __tablename__ = "message_links"
+    __table_args__ = (Index("ix_message_links_message", "chat_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # task | sendback
+    entity_id: Mapped[int] = mapped_column(BigInteger)
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

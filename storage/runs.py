@@ -18,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    func,
     literal,
     or_,
     select,
@@ -47,7 +48,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
 TIMED_OUT = "timed_out"
-FINISHED = (SUCCEEDED, FAILED, SKIPPED, TIMED_OUT)
+CANCELLED = "cancelled"
+FINISHED = (SUCCEEDED, FAILED, SKIPPED, TIMED_OUT, CANCELLED)
 
 
 async def wake(
@@ -265,6 +267,57 @@ async def finish(
     return result.first() is not None
 
 
+@dataclass(frozen=True)
+class StopRequest:
+    run_id: int
+    agent_id: str
+    task_id: int | None
+
+
+async def request_stop(
+    session: AsyncSession,
+    *,
+    by: str,
+    agent_id: str | None = None,
+    task_id: int | None = None,
+    run_id: int | None = None,
+) -> list[StopRequest]:
+    """Ask the process running them to stop the runs in flight of an agent, on a task, or one
+    run: the model call is abandoned and no tool call runs after it (see agents.runtime).
+    The first request wins (its `by` is the run's "stopped by"); returns the runs newly asked
+    to stop. Every process is told through the `runs-stop` commit topic (its own) or finds the
+    request in the row (another process)."""
+    where = [Run.status == RUNNING, Run.stop_requested_by.is_(None)]
+    if agent_id is not None:
+        where.append(Run.agent_id == agent_id)
+    if task_id is not None:
+        where.append(Run.task_id == task_id)
+    if run_id is not None:
+        where.append(Run.id == run_id)
+    result = await session.execute(
+        update(Run)
+        .where(*where)
+        .values(stop_requested_by=by, stop_requested_at=utcnow())
+        .returning(Run.id, Run.agent_id, Run.task_id)
+    )
+    stopped = [StopRequest(row[0], row[1], row[2]) for row in result.all()]
+    if stopped:
+        touch(session, "runs-stop")
+    return stopped
+
+
+async def stops_requested(session: AsyncSession, run_ids: list[int]) -> dict[int, str]:
+    """Of these runs, those a person asked to stop: run id -> who."""
+    if not run_ids:
+        return {}
+    found = await session.execute(
+        select(Run.id, Run.stop_requested_by).where(
+            Run.id.in_(run_ids), Run.stop_requested_by.is_not(None)
+        )
+    )
+    return {row[0]: str(row[1]) for row in found.all()}
+
+
 async def record_skipped(session: AsyncSession, agent_id: str, trigger: str, outcome: str) -> None:
     """A heartbeat that had nothing to do: recorded, and no model was called."""
     now = utcnow()
@@ -435,6 +488,18 @@ async def return_task(session: AsyncSession, task_id: int, run_id: int, what: st
         )
     )
     return exhausted
+
+
+async def last_seen(
+    session: AsyncSession, agent_id: str, task_id: int, *, before: int
+) -> datetime | None:
+    """When the agent's last run on the task (before run `before`) that reached a model
+    started: what happened on the task since is news to it."""
+    stmt = select(func.max(Run.started_at)).where(
+        Run.agent_id == agent_id, Run.task_id == task_id, Run.turns > 0, Run.id < before
+    )
+    value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
+    return value
 
 
 async def recent(session: AsyncSession, agent_id: str, limit: int = 5) -> list[Run]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -170,7 +171,42 @@ async def transition(
         )
     if to == TODO and previous in (BLOCKED, BACKLOG, IN_REVIEW):
         await runs.wake(session, task.assignee, "assignment", task_id=task_id)
+    if to == CANCELLED:
+        # A run in flight on it stops now: no model call or tool call after the cancel.
+        await runs.request_stop(session, by=actor, task_id=task_id)
     return Outcome(True, task)
+
+
+async def accept(session: AsyncSession, task_id: int, *, actor: str) -> Outcome:
+    """A person accepts a task in review: done, with the evidence the agent gave kept in the
+    history. The agent is told (read at its next run; no run just for this)."""
+    outcome = await transition(
+        session, task_id, DONE, actor=actor, note="accepted", only_from=(IN_REVIEW,)
+    )
+    if outcome.won and outcome.task is not None:
+        await inbox.send(
+            session,
+            outcome.task.assignee,
+            kind="message",
+            source=actor,
+            task_id=task_id,
+            body=f"task #{task_id} ({outcome.task.title}) was accepted: it is done",
+            wake=False,
+        )
+    return outcome
+
+
+async def send_back(session: AsyncSession, task_id: int, *, actor: str, reason: str) -> Outcome:
+    """A person sends a task in review back to its agent: in_progress again, the reason a
+    comment, and the agent woken to read it."""
+    if not reason.strip():
+        return Outcome(False, await get(session, task_id), "sending back needs a reason")
+    outcome = await transition(
+        session, task_id, IN_PROGRESS, actor=actor, note="sent back", only_from=(IN_REVIEW,)
+    )
+    if outcome.won:
+        await comment(session, task_id, actor=actor, body=f"Sent back: {reason.strip()}")
+    return outcome
 
 
 async def _tell_creator(
@@ -199,14 +235,17 @@ def _refusal(task: Task, to: str) -> str:
     return f"task #{task.id} is {task.status}; it cannot become {to}"
 
 
-async def comment(session: AsyncSession, task_id: int, *, actor: str, body: str) -> Outcome:
-    """Add a comment. The assignee is woken, unless the comment is its own."""
+async def comment(
+    session: AsyncSession, task_id: int, *, actor: str, body: str, wake: bool = True
+) -> Outcome:
+    """Add a comment. The assignee is woken, unless the comment is its own (or `wake` is
+    False: it reads the comment at its next run on the task)."""
     task = await get(session, task_id)
     if task is None:
         return Outcome(False, None, f"there is no task #{task_id}")
     session.add(TaskEvent(task_id=task_id, kind="comment", actor=actor, body=body))
     task.updated_at = utcnow()
-    if actor != f"agent:{task.assignee}" and task.status in (*ACTIVE, IN_REVIEW, BLOCKED):
+    if wake and actor != f"agent:{task.assignee}" and task.status in (*ACTIVE, IN_REVIEW, BLOCKED):
         await runs.wake(session, task.assignee, "comment", task_id=task_id)
     return Outcome(True, task)
 
@@ -277,12 +316,16 @@ async def listing(
     return list((await session.execute(stmt)).scalars()), total
 
 
-async def next_for(session: AsyncSession, agent_id: str, task_id: int | None) -> Task | None:
+async def next_for(
+    session: AsyncSession, agent_id: str, task_id: int | None, *, news: bool = False
+) -> Task | None:
     """The task a run of `agent_id` should work on: the one it was woken for, if still
-    active, else its most urgent active task."""
+    active (or, with `news` for it, whatever its status but done or cancelled: a comment on
+    a task in review is read), else its most urgent active task."""
     if task_id is not None:
         task = await get(session, task_id)
-        if task is not None and task.assignee == agent_id and task.status in ACTIVE:
+        workable = ACTIVE if not news else (*OPEN, *ACTIVE)
+        if task is not None and task.assignee == agent_id and task.status in workable:
             return task
     stmt = (
         select(Task)
@@ -291,6 +334,21 @@ async def next_for(session: AsyncSession, agent_id: str, task_id: int | None) ->
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def news(
+    session: AsyncSession, task_id: int, agent_id: str, since: datetime | None
+) -> list[TaskEvent]:
+    """What others wrote on the task (comments, decisions, reports, status changes) since
+    `since` (the start of the agent's last run on it; None: ever), oldest first."""
+    stmt = select(TaskEvent).where(
+        TaskEvent.task_id == task_id,
+        TaskEvent.actor != f"agent:{agent_id}",
+        TaskEvent.kind.in_(("comment", "status", "assigned")),
+    )
+    if since is not None:
+        stmt = stmt.where(TaskEvent.created_at > since)
+    return list((await session.execute(stmt.order_by(TaskEvent.id).limit(20))).scalars())
 
 
 async def active_counts(session: AsyncSession, agent_ids: list[str]) -> dict[str, int]:

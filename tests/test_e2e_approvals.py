@@ -416,8 +416,10 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
         lambda c: c.params["chat_id"] == OWNER and "blocked" in c.params["text"],
         timeout=20,
     )
-    botapi.push_message(OWNER, "ok, use last year's list", reply_to=told.result["message_id"])
-    # A reply to it is no reason for a rejection: a command in reply is answered as a command.
+    # A reply to it is no reason for a rejection: it is a comment on the task it is about,
+    # and a command in reply is answered as a command.
+    commented = await ask_in_reply(botapi, OWNER, "ok, use last year's list", told)
+    assert commented == f"Comment added to task #{task.id} (blocked, coder)."
     listing = await ask_in_reply(botapi, OWNER, "/approvals", told)
     assert listing.startswith(f"Pending approvals:\n#{approval.id} action")
     assert query(config, "SELECT status FROM approvals") == [("pending",)]

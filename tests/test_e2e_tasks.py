@@ -312,8 +312,7 @@ async def test_agents_pause_resume_wake_and_spend(
     assert "<b>coder</b> · active · no runs yet · 0 open tasks" in text
 
     assert await reply(botapi, OPERATOR, "/pause coder deploy freeze") == (
-        "Paused coder. Its queued runs are skipped until /resume coder; "
-        "a run already in flight finishes."
+        "Paused coder. Its queued runs are skipped until /resume coder."
     )
     await wait_query(
         config,
