@@ -25,6 +25,7 @@ TOOL_AUTHORITY: dict[str, str | None] = {
     "edit_file": None,
     "list_files": None,
     "run_command": None,
+    "publish": "publish",
 }
 
 

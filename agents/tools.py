@@ -18,8 +18,9 @@ from jsonschema import Draft202012Validator
 from agents import commands, exec_policy, files, workspace
 from agents.org import OrgChart
 from bot.config import AgentConfig, Config, Role, parse_duration
+from integrations import publish as publishing
 from integrations.deploy import shown_command
-from storage import approvals, artifacts, inbox, incidents, outbox, tasks
+from storage import approvals, artifacts, inbox, incidents, outbox, publications, tasks
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import MAX_ID
@@ -555,6 +556,54 @@ async def _run_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return ToolResult(result.status != exec_runs.FAILED, result.for_model(run), changed=True)
 
 
+async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    target = next((t for t in ctx.config.publish_targets if t.id == args["target"]), None)
+    if target is None:
+        known = ", ".join(t.id for t in ctx.config.publish_targets) or "none configured"
+        return refused(f'unknown publish target "{args["target"]}" (known: {known})')
+    if ("file" in args) == ("text" in args):
+        return refused("give either file (root:path) or text, not both or neither")
+    source: str | None = None
+    if "file" in args:
+        try:
+            found, text = _confinement(ctx).read(args["file"], 0, 100_000)
+        except files.FileRefused as err:
+            return refused(f"file: {err}")
+        source = found.shown
+        problem = await _unverified_file(ctx, source)
+        if problem is not None:
+            return refused(problem)
+    else:
+        text = args["text"]
+    async with ctx.db.claim() as session:
+        created = await publications.create(
+            session,
+            target=target.id,
+            kind=target.kind,
+            guards=publishing.guards(target),
+            text=text,
+            agent_id=ctx.agent.id,
+            task_id=ctx.task_id,
+            source=source,
+        )
+    publication = created.publication
+    if created.refusal:
+        return refused(f"publication #{publication.id} to {target.id}: {created.refusal}")
+    if publication.status == publications.AWAITING:
+        return ToolResult(
+            True,
+            f"publication #{publication.id} waits for approval #{publication.approval_id}; "
+            "once a person decides, it is published (by the system, once) and you hear the "
+            "outcome on this task",
+            changed=True,
+        )
+    return ToolResult(
+        True,
+        f"publication #{publication.id} is queued; you hear the verified outcome on this task",
+        changed=True,
+    )
+
+
 def _page(config: Config) -> incidents.Page:
     feed = config.feed("alerts")
     alerts = None if feed is None else outbox.Destination(feed.chat_id, feed.topic, "alerts")
@@ -759,6 +808,21 @@ TOOLS: tuple[Tool, ...] = (
         None,
         _run_command,
         offered=lambda agent: agent.exec is not None,
+    ),
+    Tool(
+        "publish",
+        "Publish a text, or a file (root:path), to a publish target. It passes the target's "
+        "limits, a near-duplicate check against its recent publications and its quality "
+        "gate, then usually a person's approval; the system publishes it once and verifies "
+        "it, and you hear the outcome on this task.",
+        _schema(
+            ["target"],
+            target={"type": "string", "maxLength": 32},
+            text=_text("the text to publish", 100_000),
+            file={"type": "string", "minLength": 1, "maxLength": 1024},
+        ),
+        "publish",
+        _publish,
     ),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}

@@ -46,6 +46,7 @@ from handlers import get_routers
 from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
+from integrations.publish import PublishWorker
 from storage import approvals, outbox
 from storage.db import Database
 from storage.status import SummaryCache
@@ -187,6 +188,8 @@ async def _serve(config: Config, db: Database) -> int:
     db.on_commit("deploys", deployer.wake)
     executor = ExecWorker(config, db)
     db.on_commit("exec", executor.wake)
+    publisher = PublishWorker(config, db)
+    db.on_commit("publish", publisher.wake)
 
     async def on_stall(silent: float) -> None:
         await alert(
@@ -258,6 +261,7 @@ async def _serve(config: Config, db: Database) -> int:
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
+    publish_task = asyncio.create_task(publisher.run(stop), name="publish-worker")
     code = EXIT_OK
     try:
         await supervisor.run(stop)
@@ -280,6 +284,9 @@ async def _serve(config: Config, db: Database) -> int:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             # The same for an approved command: reported interrupted at the next start.
             await asyncio.wait_for(exec_task, SHUTDOWN_GRACE)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            # A webhook call cut off here is reported unknown at the next start.
+            await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await triage.close()

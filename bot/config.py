@@ -437,6 +437,54 @@ class DeployConfig(_Section):
         return {"role": "owner"}
 
 
+class PublishTarget(_Section):
+    """Where the publish tool sends: a Telegram chat (through the outbox), a webhook (an HTTP
+    POST of JSON, `headers` from secrets via ${VAR}) or a folder a static site serves. Each
+    publication passes, in order, the limits, the near-duplicate check, the quality gate and
+    (unless `approve = false`) a person's approval."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    kind: Literal["telegram", "webhook", "folder"]
+    chat_id: int | None = None  # telegram: the channel or chat ...
+    topic: int | None = None
+    feed: str | None = None  # ... or one of the [feeds]
+    url: str | None = None  # webhook
+    headers: dict[str, str] = Field(default_factory=dict)
+    verify_url: str | None = None  # webhook: a GET of it must show the text
+    path: Path | None = None  # folder
+    min_gap: Annotated[str, at_most("30d")] | None = None
+    max_per_day: int | None = Field(default=None, ge=1, le=1000)
+    dedup_threshold: float = Field(default=0.85, gt=0, le=1)
+    min_chars: int = Field(default=1, ge=1)
+    max_chars: int = Field(default=4000, ge=1, le=100_000)
+    banned: list[str] = Field(default_factory=list)
+    required: list[str] = Field(default_factory=list)
+    approve: bool = True
+
+    def gap(self) -> timedelta | None:
+        return parse_duration(self.min_gap, at_most="30d") if self.min_gap else None
+
+
+class PipelineStep(_Section):
+    """One step of a pipeline: `agent` writes `produces` (a file name in the run's folder),
+    after reading the files it `consumes` (each produced by an earlier step)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    agent: str
+    produces: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    consumes: list[str] = Field(default_factory=list)
+    instructions: str = ""
+
+
+class PipelineConfig(_Section):
+    """A sequence of steps run by `/pipeline <id> <topic>` or the hub's start_pipeline tool;
+    the steps hand files forward in `<folder>/<run id>/`."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    folder: str
+    steps: list[PipelineStep] = Field(min_length=1, max_length=20)
+
+
 class AlertingConfig(_Section):
     """How incidents reach the alerts feed; the defaults are Alertmanager's."""
 
@@ -522,6 +570,8 @@ class Config(_Section):
     checks: list[CheckConfig] = Field(default_factory=list)
     deploys: list[DeployConfig] = Field(default_factory=list)
     folders: list[FolderConfig] = Field(default_factory=list)
+    publish_targets: list[PublishTarget] = Field(default_factory=list)
+    pipelines: list[PipelineConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
@@ -864,6 +914,8 @@ def _semantic_problems(config: Config) -> list[str]:
         "checks": [c.id for c in config.checks],
         "deploys": [d.id for d in config.deploys],
         "folders": [f.id for f in config.folders],
+        "publish_targets": [t.id for t in config.publish_targets],
+        "pipelines": [p.id for p in config.pipelines],
     }
     for kind, item_ids in named.items():
         seen: set[str] = set()
@@ -891,6 +943,8 @@ def _semantic_problems(config: Config) -> list[str]:
         if len(kinds) != 1:
             problems.append(f"checks[{i}]: give exactly one of http, tcp or command")
     problems += _folder_problems(config)
+    problems += _publish_problems(config)
+    problems += _pipeline_problems(config)
     owners = {p.name for p in config.people if p.role is Role.owner}
     for i, deploy in enumerate(config.deploys):
         listed = deploy.approvers if isinstance(deploy.approvers, list) else []
@@ -949,6 +1003,59 @@ def _folder_problems(config: Config) -> list[str]:
                     f'agents[{i}].folders.{folder_id}: unknown folder "{folder_id}" '
                     f"(known: {listed})"
                 )
+    return problems
+
+
+def _publish_problems(config: Config) -> list[str]:
+    """Each target kind has what it needs to reach its destination."""
+    problems: list[str] = []
+    feeds = {name for name, _ in config.feeds.items()}
+    for i, target in enumerate(config.publish_targets):
+        where = f"publish_targets[{i}]"
+        if target.kind == "telegram":
+            if (target.chat_id is None) == (target.feed is None):
+                problems.append(f"{where}: a telegram target needs exactly one of chat_id or feed")
+            elif target.feed is not None and target.feed not in feeds:
+                problems.append(f'{where}.feed: unknown feed "{target.feed}"')
+        if target.kind == "webhook":
+            for key, value in (("url", target.url), ("verify_url", target.verify_url)):
+                if value is not None and not value.startswith(("http://", "https://")):
+                    problems.append(f"{where}.{key}: must be an http:// or https:// URL")
+            if target.url is None:
+                problems.append(f"{where}.url: required for a webhook target")
+        if target.kind == "folder" and target.path is None:
+            problems.append(f"{where}.path: required for a folder target")
+        if target.min_chars > target.max_chars:
+            problems.append(f"{where}: min_chars is over max_chars")
+    return problems
+
+
+def _pipeline_problems(config: Config) -> list[str]:
+    """Steps name known agents and folders; every consumed file is produced by an earlier
+    step (a later one would never have written it yet)."""
+    problems: list[str] = []
+    agents = {a.id for a in config.agents}
+    folders = {f.id for f in config.folders}
+    for i, pipeline in enumerate(config.pipelines):
+        where = f"pipelines[{i}]"
+        if pipeline.folder not in folders:
+            problems.append(f'{where}.folder: unknown folder "{pipeline.folder}"')
+        produced: set[str] = set()
+        step_ids: set[str] = set()
+        for j, step in enumerate(pipeline.steps):
+            if step.id in step_ids:
+                problems.append(f'{where}.steps[{j}].id: duplicate step "{step.id}"')
+            step_ids.add(step.id)
+            if step.agent not in agents:
+                problems.append(f'{where}.steps[{j}].agent: unknown agent "{step.agent}"')
+            for k, name in enumerate(step.consumes):
+                if name not in produced:
+                    problems.append(
+                        f'{where}.steps[{j}].consumes[{k}]: "{name}" is not produced by an '
+                        "earlier step"
+                    )
+            if step.produces is not None:
+                produced.add(step.produces)
     return problems
 
 

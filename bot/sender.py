@@ -141,6 +141,10 @@ class Sender:
                 reply = ReplyParameters(message_id=target[1], allow_sending_without_reply=True)
         parts = split_html(row.text)
         ids = list(row.sent_message_ids or [])
+        if row.in_flight_at is not None and outbox.at_most_once(row.dedup_key):
+            # A publication may already be in the channel: resending could post it twice.
+            await self._fail(row, outbox.IN_FLIGHT_ERROR)
+            return
         if row.in_flight_at is not None:
             log.warning(
                 "outbox %d to chat %d: the process stopped while part %d was being sent at %s; "

@@ -15,6 +15,7 @@ from handlers import (
     files,
     incidents,
     outbox,
+    publish,
     replies,
     start,
     status,
@@ -37,6 +38,7 @@ def get_routers() -> list[Router]:
         exec.router,  # before approvals: its Always allow button is an approval button
         approvals.router,
         files.router,
+        publish.router,
         incidents.router,
         triage.router,
         replies.router,

@@ -171,6 +171,18 @@ async def press_details(
         f"requested by {s.name(approval.requested_by)}",
     ]
     details = str(approval.payload.get("details") or "")
+    shown = str(approval.payload.get("text") or "")
+    if approval.kind == "publish" and len(details) > len(shown) and s.feed is not None:
+        # The rest of a long text does not fit an alert: it follows the approval as a reply.
+        async with db.session() as session:
+            await outbox.enqueue(
+                session,
+                s.feed,
+                esc(details[len(shown) :]),
+                dedup_key=f"approval:{approval.id}:rest",
+                reply_to=f"approval:{approval.id}",
+            )
+        details = "the rest of the text follows the approval"
     if details:
         parts.append(details)
     parts += [f"{s.name(f'person:{v.person_id}')}: {v.vote}" for v in votes]

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.text import actor_name, usd, when
 from storage import exec as commands
-from storage import inbox, incidents, outbox, tasks
+from storage import inbox, incidents, outbox, publications, tasks
 from storage import usage as spend
 from storage.db import Database, touch
 from storage.models import (
@@ -149,6 +149,16 @@ async def _tell_task(session: AsyncSession, approval: Approval, *, wake: bool = 
     return None
 
 
+tell_task = _tell_task
+
+
+async def _publish(session: AsyncSession, approval: Approval) -> object:
+    """Approved: the publish worker publishes it once (storage.publications); the agent is
+    woken by the outcome. Rejected or expired: the publication is rejected, the agent told."""
+    # Looked up when called: storage.publications imports this module.
+    return await publications.on_decided(session, approval)
+
+
 async def _deploy(session: AsyncSession, approval: Approval) -> object:
     """Approved: queue exactly one deploy run (approval_id is unique: the idempotency key).
     The requesting task hears the decision either way; an approved deploy wakes its agent
@@ -212,7 +222,7 @@ EFFECTS: dict[str, Effect] = {
     "deploy": _deploy,
     "budget": _budget,
     "action": _tell_task,
-    "publish": _tell_task,
+    "publish": _publish,
     "incident_p0": _incident_p0,
     "exec": _exec,
 }
@@ -269,7 +279,13 @@ def render(approval: Approval, settings: Settings, votes: Sequence[ApprovalVote]
     if approval.kind == "deploy" and payload.get("command"):
         lines.append(f"Command: <code>{escape(str(payload['command'])[:300])}</code>")
     details = str(payload.get("details") or "")
-    if details:
+    if approval.kind == "publish" and payload.get("text"):
+        # The text itself is what is decided: shown whole up to 3,000 characters.
+        shown = str(payload["text"])
+        lines.append(f"<blockquote>{escape(shown)}</blockquote>")
+        if len(details) > len(shown):
+            lines.append(f"… {len(details) - len(shown)} more characters: press Details")
+    elif details:
         lines.append(escape(details[:1500]))
     if approval.status == PENDING:
         # Who decides and by when matter only while it is open: a decided card shows the

@@ -513,3 +513,32 @@ class MessageLink(Base):
     entity_id: Mapped[int] = mapped_column(BigInteger)
     person_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Publication(Base):
+    """One thing an agent asked to publish to a publish target. Its id is the idempotency
+    key of the outside call: `publishing` is written before the call, so a crash between the
+    call and recording it leaves `publishing`, reported `unknown` at start, never re-sent."""
+
+    __tablename__ = "publications"
+    __table_args__ = (Index("ix_publications_target", "target", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # telegram | webhook | folder
+    agent_id: Mapped[str] = mapped_column(String(32))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    source: Mapped[str | None] = mapped_column(String(1024))  # root:path of a published file
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # awaiting | approved | publishing | published | unverified | unknown | failed | rejected
+    # | refused
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    approval_id: Mapped[int | None] = mapped_column(Integer)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    location: Mapped[str | None] = mapped_column(String(1024))  # a URL or a file written
+    started_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

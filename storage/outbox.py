@@ -34,6 +34,16 @@ class Destination:
     feed: str | None = None
 
 
+# Rows that must never go out twice (a publication): one found in flight after a crash is
+# failed with IN_FLIGHT_ERROR instead of resent, and its owner reports it `unknown`.
+AT_MOST_ONCE = ("publication:",)
+IN_FLIGHT_ERROR = "in flight when the process stopped: it may have been sent, so not resent"
+
+
+def at_most_once(dedup_key: str) -> bool:
+    return dedup_key.startswith(AT_MOST_ONCE)
+
+
 Button = dict[str, str]  # {"text": ..., "callback_data": ...} or {"text": ..., "url": ...}
 
 

@@ -1,0 +1,387 @@
+"""Publications: what agents publish to publish targets, each a row that goes out once.
+
+`create` runs the guards in order (limits, near-duplicates, quality gate) against the rows
+already in the database, so every process shares them, and records the publication
+`awaiting` its `publish` approval (or `approved` when the target needs none; `refused`, with
+the reason, when a guard said no). The approval's effect (`on_decided`, registered in
+storage.approvals.EFFECTS) approves or rejects it. The publish worker
+(integrations/publish.py) then `claim`s it (`publishing`, committed before the outside call:
+the publication id is the call's idempotency key) and `finish`es it `published` only once the
+result was verified, else `unverified` or `failed`. A row found `publishing` after a crash
+cannot say whether the call happened: it is reported `unknown`, never re-sent blindly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import approvals, inbox, outbox, tasks
+from storage.db import touch
+from storage.models import MAX_ID, Approval, Publication, utcnow
+
+AWAITING = "awaiting"  # its approval is pending
+APPROVED = "approved"  # waits for the publish worker
+PUBLISHING = "publishing"  # the outside call was (or is being) made
+PUBLISHED = "published"  # made and verified
+UNVERIFIED = "unverified"  # made, but the result could not be seen
+UNKNOWN = "unknown"  # a crash hid whether the call was made
+FAILED = "failed"
+REJECTED = "rejected"  # its approval was rejected or expired
+REFUSED = "refused"  # a guard said no
+
+# Rows that count for the limits and the near-duplicate check: all that were, or may yet be,
+# published.
+LIVE = (AWAITING, APPROVED, PUBLISHING, PUBLISHED, UNVERIFIED, UNKNOWN)
+ENDED = (PUBLISHED, UNVERIFIED, UNKNOWN, FAILED)
+RECENT = 30  # publications of a target the near-duplicate check compares with
+ACTOR = "system:publish"
+PREVIEW = 3000  # characters of the text shown on the approval
+
+
+@dataclass(frozen=True)
+class Guards:
+    """A publish target's guards (from its `[[publish_targets]]` table)."""
+
+    min_gap: timedelta | None = None
+    max_per_day: int | None = None
+    dedup_threshold: float = 0.85
+    min_chars: int = 1
+    max_chars: int = 4000
+    banned: Sequence[str] = field(default_factory=tuple)
+    required: Sequence[str] = field(default_factory=tuple)
+    approve: bool = True
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalise(text: str) -> list[str]:
+    """The words of `text`, case-folded and without accents or punctuation: two drafts that
+    differ only in those are the same draft."""
+    plain = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    return _WORD.findall(plain.casefold())
+
+
+def similarity(a: str, b: str) -> float:
+    """How alike two texts are, 0..1, word by word (one word changed in a post of twenty is
+    0.95)."""
+    from difflib import SequenceMatcher
+
+    left, right = normalise(a), normalise(b)
+    if not left and not right:
+        return 1.0
+    return SequenceMatcher(None, left, right, autojunk=False).ratio()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def quality_problems(text: str, guards: Guards) -> list[str]:
+    """What the quality gate refuses, each said precisely."""
+    problems: list[str] = []
+    size = len(text.strip())
+    if size < guards.min_chars:
+        problems.append(f"{size} characters, under the minimum of {guards.min_chars}")
+    if size > guards.max_chars:
+        problems.append(f"{size} characters, over the maximum of {guards.max_chars}")
+    folded = text.casefold()
+    for word in guards.banned:
+        if word.casefold() in folded:
+            problems.append(f'contains the banned "{word}"')
+    for word in guards.required:
+        if word.casefold() not in folded:
+            problems.append(f'lacks the required "{word}"')
+    return problems
+
+
+async def _limit_problem(
+    session: AsyncSession, target: str, guards: Guards, now: datetime
+) -> str | None:
+    live = (Publication.target == target, Publication.status.in_(LIVE))
+    if guards.max_per_day is not None:
+        found = await session.execute(
+            select(func.count(Publication.id)).where(
+                *live, Publication.created_at > now - timedelta(days=1)
+            )
+        )
+        count = int(found.scalar_one())
+        if count >= guards.max_per_day:
+            return (
+                f"{target} already has {count} publications in the last 24 hours "
+                f"(max_per_day = {guards.max_per_day})"
+            )
+    if guards.min_gap is not None:
+        found = await session.execute(
+            select(Publication.id, Publication.created_at)
+            .where(*live, Publication.created_at > now - guards.min_gap)
+            .order_by(Publication.id.desc())
+            .limit(1)
+        )
+        row = found.first()
+        if row is not None:
+            wait = guards.min_gap - (now - row.created_at)
+            minutes = max(1, int(wait.total_seconds() // 60))
+            return (
+                f"publication #{row.id} to {target} was less than min_gap ago; "
+                f"try again in {minutes} min"
+            )
+    return None
+
+
+async def _duplicate_problem(
+    session: AsyncSession, target: str, text: str, guards: Guards
+) -> str | None:
+    found = await session.execute(
+        select(Publication)
+        .where(Publication.target == target, Publication.status.in_(LIVE))
+        .order_by(Publication.id.desc())
+        .limit(RECENT)
+    )
+    for earlier in found.scalars():
+        score = similarity(text, earlier.text)
+        if score >= guards.dedup_threshold:
+            start = " ".join(earlier.text.split())[:80]
+            return (
+                f"a near-duplicate ({score:.0%} alike) of publication #{earlier.id} "
+                f'({earlier.status}, by {earlier.agent_id}): "{start}"'
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class Created:
+    publication: Publication
+    refusal: str = ""  # set when a guard refused it (the row is then `refused`)
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    target: str,
+    kind: str,
+    guards: Guards,
+    text: str,
+    agent_id: str,
+    task_id: int | None,
+    source: str | None = None,
+    step: str | None = None,
+    now: datetime | None = None,
+) -> Created:
+    """Record a publication after its guards, and ask for its approval. Run in
+    `Database.claim()`, so that two agents cannot both pass the limits at once."""
+    now = now or utcnow()
+    refusal = await _limit_problem(session, target, guards, now)
+    if refusal is None:
+        refusal = await _duplicate_problem(session, target, text, guards)
+    if refusal is None:
+        problems = quality_problems(text, guards)
+        if problems:
+            refusal = "the quality gate: " + "; ".join(problems)
+    status = REFUSED if refusal else (AWAITING if guards.approve else APPROVED)
+    publication = Publication(
+        target=target,
+        kind=kind,
+        agent_id=agent_id,
+        task_id=task_id,
+        source=source,
+        text=text,
+        sha256=sha256_text(text),
+        status=status,
+        reason=refusal or "",
+        created_at=now,
+    )
+    session.add(publication)
+    await session.flush()
+    if status == AWAITING:
+        approval = await approvals.request(
+            session,
+            kind="publish",
+            payload=approval_payload(publication, step),
+            requested_by=f"agent:{agent_id}",
+            task_id=task_id,
+            idempotency_key=f"publish:{publication.id}",
+        )
+        publication.approval_id = approval.id
+    elif status == APPROVED:
+        touch(session, "publish")
+    return Created(publication, refusal or "")
+
+
+def approval_payload(publication: Publication, step: str | None) -> dict[str, object]:
+    """What the approval shows: the text (its first PREVIEW characters; Details has the
+    rest), who asked, which step, where it goes."""
+    who = publication.agent_id + (f" (step {step})" if step else "")
+    source = f" from {publication.source}" if publication.source else ""
+    return {
+        "publication": publication.id,
+        "target": publication.target,
+        "summary": f"publish #{publication.id} to {publication.target}{source} by {who}",
+        "text": publication.text[:PREVIEW],
+        "details": publication.text,
+    }
+
+
+async def on_decided(session: AsyncSession, approval: Approval) -> object:
+    """The `publish` approval's effect: approved, the worker publishes it; otherwise it is
+    `rejected` and the agent hears why (storage.approvals calls this)."""
+    publication_id = int(approval.payload.get("publication", 0) or 0)
+    approved = approval.status == approvals.APPROVED
+    result = await session.execute(
+        update(Publication)
+        .where(Publication.id == publication_id, Publication.status == AWAITING)
+        .values(
+            status=APPROVED if approved else REJECTED,
+            reason="" if approved else (approval.reason or approval.status),
+        )
+        .returning(Publication.id)
+    )
+    if result.first() is not None and approved:
+        touch(session, "publish")
+    # Approved: the agent is woken by the publication's outcome, not by the approval.
+    await approvals.tell_task(session, approval, wake=not approved)
+    return None
+
+
+async def claim_next(session: AsyncSession, now: datetime | None = None) -> Publication | None:
+    """Mark the oldest approved publication `publishing`. Run in `Database.claim()`; the
+    caller commits before making the outside call."""
+    found = await session.execute(
+        select(Publication.id)
+        .where(Publication.status == APPROVED)
+        .order_by(Publication.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    publication_id = found.scalar_one_or_none()
+    if publication_id is None:
+        return None
+    result = await session.execute(
+        update(Publication)
+        .where(Publication.id == publication_id, Publication.status == APPROVED)
+        .values(status=PUBLISHING, started_at=now or utcnow())
+        .returning(Publication.id)
+    )
+    if result.first() is None:
+        return None
+    return await get(session, publication_id)
+
+
+async def set_chat(session: AsyncSession, publication_id: int, chat_id: int) -> None:
+    """Where a telegram publication goes (its outbox row is queued in the same transaction)."""
+    await session.execute(
+        update(Publication)
+        .where(Publication.id == publication_id, Publication.status == PUBLISHING)
+        .values(chat_id=chat_id)
+    )
+
+
+async def finish(
+    session: AsyncSession,
+    publication_id: int,
+    status: str,
+    *,
+    reason: str = "",
+    message_id: int | None = None,
+    location: str | None = None,
+    alert_to: outbox.Destination | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Record how a publishing publication ended; the agent's task hears it (which wakes the
+    agent), and anything but `published` is an alert."""
+    if status not in ENDED:
+        raise ValueError(f"{status!r} is not an ended publication status")
+    now = now or utcnow()
+    result = await session.execute(
+        update(Publication)
+        .where(Publication.id == publication_id, Publication.status == PUBLISHING)
+        .values(
+            status=status,
+            reason=reason,
+            message_id=message_id,
+            location=location,
+            published_at=now if status != FAILED else None,
+        )
+        .returning(Publication.id)
+    )
+    if result.first() is None:
+        return False
+    publication = await get(session, publication_id)
+    assert publication is not None
+    note = outcome_note(publication)
+    if publication.approval_id is not None:
+        await approvals.record(session, publication.approval_id, "publish", ACTOR, note)
+    if status != PUBLISHED and alert_to is not None:
+        await outbox.enqueue(
+            session, alert_to, f"⚠️ {_html(note)}", dedup_key=f"publication:{publication.id}:alert"
+        )
+    if publication.task_id is not None:
+        await tasks.comment(session, publication.task_id, actor=ACTOR, body=note)
+    else:
+        await inbox.send(
+            session,
+            publication.agent_id,
+            kind="message",
+            source=ACTOR,
+            body=note,
+            dedup_key=f"publication:{publication.id}:{status}",
+        )
+    return True
+
+
+def _html(text: str) -> str:
+    from html import escape
+
+    return escape(text)
+
+
+def outcome_note(publication: Publication) -> str:
+    """One line on how a publication ended, for the agent and the alerts feed."""
+    head = f"Publication #{publication.id} to {publication.target}"
+    if publication.status == PUBLISHED:
+        where = (
+            f" (message {publication.message_id})"
+            if publication.message_id is not None
+            else (f" ({publication.location})" if publication.location else "")
+        )
+        return f"{head} is published and verified{where}."
+    if publication.status == UNKNOWN:
+        return (
+            f"{head} is unknown: {publication.reason} It is not re-published; check the "
+            "target and publish again only if it is not there."
+        )
+    return f"{head} is {publication.status}: {publication.reason}"
+
+
+async def publishing(session: AsyncSession, kind: str | None = None) -> list[Publication]:
+    stmt = select(Publication).where(Publication.status == PUBLISHING)
+    if kind is not None:
+        stmt = stmt.where(Publication.kind == kind)
+    found = await session.execute(stmt.order_by(Publication.id))
+    return list(found.scalars())
+
+
+async def get(session: AsyncSession, publication_id: int) -> Publication | None:
+    if not 0 < publication_id <= MAX_ID:
+        return None
+    return await session.get(Publication, publication_id, populate_existing=True)
+
+
+async def recent(
+    session: AsyncSession, target: str | None = None, limit: int = 15
+) -> list[Publication]:
+    """The newest publications (of one target), newest first; refused ones too."""
+    stmt = select(Publication)
+    if target is not None:
+        stmt = stmt.where(Publication.target == target)
+    found = await session.execute(stmt.order_by(Publication.id.desc()).limit(limit))
+    return list(found.scalars())
