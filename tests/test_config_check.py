@@ -109,7 +109,7 @@ def test_check_config_lists_six_different_problems_by_id_in_sentences(tmp_path: 
             'people.bo.name: duplicate name "bo" (names say who decided, and deploy approvers '
             "are named)",
             'agents.coder.authority[1]: unknown authority "deploy" (known: assign, comment, '
-            "confirm_incident, request_approval, request_deploy, subtask)",
+            "confirm_incident, publish, request_approval, request_deploy, subtask)",
             "people.Ana.telegram_id: 123456789 is the example id; put this person's own "
             "Telegram id (@userinfobot tells a person theirs)",
             "anthropic: no API key for the agents: set ANTHROPIC_API_KEY, or give "
