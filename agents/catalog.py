@@ -26,6 +26,7 @@ TOOL_AUTHORITY: dict[str, str | None] = {
     "list_files": None,
     "run_command": None,
     "publish": "publish",
+    "start_pipeline": None,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from agents import commands, exec_policy, files, workspace
+from agents import pipelines as pipeline_runs
 from agents.org import OrgChart
 from bot.config import AgentConfig, Config, Role, parse_duration
 from integrations import publish as publishing
@@ -604,6 +605,24 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     )
 
 
+async def _start_pipeline(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    if not ctx.agent.hub:
+        return ToolResult(False, "refused: only the hub starts pipelines", authority=True)
+    pipeline = pipeline_runs.find(ctx.config, args["pipeline"])
+    if pipeline is None:
+        known = ", ".join(p.id for p in ctx.config.pipelines) or "none configured"
+        return refused(f'unknown pipeline "{args["pipeline"]}" (known: {known})')
+    run = await pipeline_runs.start_run(
+        ctx.config, ctx.db, pipeline, args["topic"], requested_by=ctx.actor
+    )
+    return ToolResult(
+        True,
+        f"pipeline run #{run.id} of {pipeline.id} started (task #{run.task_id}); its steps "
+        "run in order, and you are woken if one fails or blocks",
+        changed=True,
+    )
+
+
 def _page(config: Config) -> incidents.Page:
     feed = config.feed("alerts")
     alerts = None if feed is None else outbox.Destination(feed.chat_id, feed.topic, "alerts")
@@ -823,6 +842,19 @@ TOOLS: tuple[Tool, ...] = (
         ),
         "publish",
         _publish,
+    ),
+    Tool(
+        "start_pipeline",
+        "Start a run of a configured pipeline on a topic: its steps run in order, each "
+        "agent woken when the files it needs are there.",
+        _schema(
+            ["pipeline", "topic"],
+            pipeline={"type": "string", "maxLength": 32},
+            topic=_text("what the run is about", 1000),
+        ),
+        None,
+        _start_pipeline,
+        offered=lambda agent: agent.hub,
     ),
 )
 BY_NAME = {tool.name: tool for tool in TOOLS}

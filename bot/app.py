@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 
 from agents.commands import ExecWorker
 from agents.gateway import Gateway
+from agents.pipelines import PipelineWorker
 from agents.runtime import Runtime, heartbeat_seconds
 from agents.triage import Triage
 from bot.alerting import Alerting
@@ -262,6 +263,9 @@ async def _serve(config: Config, db: Database) -> int:
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
     publish_task = asyncio.create_task(publisher.run(stop), name="publish-worker")
+    pipeline_task = asyncio.create_task(
+        PipelineWorker(config, db).run(stop), name="pipeline-worker"
+    )
     code = EXIT_OK
     try:
         await supervisor.run(stop)
@@ -287,6 +291,8 @@ async def _serve(config: Config, db: Database) -> int:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             # A webhook call cut off here is reported unknown at the next start.
             await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(pipeline_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await triage.close()

@@ -1048,6 +1048,14 @@ def _pipeline_problems(config: Config) -> list[str]:
             step_ids.add(step.id)
             if step.agent not in agents:
                 problems.append(f'{where}.steps[{j}].agent: unknown agent "{step.agent}"')
+            else:
+                granted = next(a for a in config.agents if a.id == step.agent).folders
+                need = "rw" if step.produces else "ro"
+                if granted.get(pipeline.folder) not in (("rw",) if need == "rw" else ("rw", "ro")):
+                    problems.append(
+                        f"{where}.steps[{j}].agent: {step.agent} needs folders = "
+                        f'{{ {pipeline.folder} = "{need}" }} to hand files forward'
+                    )
             for k, name in enumerate(step.consumes):
                 if name not in produced:
                     problems.append(

@@ -542,3 +542,46 @@ class Publication(Base):
     started_at: Mapped[datetime | None]
     published_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PipelineRun(Base):
+    """One run of a configured pipeline: a parent task and a step row per step; the files
+    the steps hand forward live in `<folder>/<run id>/`."""
+
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(Text)
+    folder: Mapped[str] = mapped_column(String(32))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running | done | blocked
+    reason: Mapped[str] = mapped_column(Text, default="")  # | cancelled
+    requested_by: Mapped[str] = mapped_column(String(64))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)  # where its message is kept
+    topic_id: Mapped[int | None] = mapped_column(Integer)
+    shown: Mapped[int] = mapped_column(Integer, default=0)  # versions of its message queued
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class PipelineStep(Base):
+    """One step of a pipeline run: waiting, then running (its subtask `task_id` assigned),
+    then done, or failed / blocked (which blocks the run) or cancelled."""
+
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(32))
+    agent: Mapped[str] = mapped_column(String(32))
+    produces: Mapped[str | None] = mapped_column(String(64))
+    consumes: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

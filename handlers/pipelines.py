@@ -1,0 +1,118 @@
+"""Pipelines in Telegram: /pipeline starts a run or shows one; Retry step and Cancel."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import CommandObject
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+
+from agents.pipelines import find, show, start_run
+from bot.args import no_such
+from bot.config import Config, Person, Role
+from bot.pipeline_view import PipelineCb, buttons, render
+from bot.text import esc
+from handlers.registry import command
+from handlers.tasks import person_actor, sentence
+from storage import pipelines
+from storage.db import Database
+
+router = Router(name=__name__)
+
+OPERATOR = {"role": Role.operator}
+USAGE = (
+    "Usage: /pipeline &lt;pipeline&gt; &lt;topic&gt; to start a run, /pipeline &lt;run&gt; "
+    "to see one."
+)
+
+
+def _keyboard(rows: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=b["text"], callback_data=b["callback_data"]) for b in row]
+            for row in rows
+        ]
+    )
+
+
+@command(router, "pipeline", Role.viewer, usage="<pipeline> <topic> | <run>")
+async def pipeline_command(
+    message: Message, command: CommandObject, db: Database, config: Config, person: Person
+) -> None:
+    """Start a pipeline run on a topic (operators), or show a run's steps"""
+    args = (command.args or "").strip()
+    name, _, topic = args.partition(" ")
+    if name.isdigit():
+        await _show(message, db, int(name))
+        return
+    pipeline = find(config, name) if name else None
+    if pipeline is None:
+        known = ", ".join(p.id for p in config.pipelines) or "none configured"
+        said = f"There is no pipeline {esc(name[:40])}. " if name else ""
+        await message.answer(f"{said}{USAGE} Pipelines: {esc(known)}.")
+        return
+    if not person.role.allows(Role.operator):
+        await message.answer(
+            f"Starting a pipeline needs the operator role; you are {person.role}."
+        )
+        return
+    topic = topic.strip()
+    if not topic:
+        await message.answer(f"Give the topic: /pipeline {esc(pipeline.id)} &lt;topic&gt;.")
+        return
+    run = await start_run(
+        config,
+        db,
+        pipeline,
+        topic[:1000],
+        requested_by=person_actor(person),
+        chat_id=message.chat.id,
+        topic_id=message.message_thread_id if message.is_topic_message else None,
+    )
+    await message.answer(
+        f"Pipeline run #{run.id} of {esc(pipeline.id)} started; its message follows its steps."
+    )
+
+
+async def _show(message: Message, db: Database, run_id: int) -> None:
+    async with db.session() as session:
+        run = await pipelines.get(session, run_id)
+        if run is None:
+            await message.answer(no_such("pipeline run", run_id))
+            return
+        steps = await pipelines.steps_of(session, run_id)
+        costs = await pipelines.costs(session, [s.task_id for s in steps if s.task_id])
+    await message.answer(render(run, steps, costs), reply_markup=_keyboard(buttons(run)))
+
+
+@router.callback_query(PipelineCb.filter(), flags=OPERATOR)
+async def press(
+    callback: CallbackQuery,
+    callback_data: PipelineCb,
+    db: Database,
+    config: Config,
+    person: Person,
+) -> None:
+    """Retry step (a new subtask for the step that stopped) or Cancel a run."""
+    by = person_actor(person)
+    async with db.claim() as session:
+        if callback_data.a == "r":
+            refusal = await pipelines.retry_step(session, callback_data.id, by=by)
+        elif callback_data.a == "c":
+            refusal = await pipelines.cancel(session, callback_data.id, by=by)
+        else:
+            refusal = "this button is not valid"
+        run = await pipelines.get(session, callback_data.id)
+        if not refusal and run is not None:
+            await show(session, config, run)
+    if refusal:
+        await callback.answer(sentence(refusal)[:200], show_alert=True)
+        return
+    done = "The step starts again." if callback_data.a == "r" else "Cancelled."
+    await callback.answer(f"Pipeline run #{callback_data.id}: {done}")
+
+
+@router.callback_query(F.data.startswith("pl:"))
+async def forged(callback: CallbackQuery) -> None:
+    await callback.answer("This button is not valid; nothing was changed.", show_alert=True)

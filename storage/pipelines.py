@@ -1,0 +1,368 @@
+"""Pipeline runs: a parent task and one step per configured step, advanced from the database.
+
+`start` records the run and its steps (all `waiting`). `advance` (the pipeline worker calls it
+for every running run, in `Database.claim()`) moves a run one state at a time: a waiting step
+starts, with a subtask for its agent, only when the step before it is done and every file it
+consumes is in `<folder>/<run id>/` with the sha256 recorded when it was written; a running
+step ends with its subtask. A step that fails (or its subtask blocked or cancelled) blocks the
+run and the parent task, which wakes the hub with the reason. Every change is a conditional
+update, so a restarted process (or two at once) never starts a step twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import artifacts, tasks
+from storage.models import MAX_ID, PipelineRun, PipelineStep, Run, Usage, utcnow
+
+RUNNING = "running"
+DONE = "done"
+BLOCKED = "blocked"
+CANCELLED = "cancelled"
+
+WAITING = "waiting"
+FAILED = "failed"
+ENDED_STEP = (DONE, FAILED, BLOCKED, CANCELLED)
+ACTOR = "system:pipeline"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    step: str
+    agent: str
+    produces: str | None
+    consumes: Sequence[str]
+    instructions: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A configured pipeline as storage needs it: the folder's id and path, the steps."""
+
+    id: str
+    folder: str
+    folder_path: Path
+    steps: Sequence[StepSpec]
+    hub: str | None
+    max_retries: int = 3
+
+
+async def start(
+    session: AsyncSession,
+    spec: Spec,
+    topic: str,
+    *,
+    requested_by: str,
+    chat_id: int | None = None,
+    topic_id: int | None = None,
+) -> PipelineRun:
+    """Record a run, its parent task (the hub's, in progress while the steps run) and its
+    steps; the worker's next `advance` starts the first step."""
+    owner = spec.hub or spec.steps[0].agent
+    parent = await tasks.create(
+        session,
+        title=f"Pipeline {spec.id}: {topic}"[:200],
+        assignee=owner,
+        creator=requested_by,
+        body=f"Pipeline {spec.id} runs its steps in order; this task ends with the last.",
+        max_retries=spec.max_retries,
+        status=tasks.IN_PROGRESS,
+    )
+    run = PipelineRun(
+        pipeline=spec.id,
+        topic=topic,
+        folder=spec.folder,
+        task_id=parent.id,
+        status=RUNNING,
+        reason="",
+        requested_by=requested_by,
+        chat_id=chat_id,
+        topic_id=topic_id,
+        shown=0,
+        created_at=utcnow(),
+    )
+    session.add(run)
+    await session.flush()
+    for position, step in enumerate(spec.steps):
+        session.add(
+            PipelineStep(
+                run_id=run.id,
+                position=position,
+                step=step.step,
+                agent=step.agent,
+                produces=step.produces,
+                consumes=list(step.consumes),
+                status=WAITING,
+                attempt=0,
+                reason="",
+            )
+        )
+    await session.flush()
+    return run
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+async def file_problem(session: AsyncSession, run: PipelineRun, spec: Spec, name: str) -> str:
+    """Why `name` of this run cannot be handed forward ("" when it can): it must exist with
+    the sha256 recorded when it was written."""
+    relative = f"{run.id}/{name}"
+    shown = f"{spec.folder}:{relative}"
+    now = _sha256(spec.folder_path / str(run.id) / name)
+    if now is None:
+        return f"{shown} does not exist"
+    written = await artifacts.latest(session, spec.folder, relative, "")
+    if written is None:
+        return f"{shown} was not written with the file tools (no sha256 recorded)"
+    if written.sha256 != now:
+        return (
+            f"{shown} changed since it was written (sha256 {written.sha256[:12]}, now {now[:12]})"
+        )
+    return ""
+
+
+def _body(run: PipelineRun, spec: Spec, step: StepSpec) -> str:
+    lines = [f"Pipeline {spec.id}, step {step.step}. Topic: {run.topic}"]
+    if step.instructions:
+        lines.append(step.instructions)
+    for name in step.consumes:
+        lines.append(f"Read {spec.folder}:{run.id}/{name} (the earlier step's file).")
+    if step.produces:
+        lines.append(
+            f"Write {spec.folder}:{run.id}/{step.produces} with write_file, then set this task "
+            "done with evidence naming that file."
+        )
+    return "\n".join(lines)
+
+
+async def _set_step(session: AsyncSession, step_id: int, came_from: str, **values: object) -> bool:
+    result = await session.execute(
+        update(PipelineStep)
+        .where(PipelineStep.id == step_id, PipelineStep.status == came_from)
+        .values(**values)
+        .returning(PipelineStep.id)
+    )
+    return result.first() is not None
+
+
+async def _block(session: AsyncSession, run: PipelineRun, reason: str) -> bool:
+    result = await session.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run.id, PipelineRun.status == RUNNING)
+        .values(status=BLOCKED, reason=reason)
+        .returning(PipelineRun.id)
+    )
+    if result.first() is None:
+        return False
+    parent = await tasks.get(session, run.task_id) if run.task_id is not None else None
+    if parent is not None:
+        # Blocking the parent task wakes its assignee, the hub, with the reason.
+        await tasks.transition(
+            session,
+            parent.id,
+            tasks.BLOCKED,
+            actor=ACTOR,
+            note=f"pipeline run #{run.id} ({run.pipeline}: {run.topic}): {reason}",
+            manager=parent.assignee,
+        )
+    return True
+
+
+async def advance(session: AsyncSession, run_id: int, spec: Spec) -> bool:
+    """Take a running run one step further if it can go; True when something changed."""
+    run = await get(session, run_id)
+    if run is None or run.status != RUNNING:
+        return False
+    steps = await steps_of(session, run_id)
+    current = next((s for s in steps if s.status != DONE), None)
+    if current is None:
+        result = await session.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run_id, PipelineRun.status == RUNNING)
+            .values(status=DONE, finished_at=utcnow())
+            .returning(PipelineRun.id)
+        )
+        if result.first() is None:
+            return False
+        if run.task_id is not None:
+            await tasks.transition(
+                session, run.task_id, tasks.DONE, actor=ACTOR, note="every step is done"
+            )
+        return True
+    if current.position >= len(spec.steps):
+        return await _block(session, run, "the pipeline's configuration lost this step")
+    step_spec = spec.steps[current.position]
+    if current.status == WAITING:
+        for name in current.consumes:
+            problem = await file_problem(session, run, spec, str(name))
+            if problem:
+                await _set_step(session, current.id, WAITING, status=FAILED, reason=problem)
+                return await _block(session, run, f"step {current.step} cannot start: {problem}")
+        (spec.folder_path / str(run.id)).mkdir(parents=True, exist_ok=True)
+        attempt = current.attempt + 1
+        if not await _set_step(
+            session, current.id, WAITING, status=RUNNING, attempt=attempt, started_at=utcnow()
+        ):
+            return False
+        # The subtask's creation wakes its agent (storage.tasks.create).
+        created = await tasks.create(
+            session,
+            title=f"{run.pipeline} #{run.id} · {current.step}: {run.topic}"[:200],
+            assignee=current.agent,
+            creator=ACTOR,
+            body=_body(run, spec, step_spec),
+            parent_id=run.task_id,
+            max_retries=spec.max_retries,
+            idempotency_key=f"pipeline:{run.id}:{current.position}:{attempt}",
+        )
+        await _set_step(session, current.id, RUNNING, task_id=created.id)
+        return True
+    if current.status == RUNNING and current.task_id is not None:
+        subtask = await tasks.get(session, current.task_id)
+        if subtask is None:
+            return False
+        if subtask.status == tasks.DONE:
+            problem = (
+                await file_problem(session, run, spec, current.produces)
+                if current.produces
+                else ""
+            )
+            if problem:
+                await _set_step(session, current.id, RUNNING, status=FAILED, reason=problem)
+                return await _block(session, run, f"step {current.step} is done but {problem}")
+            return await _set_step(session, current.id, RUNNING, status=DONE, finished_at=utcnow())
+        if subtask.status in (tasks.BLOCKED, tasks.CANCELLED):
+            why = subtask.blocked_reason or subtask.status
+            await _set_step(
+                session,
+                current.id,
+                RUNNING,
+                status=BLOCKED if subtask.status == tasks.BLOCKED else CANCELLED,
+                reason=why,
+                finished_at=utcnow(),
+            )
+            return await _block(session, run, f"step {current.step} is {subtask.status}: {why}")
+    return False
+
+
+async def retry_step(session: AsyncSession, run_id: int, *, by: str) -> str:
+    """Start the blocked run's failed step again (a new subtask); "" or why not."""
+    run = await get(session, run_id)
+    if run is None:
+        return f"there is no pipeline run #{run_id}"
+    if run.status != BLOCKED:
+        return f"pipeline run #{run_id} is {run.status}, not blocked"
+    steps = await steps_of(session, run_id)
+    current = next((s for s in steps if s.status != DONE), None)
+    if current is None:
+        return f"pipeline run #{run_id} has no step to retry"
+    await session.execute(
+        update(PipelineStep)
+        .where(PipelineStep.id == current.id, PipelineStep.status.in_(ENDED_STEP))
+        .values(status=WAITING, reason="", finished_at=None)
+    )
+    if current.task_id is not None:
+        old = await tasks.get(session, current.task_id)
+        if old is not None and old.status in tasks.OPEN:
+            await tasks.transition(
+                session, old.id, tasks.CANCELLED, actor=by, note="the step is retried"
+            )
+    result = await session.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run_id, PipelineRun.status == BLOCKED)
+        .values(status=RUNNING, reason="")
+        .returning(PipelineRun.id)
+    )
+    if result.first() is None:
+        return f"pipeline run #{run_id} changed meanwhile"
+    if run.task_id is not None:
+        await tasks.transition(session, run.task_id, tasks.TODO, actor=by, note="step retried")
+        await tasks.transition(session, run.task_id, tasks.IN_PROGRESS, actor=by)
+    return ""
+
+
+async def cancel(session: AsyncSession, run_id: int, *, by: str) -> str:
+    """Cancel a running or blocked run and its open subtask; "" or why not."""
+    run = await get(session, run_id)
+    if run is None:
+        return f"there is no pipeline run #{run_id}"
+    result = await session.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run_id, PipelineRun.status.in_((RUNNING, BLOCKED)))
+        .values(status=CANCELLED, reason=f"cancelled by {by}", finished_at=utcnow())
+        .returning(PipelineRun.id)
+    )
+    if result.first() is None:
+        return f"pipeline run #{run_id} is {run.status} already"
+    for step in await steps_of(session, run_id):
+        if step.status in (WAITING, RUNNING):
+            await _set_step(session, step.id, step.status, status=CANCELLED, reason="cancelled")
+        if step.task_id is not None:
+            task = await tasks.get(session, step.task_id)
+            if task is not None and task.status in tasks.OPEN:
+                await tasks.transition(session, task.id, tasks.CANCELLED, actor=by)
+    if run.task_id is not None:
+        await tasks.transition(session, run.task_id, tasks.CANCELLED, actor=by)
+    return ""
+
+
+async def mark_shown(session: AsyncSession, run_id: int) -> int:
+    """Count one more version of the run's message; returns its number (1 = the first)."""
+    result = await session.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run_id)
+        .values(shown=PipelineRun.shown + 1)
+        .returning(PipelineRun.shown)
+    )
+    return int(result.scalar_one())
+
+
+async def get(session: AsyncSession, run_id: int) -> PipelineRun | None:
+    if not 0 < run_id <= MAX_ID:
+        return None
+    return await session.get(PipelineRun, run_id, populate_existing=True)
+
+
+async def steps_of(session: AsyncSession, run_id: int) -> list[PipelineStep]:
+    found = await session.execute(
+        select(PipelineStep)
+        .where(PipelineStep.run_id == run_id)
+        .order_by(PipelineStep.position)
+        .execution_options(populate_existing=True)
+    )
+    return list(found.scalars())
+
+
+async def running(session: AsyncSession) -> list[PipelineRun]:
+    found = await session.execute(
+        select(PipelineRun).where(PipelineRun.status == RUNNING).order_by(PipelineRun.id)
+    )
+    return list(found.scalars())
+
+
+async def costs(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, Decimal]:
+    """What the model calls of runs on each task cost."""
+    if not task_ids:
+        return {}
+    found = await session.execute(
+        select(Run.task_id, func.sum(Usage.cost_usd))
+        .join(Usage, Usage.run_id == Run.id)
+        .where(Run.task_id.in_(task_ids))
+        .group_by(Run.task_id)
+    )
+    return {
+        int(task_id): Decimal(cost or 0) for task_id, cost in found.all() if task_id is not None
+    }
