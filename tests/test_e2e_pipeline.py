@@ -107,8 +107,8 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
         yield server
 
 
-def write(name: str, content: str, **kw: float) -> Reply:
-    return tool_use("write_file", {"path": f"drafts:1/{name}", "content": content}, **kw)
+def write(name: str, content: str, delay: float = 0.0) -> Reply:
+    return tool_use("write_file", {"path": f"drafts:1/{name}", "content": content}, delay=delay)
 
 
 def read(name: str) -> Reply:
