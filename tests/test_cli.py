@@ -21,7 +21,7 @@ SECRET = "123456789:AAH-cli-s3cr3t-9d2e41-QQQQQQQQQQQQQ"
 _FLEET = Path(sys.executable).parent / "fleet"
 FLEET = [str(_FLEET)] if _FLEET.exists() else [sys.executable, "-m", "bot.cli"]
 
-AGENTS = ("hub", "coder", "writer")
+AGENTS = ("hub", "coder", "writer", "researcher", "social", "marketer")
 HEAD = head_revision()
 
 
@@ -121,10 +121,10 @@ def test_init_writes_a_config_and_workspaces_and_never_overwrites(tmp_path: Path
         target / "workspaces" / agent / name for agent in AGENTS for name in TEMPLATE_FILES
     }
     assert set(snapshot(target)) == expected
-    assert len(expected) == 19
+    assert len(expected) == 37
     config = target / "fleet.toml"
     assert done.stdout == (
-        f"wrote 19 files under {target}. Next:\n"
+        f"wrote 37 files under {target}. Next:\n"
         f"  1. Edit {config}: your Telegram id under [[people]] (@userinfobot tells you\n"
         "     yours) and your group's chat id under [feeds] (or remove [feeds] for now).\n"
         "  2. Put the bot's token from @BotFather in TELEGRAM_BOT_TOKEN and your Anthropic\n"
@@ -153,7 +153,7 @@ def test_init_writes_a_config_and_workspaces_and_never_overwrites(tmp_path: Path
     again = fleet("init", target, cwd=tmp_path)
     assert again.returncode != 0
     assert again.stderr.splitlines()[0] == (
-        "refusing to overwrite 19 of the 19 files `fleet init` writes; nothing was written. "
+        "refusing to overwrite 37 of the 37 files `fleet init` writes; nothing was written. "
         "Choose an empty folder, or move these away:"
     )
     assert sorted(again.stderr.splitlines()[1:]) == sorted(f"  {p}" for p in expected)

@@ -20,7 +20,7 @@ TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 
 TOP_LEVEL_KEYS = (
     "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
-    "deploys, folders, runtime, budget, alerting, watchdog, triage, approvals"
+    "deploys, folders, publish_targets, pipelines, runtime, budget, alerting, watchdog, triage, approvals"
 )
 
 RUNTIME_KEYS = (
@@ -110,7 +110,7 @@ def test_example_config_loads_when_its_token_is_set(monkeypatch: pytest.MonkeyPa
     config = load_config(EXAMPLE)
     assert config.telegram.token.get_secret_value() == SECRET
     assert config.hub is not None and config.hub.id == "hub"
-    assert [a.reports_to for a in config.agents] == [None, "hub", "hub"]
+    assert [a.reports_to for a in config.agents] == [None, "hub", "hub", "hub", "hub", "hub"]
     assert [name for name, _ in config.feeds.items()] == [
         "alerts",
         "triage",
