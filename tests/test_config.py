@@ -20,7 +20,8 @@ TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 
 TOP_LEVEL_KEYS = (
     "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
-    "deploys, folders, publish_targets, pipelines, runtime, budget, alerting, watchdog, triage, approvals"
+    "deploys, folders, publish_targets, pipelines, runtime, budget, alerting, watchdog, triage, "
+    "approvals"
 )
 
 RUNTIME_KEYS = (

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import ConfigError, load_config
 from tests.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.botapi_server import BotAPIServer
 from tests.fleet import (
@@ -239,3 +240,21 @@ async def test_a_pipeline_killed_mid_step_resumes_at_that_step(
     assert query(again.config, "SELECT count(*) FROM tasks WHERE parent_id = 1") == [(4,)]
     assert (tmp_path / "shared" / "drafts" / "1" / "post.md").read_text() == POST
     assert await again.stop() == 0
+
+
+def test_a_pipeline_consuming_a_later_file_or_naming_an_unknown_agent_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:TEST-token")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    bad = PIPELINE.replace('consumes = ["brief.md"]', 'consumes = ["thread.md"]').replace(
+        'agent = "social"', 'agent = "socail"'
+    )
+    config = write_config(tmp_path, "http://127.0.0.1:9", agents=AGENTS, extra=bad)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    problems = [p.removeprefix(f"{config}: ") for p in info.value.problems]
+    assert problems == [
+        'pipelines.content.steps[1].consumes[0]: "thread.md" is not produced by an earlier step',
+        'pipelines.content.steps[2].agent: unknown agent "socail"',
+    ]
