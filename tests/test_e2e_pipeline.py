@@ -258,3 +258,58 @@ def test_a_pipeline_consuming_a_later_file_or_naming_an_unknown_agent_is_refused
         'pipelines.content.steps[1].consumes[0]: "thread.md" is not produced by an earlier step',
         'pipelines.content.steps[2].agent: unknown agent "socail"',
     ]
+
+
+async def test_a_blocked_step_blocks_the_run_wakes_the_hub_and_is_retried(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> None:
+    anthropic.script(write("brief.md", BRIEF), done("brief.md"), model=RESEARCHER)
+    anthropic.script(
+        read("brief.md"),
+        tool_use("set_status", {"status": "blocked", "note": "The brief names no sources."}),
+        model=WRITER,
+    )
+    fleet = await start(tmp_path, botapi, anthropic)
+    await ask(botapi, OPERATOR, "/pipeline content Sources matter")
+    await wait_query(fleet.config, "SELECT status FROM pipeline_runs", [("blocked",)])
+    assert query(fleet.config, "SELECT step, status FROM pipeline_steps WHERE position = 1") == [
+        ("draft", "blocked")
+    ]
+    # The hub is woken with the reason.
+    await requests_of(anthropic, "claude-sonnet-4-6", 1)
+    woken = str(anthropic.requests_for(model="claude-sonnet-4-6")[-1].body["messages"])
+    assert "The brief names no sources." in woken and "pipeline run #1" in woken
+    [view] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == OPERATOR and "Pipeline run #1</b>" in c.params["text"],
+        timeout=30,
+    )
+    [edit] = await botapi.wait_for_call(
+        "editMessageText",
+        lambda c: c.params["chat_id"] == OPERATOR and "content · blocked" in c.params["text"],
+        timeout=30,
+    )
+    [row] = edit.params["reply_markup"]["inline_keyboard"]
+    assert [(b["text"], b["callback_data"]) for b in row] == [
+        ("Retry step", "pl:r:1"),
+        ("Cancel", "pl:c:1"),
+    ]
+    message_id = view.result["message_id"]
+    refused = await press(botapi, VIEWER, "pl:r:1", message_id, OPERATOR)
+    assert refused == "This action needs the operator role; you are viewer."
+
+    anthropic.script(read("brief.md"), write("post.md", POST), done("post.md"), model=WRITER)
+    script_rest(anthropic)
+    retried = await press(botapi, OPERATOR, "pl:r:1", message_id, OPERATOR)
+    assert retried == "Pipeline run #1: The step starts again."
+    await wait_query(fleet.config, "SELECT status FROM pipeline_runs", [("done",)], timeout=60)
+    assert query(fleet.config, "SELECT step, attempt FROM pipeline_steps ORDER BY position") == [
+        ("research", 1),
+        ("draft", 2),
+        ("social", 1),
+        ("plan", 1),
+    ]
+    again = await press(botapi, OPERATOR, "pl:c:1", message_id, OPERATOR)
+    assert again == "Pipeline run #1 is done already."
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log
