@@ -21,7 +21,16 @@ from agents.org import OrgChart
 from bot.config import AgentConfig, Config, Role, parse_duration
 from integrations import publish as publishing
 from integrations.deploy import shown_command
-from storage import approvals, artifacts, inbox, incidents, outbox, publications, tasks
+from storage import (
+    approvals,
+    artifacts,
+    inbox,
+    incidents,
+    outbox,
+    pipelines,
+    publications,
+    tasks,
+)
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import MAX_ID
@@ -577,6 +586,7 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     else:
         text = args["text"]
     async with ctx.db.claim() as session:
+        step = await pipelines.step_of_task(session, ctx.task_id)
         created = await publications.create(
             session,
             target=target.id,
@@ -586,6 +596,7 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             agent_id=ctx.agent.id,
             task_id=ctx.task_id,
             source=source,
+            step=step,
         )
     publication = created.publication
     if created.refusal:

@@ -186,6 +186,10 @@ async def advance(session: AsyncSession, run_id: int, spec: Spec) -> bool:
     run = await get(session, run_id)
     if run is None or run.status != RUNNING:
         return False
+    parent = await tasks.get(session, run.task_id) if run.task_id is not None else None
+    if parent is not None and parent.status == tasks.CANCELLED:
+        # A person cancelled the run's task: the run stops with it.
+        return not await cancel(session, run_id, by=ACTOR)
     steps = await steps_of(session, run_id)
     current = next((s for s in steps if s.status != DONE), None)
     if current is None:
@@ -344,6 +348,20 @@ async def steps_of(session: AsyncSession, run_id: int) -> list[PipelineStep]:
         .execution_options(populate_existing=True)
     )
     return list(found.scalars())
+
+
+async def step_of_task(session: AsyncSession, task_id: int | None) -> str | None:
+    """ "content #3 · draft" when the task is a pipeline step's subtask, else None."""
+    if task_id is None:
+        return None
+    found = await session.execute(
+        select(PipelineRun.pipeline, PipelineStep.run_id, PipelineStep.step)
+        .join(PipelineRun, PipelineRun.id == PipelineStep.run_id)
+        .where(PipelineStep.task_id == task_id)
+        .limit(1)
+    )
+    row = found.first()
+    return None if row is None else f"{row.pipeline} #{row.run_id} · {row.step}"
 
 
 async def running(session: AsyncSession) -> list[PipelineRun]:

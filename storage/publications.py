@@ -16,11 +16,15 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from difflib import SequenceMatcher
+from html import escape
 
 from sqlalchemy import func, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import approvals, inbox, outbox, tasks
@@ -71,15 +75,21 @@ def normalise(text: str) -> list[str]:
     return _WORD.findall(plain.casefold())
 
 
-def similarity(a: str, b: str) -> float:
+def similarity(a: str, b: str, at_least: float = 0.0) -> float:
     """How alike two texts are, 0..1, word by word (one word changed in a post of twenty is
-    0.95)."""
-    from difflib import SequenceMatcher
-
+    0.95). Below `at_least` the answer is only an upper bound: the cheap bounds skip the full
+    comparison of texts that cannot be that alike."""
     left, right = normalise(a), normalise(b)
     if not left and not right:
         return 1.0
-    return SequenceMatcher(None, left, right, autojunk=False).ratio()
+    matcher = SequenceMatcher(None, left, right, autojunk=False)
+    bound = matcher.real_quick_ratio()
+    if bound < at_least:
+        return bound
+    bound = matcher.quick_ratio()
+    if bound < at_least:
+        return bound
+    return matcher.ratio()
 
 
 def sha256_text(text: str) -> str:
@@ -139,7 +149,7 @@ async def _limit_problem(
 
 
 async def _duplicate_problem(
-    session: AsyncSession, target: str, text: str, guards: Guards
+    session: AsyncSession, target: str, body: str, guards: Guards
 ) -> str | None:
     found = await session.execute(
         select(Publication)
@@ -148,7 +158,7 @@ async def _duplicate_problem(
         .limit(RECENT)
     )
     for earlier in found.scalars():
-        score = similarity(text, earlier.text)
+        score = similarity(body, earlier.text, guards.dedup_threshold)
         if score >= guards.dedup_threshold:
             start = " ".join(earlier.text.split())[:80]
             return (
@@ -180,6 +190,12 @@ async def create(
     """Record a publication after its guards, and ask for its approval. Run in
     `Database.claim()`, so that two agents cannot both pass the limits at once."""
     now = now or utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        # SQLite's claim() holds the write lock already; on PostgreSQL two processes could
+        # both count the same rows and pass the limits: one target, one checker at a time.
+        await session.execute(
+            sql("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(target.encode())}
+        )
     refusal = await _limit_problem(session, target, guards, now)
     if refusal is None:
         refusal = await _duplicate_problem(session, target, text, guards)
@@ -322,7 +338,7 @@ async def finish(
         await approvals.record(session, publication.approval_id, "publish", ACTOR, note)
     if status != PUBLISHED and alert_to is not None:
         await outbox.enqueue(
-            session, alert_to, f"⚠️ {_html(note)}", dedup_key=f"publication:{publication.id}:alert"
+            session, alert_to, f"⚠️ {escape(note)}", dedup_key=f"publication:{publication.id}:alert"
         )
     if publication.task_id is not None:
         await tasks.comment(session, publication.task_id, actor=ACTOR, body=note)
@@ -336,12 +352,6 @@ async def finish(
             dedup_key=f"publication:{publication.id}:{status}",
         )
     return True
-
-
-def _html(text: str) -> str:
-    from html import escape
-
-    return escape(text)
 
 
 def outcome_note(publication: Publication) -> str:

@@ -199,7 +199,7 @@ async def test_the_content_pipeline_runs_end_to_end_and_publishes_after_an_appro
         lambda c: c.params["chat_id"] == FEED_CHAT and "Approval #1</b>" in c.params["text"],
         timeout=30,
     )
-    assert "from drafts:1/post.md by marketer" in card.params["text"]
+    assert "from drafts:1/post.md by marketer (step content #1 · plan)" in card.params["text"]
     assert await press(botapi, OWNER, "ap:y:1", card.result["message_id"]) == "Approved #1."
     [posted] = await botapi.wait_for_call(
         "sendMessage", lambda c: c.params["chat_id"] == CHANNEL, timeout=30

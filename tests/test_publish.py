@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from storage.publications import Guards, normalise, quality_problems, similarity
 from tests.anthropic_server import AnthropicServer, text, tool_use
 from tests.botapi_server import BotAPIServer
 from tests.fleet import (
@@ -326,3 +328,29 @@ async def test_kill_9_while_the_channel_post_is_in_flight_is_unknown_never_poste
     assert await again.stop() == 0
     channel_sends = [c for c in botapi.calls_of("sendMessage") if c.params["chat_id"] == CHANNEL]
     assert len(channel_sends) <= 1  # at most the one cut off: never sent again
+
+
+def test_normalised_text_ignores_case_accents_and_punctuation() -> None:
+    assert normalise("Café, déjà VU!  Read:  now.") == ["cafe", "deja", "vu", "read", "now"]
+    assert similarity("Hello, World!", "hello world") == 1.0
+
+
+def test_one_word_changed_is_a_near_duplicate_and_another_post_is_not() -> None:
+    rng = random.Random(15)
+    words = [rng.choice(["agents", "files", "steps", "post", "brief", "hub"]) for _ in range(30)]
+    for _ in range(50):
+        changed = list(words)
+        changed[rng.randrange(len(words))] = "zebra"
+        assert similarity(" ".join(words), " ".join(changed)) >= 0.85
+    other = "A different announcement about pricing, nothing like the draft at all."
+    assert similarity(DRAFT, other, 0.85) < 0.85
+
+
+def test_the_quality_gate_says_each_thing_that_failed() -> None:
+    guards = Guards(min_chars=20, max_chars=100, banned=["lorem"], required=["Subscribe"])
+    assert quality_problems("Lorem ipsum.", guards) == [
+        "12 characters, under the minimum of 20",
+        'contains the banned "lorem"',
+        'lacks the required "Subscribe"',
+    ]
+    assert quality_problems("A fine post; please subscribe.", guards) == []
