@@ -330,6 +330,33 @@ async def test_kill_9_while_the_channel_post_is_in_flight_is_unknown_never_poste
     assert len(channel_sends) <= 1  # at most the one cut off: never sent again
 
 
+async def test_a_long_text_shows_its_first_3000_characters_and_details_posts_the_rest(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, webhook: Webhook
+) -> None:
+    fleet = await start(tmp_path, botapi, anthropic, webhook)
+    words = " ".join(f"word{i}" for i in range(600))  # about 4,000 characters
+    long = f"{words[:3490]} END subscribe"
+    await publish(botapi, anthropic, {"target": "channel", "text": long}, woken=False)
+    [card] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == FEED_CHAT and "Approval #1</b>" in c.params["text"],
+        timeout=30,
+    )
+    assert long[:3000] in card.params["text"] and "END" not in card.params["text"]
+    assert f"… {len(long) - 3000} more characters: press Details" in card.params["text"]
+    after = botapi.mark()
+    await press(botapi, VIEWER, "ap:d:1", card.result["message_id"])
+    [rest] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == FEED_CHAT, after=after, timeout=30
+    )
+    assert rest.params["text"] == long[3000:]
+    assert rest.params["reply_parameters"]["message_id"] == card.result["message_id"]
+    assert await ask(botapi, VIEWER, "/published nowhere") == (
+        "There is no publish target nowhere. Known: channel, blog, notes, hook."
+    )
+    assert await fleet.stop() == 0
+
+
 def test_normalised_text_ignores_case_accents_and_punctuation() -> None:
     assert normalise("Café, déjà VU!  Read:  now.") == ["cafe", "deja", "vu", "read", "now"]
     assert similarity("Hello, World!", "hello world") == 1.0
