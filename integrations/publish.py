@@ -111,8 +111,8 @@ class PublishWorker:
         while not stop.is_set():
             self._wake.clear()
             try:
-                while (publication := await self._claim()) is not None:
-                    await self.carry_out(publication)
+                while await self.publish_next():
+                    pass
                 await self.settle_telegram()
             except Exception:  # the worker must outlive a database or network hiccup
                 log.exception("publish pass failed; retrying in %.0f s", self.idle_poll)
@@ -126,23 +126,31 @@ class PublishWorker:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _claim(self) -> Publication | None:
+    async def publish_next(self) -> bool:
+        """Claim the oldest approved publication and carry it out (a telegram one: queue its
+        outbox row); False when there was none."""
         async with self.db.claim() as session:
             publication = await publications.claim_next(session)
-            if publication is None or publication.kind != "telegram":
-                return publication
+            if publication is None:
+                return False
             target = self._target(publication)
-            to = destination(self.config, target) if target is not None else None
+            to = None
+            if publication.kind == "telegram" and target is not None:
+                to = destination(self.config, target)
             if to is not None:
                 # Queued in the claiming transaction: the row exists once, whatever crashes.
                 await publications.set_chat(session, publication.id, to.chat_id)
                 await outbox.enqueue(
                     session, to, publication.text, dedup_key=f"publication:{publication.id}"
                 )
-                return None  # the outbox sends it; settle_telegram sees the outcome
-        if publication is not None and to is None:
-            await self._finish(publication, Result(publications.FAILED, "no such target now"))
-        return None
+                return True  # the outbox sends it; settle_telegram sees the outcome
+        if publication.kind == "telegram":
+            await self._finish(
+                publication, Result(publications.FAILED, "its target has no chat now")
+            )
+        else:
+            await self.carry_out(publication)
+        return True
 
     async def settle_telegram(self) -> None:
         """Telegram publications whose outbox row was settled: sent with a message id

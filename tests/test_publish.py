@@ -92,10 +92,12 @@ approve = false
 
 
 class Webhook:
-    """A webhook that answers 200 to every POST and a public page that shows nothing."""
+    """A webhook that answers 200 to every POST, and a public page that shows what was
+    posted only once `shows` is set (before: an API that says 200 and does nothing)."""
 
     def __init__(self) -> None:
         self.posts: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.shows = False  # whether the page shows what was posted
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -104,9 +106,9 @@ class Webhook:
         return web.json_response({"ok": True})
 
     async def _feed(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text="<html><body>No posts yet.</body></html>", content_type="text/html"
-        )
+        shown = "".join(f"<p>{post['text']}</p>" for post, _ in self.posts) if self.shows else ""
+        page = f"<html><body>{shown or 'No posts yet.'}</body></html>"
+        return web.Response(text=page, content_type="text/html")
 
     async def __aenter__(self) -> Webhook:
         app = web.Application()
@@ -288,6 +290,14 @@ async def test_a_webhook_that_answers_200_but_does_not_show_the_text_is_unverifi
     )
     woken = str(anthropic.requests_for(model=WRITER)[-1].body["messages"])
     assert "Publication #1 to hook is unverified" in woken
+
+    webhook.shows = True  # now the page shows what is posted
+    await publish(botapi, anthropic, {"target": "hook", "text": "Second: a new page."}, woken=True)
+    await wait_query(
+        fleet.config,
+        "SELECT id, status, location FROM publications",
+        [(1, "unverified", None), (2, "published", f"{webhook.url}/feed")],
+    )
     assert await fleet.stop() == 0
     assert HOOK_TOKEN not in fleet.log
 
