@@ -15,6 +15,7 @@ from bot.config import ConfigError, load_config
 from tests.anthropic_server import AnthropicServer, Reply, text, tool_use
 from tests.botapi_server import BotAPIServer
 from tests.fleet import (
+    ACTIVITY_TOPIC,
     ANTHROPIC_KEY,
     FEED_CHAT,
     OPERATOR,
@@ -313,3 +314,30 @@ async def test_a_blocked_step_blocks_the_run_wakes_the_hub_and_is_retried(
     assert again == "Pipeline run #1 is done already."
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
+
+
+async def test_the_hub_starts_a_pipeline_with_its_tool_and_the_run_shows_in_activity(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> None:
+    anthropic.script(
+        tool_use("start_pipeline", {"pipeline": "content", "topic": "Weekly digest"}),
+        text("Started."),
+        model="claude-sonnet-4-6",
+    )
+    fleet = await start(tmp_path, botapi, anthropic)
+    botapi.push_message(OPERATOR, "/assign hub Run the content pipeline on the weekly digest")
+    await requests_of(anthropic, RESEARCHER, 1)  # the first step's agent is woken
+    assert "pipeline run #1 of content started" in tool_result(anthropic, "claude-sonnet-4-6", 1)
+    assert query(fleet.config, "SELECT pipeline, topic, requested_by FROM pipeline_runs") == [
+        ("content", "Weekly digest", "agent:hub")
+    ]
+    prompt = str(anthropic.requests_for(model=RESEARCHER)[0].body["messages"][0]["content"])
+    assert "Pipeline content, step research. Topic: Weekly digest" in prompt
+    assert "Write drafts:1/brief.md with write_file" in prompt
+    [view] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: c.params["chat_id"] == FEED_CHAT and "Pipeline run #1</b>" in c.params["text"],
+        timeout=30,
+    )
+    assert view.params["message_thread_id"] == ACTIVITY_TOPIC
+    assert await fleet.stop() == 0
