@@ -171,7 +171,14 @@ class Sender:
                 self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
                 await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
                 return
-            except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:
+            except (TelegramNetworkError, TimeoutError) as err:
+                if outbox.at_most_once(row.dedup_key):
+                    # No answer: Telegram may have posted it. A publication is not resent.
+                    await self._fail(row, outbox.IN_FLIGHT_ERROR)
+                else:
+                    await self._retry_or_fail(row, f"{type(err).__name__}: {err}")
+                return
+            except TelegramServerError as err:
                 await self._retry_or_fail(row, f"{type(err).__name__}: {err}")
                 return
             except TelegramMigrateToChat as err:

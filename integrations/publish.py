@@ -169,8 +169,8 @@ class PublishWorker:
             elif row.last_error == outbox.IN_FLIGHT_ERROR:
                 result = Result(
                     publications.UNKNOWN,
-                    "the fleet stopped while Telegram was being asked to post it, so it may or "
-                    "may not be in the channel.",
+                    "Telegram gave no answer to the post (the fleet stopped, or the call timed "
+                    "out), so it may or may not be in the channel.",
                 )
             else:
                 result = Result(publications.FAILED, f"Telegram refused it: {row.last_error}")

@@ -34,10 +34,11 @@ class Destination:
     feed: str | None = None
 
 
-# Rows that must never go out twice (a publication): one found in flight after a crash is
-# failed with IN_FLIGHT_ERROR instead of resent, and its owner reports it `unknown`.
+# Rows that must never go out twice (a publication): one found in flight after a crash, or
+# whose send got no answer, is failed with IN_FLIGHT_ERROR instead of resent, and its owner
+# reports it `unknown`.
 AT_MOST_ONCE = ("publication:",)
-IN_FLIGHT_ERROR = "in flight when the process stopped: it may have been sent, so not resent"
+IN_FLIGHT_ERROR = "sent without an answer (a crash or a timeout): it may be there, so not resent"
 
 
 def at_most_once(dedup_key: str) -> bool:
