@@ -10,8 +10,9 @@ from decimal import Decimal
 from aiogram.filters.callback_data import CallbackData
 
 from bot.text import esc, usd
-from storage import outbox, pipelines
 from storage.models import DbId, PipelineRun, PipelineStep, utcnow
+
+Button = dict[str, str]  # as storage.outbox.Button (views come before storage)
 
 
 class PipelineCb(CallbackData, prefix="pl"):
@@ -21,13 +22,14 @@ class PipelineCb(CallbackData, prefix="pl"):
     id: DbId
 
 
+# Run and step statuses (storage.pipelines) and how they show.
 MARKS = {
-    pipelines.WAITING: "⏳",
-    pipelines.RUNNING: "▶️",
-    pipelines.DONE: "✅",
-    pipelines.FAILED: "❌",
-    pipelines.BLOCKED: "⛔",
-    pipelines.CANCELLED: "✖️",
+    "waiting": "⏳",
+    "running": "▶️",
+    "done": "✅",
+    "failed": "❌",
+    "blocked": "⛔",
+    "cancelled": "✖️",
 }
 
 
@@ -69,17 +71,17 @@ def render(
         if step.produces:
             parts.append(f"→ {esc(step.produces)}")
         lines.append(" · ".join(parts))
-        if step.reason and step.status != pipelines.DONE:
+        if step.reason and step.status != "done":
             lines.append(f"    {esc(step.reason[:300])}")
-    if run.reason and run.status != pipelines.DONE:
+    if run.reason and run.status != "done":
         lines.append(f"<i>{esc(run.reason[:500])}</i>")
     return "\n".join(lines)
 
 
-def buttons(run: PipelineRun) -> list[list[outbox.Button]]:
-    row: list[outbox.Button] = []
-    if run.status == pipelines.BLOCKED:
+def buttons(run: PipelineRun) -> list[list[Button]]:
+    row: list[Button] = []
+    if run.status == "blocked":
         row.append({"text": "Retry step", "callback_data": PipelineCb(a="r", id=run.id).pack()})
-    if run.status in (pipelines.RUNNING, pipelines.BLOCKED):
+    if run.status in ("running", "blocked"):
         row.append({"text": "Cancel", "callback_data": PipelineCb(a="c", id=run.id).pack()})
     return [row] if row else []

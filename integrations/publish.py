@@ -1,7 +1,7 @@
 """The publish worker: carries approved publications to their targets, once, and verifies them.
 
 Telegram targets go through the outbox (the publication's outbox row, dedup key
-`publication:<id>`, is queued in the transaction that marks it `publishing`, so it is sent
+`publication:<id>`, is queued in the transaction that marks it `sending`, so it is sent
 once even across a crash; the sender refuses to resend such a row it may have sent already);
 the publication is `published` when the Telegram message id came back. A webhook is POSTed
 with the publication id as its idempotency key and, when the target has a `verify_url`, is
@@ -87,7 +87,7 @@ class PublishWorker:
         return next((t for t in self.config.publish_targets if t.id == publication.target), None)
 
     async def recover(self) -> None:
-        """Webhook calls found `publishing` died with the process between the call and its
+        """Webhook calls found `sending` died with the process between the call and its
         record: `unknown`, never re-sent. A folder write is repeatable (same file, same
         text): it is done again. Telegram rows are the outbox's (see `settle_telegram`)."""
         async with self.db.session() as session:

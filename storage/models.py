@@ -517,8 +517,8 @@ class MessageLink(Base):
 
 class Publication(Base):
     """One thing an agent asked to publish to a publish target. Its id is the idempotency
-    key of the outside call: `publishing` is written before the call, so a crash between the
-    call and recording it leaves `publishing`, reported `unknown` at start, never re-sent."""
+    key of the outside call: `sending` is written before the call, so a crash between the
+    call and recording it leaves `sending`, reported `unknown` at start, never re-sent."""
 
     __tablename__ = "publications"
     __table_args__ = (Index("ix_publications_target", "target", "id"),)
@@ -531,7 +531,7 @@ class Publication(Base):
     source: Mapped[str | None] = mapped_column(String(1024))  # root:path of a published file
     text: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
-    # awaiting | approved | publishing | published | unverified | unknown | failed | rejected
+    # pending | approved | sending | published | unverified | unknown | failed | rejected
     # | refused
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")

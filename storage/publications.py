@@ -2,12 +2,12 @@
 
 `create` runs the guards in order (limits, near-duplicates, quality gate) against the rows
 already in the database, so every process shares them, and records the publication
-`awaiting` its `publish` approval (or `approved` when the target needs none; `refused`, with
+`pending` its `publish` approval (or `approved` when the target needs none; `refused`, with
 the reason, when a guard said no). The approval's effect (`on_decided`, registered in
 storage.approvals.EFFECTS) approves or rejects it. The publish worker
-(integrations/publish.py) then `claim`s it (`publishing`, committed before the outside call:
+(integrations/publish.py) then `claim`s it (`sending`, committed before the outside call:
 the publication id is the call's idempotency key) and `finish`es it `published` only once the
-result was verified, else `unverified` or `failed`. A row found `publishing` after a crash
+result was verified, else `unverified` or `failed`. A row found `sending` after a crash
 cannot say whether the call happened: it is reported `unknown`, never re-sent blindly.
 """
 
@@ -31,9 +31,9 @@ from storage import approvals, inbox, outbox, tasks
 from storage.db import touch
 from storage.models import MAX_ID, Approval, Publication, utcnow
 
-AWAITING = "awaiting"  # its approval is pending
+AWAITING = "pending"  # its approval is pending
 APPROVED = "approved"  # waits for the publish worker
-PUBLISHING = "publishing"  # the outside call was (or is being) made
+PUBLISHING = "sending"  # the outside call was (or is being) made
 PUBLISHED = "published"  # made and verified
 UNVERIFIED = "unverified"  # made, but the result could not be seen
 UNKNOWN = "unknown"  # a crash hid whether the call was made
@@ -269,7 +269,7 @@ async def on_decided(session: AsyncSession, approval: Approval) -> object:
 
 
 async def claim_next(session: AsyncSession, now: datetime | None = None) -> Publication | None:
-    """Mark the oldest approved publication `publishing`. Run in `Database.claim()`; the
+    """Mark the oldest approved publication `sending`. Run in `Database.claim()`; the
     caller commits before making the outside call."""
     found = await session.execute(
         select(Publication.id)
@@ -312,7 +312,7 @@ async def finish(
     alert_to: outbox.Destination | None = None,
     now: datetime | None = None,
 ) -> bool:
-    """Record how a publishing publication ended; the agent's task hears it (which wakes the
+    """Record how a sending publication ended; the agent's task hears it (which wakes the
     agent), and anything but `published` is an alert."""
     if status not in ENDED:
         raise ValueError(f"{status!r} is not an ended publication status")

@@ -194,13 +194,13 @@ async def test_six_identical_drafts_give_one_publication_after_an_owners_approve
         assert "near-duplicate (100% alike) of publication #1" in again, again
     one_word = DRAFT.replace("twice", "three times")
     near = await publish(botapi, anthropic, {"target": "channel", "text": one_word}, woken=False)
-    assert "near-duplicate" in near and "of publication #1 (awaiting, by writer)" in near
+    assert "near-duplicate" in near and "of publication #1 (pending, by writer)" in near
     gate = await publish(
         botapi, anthropic, {"target": "channel", "text": "A short post."}, woken=False
     )
     assert 'the quality gate: lacks the required "subscribe"' in gate
     assert query(fleet.config, "SELECT status, count(*) FROM publications GROUP BY status") == [
-        ("awaiting", 1),
+        ("pending", 1),
         ("refused", 7),
     ]
     assert botapi.sent_texts(CHANNEL) == []  # nothing leaves before a person decides
