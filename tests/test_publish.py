@@ -32,6 +32,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.pg import require_pg_url, temporary_database
 
 WRITER = "claude-opus-4-6"
 CHANNEL = -100777
@@ -391,3 +392,31 @@ def test_the_quality_gate_says_each_thing_that_failed() -> None:
         'lacks the required "Subscribe"',
     ]
     assert quality_problems("A fine post; please subscribe.", guards) == []
+
+
+async def test_limits_and_publishing_work_on_postgres(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, webhook: Webhook
+) -> None:
+    require_pg_url()
+    async with temporary_database("publish") as url:
+        config = write_config(
+            tmp_path,
+            botapi.base_url,
+            anthropic_base=anthropic.base_url,
+            agents=AGENTS,
+            extra=targets(webhook.url),
+            database_url=url,
+        )
+        fleet = await restart(config, botapi)
+        first = await publish(
+            botapi, anthropic, {"target": "blog", "text": "On PostgreSQL."}, woken=True
+        )
+        assert "publication #1 is queued" in first
+        assert (tmp_path / "site" / "blog" / "1.md").read_text() == "On PostgreSQL."
+        second = await publish(
+            botapi, anthropic, {"target": "blog", "text": "Something else."}, woken=False
+        )
+        assert "(max_per_day = 1)" in second
+        assert "#1 blog · published" in await ask(botapi, VIEWER, "/published blog")
+        assert await fleet.stop() == 0
+        assert "Traceback" not in fleet.log
