@@ -28,6 +28,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.pg import require_pg_url, temporary_database
 
 RESEARCHER = "claude-haiku-4-5"
 WRITER = "claude-opus-4-6"
@@ -341,3 +342,37 @@ async def test_the_hub_starts_a_pipeline_with_its_tool_and_the_run_shows_in_acti
     )
     assert view.params["message_thread_id"] == ACTIVITY_TOPIC
     assert await fleet.stop() == 0
+
+
+async def test_the_content_pipeline_runs_on_postgres(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> None:
+    require_pg_url()
+    anthropic.script(write("brief.md", BRIEF), done("brief.md"), model=RESEARCHER)
+    anthropic.script(read("brief.md"), write("post.md", POST), done("post.md"), model=WRITER)
+    script_rest(anthropic)
+    async with temporary_database("pipeline") as url:
+        config = write_config(
+            tmp_path,
+            botapi.base_url,
+            anthropic_base=anthropic.base_url,
+            agents=AGENTS,
+            extra=PIPELINE,
+            database_url=url,
+        )
+        fleet = FleetProcess(config)
+        await fleet.start()
+        await botapi.wait_until_polling(timeout=30)
+        await ask(botapi, OPERATOR, "/pipeline content On PostgreSQL")
+        await botapi.wait_for_call(
+            "editMessageText",
+            lambda c: (
+                c.params["chat_id"] == OPERATOR
+                and "Pipeline run #1</b> · content · done" in c.params["text"]
+            ),
+            timeout=60,
+        )
+        assert THREAD in tool_result(anthropic, MARKETER, 1)
+        assert (tmp_path / "shared" / "drafts" / "1" / "plan.md").read_text() == PLAN
+        assert await fleet.stop() == 0
+        assert "Traceback" not in fleet.log
