@@ -72,7 +72,11 @@ async def start(
         title=f"Pipeline {spec.id}: {topic}"[:200],
         assignee=owner,
         creator=requested_by,
-        body=f"Pipeline {spec.id} runs its steps in order; this task ends with the last.",
+        body=(
+            f"Pipeline {spec.id} runs its steps in order by itself; this task ends with the "
+            "last. Nothing to do on it unless it is blocked: then a step failed, and the reason "
+            "says which (an operator can retry the step)."
+        ),
         max_retries=spec.max_retries,
         status=tasks.IN_PROGRESS,
     )
