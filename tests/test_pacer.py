@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.sender import GLOBAL_PER_SECOND, GROUP_PER_MINUTE, Pacer
+from bot.pacing import GLOBAL_PER_SECOND, GROUP_PER_MINUTE, Pacer
 
 
 def test_one_message_per_second_per_chat() -> None:
