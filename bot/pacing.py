@@ -113,6 +113,13 @@ class Pacer:
                 return
             await asyncio.sleep(wait)
 
+    async def ready(self, chat_id: int | None) -> None:
+        """Wait until `chat_id` may get a message, without counting one: for a caller with
+        work to do (a database write) before the call, who then takes the slot with `acquire`
+        right before the call, so the count is not ahead of the request."""
+        while (wait := self.wait_for(chat_id, time.monotonic())) > 0:
+            await asyncio.sleep(wait)
+
     def _forget_old(self, now: float) -> None:
         # Bounded memory: chats not written to for a while need no entry.
         if len(self._last) > 10_000:
