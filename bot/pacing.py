@@ -117,7 +117,10 @@ class Pacer:
         """Wait until `chat_id` may get a message, without counting one: for a caller with
         work to do (a database write) before the call, who then takes the slot with `acquire`
         right before the call, so the count is not ahead of the request."""
-        while (wait := self.wait_for(chat_id, time.monotonic())) > 0:
+        while True:
+            wait = self.wait_for(chat_id, time.monotonic())
+            if wait <= 0:
+                return
             await asyncio.sleep(wait)
 
     def _forget_old(self, now: float) -> None:
