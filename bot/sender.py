@@ -238,8 +238,8 @@ class Sender:
             ids.append(message.message_id)
             async with self.db.session() as session:
                 await outbox.record_part(session, row.id, index, ids)
-        async with self.db.session() as session:
-            await outbox.mark_sent(session, row.id)
+                if last:
+                    await outbox.mark_sent(session, row.id)
 
     async def _edit(self, row: Outbox, chat_id: int, message_id: int) -> bool:
         """Edit the original message. False when it cannot be edited any more (deleted, too
