@@ -200,6 +200,10 @@ class Sender:
                 row.parts_sent + 1,
                 row.in_flight_at.isoformat(timespec="seconds"),
             )
+        if row.parts_sent >= len(parts):  # every part went out before a restart
+            async with self.db.session() as session:
+                await outbox.mark_sent(session, row.id)
+            return
         for index in range(row.parts_sent, len(parts)):
             last = index == len(parts) - 1
             if not await self._send_part(row, index):
