@@ -234,3 +234,15 @@ async def test_watchdog_once_right_after_a_start_reports_nothing_then_a_kill(
         await asyncio.sleep(0.5)
     assert code == 1, out
     assert "job telegram-poll (every 2 s) has not finished successfully" in out
+
+
+async def test_a_storm_of_direct_replies_stays_within_the_overall_limit(
+    started: FleetProcess, botapi: BotAPIServer
+) -> None:
+    strangers = range(7001, 7046)  # each gets one refusal: 45 replies at once
+    for user in strangers:
+        botapi.push_message(user, "/status")
+    await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] in strangers, count=45, timeout=60
+    )
+    assert botapi.pacing_violations == []
