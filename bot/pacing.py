@@ -53,6 +53,8 @@ class Pacer:
         self._blocked_until: dict[int, float] = {}
         self._group: dict[int, deque[float]] = defaultdict(deque)
         self._all: deque[float] = deque()
+        # When the calls counted by `acquire` really started, per chat (see `space`).
+        self._started: dict[int, deque[float]] = {}
 
     def wait_for(self, chat_id: int | None, now: float, *, own_pace: bool = True) -> float:
         """Seconds until `chat_id` may get its next message (0: now). `chat_id` None asks for
@@ -96,11 +98,11 @@ class Pacer:
         """A message sent before this process started (read from the database), so a restart
         does not begin a group's minute with an empty window."""
         self._last[chat_id] = max(at, self._last.get(chat_id, -1e9))
-        if is_group(chat_id):
-            window = self._group[chat_id]
+        for windows in (self._group, self._started) if is_group(chat_id) else (self._started,):
+            window = windows.setdefault(chat_id, deque())
             window.append(at)
             if len(window) > 1 and window[-2] > at:
-                self._group[chat_id] = deque(sorted(window))
+                windows[chat_id] = deque(sorted(window))
 
     async def acquire(self, chat_id: int | None, *, own_pace: bool = True) -> None:
         """Wait until `chat_id` may get a message, then count it. One event loop: the check and
@@ -113,13 +115,27 @@ class Pacer:
                 return
             await asyncio.sleep(wait)
 
-    async def ready(self, chat_id: int | None) -> None:
-        """Wait until `chat_id` may get a message, without counting one: for a caller with
-        work to do (a database write) before the call, who then takes the slot with `acquire`
-        right before the call, so the count is not ahead of the request."""
+    async def space(self, chat_id: int) -> None:
+        """Right before the call of a message `acquire` counted: wait until the chat's previous
+        call started at least its pace ago (and, in a group, until fewer than 20 calls started
+        in the last minute). The count was taken before the caller's database write, and a
+        slow write must not bring two calls of one chat closer than the limits."""
+        started = self._started.setdefault(chat_id, deque())
         while True:
-            wait = self.wait_for(chat_id, time.monotonic())
+            now = time.monotonic()
+            while started and started[0] <= now - GROUP_WINDOW - self.margin:
+                started.popleft()
+            waits = [0.0]
+            if started:
+                waits.append(started[-1] + PER_CHAT_INTERVAL + self.margin - now)
+            if is_group(chat_id) and len(started) >= GROUP_PER_MINUTE:
+                waits.append(started[-GROUP_PER_MINUTE] + GROUP_WINDOW + self.margin - now)
+            wait = max(waits)
             if wait <= 0:
+                started.append(now)
+                if not is_group(chat_id):
+                    while len(started) > 1:
+                        started.popleft()
                 return
             await asyncio.sleep(wait)
 
@@ -128,6 +144,7 @@ class Pacer:
         if len(self._last) > 10_000:
             horizon = now - GROUP_WINDOW - 1
             self._last = {c: t for c, t in self._last.items() if t > horizon}
+            self._started = {c: d for c, d in self._started.items() if d and d[-1] > horizon}
             self._blocked_until = {c: t for c, t in self._blocked_until.items() if t > now}
 
 

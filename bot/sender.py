@@ -162,7 +162,7 @@ class Sender:
     async def _send_part(self, row: Outbox, index: int) -> bool:
         """Wait for the chat's turn and mark the part in flight; False if the row was settled
         elsewhere since it was read (requeued, failed by hand)."""
-        await self.pacer.ready(row.chat_id)
+        await self.pacer.acquire(row.chat_id)
         if self._stop.is_set():
             return False  # stopping: the rest of the row goes out after the restart
         async with self.db.session() as session:
@@ -170,9 +170,8 @@ class Sender:
                 return False
             if is_group(row.chat_id):
                 await outbox.record_send(session, row.chat_id, utcnow())
-        # The slot is taken after the write, right before the call: a write that waited for
-        # the database must not bring two messages of a chat closer than the pace.
-        await self.pacer.acquire(row.chat_id)
+        # A write that waited for the database must not bring two calls of the chat closer.
+        await self.pacer.space(row.chat_id)
         if time.monotonic() - self._last_prune > SEND_HORIZON.total_seconds():
             self._last_prune = time.monotonic()
             async with self.db.session() as session:
