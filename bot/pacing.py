@@ -55,6 +55,7 @@ class Pacer:
         self._all: deque[float] = deque()
         # When the calls counted by `acquire` really started, per chat (see `space`).
         self._started: dict[int, deque[float]] = {}
+        self._started_all: deque[float] = deque()
 
     def wait_for(self, chat_id: int | None, now: float, *, own_pace: bool = True) -> float:
         """Seconds until `chat_id` may get its next message (0: now). `chat_id` None asks for
@@ -117,15 +118,21 @@ class Pacer:
 
     async def space(self, chat_id: int) -> None:
         """Right before the call of a message `acquire` counted: wait until the chat's previous
-        call started at least its pace ago (and, in a group, until fewer than 20 calls started
-        in the last minute). The count was taken before the caller's database write, and a
-        slow write must not bring two calls of one chat closer than the limits."""
+        call started at least its pace ago, fewer than 20 calls of a group and fewer than
+        `per_second` calls in all started within their windows. The count was taken before the
+        caller's database write, and a slow write must not bring two calls closer than the
+        limits; `acquire` keeps how many callers get that far to the rate of the limits."""
         started = self._started.setdefault(chat_id, deque())
+        started_all = self._started_all
         while True:
             now = time.monotonic()
             while started and started[0] <= now - GROUP_WINDOW - self.margin:
                 started.popleft()
+            while started_all and started_all[0] <= now - 1 - self.margin:
+                started_all.popleft()
             waits = [0.0]
+            if len(started_all) >= self.per_second:
+                waits.append(started_all[-self.per_second] + 1 + self.margin - now)
             if started:
                 waits.append(started[-1] + PER_CHAT_INTERVAL + self.margin - now)
             if is_group(chat_id) and len(started) >= GROUP_PER_MINUTE:
@@ -133,11 +140,24 @@ class Pacer:
             wait = max(waits)
             if wait <= 0:
                 started.append(now)
+                started_all.append(now)
                 if not is_group(chat_id):
                     while len(started) > 1:
                         started.popleft()
                 return
             await asyncio.sleep(wait)
+
+    def note_start(self, chat_id: int | None, now: float) -> None:
+        """A call counted by `acquire` starts now without a `space` (a direct reply)."""
+        started_all = self._started_all
+        while started_all and started_all[0] <= now - 1 - self.margin:
+            started_all.popleft()
+        started_all.append(now)
+        if chat_id is not None and is_group(chat_id):
+            started = self._started.setdefault(chat_id, deque())
+            while started and started[0] <= now - GROUP_WINDOW - self.margin:
+                started.popleft()
+            started.append(now)
 
     def _forget_old(self, now: float) -> None:
         # Bounded memory: chats not written to for a while need no entry.
@@ -173,7 +193,9 @@ class PacingMiddleware(BaseRequestMiddleware):
     ) -> Response[TelegramType]:
         if not _PACED.get() and counts_as_message(method):
             chat = getattr(method, "chat_id", None)
-            await self.pacer.acquire(chat if isinstance(chat, int) else None, own_pace=False)
+            target = chat if isinstance(chat, int) else None
+            await self.pacer.acquire(target, own_pace=False)
+            self.pacer.note_start(target, time.monotonic())
         return await make_request(bot, method)
 
 
