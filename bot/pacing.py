@@ -78,6 +78,10 @@ class Pacer:
         window_all = self._all
         while window_all and window_all[0] <= now - 1 - self.margin:
             window_all.popleft()
+        if window_all:
+            # Evenly spread, not 30 at once: a burst of calls arrives less evenly than it left
+            # (new connections, a busy machine), and the next second's burst would overlap it.
+            waits.append(window_all[-1] + (1 + self.margin) / self.per_second - now)
         if len(window_all) >= self.per_second:
             waits.append(window_all[-self.per_second] + 1 + self.margin - now)
         return max(waits)

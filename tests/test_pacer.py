@@ -25,11 +25,15 @@ def test_twenty_per_minute_in_a_group() -> None:
     assert pacer.wait_for(group, 1060.0) == 0
 
 
-def test_thirty_per_second_overall() -> None:
+def test_thirty_per_second_overall_spread_evenly() -> None:
     pacer = Pacer()
-    for chat in range(GLOBAL_PER_SECOND):
-        assert pacer.wait_for(chat + 1, 5.0) == 0
-        pacer.sent(chat + 1, 5.0)
+    gap = 1 / GLOBAL_PER_SECOND
+    for i in range(GLOBAL_PER_SECOND):
+        now = 5.0 + i * gap
+        assert pacer.wait_for(i + 1, now) < 1e-9
+        pacer.sent(i + 1, now)
+        # Another chat right after waits for its share of the second, not for a burst.
+        assert abs(pacer.wait_for(999, now) - gap) < 1e-9
     assert abs(pacer.wait_for(999, 5.5) - 0.5) < 1e-9
 
 
