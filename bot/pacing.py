@@ -57,10 +57,12 @@ class Pacer:
         self._started: dict[int, deque[float]] = {}
         self._started_all: deque[float] = deque()
 
-    def wait_for(self, chat_id: int | None, now: float, *, own_pace: bool = True) -> float:
+    def wait_for(
+        self, chat_id: int | None, now: float, *, own_pace: bool = True, overall: bool = True
+    ) -> float:
         """Seconds until `chat_id` may get its next message (0: now). `chat_id` None asks for
         the overall limit only; `own_pace=False` leaves out the chat's 1/s pace (direct
-        replies)."""
+        replies), `overall=False` the overall limit."""
         waits = [0.0]
         if chat_id is not None:
             waits.append(self._blocked_until.get(chat_id, 0.0) - now)
@@ -75,6 +77,8 @@ class Pacer:
                         waits.append(window[-GROUP_PER_MINUTE] + GROUP_WINDOW + self.margin - now)
                     if not window:
                         del self._group[chat_id]
+        if not overall:
+            return max(waits)
         window_all = self._all
         while window_all and window_all[0] <= now - 1 - self.margin:
             window_all.popleft()

@@ -115,7 +115,8 @@ class Sender:
         for row in rows:
             if len(self._workers) >= self.max_chats:
                 break
-            wait = self.pacer.wait_for(row.chat_id, now)
+            # The overall limit is the worker's to wait for; this is about the chat.
+            wait = self.pacer.wait_for(row.chat_id, now, overall=False)
             if wait > 0:
                 delay = min(delay, wait)
                 continue
