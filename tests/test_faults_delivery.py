@@ -21,8 +21,9 @@ from bot.sender import Sender
 from storage import outbox
 from storage.db import Database
 from storage.models import utcnow
+from tests import pg
 from tests.botapi_server import BotAPIServer, PacingLimits
-from tests.fleet import FleetProcess, query, run_cli, wait_query, write_config
+from tests.fleet import FEED_CHAT, FleetProcess, query, run_cli, wait_query, write_config
 
 # Requests on a loaded test machine do not all take the same time from the sender to the server.
 LIMITS = PacingLimits(tolerance=0.05)
@@ -246,3 +247,26 @@ async def test_a_storm_of_direct_replies_stays_within_the_overall_limit(
         "sendMessage", lambda c: c.params["chat_id"] in strangers, count=45, timeout=60
     )
     assert botapi.pacing_violations == []
+
+
+async def test_five_schema_set_ups_at_once_on_a_new_postgresql_database() -> None:
+    pg.require_pg_url()
+    async with pg.temporary_database("delivery") as url:
+
+        async def send(i: int) -> None:
+            db = Database(url)
+            try:
+                await db.migrate()
+                async with db.session() as session:
+                    await outbox.enqueue(session, outbox.Destination(FEED_CHAT), f"alert {i}")
+            finally:
+                await db.dispose()
+
+        await asyncio.gather(*(send(i) for i in range(5)))
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                rows = await outbox.unsent(session)
+        finally:
+            await db.dispose()
+    assert sorted(r.text for r in rows) == [f"alert {i}" for i in range(5)]
