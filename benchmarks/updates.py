@@ -21,8 +21,9 @@ after the other, in the same run. For each bot:
 
 Then the peak RSS (VmHWM) of `fleet run` is read from /proc, for the test config and for a
 copy of config.example.toml pointed at the local server, and on a fresh `fleet run` at idle,
-after a storm of updates at once and after a /costs chart (the growth over idle is reported). Results are a report: the exit code
-is 0 whether the targets pass or not, non-zero only when the benchmark itself fails.
+after a storm of updates at once and after a /costs chart (the growth over idle is reported).
+Results are a report: the exit code is 0 whether the targets pass or not, non-zero only when
+the benchmark itself fails.
 """
 
 from __future__ import annotations
