@@ -31,6 +31,9 @@ GLOBAL_PER_SECOND = 30
 # counts from when it arrives, and two requests do not take the same time on the way.
 MARGIN = 0.05
 
+# At most this many messages overall within their share of the second (see `wait_for`).
+SPREAD_BURST = 5
+
 # Set while the sender makes a call it already paced, so the session middleware lets it by.
 _PACED: contextvars.ContextVar[bool] = contextvars.ContextVar("fleet_paced", default=False)
 
@@ -82,10 +85,12 @@ class Pacer:
         window_all = self._all
         while window_all and window_all[0] <= now - 1 - self.margin:
             window_all.popleft()
-        if window_all:
-            # Evenly spread, not 30 at once: a burst of calls arrives less evenly than it left
-            # (new connections, a busy machine), and the next second's burst would overlap it.
-            waits.append(window_all[-1] + (1 + self.margin) / self.per_second - now)
+        burst = min(SPREAD_BURST, self.per_second)
+        if len(window_all) >= burst:
+            # Spread over the second, not 30 at once: a burst of calls arrives less evenly than
+            # it left (new connections, a busy machine) and would run into the next second's.
+            # A few at once are allowed, so a late wake-up is made up for, not carried on.
+            waits.append(window_all[-burst] + burst * (1 + self.margin) / self.per_second - now)
         if len(window_all) >= self.per_second:
             waits.append(window_all[-self.per_second] + 1 + self.margin - now)
         return max(waits)
