@@ -59,6 +59,7 @@ class Pacer:
         # When the calls counted by `acquire` really started, per chat (see `space`).
         self._started: dict[int, deque[float]] = {}
         self._started_all: deque[float] = deque()
+        self._turn = asyncio.Lock()
 
     def wait_for(
         self, chat_id: int | None, now: float, *, own_pace: bool = True, overall: bool = True
@@ -120,14 +121,34 @@ class Pacer:
 
     async def acquire(self, chat_id: int | None, *, own_pace: bool = True) -> None:
         """Wait until `chat_id` may get a message, then count it. One event loop: the check and
-        the count happen without a switch in between, so two callers never take one slot."""
+        the count happen without a switch in between, so two callers never take one slot.
+
+        A caller first waits for its chat's turn on its own, then queues (first come, first
+        served) for the overall limit: only the head of the queue waits for the next slot, not
+        every caller waking for each slot and all but one going back to sleep."""
         while True:
-            now = time.monotonic()
-            wait = self.wait_for(chat_id, now, own_pace=own_pace)
+            await self._chat_turn(chat_id, own_pace)
+            async with self._turn:
+                while True:
+                    now = time.monotonic()
+                    if self.wait_for(chat_id, now, **self._chat(own_pace)) > 0:
+                        break  # the chat's turn moved (a 429, a direct reply): wait outside
+                    wait = self.wait_for(chat_id, now, own_pace=own_pace)
+                    if wait <= 0:
+                        self.sent(chat_id, now)
+                        return
+                    await asyncio.sleep(wait)
+
+    async def _chat_turn(self, chat_id: int | None, own_pace: bool) -> None:
+        while True:
+            wait = self.wait_for(chat_id, time.monotonic(), **self._chat(own_pace))
             if wait <= 0:
-                self.sent(chat_id, now)
                 return
             await asyncio.sleep(wait)
+
+    @staticmethod
+    def _chat(own_pace: bool) -> dict[str, bool]:
+        return {"own_pace": own_pace, "overall": False}
 
     async def space(self, chat_id: int) -> None:
         """Right before the call of a message `acquire` counted: wait until the chat's previous
