@@ -35,6 +35,7 @@ from bot.middlewares import (
     PressedButtonCheck,
     RoleMiddleware,
 )
+from bot.pacing import MARGIN, Pacer, PacingMiddleware
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
@@ -61,11 +62,17 @@ SHUTDOWN_GRACE = 10.0
 TRIAGE_TICK_SECONDS = 60  # snoozes wake and the daily digest goes out within a minute
 
 
-def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
+def make_bot(
+    config: Config, monitor: PollMonitor | None = None, pacer: Pacer | None = None
+) -> Bot:
+    """The Bot; with `pacer`, every message it sends (direct replies too) takes a slot of
+    Telegram's limits from it (see bot.pacing)."""
     api = config.telegram.api_base
     session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
     if monitor is not None:
         session.middleware(monitor)
+    if pacer is not None:
+        session.middleware(PacingMiddleware(pacer))
     return Bot(
         token=config.telegram.token.get_secret_value(),
         session=session,
@@ -156,10 +163,11 @@ async def run_fleet(config: Config) -> int:
 
 async def _serve(config: Config, db: Database) -> int:
     monitor = PollMonitor()
-    bot = make_bot(config, monitor)
+    pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
+    bot = make_bot(config, monitor, pacer)
     routers = get_routers()
     in_flight = InFlight()
-    sender = Sender(bot, db)
+    sender = Sender(bot, db, pacer=pacer)
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
     triage = Triage(config, db, gateway)
@@ -253,6 +261,7 @@ async def _serve(config: Config, db: Database) -> int:
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
     gc.collect()
     gc.freeze()
+    await scheduler.register()
     scheduler.start()
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")

@@ -159,6 +159,8 @@ class TelegramConfig(_Section):
     token: SecretStr
     api_base: str = ""
     polling_timeout: int = Field(default=30, ge=1, le=50)
+    # Telegram's overall limit for bots; raise it only against a server that allows more.
+    messages_per_second: int = Field(default=30, ge=1, le=100_000)
 
     @field_validator("token")
     @classmethod

@@ -109,6 +109,15 @@ class Scheduler:
 
         return run
 
+    async def register(self) -> None:
+        """Record that this process runs each `every` job from now on, so the watchdog outside
+        (`fleet watchdog --once`) gives a job just started its first interval before it counts
+        as late."""
+        now = datetime.now(UTC)
+        async with self.db.session() as session:
+            for job_id, seconds in self.intervals.items():
+                await jobs.registered(session, job_id, now, seconds)
+
     def start(self) -> None:
         self.scheduler.start()
 

@@ -304,6 +304,17 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None]
 
 
+class OutboxSend(Base):
+    """One message the sender handed to Telegram for a group: the pacing state (20 messages a
+    minute per group) that must outlive a restart. Rows older than two minutes are deleted."""
+
+    __tablename__ = "outbox_sends"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Usage(Base):
     """One LLM call."""
 
@@ -342,6 +353,9 @@ class JobBeat(Base):
     last_success: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # When the running process registered the job: a job that has not run since is not late
+    # before its first interval after that (a fresh start is not an outage).
+    registered_at: Mapped[datetime | None]
     runs: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
 
