@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents import workspace
+from agents import process_adapter, workspace
 from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
@@ -258,6 +258,20 @@ class Runtime:
             today=now.date(),
             now=now,
         )
+        if agent.adapter == "process":
+            result = await process_adapter.run(
+                config=self.config,
+                db=self.db,
+                gateway=self.gateway,
+                agent=agent,
+                folder=folder,
+                run_id=claimed.run_id,
+                task=task,
+                system=system,
+                brief=brief,
+            )
+            await self._record(claimed, agent, task, messages, result)
+            return
         result = await run_turn(
             ctx,
             self.gateway,
@@ -276,9 +290,11 @@ class Runtime:
         messages: list[InboxMessage],
         result: TurnResult,
     ) -> None:
-        status = {"succeeded": runs.SUCCEEDED, "deferred": runs.SKIPPED}.get(
-            result.status, runs.FAILED
-        )
+        status = {
+            "succeeded": runs.SUCCEEDED,
+            "deferred": runs.SKIPPED,
+            "cancelled": runs.CANCELLED,
+        }.get(result.status, runs.FAILED)
         outcome = result.outcome
         # A run is recorded as finished only once the usage rows of its calls are written.
         await self.gateway.flush()

@@ -48,6 +48,7 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
 TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"  # stopped by an operator
 FINISHED = (SUCCEEDED, FAILED, SKIPPED, TIMED_OUT)
 
 
