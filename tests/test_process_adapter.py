@@ -107,9 +107,7 @@ async def start(s: Setup, title: str, body: str = "") -> tuple[Task, int]:
     return loaded, claimed.run_id
 
 
-async def run(
-    s: Setup, task: Task, run_id: int, timeout: str | None = None
-) -> TurnResult:
+async def run(s: Setup, task: Task, run_id: int, timeout: str | None = None) -> TurnResult:
     agent = next(a for a in s.config.agents if a.id == "dev")
     if timeout is not None:
         agent = agent.model_copy(update={"timeout": timeout})
