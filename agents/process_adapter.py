@@ -29,8 +29,10 @@ from pathlib import Path
 from agents.gateway import Gateway, GatewayError
 from agents.turn import TurnResult
 from bot.config import AgentConfig, CodingCli, Config, parse_duration
+from bot.text import esc
+from handlers.coding import stop_button
 from integrations import coding_cli, git, process
-from storage import artifacts, tasks
+from storage import artifacts, outbox, tasks
 from storage.db import Database
 from storage.models import Task, utcnow
 
@@ -99,6 +101,7 @@ async def run(
         base = await git.prepare(_repo(config, agent.repo), checkout, branch)
     except git.GitError as err:
         return TurnResult(status="failed", outcome=f"cannot prepare the checkout: {err}")
+    await _running_line(config, db, agent, run_id, task, branch)
     stdin = _stdin(system, brief, branch).encode()
     limit = parse_duration(agent.timeout).total_seconds()
     problems: list[str] = []
@@ -173,6 +176,25 @@ async def run(
             )
         return TurnResult(status="failed", outcome="no coding CLI ran: " + "; ".join(problems))
     return await _finish(db, agent, task, checkout, branch, base, attempt, "", limit)
+
+
+async def _running_line(
+    config: Config, db: Database, agent: AgentConfig, run_id: int, task: Task, branch: str
+) -> None:
+    """The activity feed's line for a coding run in progress, with its Stop button."""
+    feed = config.feed("activity")
+    if feed is None:
+        return
+    clis = ", ".join(c.id for c in agent.clis)
+    async with db.claim() as session:
+        await outbox.enqueue(
+            session,
+            outbox.Destination(feed.chat_id, feed.topic, "activity"),
+            f"▶️ <b>{esc(agent.id)}</b> is coding task #{task.id} {esc(task.title[:80])} on "
+            f"<code>{esc(branch)}</code> ({esc(clis)}; run {run_id})",
+            buttons=stop_button(run_id),
+            dedup_key=f"coding-running:{run_id}",
+        )
 
 
 def _repo(config: Config, repo: str) -> str:

@@ -20,14 +20,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents import process_adapter, workspace
+from agents import coding_queue, process_adapter, workspace
 from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
 from agents.turn import TurnResult, run_turn
 from bot.config import AgentConfig, Config, parse_duration
 from bot.text import esc
-from storage import artifacts, inbox, outbox, runs, tasks
+from storage import artifacts, inbox, outbox, queue, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
 
@@ -234,6 +234,17 @@ class Runtime:
                     session, claimed.run_id, self.owner, runs.SKIPPED, "nothing to do"
                 )
                 return
+            if task is not None and coding_queue.waits_for_queue(
+                agent, task.status, claimed.trigger
+            ):
+                await runs.finish(
+                    session,
+                    claimed.run_id,
+                    self.owner,
+                    runs.SKIPPED,
+                    "waits for the nightly queue",
+                )
+                return
             if task is not None:
                 if task.status == tasks.TODO:
                     await tasks.transition(
@@ -352,7 +363,9 @@ class Runtime:
                     await self._escalate(session, agent.id, task.id, result.outcome)
                 else:
                     await runs.wake(session, agent.id, "retry", task_id=task.id)
-            if await _has_todo(session, agent.id):
+            if claimed.trigger == queue.QUEUE_TRIGGER and result.status != "deferred":
+                await coding_queue.take_next(session, agent)
+            elif agent.queue is None and await _has_todo(session, agent.id):
                 await runs.wake(session, agent.id, "followup")
 
     async def _finish(self, claimed: runs.Claimed, status: str, outcome: str) -> None:
