@@ -25,6 +25,7 @@ from tests.fleet import (
     ALERTS_TOPIC,
     ANTHROPIC_KEY,
     OPERATOR,
+    VIEWER,
     FleetProcess,
     ask,
     fleet_env,
@@ -261,17 +262,35 @@ async def test_the_nightly_queue_takes_the_most_urgent_task_and_none_when_out_of
         [(2,)],
         30,
     )
-    listing = await ask(botapi, OPERATOR, "/queue dev")
+    after = botapi.mark()
+    botapi.push_message(OPERATOR, "/queue dev")
+    [shown] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == OPERATOR, after=after
+    )
+    listing = shown.params["text"]
     assert (
         listing.index("#2 Urgent fix")
         < listing.index("#3 Another urgent")
         < listing.index("#1 Low chore")
     )
-    await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 2", [("done",)], 150)
+    buttons = [b for row in shown.params["reply_markup"]["inline_keyboard"] for b in row]
+    assert [b["text"] for b in buttons[:2]] == ["⬆ #2", "✖ #2 out"]
+    # Operators reorder: #3 moves ahead of #2 (the queue will take it), #1 leaves the queue.
+    message_id = shown.result["message_id"]
+    assert await press(botapi, OPERATOR, "cq:u:dev:3", message_id, OPERATOR) == (
+        "Task #3 moved up."
+    )
+    assert "first already" in await press(botapi, OPERATOR, "cq:u:dev:3", message_id, OPERATOR)
+    assert "backlog" in await press(botapi, OPERATOR, "cq:o:dev:1", message_id, OPERATOR)
+    assert "not valid" in await press(botapi, OPERATOR, "cq:zz", message_id, OPERATOR)
+    viewer = await ask(botapi, VIEWER, "/queue dev")
+    assert viewer.index("#3 Another urgent") < viewer.index("#2 Urgent fix")
+    assert "Low chore" not in viewer
+    await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 3", [("done",)], 150)
     assert query(fleet.config, "SELECT id, status FROM tasks ORDER BY id") == [
-        (1, "todo"),
-        (2, "done"),
-        (3, "todo"),
+        (1, "backlog"),
+        (2, "todo"),
+        (3, "done"),
         (4, "todo"),
     ]
     [said] = await botapi.wait_for_call(
