@@ -29,6 +29,7 @@ from pathlib import Path
 from agents.gateway import Gateway, GatewayError
 from agents.turn import TurnResult
 from bot.config import AgentConfig, CodingCli, Config, parse_duration
+from bot.logs import RedactingFormatter
 from bot.text import esc
 from handlers.coding import stop_button
 from integrations import coding_cli, git, process
@@ -135,7 +136,9 @@ async def run(
             continue
         finally:
             _running.pop(run_id, None)
-        report = coding_cli.parse(cli.argv, done.output, done.exit_code)
+        # The CLI's output reaches comments and chats: the fleet's secrets are taken out.
+        output = RedactingFormatter(config.secret_values()).redact(done.output)
+        report = coding_cli.parse(cli.argv, output, done.exit_code)
         cost = Decimal(0)
         if report.reported_usage:
             cost = gateway.record_external(
@@ -152,7 +155,7 @@ async def run(
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=report.result[:500] if report.is_error else None,
             )
-        attempt = Attempt(cli, report, done.output, done.exit_code, cost, log_path)
+        attempt = Attempt(cli, report, output, done.exit_code, cost, log_path)
         await _record_log(db, agent, run_id, task.id, folder, log_path)
         if run_id in _stopped or done.exit_code is None:
             break
@@ -205,6 +208,8 @@ def _repo(config: Config, repo: str) -> str:
 
 
 def _stdin(system: str, brief: str, branch: str) -> str:
+    # The model runs' closing paragraph names tools a CLI does not have.
+    brief = brief.split("\n\nWork with the tools.", 1)[0]
     return "\n\n".join(
         [
             system,
