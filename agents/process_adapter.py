@@ -22,7 +22,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -103,6 +103,28 @@ async def run(
     except git.GitError as err:
         return TurnResult(status="failed", outcome=f"cannot prepare the checkout: {err}")
     await _running_line(config, db, agent, run_id, task, branch)
+    result = await _work(
+        config, db, gateway, agent, folder, run_id, task, checkout, branch, base, system, brief
+    )
+    await _ran_line(config, db, agent, run_id, task, result)
+    return result
+
+
+async def _work(
+    config: Config,
+    db: Database,
+    gateway: Gateway,
+    agent: AgentConfig,
+    folder: Path,
+    run_id: int,
+    task: Task,
+    checkout: Path,
+    branch: str,
+    base: str,
+    system: str,
+    brief: str,
+) -> TurnResult:
+    """The CLIs in order, until one ran (or all are limited, missing or cooling down)."""
     stdin = _stdin(system, brief, branch).encode()
     limit = parse_duration(agent.timeout).total_seconds()
     problems: list[str] = []
@@ -160,7 +182,7 @@ async def run(
         if run_id in _stopped or done.exit_code is None:
             break
         if report.limited:
-            gateway.cool_down(key, utcnow() + COOLDOWN)
+            gateway.cool_down(key, _until(report.retry_at))
             problems.append(f"{cli.id} hit a rate or usage limit")
             attempt = None
             continue
@@ -197,6 +219,34 @@ async def _running_line(
             f"<code>{esc(branch)}</code> ({esc(clis)}; run {run_id})",
             buttons=stop_button(run_id),
             dedup_key=f"coding-running:{run_id}",
+        )
+
+
+def _until(reset: datetime | None) -> datetime:
+    """When a limited CLI may be tried again: when it said its limit resets (within a day),
+    else after COOLDOWN."""
+    now = utcnow()
+    if reset is not None and now < reset < now + timedelta(days=1):
+        return reset
+    return now + COOLDOWN
+
+
+async def _ran_line(
+    config: Config, db: Database, agent: AgentConfig, run_id: int, task: Task, result: TurnResult
+) -> None:
+    """The running line once the run ended: its outcome, and no Stop button any more."""
+    feed = config.feed("activity")
+    if feed is None:
+        return
+    mark = {"succeeded": "✅", CANCELLED: "⏹", "deferred": "⏸"}.get(result.status, "❌")
+    async with db.claim() as session:
+        await outbox.enqueue(
+            session,
+            outbox.Destination(feed.chat_id, feed.topic, "activity"),
+            f"{mark} <b>{esc(agent.id)}</b> coded task #{task.id} (run {run_id}): "
+            f"{esc(result.status)}",
+            edit_of=f"coding-running:{run_id}",
+            dedup_key=f"coding-ran:{run_id}",
         )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -35,6 +36,7 @@ LIMIT = re.compile(
     r"insufficient_quota",
     re.IGNORECASE,
 )
+_RESET = re.compile(r"\|(\d{10})\b")
 PR_URL = re.compile(r"https?://[^\s\"'<>]+/(?:pull|merge_requests)/\d+")
 
 
@@ -50,6 +52,7 @@ class Report:
     cache_write_tokens: int = 0
     turns: int = 0
     session_id: str | None = None
+    retry_at: datetime | None = None  # when a limit resets, if the CLI said
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -139,6 +142,10 @@ def _claude(output: str) -> Report:
     )
     if report.is_error:
         report.limited = bool(LIMIT.search(report.result))
+        # "Claude AI usage limit reached|<epoch>": the epoch is when the limit resets.
+        reset = _RESET.search(report.result)
+        if report.limited and reset:
+            report.retry_at = datetime.fromtimestamp(int(reset.group(1)), UTC)
     return report
 
 

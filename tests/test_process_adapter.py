@@ -23,7 +23,7 @@ from bot.config import Config, load_config
 from integrations import coding_cli, git
 from storage import runs, tasks
 from storage.db import Database
-from storage.models import Artifact, Task, TaskEvent, Usage
+from storage.models import Artifact, Task, TaskEvent, Usage, utcnow
 from tests.fleet import ANTHROPIC_KEY, write_config
 
 BIN = Path(__file__).parent / "bin"
@@ -177,7 +177,9 @@ async def test_a_rate_limited_cli_hands_over_to_the_next_at_once(setup: Setup) -
     result = await run(setup, task, run_id)
     assert result.status == "succeeded", result.outcome
     assert result.outcome.startswith("codex on ")
-    assert setup.gateway.cooling_until(("cli:claude", "process")) is not None
+    # Until the reset time Claude printed (three hours away in the fake), not the default.
+    until = setup.gateway.cooling_until(("cli:claude", "process"))
+    assert until is not None and until > utcnow() + timedelta(hours=2)
     async with setup.db.session() as session:
         rows = (await session.execute(select(Usage).order_by(Usage.id))).scalars().all()
     # Codex's tokens are priced as its configured model (no cost in its output).
