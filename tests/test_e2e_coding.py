@@ -92,12 +92,28 @@ async def test_an_assigned_task_ends_with_a_commit_a_comment_and_its_cost_in_cos
     assert query(fleet.config, "SELECT model, cost_usd, purpose FROM usage") == [
         ("claude", 0.0421, "coding")
     ]
+    [running] = await botapi.wait_for_call(
+        "sendMessage",
+        lambda c: (
+            c.params.get("message_thread_id") == ACTIVITY_TOPIC
+            and "is coding task #1" in c.params["text"]
+        ),
+    )
+    assert f"<code>{branch}</code> (claude, codex; run 1)" in running.params["text"]
+    assert running.params["reply_markup"]["inline_keyboard"][0][0]["text"] == "⏹ Stop"
     [report] = await botapi.wait_for_call(
         "sendMessage",
         lambda c: (
-            c.params.get("message_thread_id") == ACTIVITY_TOPIC and branch in c.params["text"]
+            c.params.get("message_thread_id") == ACTIVITY_TOPIC
+            and f"{branch}: 1 commit" in c.params["text"]
         ),
     )
+    # When the run ended, the running line lost its Stop button.
+    [ended] = await botapi.wait_for_call(
+        "editMessageText", lambda c: c.params["message_id"] == running.result["message_id"]
+    )
+    assert ended.params["text"].startswith("✅ <b>dev</b> coded task #1 (run 1): succeeded")
+    assert "reply_markup" not in ended.params or not ended.params["reply_markup"]
     assert "claude on fleet/1-add-the-greeting: 1 commit" in report.params["text"]
     assert "1 file changed" in report.params["text"] and "$0.0421" in report.params["text"]
     costs = await ask(botapi, OPERATOR, "/costs")
