@@ -214,6 +214,15 @@ async def test_no_commits_goes_to_review(setup: Setup) -> None:
     assert any(n and n.startswith("no commits") for n in notes)
 
 
+async def test_a_commit_not_on_the_remote_goes_to_review(setup: Setup) -> None:
+    task, run_id = await start(setup, "Local only", "FAKE:nopush")
+    result = await run(setup, task, run_id)
+    assert "1 commit" in result.outcome and "not pushed" in result.outcome
+    async with setup.db.session() as session:
+        found = await tasks.get(session, task.id)
+    assert found is not None and found.status == tasks.IN_REVIEW
+
+
 async def test_a_missing_cli_is_named(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     task, run_id = await start(setup, "Anything")

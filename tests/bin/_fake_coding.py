@@ -4,7 +4,8 @@ a remote), and print what the real CLI prints. Directives in the brief steer the
 
 - "FAKE:limit-<name>": this CLI reports a rate/usage limit instead of working;
 - "FAKE:hang": start a child that sleeps, then sleep forever (the timeout must kill both);
-- "FAKE:nocommit": answer without committing.
+- "FAKE:nocommit": answer without committing;
+- "FAKE:nopush": commit but do not push.
 
 The PID of a hanging fake and its child are written to <checkout>/.fake-pids, so tests can
 check with `ps` that nothing is left.
@@ -44,6 +45,6 @@ def work(name: str) -> tuple[str, bool]:
         path.write_text(f"written by the fake {name}\n" + brief[:200])
         git("add", path.name)
         git("commit", "--quiet", "-m", f"{name}: work on the task ({path.name})")
-        if git("remote").split():
+        if git("remote").split() and "FAKE:nopush" not in brief:
             git("push", "--quiet", "origin", "HEAD")
     return brief, False
