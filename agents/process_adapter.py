@@ -10,8 +10,8 @@ cools down like a model in the gateway and the next one starts at once; when all
 down the run is deferred. What the run changed is evidence from git: a task is done only
 with at least one commit on its branch, else it goes to review with "no commits".
 
-Stop: `stop(run_id)` kills the CLI's process group; the run ends cancelled and the checkout
-is kept.
+Stop: `stop(run_id, by)` kills the CLI's process group; the run ends cancelled, the task is
+blocked with who stopped it, and the checkout is kept.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ CANCELLED = "cancelled"
 
 # run id -> process id of the CLI running for it (its process group), for Stop.
 _running: dict[int, int] = {}
-_stopped: set[int] = set()
+_stopped: dict[int, str] = {}  # run id -> who pressed Stop
 
 
-def stop(run_id: int) -> bool:
+def stop(run_id: int, by: str = "an operator") -> bool:
     """Kill the CLI of `run_id` with its children; False if no CLI is running for it here."""
     pid = _running.get(run_id)
     if pid is None:
         return False
-    _stopped.add(run_id)
+    _stopped[run_id] = by
     process.kill(pid)
     return True
 
@@ -188,8 +188,8 @@ async def _work(
             continue
         break
     if run_id in _stopped:
-        _stopped.discard(run_id)
-        return await _finish(db, agent, task, checkout, branch, base, attempt, CANCELLED)
+        by = _stopped.pop(run_id)
+        return await _finish(db, agent, task, checkout, branch, base, attempt, by)
     if attempt is None:
         cooling = [gateway.cooling_until((f"cli:{c.id}", "process")) for c in agent.clis]
         if all(until is not None for until in cooling):
@@ -297,7 +297,7 @@ async def _finish(
     branch: str,
     base: str,
     attempt: Attempt | None,
-    cancelled: str,
+    stopped_by: str,
     limit: float = 0,
 ) -> TurnResult:
     try:
@@ -320,11 +320,19 @@ async def _finish(
         output_tokens=report.output_tokens,
         cost_usd=cost,
     )
-    if cancelled:
+    if stopped_by:
+        # A person stopped it: blocked until someone unblocks it, not retried by itself.
         result.status = CANCELLED
-        result.outcome = f"stopped by an operator; the checkout is kept. {summary}"
+        result.outcome = f"stopped by {stopped_by}; the checkout is kept. {summary}"
         async with db.claim() as session:
-            await tasks.comment(session, task.id, actor=actor, body=result.outcome)
+            await tasks.transition(
+                session,
+                task.id,
+                tasks.BLOCKED,
+                actor=actor,
+                note=result.outcome,
+                only_from=(tasks.IN_PROGRESS,),
+            )
         return result
     assert attempt is not None
     if attempt.exit_code is None:

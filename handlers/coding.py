@@ -151,7 +151,7 @@ async def press_stop(callback: CallbackQuery, callback_data: StopCb, person: Per
     # Imported here: the adapter imports this module for the button.
     from agents import process_adapter
 
-    if not process_adapter.stop(callback_data.run):
+    if not process_adapter.stop(callback_data.run, by=person.name):
         await callback.answer(f"Run {callback_data.run} is not running (finished already?).")
         return
     log.info("coding run %d stopped by %s", callback_data.run, person.name)

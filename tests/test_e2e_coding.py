@@ -190,6 +190,8 @@ async def test_stop_during_a_run_kills_the_cli_and_ends_it_cancelled(
         30,
     )
     assert not any(alive(pid) for pid in pids)  # the CLI and its child: gone (ps)
+    [(status, reason)] = query(fleet.config, "SELECT status, blocked_reason FROM tasks")
+    assert status == "blocked" and reason.startswith("stopped by Ben; the checkout is kept.")
     assert (tmp_path / "workspaces" / "dev" / "checkouts" / "1" / ".git").exists()
     # A viewer's press is refused; a stale one says it is not running.
     assert "not running" in await press(

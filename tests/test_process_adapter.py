@@ -252,10 +252,13 @@ async def test_stop_kills_the_cli_and_ends_the_run_cancelled(setup: Setup) -> No
     pids_file = setup.workspace / "checkouts" / str(task.id) / ".fake-pids"
     while not pids_file.exists() or not process_adapter.is_running(run_id):
         await asyncio.sleep(0.05)
-    assert process_adapter.stop(run_id)
+    assert process_adapter.stop(run_id, by="Ben")
     result = await running
     assert result.status == "cancelled"
-    assert result.outcome.startswith("stopped by an operator; the checkout is kept.")
+    assert result.outcome.startswith("stopped by Ben; the checkout is kept.")
+    async with setup.db.session() as session:
+        stopped = await tasks.get(session, task.id)
+    assert stopped is not None and stopped.status == tasks.BLOCKED
     assert not any(alive(int(pid)) for pid in pids_file.read_text().split())
     assert (setup.workspace / "checkouts" / str(task.id) / ".git").exists()
 
