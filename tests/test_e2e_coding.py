@@ -89,9 +89,11 @@ async def test_an_assigned_task_ends_with_a_commit_a_comment_and_its_cost_in_cos
         fleet.config, "SELECT body FROM task_events WHERE kind = 'comment' AND task_id = 1"
     )
     assert comment.startswith("Implemented the task and committed it (claude).")
-    assert query(fleet.config, "SELECT model, cost_usd, purpose FROM usage") == [
-        ("claude", 0.0421, "coding")
-    ]
+    await wait_query(
+        fleet.config,
+        "SELECT model, cost_usd, purpose FROM usage",
+        [("claude", 0.0421, "coding")],
+    )
     [running] = await botapi.wait_for_call(
         "sendMessage",
         lambda c: (
@@ -323,5 +325,42 @@ async def test_the_nightly_queue_takes_the_most_urgent_task_and_none_when_out_of
         c for c in botapi.calls_of("sendMessage") if "nightly queue of" in c.params["text"]
     ]
     assert len(said_all) == 1
+    assert await fleet.stop() == 0
+    assert "Traceback" not in fleet.log
+
+
+async def test_a_limited_cli_hands_over_in_the_same_run_and_all_limited_defers(
+    tmp_path: Path, botapi: BotAPIServer, env: None
+) -> None:
+    remote = make_remote(tmp_path)
+    agents = AGENTS.replace("REPO", str(remote))
+    path = await seed(
+        tmp_path,
+        botapi,
+        agents,
+        [
+            ("dev", "First", "FAKE:limit-claude", tasks.PRIORITIES["urgent"]),
+            ("dev", "Second", "FAKE:limit-codex", tasks.PRIORITIES["normal"]),
+        ],
+    )
+    fleet = FleetProcess(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    await fleet.start()
+    await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 1", [("done",)], 60)
+    done = "SELECT outcome FROM runs WHERE task_id = 1 AND status = 'succeeded'"
+    await wait_query(fleet.config, f"SELECT count(*) FROM ({done}) AS d", [(1,)])
+    [(outcome,)] = query(fleet.config, done)
+    assert outcome.startswith("codex on fleet/1-first: 1 commit")  # the same run, at once
+    assert remote_log(remote, "fleet/1-first")[0].startswith("codex: work on the task")
+    # Claude is still cooling down and Codex is limited now: the second task's run is
+    # deferred, not failed, and the task waits in progress.
+    await wait_query(
+        fleet.config,
+        "SELECT count(*) FROM runs WHERE task_id = 2 AND status = 'skipped' "
+        "AND outcome LIKE 'deferred until %every coding CLI is cooling down%'",
+        [(1,)],
+        60,
+    )
+    assert query(fleet.config, "SELECT status FROM tasks WHERE id = 2") == [("in_progress",)]
+    assert query(fleet.config, "SELECT count(*) FROM runs WHERE status = 'failed'") == [(0,)]
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
