@@ -20,6 +20,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
 from sqlalchemy.engine import URL, make_url
 
+from agents import coding_queue
 from agents.commands import ExecWorker
 from agents.gateway import Gateway
 from agents.runtime import Runtime, heartbeat_seconds
@@ -232,6 +233,13 @@ async def _serve(config: Config, db: Database) -> int:
                 every=heartbeat_seconds(agent),
                 cron=agent.cron,
                 tz=config.tz,
+            )
+        if agent.queue is not None:
+            scheduler.cron(
+                f"queue:{agent.id}",
+                agent.queue.cron,
+                config.tz,
+                functools.partial(coding_queue.nightly, config, db, agent.id),
             )
     for mailbox in config.mailboxes:
         scheduler.every(

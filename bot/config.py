@@ -276,12 +276,39 @@ class ExecPolicy(_Section):
     @field_validator("env")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f'"{name}" is not an environment variable name')
-            if name.startswith(("TELEGRAM_", "ANTHROPIC_")) or name == "CREDENTIALS_DIRECTORY":
-                raise ValueError(f"{name} holds the fleet's own secrets; commands never get it")
-        return value
+        return _env_names(value)
+
+
+def _env_names(value: list[str]) -> list[str]:
+    for name in value:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError(f'"{name}" is not an environment variable name')
+        if name.startswith(("TELEGRAM_", "ANTHROPIC_")) or name == "CREDENTIALS_DIRECTORY":
+            raise ValueError(f"{name} holds the fleet's own secrets; commands never get it")
+    return value
+
+
+class CodingCli(_Section):
+    """A coding CLI a process agent runs (Claude Code, Codex): its argv, the variables holding
+    its own keys (passed on besides PATH, HOME, LANG), and the model its tokens are priced
+    as when it reports tokens but no cost (Codex)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    argv: list[str] = Field(min_length=1)
+    env: list[str] = Field(default_factory=list)
+    model: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        return _env_names(value)
+
+
+class QueueConfig(_Section):
+    """The nightly coding queue: at `cron`, up to `max_tasks` of the agent's todo tasks run."""
+
+    cron: str = "0 2 * * *"
+    max_tasks: int = Field(default=1, ge=1, le=20)
 
 
 class AgentConfig(_Section):
@@ -303,6 +330,12 @@ class AgentConfig(_Section):
     folders: dict[str, FolderMode] = Field(default_factory=dict)  # folder id -> rw | ro
     max_file_kb: int = Field(default=512, ge=1, le=1_048_576)
     exec: ExecPolicy | None = None  # None: the agent has no run_command tool
+    # "process": each run starts a coding CLI in a checkout of `repo` instead of model turns.
+    adapter: Literal["anthropic", "process"] = "anthropic"
+    clis: list[CodingCli] = Field(default_factory=list)
+    repo: str | None = None  # a git URL or path (process agents)
+    timeout: Duration = "45m"  # of one CLI run (process agents)
+    queue: QueueConfig | None = None
 
     @field_validator("quiet_hours")
     @classmethod
@@ -838,6 +871,15 @@ def _semantic_problems(config: Config) -> list[str]:
             problems.append(f"agents[{i}].reports_to: the hub reports to no agent")
         if agent.heartbeat and agent.cron:
             problems.append(f"agents[{i}]: give either heartbeat or cron, not both")
+        if agent.adapter == "process" and (not agent.clis or not agent.repo):
+            problems.append(f'agents[{i}]: adapter = "process" needs clis and repo')
+        if agent.queue is not None:
+            try:
+                crontab_trigger(agent.queue.cron, config.tz)
+            except ValueError as err:
+                problems.append(
+                    f'agents[{i}].queue.cron: "{agent.queue.cron}" is not a crontab line: {err}'
+                )
         if agent.cron is not None:
             try:
                 crontab_trigger(agent.cron, config.tz)

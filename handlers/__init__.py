@@ -8,6 +8,7 @@ from handlers import (
     agents,
     approvals,
     budget,
+    coding,
     costs,
     errors,
     exec,
@@ -34,6 +35,7 @@ def get_routers() -> list[Router]:
         agents.router,
         budget.router,
         costs.router,
+        coding.router,
         exec.router,  # before approvals: its Always allow button is an approval button
         approvals.router,
         files.router,

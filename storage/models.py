@@ -109,6 +109,9 @@ class Task(Base):
     blocked_reason: Mapped[str | None] = mapped_column(Text)
     # Consecutive runs on this task that changed nothing; wakes for it back off after two.
     idle_runs: Mapped[int] = mapped_column(Integer, default=0)
+    # Order among tasks of the same priority in the agent's nightly queue (lower first); /queue
+    # moves a task up by giving it a rank below the one ahead of it.
+    queue_rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
