@@ -787,8 +787,8 @@ def test_process_agents_need_clis_and_repo_and_a_good_queue_cron(tmp_path: Path)
     bad = agent("dev", 'adapter = "process"\nqueue = { cron = "at two" }\n')
     path = write(tmp_path / "bad", TELEGRAM + HUB + bad)
     problems = problems_of(path)
-    assert problems[0] == 'agents[1]: adapter = "process" needs clis and repo'
-    assert problems[1].startswith('agents[1].queue.cron: "at two" is not a crontab line')
+    assert problems[0] == 'agents.dev: adapter = "process" needs clis and repo'
+    assert problems[1].startswith('agents.dev.queue.cron: "at two" is not a crontab line')
     leaky = agent("dev", 'clis = [{ id = "c", argv = ["c"], env = ["ANTHROPIC_API_KEY"] }]\n')
     [problem] = problems_of(write(tmp_path / "leaky", TELEGRAM + HUB + leaky))
     assert "ANTHROPIC_API_KEY holds the fleet's own secrets" in problem

@@ -302,7 +302,7 @@ async def test_the_nightly_queue_takes_the_most_urgent_task_and_none_when_out_of
     )
     assert "first already" in await press(botapi, OPERATOR, "cq:u:dev:3", message_id, OPERATOR)
     assert "backlog" in await press(botapi, OPERATOR, "cq:o:dev:1", message_id, OPERATOR)
-    assert "not valid" in await press(botapi, OPERATOR, "cq:zz", message_id, OPERATOR)
+    assert "not on this message" in await press(botapi, OPERATOR, "cq:zz", message_id, OPERATOR)
     viewer = await ask(botapi, VIEWER, "/queue dev")
     assert viewer.index("#3 Another urgent") < viewer.index("#2 Urgent fix")
     assert "Low chore" not in viewer
