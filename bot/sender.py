@@ -88,6 +88,7 @@ class Sender:
         self.idle_poll = idle_poll
         self.max_backoff = max_backoff
         self.pacer = Pacer()
+        self.rate_limited = 0  # 429 answers so far (the web /metrics shows it)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -165,6 +166,7 @@ class Sender:
                 )
             except TelegramRetryAfter as err:
                 self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+                self.rate_limited += 1
                 await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
                 return
             except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:
@@ -205,6 +207,7 @@ class Sender:
             )
         except TelegramRetryAfter as err:
             self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+            self.rate_limited += 1
             await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
             return True
         except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:

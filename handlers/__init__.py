@@ -20,6 +20,7 @@ from handlers import (
     status,
     tasks,
     triage,
+    web,
 )
 
 
@@ -39,6 +40,7 @@ def get_routers() -> list[Router]:
         files.router,
         incidents.router,
         triage.router,
+        web.router,
         replies.router,
         fallback.router,
     ]
