@@ -56,6 +56,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
 DB: web.AppKey[Database] = web.AppKey("db", Database)
 SIGNER: web.AppKey[Signer] = web.AppKey("signer", Signer)
+PERSON: web.RequestKey[Person] = web.RequestKey("person", Person)
 STATE: web.AppKey[WebState] = web.AppKey("state", object)  # type: ignore[arg-type]
 
 
@@ -145,7 +146,7 @@ async def require_session(request: web.Request, handler: Handler) -> web.StreamR
         if COOKIE in request.cookies:
             response.del_cookie(COOKIE, path="/")
         return response
-    request["person"] = person
+    request[PERSON] = person
     return await handler(request)
 
 
@@ -226,7 +227,7 @@ async def fleet_page(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session:
         agents = await queries.fleet(session, request.app[CONFIG])
     return _page(
-        "fleet.html", request["person"], request, title="Fleet", active="fleet", agents=agents
+        "fleet.html", request[PERSON], request, title="Fleet", active="fleet", agents=agents
     )
 
 
@@ -238,7 +239,7 @@ async def activity_page(request: web.Request) -> web.Response:
     agents = [a.id for a in request.app[CONFIG].agents]
     return _page(
         "activity.html",
-        request["person"],
+        request[PERSON],
         request,
         title="Activity",
         active="activity",
@@ -298,7 +299,7 @@ async def tasks_page(request: web.Request) -> web.Response:
         columns = await queries.board(session, status=status, before=before)
     return _page(
         "tasks.html",
-        request["person"],
+        request[PERSON],
         request,
         title="Tasks",
         active="tasks",
@@ -317,7 +318,7 @@ async def task_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such task")
     return _page(
         "task.html",
-        request["person"],
+        request[PERSON],
         request,
         title=f"Task #{page.task.id}",
         active="tasks",
@@ -330,7 +331,7 @@ async def approvals_page(request: web.Request) -> web.Response:
         pending, decided = await queries.approvals(session)
     return _page(
         "approvals.html",
-        request["person"],
+        request[PERSON],
         request,
         title="Approvals",
         active="approvals",
@@ -344,7 +345,7 @@ async def incidents_page(request: web.Request) -> web.Response:
         live, resolved = await queries.incident_lists(session)
     return _page(
         "incidents.html",
-        request["person"],
+        request[PERSON],
         request,
         title="Incidents",
         active="incidents",
@@ -361,7 +362,7 @@ async def costs_page(request: web.Request) -> web.Response:
     last_total = sum((row.usd for row in costs.last_table), Decimal(0))
     return _page(
         "costs.html",
-        request["person"],
+        request[PERSON],
         request,
         title="Costs",
         active="costs",
@@ -377,7 +378,7 @@ async def jobs_page(request: web.Request) -> web.Response:
         beats = await queries.job_beats(session)
     return _page(
         "jobs.html",
-        request["person"],
+        request[PERSON],
         request,
         title="Jobs",
         active="jobs",
