@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import Config, load_config
@@ -20,6 +21,8 @@ from storage.db import Database
 from storage.models import Incident
 from tests.fleet import ANTHROPIC_KEY, OWNER, STRANGER, TOKEN, VIEWER, write_config
 from tests.webtools import ALERT_TOKEN, web_extra
+
+Client = TestClient[web.Request, web.Application]
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:aiohttp.*")
 
@@ -38,13 +41,13 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
 
 
 @pytest.fixture
-async def client(config: Config, db: Database) -> AsyncIterator[TestClient[object, object]]:
+async def client(config: Config, db: Database) -> AsyncIterator[Client]:
     app = make_app(config, db, await signer_for(config, db))
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
 
-async def sign_in(client: TestClient[object, object], db: Database, config: Config) -> None:
+async def sign_in(client: Client, db: Database, config: Config) -> None:
     signer = await signer_for(config, db)
     link = signer.issue(LINK, OWNER, 300)
     form = await client.get(f"/signin?t={link}")
@@ -59,7 +62,7 @@ async def sign_in(client: TestClient[object, object], db: Database, config: Conf
 
 
 async def test_no_page_and_no_data_without_a_session(
-    client: TestClient[object, object],
+    client: Client,
 ) -> None:
     for path in ("/", "/activity", "/tasks", "/tasks/1", "/approvals", "/costs", "/events"):
         response = await client.get(path)
@@ -70,7 +73,7 @@ async def test_no_page_and_no_data_without_a_session(
 
 
 async def test_a_link_signs_in_once_and_the_session_shows_the_fleet(
-    client: TestClient[object, object], db: Database, config: Config
+    client: Client, db: Database, config: Config
 ) -> None:
     await sign_in(client, db, config)
     page = await client.get("/")
@@ -88,7 +91,7 @@ async def test_a_link_signs_in_once_and_the_session_shows_the_fleet(
 
 
 async def test_a_used_or_expired_or_forged_link_is_refused(
-    client: TestClient[object, object], db: Database, config: Config
+    client: Client, db: Database, config: Config
 ) -> None:
     signer = await signer_for(config, db)
     link = signer.issue(LINK, OWNER, 300)
@@ -129,9 +132,7 @@ async def test_a_person_removed_from_the_config_loses_access_at_the_next_request
             assert (await client.get("/")).status == status
 
 
-async def test_every_page_renders_with_data(
-    client: TestClient[object, object], db: Database, config: Config
-) -> None:
+async def test_every_page_renders_with_data(client: Client, db: Database, config: Config) -> None:
     async with db.session() as session:
         task = await tasks.create(
             session,
@@ -183,7 +184,7 @@ async def test_every_page_renders_with_data(
 
 
 async def test_live_activity_arrives_over_server_sent_events(
-    client: TestClient[object, object], db: Database, config: Config
+    client: Client, db: Database, config: Config
 ) -> None:
     await sign_in(client, db, config)
     stream = await client.get("/events?after=0")
@@ -242,7 +243,7 @@ def am_payload(status: str, **labels: str) -> dict[str, object]:
 
 
 async def test_alertmanager_alerts_open_and_resolve_incidents(
-    client: TestClient[object, object], db: Database
+    client: Client, db: Database
 ) -> None:
     url = "/hooks/alertmanager/prom"
     payload = am_payload("firing", instance="db1")
@@ -272,7 +273,7 @@ async def test_alertmanager_alerts_open_and_resolve_incidents(
         assert found.status == "resolved"
 
 
-async def test_the_small_alert_shape(client: TestClient[object, object], db: Database) -> None:
+async def test_the_small_alert_shape(client: Client, db: Database) -> None:
     auth = {"Authorization": f"Bearer {ALERT_TOKEN}"}
     url = "/hooks/alert/scripts"
     bad = await client.post(url, json={"status": "firing"}, headers=auth)
