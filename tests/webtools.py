@@ -38,3 +38,7 @@ token = "${{ALERT_TOKEN}}"
 group_wait = "1s"
 group_interval = "1s"
 """
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"

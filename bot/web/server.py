@@ -264,6 +264,14 @@ async def events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the page was closed or left
+        await _stream(request, response, agent, last)
+    return response
+
+
+async def _stream(
+    request: web.Request, response: web.StreamResponse, agent: str, last: int
+) -> None:
     state = request.app[STATE]
     tz = request.app[CONFIG].tz
     quiet = 0.0
@@ -287,7 +295,6 @@ async def events(request: web.Request) -> web.StreamResponse:
             quiet = 0.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stopping.wait(), SSE_POLL)
-    return response
 
 
 async def tasks_page(request: web.Request) -> web.Response:
