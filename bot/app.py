@@ -253,7 +253,13 @@ async def _serve(config: Config, db: Database) -> int:
     web_server = None
     if config.web.listen:
         web_server = WebServer(
-            config, db, WebState(poll_monitor=monitor, rate_limited=lambda: sender.rate_limited)
+            config,
+            db,
+            WebState(
+                poll_monitor=monitor,
+                rate_limited=lambda: sender.rate_limited,
+                next_runs=lambda: {j.id: j.next_run_time for j in scheduler.scheduler.get_jobs()},
+            ),
         )
         try:
             await web_server.start()

@@ -221,6 +221,8 @@ async def test_sign_in_from_telegram_see_the_fleet_and_live_activity(
             await browser.shot(name)
         await browser.get(f"{base}/tasks/1")
         assert "Fixed the typo." in await browser.text()
+        await browser.get(f"{base}/jobs")
+        assert "telegram-poll" in await browser.text()
 
         # The link works once; an expired one is refused too.
         await browser.get(link)

@@ -225,5 +225,16 @@ async def job_beats(session: AsyncSession) -> list[JobBeat]:
     return list((await session.execute(select(JobBeat).order_by(JobBeat.job_id))).scalars())
 
 
+async def watchdog_findings(session: AsyncSession) -> list[Incident]:
+    """The watchdog's live findings: its incidents (fingerprint `watchdog:<key>`)."""
+    stmt = (
+        select(Incident)
+        .where(Incident.fingerprint.startswith("watchdog:"), Incident.status.in_(incidents.LIVE))
+        .order_by(Incident.id)
+        .limit(100)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
 def age_seconds(at: datetime | None) -> float | None:
     return None if at is None else (utcnow() - at).total_seconds()

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,12 @@ class WebState:
         *,
         poll_monitor: PollMonitor | None = None,
         rate_limited: Callable[[], int] = lambda: 0,
+        next_runs: Callable[[], dict[str, datetime | None]] = dict,
     ) -> None:
         self.poll_monitor = poll_monitor
         self.rate_limited = rate_limited
+        # Scheduled job id -> its next run (the scheduler lives in this process's memory).
+        self.next_runs = next_runs
         self.started = time.monotonic()
         self.stopping = asyncio.Event()
 
@@ -226,6 +230,9 @@ async def signout(request: web.Request) -> web.Response:
 async def fleet_page(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session:
         agents = await queries.fleet(session, request.app[CONFIG])
+    upcoming = request.app[STATE].next_runs()
+    for agent in agents:
+        agent.next_heartbeat = upcoming.get(f"heartbeat:{agent.id}")
     return _page(
         "fleet.html", request[PERSON], request, title="Fleet", active="fleet", agents=agents
     )
@@ -383,6 +390,7 @@ async def costs_page(request: web.Request) -> web.Response:
 async def jobs_page(request: web.Request) -> web.Response:
     async with request.app[DB].session() as session:
         beats = await queries.job_beats(session)
+        findings = await queries.watchdog_findings(session)
     return _page(
         "jobs.html",
         request[PERSON],
@@ -391,6 +399,8 @@ async def jobs_page(request: web.Request) -> web.Response:
         active="jobs",
         beats=beats,
         age=queries.age_seconds,
+        upcoming=request.app[STATE].next_runs(),
+        findings=findings,
     )
 
 
