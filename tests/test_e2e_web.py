@@ -420,7 +420,9 @@ receivers:
         await wait_query(config, "SELECT status FROM incidents", [("resolved",)], 60)
         await botapi.wait_for_call(
             "sendMessage",
-            lambda c: c.params["chat_id"] == FEED_CHAT and "Resolved" in c.params["text"],
+            lambda c: (
+                c.params["chat_id"] == FEED_CHAT and "prom says resolved" in c.params["text"]
+            ),
             timeout=30,
         )
         await stop_fleet(fleet)

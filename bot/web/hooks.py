@@ -157,7 +157,12 @@ async def apply(db: Database, source: WebSource, alerts: list[Alert]) -> dict[st
                     labels=alert.labels,
                 )
                 counts["opened" if new else "updated"] += 1
-            elif await incidents.resolve(session, fingerprint=fingerprint, actor=actor):
+                continue
+            live = await incidents.live(session, fingerprint)
+            # The feed's resolved notice names the source: "✅ Resolved: … (prom says resolved)".
+            if live is not None and await incidents.resolve_id(
+                session, live.id, actor=actor, by=f"{source.id} says resolved"
+            ):
                 counts["resolved"] += 1
             else:
                 counts["unchanged"] += 1
