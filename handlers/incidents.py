@@ -202,7 +202,7 @@ async def _silence_at_sources(
 ) -> list[str]:
     """For incidents that came from an Alertmanager source with `url`, a silence there too
     (matchers from the alert's labels, the person's name as creator). Returns the silence ids
-    made; a failure is logged and said in the alerts feed, the silence here stands."""
+    made; a failure is logged, and the silence here stands all the same."""
     made: list[str] = []
     sources = {s.id: s for s in config.web.sources if s.kind == "alertmanager" and s.url}
     for incident in group:
