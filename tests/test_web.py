@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.config import Config, load_config
+from bot.config import Config, ConfigError, load_config
 from bot.web.auth import LINK, SESSION, Signer
 from bot.web.server import COOKIE, make_app, signer_for
 from storage import incidents, outbox, tasks
@@ -289,3 +289,23 @@ async def test_the_small_alert_shape(client: Client, db: Database) -> None:
         assert incident.severity == "P3"
     done = {"alerts": [{"key": "backup", "status": "resolved"}]}
     assert (await (await client.post(url, json=done, headers=auth)).json())["resolved"] == 1
+
+
+def test_web_config_problems_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOOK_TOKEN", raising=False)
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        '[telegram]\ntoken = "123456:test-token"\n'
+        '[web]\nlisten = "8088"\npublic_url = "fleet.example.com"\nmetrics_from = ["nope"]\n'
+        '[[web.sources]]\nid = "prom"\ntoken = "${HOOK_TOKEN}"\nurl = "am:9093"\n'
+        '[[web.sources]]\nid = "prom"\nkind = "alert"\ntoken = "x"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = "\n".join(info.value.problems)
+    assert 'web.listen: "8088" is not an address like "127.0.0.1:8088"' in problems
+    assert "web.public_url: must be empty or the http(s):// URL" in problems
+    assert 'web.metrics_from: "nope" is not an address or network' in problems
+    assert "references ${HOOK_TOKEN}, which is not set" in problems
+    assert "must be empty or the http(s):// URL of the Alertmanager" in problems
+    assert 'duplicate id "prom"' in problems
