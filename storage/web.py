@@ -17,8 +17,8 @@ SIGNING_KEY = "signing"
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return (pg_insert if postgres else sqlite_insert)(model)
 
 
 async def signing_key(session: AsyncSession) -> str:

@@ -17,10 +17,14 @@ from bot.config import Config, ConfigError, load_config
 from bot.web.auth import LINK, SESSION, Signer
 from bot.web.server import COOKIE, make_app, signer_for
 from storage import incidents, outbox, tasks
+from storage import web as web_store
 from storage.db import Database
 from storage.models import Incident
+from tests import pg
 from tests.fleet import ANTHROPIC_KEY, OWNER, STRANGER, TOKEN, VIEWER, write_config
 from tests.webtools import ALERT_TOKEN, web_extra
+
+pg_database = pg.pg_database  # for the PostgreSQL test at the end
 
 Client = TestClient[web.Request, web.Application]
 
@@ -309,3 +313,29 @@ def test_web_config_problems_are_named(tmp_path: Path, monkeypatch: pytest.Monke
     assert "references ${HOOK_TOKEN}, which is not set" in problems
     assert "must be empty or the http(s):// URL of the Alertmanager" in problems
     assert 'duplicate id "prom"' in problems
+
+
+async def test_sign_in_and_alerts_on_postgresql(
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(tmp_path, monkeypatch)
+    db = Database(pg_database)
+    try:
+        await db.migrate()
+        signer = await signer_for(config, db)
+        async with db.session() as session:
+            assert Signer(await web_store.signing_key(session)).issue(SESSION, 1, 9)
+        async with TestClient(TestServer(make_app(config, db, signer))) as client:
+            link = signer.issue(LINK, OWNER, 300)
+            assert (await client.post("/signin", data={"t": link})).status == 200
+            client.session.cookie_jar.clear()
+            assert (await client.post("/signin", data={"t": link})).status == 403
+            auth = {"Authorization": f"Bearer {ALERT_TOKEN}"}
+            url = "/hooks/alertmanager/prom"
+            for _ in range(2):
+                assert (await client.post(url, json=am_payload("firing"), headers=auth)).ok
+            resolved = await client.post(url, json=am_payload("resolved"), headers=auth)
+            assert (await resolved.json())["resolved"] == 1
+            assert (await client.get("/metrics")).status == 200
+    finally:
+        await db.dispose()
