@@ -35,7 +35,11 @@ def daily_svg(daily: dict[str, dict[date, Decimal]], month: date) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img"'
         f'  aria-label="Spend per day, {month:%B %Y}" class="chart">',
-        f'<text x="0" y="14" font-size="11">${top:,.2f}</text>',
+        (
+            f'<text x="0" y="14" font-size="11">${top:,.2f}</text>'
+            if top >= 1
+            else f'<text x="0" y="14" font-size="11">${top:.4f}</text>'
+        ),
         f'<line x1="{LEFT}" y1="{8 + plot_h}" x2="{WIDTH - 8}" y2="{8 + plot_h}" stroke="#888"/>',
     ]
     for i, day in enumerate(days):
