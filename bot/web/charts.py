@@ -32,14 +32,11 @@ def daily_svg(daily: dict[str, dict[date, Decimal]], month: date) -> str:
     plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - BOTTOM - 8
     bar = plot_w / max(len(days), 1)
     height = HEIGHT + 20 * len(agents)
+    scale = f"${top:,.2f}" if top >= 1 else f"${top:.4f}"  # the top of the bars, in USD
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" role="img"'
-        f'  aria-label="Spend per day, {month:%B %Y}" class="chart">',
-        (
-            f'<text x="0" y="14" font-size="11">${top:,.2f}</text>'
-            if top >= 1
-            else f'<text x="0" y="14" font-size="11">${top:.4f}</text>'
-        ),
+        f' aria-label="Spend per day, {month:%B %Y}" class="chart">',
+        f'<text x="0" y="14" font-size="11">{scale}</text>',
         f'<line x1="{LEFT}" y1="{8 + plot_h}" x2="{WIDTH - 8}" y2="{8 + plot_h}" stroke="#888"/>',
     ]
     for i, day in enumerate(days):
