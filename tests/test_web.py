@@ -157,8 +157,16 @@ async def test_every_page_renders_with_data(client: Client, db: Database, config
             title="site down",
             source="check:site",
         )
+        activity = outbox.Destination(-100500, 5, "activity")
         await outbox.enqueue(
-            session, outbox.Destination(-100500, 5, "activity"), "▶️ coder: <b>started</b> #1"
+            session, activity, "▶️ coder: <b>started</b> #1", dedup_key="activity:1"
+        )
+        await outbox.enqueue(
+            session,
+            activity,
+            "⏳ coder: reading files",
+            dedup_key="activity:1:at:12.000",
+            edit_of="activity:1",
         )
     await sign_in(client, db, config)
     for path, needle in (
@@ -175,6 +183,8 @@ async def test_every_page_renders_with_data(client: Client, db: Database, config
         response = await client.get(path)
         assert response.status == 200, path
         assert needle in await response.text(), path
+    # A run's progress edits are not lines of their own.
+    assert "reading files" not in await (await client.get("/activity")).text()
     first = await (await client.get("/tasks?status=todo")).text()
     assert "filler 59" in first
     assert "filler 9<" not in first

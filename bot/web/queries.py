@@ -105,9 +105,12 @@ async def fleet(session: AsyncSession, config: Config) -> list[AgentRow]:
 async def activity(
     session: AsyncSession, *, agent: str = "", before: int | None = None, after: int = 0
 ) -> list[Outbox]:
-    """Lines of the activity and alerts feeds, newest first (ix_outbox_feed_id). Edits of a
-    line (a run's progress) are shown as lines of their own."""
-    stmt = select(Outbox).where(Outbox.feed.in_(FEEDS), Outbox.id > after)
+    """Lines of the activity and alerts feeds, newest first (ix_outbox_feed_id). A run's line
+    shows as its first post and its last edit (how it ended); the progress edits between,
+    one every few seconds, are left out."""
+    stmt = select(Outbox).where(
+        Outbox.feed.in_(FEEDS), Outbox.id > after, ~Outbox.dedup_key.contains(":at:")
+    )
     if before is not None:
         stmt = stmt.where(Outbox.id < before)
     if agent:
