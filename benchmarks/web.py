@@ -116,7 +116,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 await fleet.wait_log("web: serving", timeout=60)
                 with sqlite3.connect(folder / "fleet.db") as conn:
                     [(key,)] = conn.execute("SELECT value FROM web_keys").fetchall()
-                cookie = Signer(key).issue(SESSION, OWNER, 3600)
+                cookie = Signer(key).issue(SESSION, OWNER, 3600, role="owner")
                 return await measure(args, server, port, cookie, seeded)
             finally:
                 await fleet.stop()

@@ -121,16 +121,22 @@ async def test_a_used_or_expired_or_forged_link_is_refused(
     assert (await client.get("/")).status == 401
 
 
-async def test_a_person_removed_from_the_config_loses_access_at_the_next_request(
+async def test_a_person_removed_or_given_another_role_loses_access_at_the_next_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: Database
 ) -> None:
     config = make_config(tmp_path, monkeypatch)
     signer = await signer_for(config, db)
-    cookie = signer.issue(SESSION, VIEWER, 3600)
+    cookie = signer.issue(SESSION, VIEWER, 3600, role="viewer")
     source = config.path.read_text()
     config.path.write_text(source.replace("telegram_id = 1003", "telegram_id = 1009"))
     without = load_config(config.path)
-    for cfg, status in ((config, 200), (without, 401)):
+    config.path.write_text(
+        source.replace('name = "Cy"\nrole = "viewer"', 'name = "Cy"\nrole = "operator"')
+    )
+    promoted = load_config(config.path)
+    assert promoted.person(VIEWER) is not None
+    assert promoted.person(VIEWER).role == "operator"  # type: ignore[union-attr]
+    for cfg, status in ((config, 200), (without, 401), (promoted, 401)):
         async with TestClient(TestServer(make_app(cfg, db, signer))) as client:
             client.session.cookie_jar.update_cookies({COOKIE: cookie})
             assert (await client.get("/")).status == status

@@ -1,10 +1,11 @@
 """Signed tokens for the web page: one-time sign-in links and session cookies.
 
 A token is `<payload>.<signature>`, both base64url; the payload is JSON with the kind
-("link" or "session"), the person's Telegram id, an expiry (Unix seconds) and, for a link, a
-random id recorded in the database when used (storage.web.use_signin) so it works once. The
-person and their role are looked up in the config at every request, never trusted from the
-token: a person removed from the config loses access at their next request.
+("link" or "session"), the person's Telegram id, an expiry (Unix seconds), for a session the
+person's role, and for a link a random id recorded in the database when used
+(storage.web.use_signin) so it works once. The person is looked up in the config at every
+request and the session's role must still be theirs: a person removed from the config, or
+whose role changed, loses access at their next request.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Claims:
     person_id: int
     expires: int
     token_id: str = ""
+    role: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -48,7 +50,15 @@ class Signer:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def issue(self, kind: str, person_id: int, seconds: int, *, now: float | None = None) -> str:
+    def issue(
+        self,
+        kind: str,
+        person_id: int,
+        seconds: int,
+        *,
+        role: str = "",
+        now: float | None = None,
+    ) -> str:
         claims: dict[str, object] = {
             "k": kind,
             "p": person_id,
@@ -56,6 +66,8 @@ class Signer:
         }
         if kind == LINK:
             claims["j"] = secrets.token_urlsafe(16)
+        if role:
+            claims["r"] = role
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
         return f"{payload}.{self._sign(payload)}"
 
@@ -76,11 +88,12 @@ class Signer:
             return None
         if not isinstance(data, dict) or data.get("k") != kind:
             return None
-        person, expires, token_id = data.get("p"), data.get("e"), data.get("j", "")
+        person, expires = data.get("p"), data.get("e")
+        token_id, role = data.get("j", ""), data.get("r", "")
         if not isinstance(person, int) or not isinstance(expires, int):
             return None
-        if not isinstance(token_id, str):
+        if not isinstance(token_id, str) or not isinstance(role, str):
             return None
         if expires < (now if now is not None else time.time()):
             return None
-        return Claims(kind, person, expires, token_id)
+        return Claims(kind, person, expires, token_id, role)

@@ -122,7 +122,10 @@ def _person(request: web.Request) -> Person | None:
     claims = request.app[SIGNER].check(token, SESSION) if token else None
     if claims is None:
         return None
-    return request.app[CONFIG].person(claims.person_id)
+    person = request.app[CONFIG].person(claims.person_id)
+    if person is None or person.role != claims.role:
+        return None
+    return person
 
 
 def _from_metrics_network(request: web.Request, config: Config) -> bool:
@@ -199,7 +202,7 @@ async def signin(request: web.Request) -> web.Response:
     if not fresh:
         return _refused(request, "This sign-in link was used already; each link works once.")
     hours = config.web.session_hours
-    cookie = request.app[SIGNER].issue(SESSION, person.telegram_id, hours * 3600)
+    cookie = request.app[SIGNER].issue(SESSION, person.telegram_id, hours * 3600, role=person.role)
     response = web.HTTPSeeOther("/")
     response.set_cookie(
         COOKIE,
