@@ -44,6 +44,7 @@ from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
 from bot.watchdog import Watchdog
+from bot.web.server import WebServer, WebState
 from handlers import get_routers
 from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
@@ -265,6 +266,23 @@ async def _serve(config: Config, db: Database) -> int:
         except TelegramAPIError as err:
             log.warning("could not register the command menu: %s", err)
 
+    web_server = None
+    if config.web.listen:
+        web_server = WebServer(
+            config,
+            db,
+            WebState(
+                poll_monitor=monitor,
+                rate_limited=lambda: sender.rate_limited,
+                next_runs=lambda: {j.id: j.next_run_time for j in scheduler.scheduler.get_jobs()},
+            ),
+        )
+        try:
+            await web_server.start()
+        except OSError as err:
+            # The fleet runs without its page rather than not at all; the log says why.
+            log.error("web: cannot listen on %s: %s", config.web.listen, err)
+            web_server = None
     # The process's long-lived objects are all built now. Freezing them keeps the garbage
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
     gc.collect()
@@ -287,6 +305,8 @@ async def _serve(config: Config, db: Database) -> int:
         if not await in_flight.drain(SHUTDOWN_GRACE):
             log.warning("shutdown: updates still in flight after %.0f s", SHUTDOWN_GRACE)
         await scheduler.shutdown(SHUTDOWN_GRACE)
+        if web_server is not None:
+            await web_server.stop()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             # Runs in flight get their grace period; the rest go back to the queue.
             await asyncio.wait_for(runtime_task, config.runtime.shutdown_grace_seconds + 5)

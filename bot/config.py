@@ -541,6 +541,89 @@ class ApprovalsConfig(_Section):
     check_every: int = Field(default=30, ge=1, le=3600)
 
 
+Severity = Literal["P3", "P2", "P1", "P0"]
+
+
+def _default_severities() -> dict[str, Severity]:
+    return {"critical": "P1", "warning": "P2", "info": "P3"}
+
+
+class WebSource(_Section):
+    """An outside alert source: `POST /hooks/alertmanager/<id>` (kind alertmanager) or
+    `POST /hooks/alert/<id>` (kind alert), each with its own bearer token. An Alertmanager
+    source with `url` also gets a silence there when a person presses Silence."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    kind: Literal["alertmanager", "alert"] = "alertmanager"
+    token: Secret
+    url: str = ""
+    severity_label: str = "severity"
+    # label value -> P3..P0; values not listed map to `default_severity`.
+    severities: dict[str, Severity] = Field(default_factory=_default_severities)
+    default_severity: Literal["P3", "P2", "P1", "P0"] = "P2"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or the http(s):// URL of the Alertmanager")
+        return value.rstrip("/")
+
+
+class WebConfig(_Section):
+    """Mission Control: the read-only web page, /metrics, /healthz and the alert hooks.
+    Off unless `listen` is set ("127.0.0.1:8088")."""
+
+    listen: str = ""
+    public_url: str = ""
+    # The key that signs sign-in links and session cookies; unset: one is generated once and
+    # kept in the database.
+    secret: SecretStr | None = None
+    metrics_from: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    session_hours: int = Field(default=12, ge=1, le=168)
+    sources: list[WebSource] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'"{value}" is not an address like "127.0.0.1:8088"')
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or the http(s):// URL people open the page at")
+        return value.rstrip("/")
+
+    @field_validator("metrics_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f'"{item}" is not an address or network') from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def base_url(self) -> str:
+        """Where people open the page: `public_url`, else the listen address."""
+        return self.public_url or f"http://{self.listen}"
+
+
 class Config(_Section):
     """The whole validated configuration. `path` is where it was read from."""
 
@@ -563,6 +646,7 @@ class Config(_Section):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     triage: TriageConfig = Field(default_factory=TriageConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     # Every value `${VAR}` or `<key>_file` put into the config while loading, with what it
     # replaced ("${DEPLOY_TOKEN}"): any of them may be a secret, wherever it went (a deploy
     # command, a check URL), so all are redacted.
@@ -616,6 +700,9 @@ class Config(_Section):
         values = [self.telegram.token.get_secret_value()]
         values += [p.api_key.get_secret_value() for p in self.anthropic.profiles.values()]
         values += [m.graph.client_secret.get_secret_value() for m in self.mailboxes if m.graph]
+        values += [s.token.get_secret_value() for s in self.web.sources]
+        if self.web.secret is not None:
+            values.append(self.web.secret.get_secret_value())
         return [v for v in values if v]
 
     def secret_values(self) -> list[str]:
@@ -908,6 +995,7 @@ def _semantic_problems(config: Config) -> list[str]:
         "checks": [c.id for c in config.checks],
         "deploys": [d.id for d in config.deploys],
         "folders": [f.id for f in config.folders],
+        "web.sources": [w.id for w in config.web.sources],
     }
     for kind, item_ids in named.items():
         seen: set[str] = set()

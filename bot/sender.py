@@ -59,6 +59,7 @@ class Sender:
         self.max_backoff = max_backoff
         self.max_chats = max_chats
         self.pacer = pacer or Pacer(margin=MARGIN)
+        self.rate_limited = 0  # 429 answers so far (the web /metrics shows it)
         self._wake = asyncio.Event()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -219,6 +220,7 @@ class Sender:
                 )
             except TelegramRetryAfter as err:
                 self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+                self.rate_limited += 1
                 await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
                 return
             except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:
@@ -259,6 +261,7 @@ class Sender:
             )
         except TelegramRetryAfter as err:
             self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+            self.rate_limited += 1
             await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
             return True
         except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:

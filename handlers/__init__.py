@@ -21,6 +21,7 @@ from handlers import (
     status,
     tasks,
     triage,
+    web,
 )
 
 
@@ -41,6 +42,7 @@ def get_routers() -> list[Router]:
         files.router,
         incidents.router,
         triage.router,
+        web.router,
         replies.router,
         fallback.router,
     ]

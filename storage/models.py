@@ -95,6 +95,8 @@ class AgentState(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    # The web board pages each status newest first.
+    __table_args__ = (Index("ix_tasks_status_id", "status", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
@@ -139,6 +141,7 @@ class Run(Base):
     # At most one queued run (wakes merge into it) and one running run per agent.
     __table_args__ = (
         Index("ix_runs_agent_status", "agent_id", "status"),
+        Index("ix_runs_agent_id", "agent_id", "id"),  # an agent's last run
         Index(
             "uq_runs_queued_agent",
             "agent_id",
@@ -282,7 +285,10 @@ class Outbox(Base):
     """One outbound Telegram message. Rows are written first, then the sender delivers them."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_chat", "status", "chat_id", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_status_chat", "status", "chat_id", "id"),
+        Index("ix_outbox_feed_id", "feed", "id"),  # the web activity page, newest first
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feed: Mapped[str | None] = mapped_column(String(16))
@@ -529,4 +535,41 @@ class MessageLink(Base):
     kind: Mapped[str] = mapped_column(String(16))  # task | sendback
     entity_id: Mapped[int] = mapped_column(BigInteger)
     person_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebSignin(Base):
+    """A sign-in link that was used: each link works once (its token id is the key)."""
+
+    __tablename__ = "web_signins"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebKey(Base):
+    """A key the web server generated once (the signing key when the config gives none)."""
+
+    __tablename__ = "web_keys"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExternalAlert(Base):
+    """An alert from an outside source (Alertmanager, a script) behind an incident: its labels
+    (the matchers of a silence made there) and the silence made for it, if any."""
+
+    __tablename__ = "external_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), unique=True
+    )
+    source: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    silence_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

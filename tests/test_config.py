@@ -20,7 +20,7 @@ TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 
 TOP_LEVEL_KEYS = (
     "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
-    "deploys, folders, runtime, budget, alerting, watchdog, triage, approvals"
+    "deploys, folders, runtime, budget, alerting, watchdog, triage, approvals, web"
 )
 
 RUNTIME_KEYS = (
