@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -368,6 +369,80 @@ class Gateway:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_behind())
         return cost
+
+    # -- process agents: coding CLIs ------------------------------------------------------
+
+    async def check_budget(self, agent: AgentConfig) -> None:
+        """What a model call checks first (BudgetExceeded when the month is spent, the 80%
+        warning), for a process agent before it starts a CLI."""
+        await self._check_budget(agent)
+
+    def cooling_until(self, key: tuple[str, str]) -> datetime | None:
+        """When the (model or CLI, profile) pair stops cooling down; None if it is not."""
+        until = self._cooldown.get(key)
+        return until if until is not None and until > utcnow() else None
+
+    def cool_down(self, key: tuple[str, str], until: datetime) -> None:
+        self._cooldown[key] = until
+
+    def record_external(
+        self,
+        agent: AgentConfig,
+        run_id: int | None,
+        *,
+        purpose: str,
+        model: str,
+        profile: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cost: Decimal | None = None,
+        latency_ms: int = 0,
+        error: str | None = None,
+    ) -> Decimal:
+        """Queue the usage row of work a coding CLI did and reported: its own cost when it
+        gave one, else its tokens priced as `model`. Counts against the budgets like a call."""
+        price = price_of(self.config, model)
+        if cost is None and price is not None:
+            cost = cost_of(
+                price,
+                SimpleNamespace(
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_creation_input_tokens=cache_write_tokens,
+                    cache_read_input_tokens=cache_read_tokens,
+                ),
+            )
+        known = cost is not None
+        self._unwritten.append(
+            {
+                "agent_id": agent.id,
+                "run_id": run_id,
+                "purpose": purpose,
+                "model": model[:64],
+                "profile": profile[:32],
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_write_tokens": cache_write_tokens,
+                "cache_write_1h_tokens": 0,
+                "cache_read_tokens": cache_read_tokens,
+                "cost_usd": cost or Decimal(0),
+                "price_known": known,
+                "latency_ms": latency_ms,
+                "fallback_used": False,
+                "status": "ok" if error is None else "error",
+                "error": None if error is None else error[:500],
+                "created_at": utcnow(),
+            }
+        )
+        if not known and (input_tokens or output_tokens):
+            self._unpriced.add(model)
+        if cost:
+            self._add_spend(agent.id, cost)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_behind())
+        return cost or Decimal(0)
 
     async def flush(self) -> None:
         """Write the queued usage rows. A call's row is written right after the call returns,

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents import workspace
+from agents import coding_queue, process_adapter, workspace
 from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
@@ -29,7 +29,7 @@ from agents.turn import StopSignal, TurnResult, run_turn
 from bot.buttons import stop_button
 from bot.config import AgentConfig, Config, parse_duration
 from bot.text import esc, when
-from storage import artifacts, inbox, outbox, runs, tasks
+from storage import artifacts, inbox, outbox, queue, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
 
@@ -296,6 +296,17 @@ class Runtime:
                     session, claimed.run_id, self.owner, runs.SKIPPED, "nothing to do"
                 )
                 return
+            if task is not None and coding_queue.waits_for_queue(
+                agent, task.status, claimed.trigger
+            ):
+                await runs.finish(
+                    session,
+                    claimed.run_id,
+                    self.owner,
+                    runs.SKIPPED,
+                    "waits for the nightly queue",
+                )
+                return
             if task is not None:
                 if task.status == tasks.TODO:
                     await tasks.transition(
@@ -331,6 +342,30 @@ class Runtime:
         async def progress(step: str, so_far: TurnResult) -> None:
             await self._progress(claimed.run_id, agent.id, task, step, so_far)
 
+        if agent.adapter == "process":
+            # /stop, /cancel, /pause and the Stop button reach a coding CLI too: its process
+            # group is killed and the run ends cancelled.
+            async def kill_on_stop() -> None:
+                await signal.event.wait()
+                process_adapter.stop(claimed.run_id, signal.by)
+
+            watcher = asyncio.create_task(kill_on_stop())
+            try:
+                result = await process_adapter.run(
+                    config=self.config,
+                    db=self.db,
+                    gateway=self.gateway,
+                    agent=agent,
+                    folder=folder,
+                    run_id=claimed.run_id,
+                    task=task,
+                    system=system,
+                    brief=brief,
+                )
+            finally:
+                watcher.cancel()
+            await self._record(claimed, agent, task, messages, result)
+            return
         result = await run_turn(
             ctx,
             self.gateway,
@@ -479,7 +514,9 @@ class Runtime:
                 # Its unread messages wait for a model, not for the next heartbeat.
                 retry_at = await self._backoff(session, agent.id)
                 await runs.wake(session, agent.id, runs.RETRY, not_before=retry_at)
-            if await _has_todo(session, agent.id):
+            if claimed.trigger == queue.QUEUE_TRIGGER and result.status != "deferred":
+                await coding_queue.take_next(session, agent)
+            elif agent.queue is None and await _has_todo(session, agent.id):
                 await runs.wake(session, agent.id, "followup")
 
     async def _after_failure(

@@ -20,8 +20,10 @@ after the other, in the same run. For each bot:
 4. idle: the CPU it uses over a few seconds with nothing to do.
 
 Then the peak RSS (VmHWM) of `fleet run` is read from /proc, for the test config and for a
-copy of config.example.toml pointed at the local server. Results are a report: the exit code
-is 0 whether the targets pass or not, non-zero only when the benchmark itself fails.
+copy of config.example.toml pointed at the local server, and on a fresh `fleet run` at idle,
+after a storm of updates at once and after a /costs chart (the growth over idle is reported).
+Results are a report: the exit code is 0 whether the targets pass or not, non-zero only when
+the benchmark itself fails.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ IDLE_SECONDS = 3.0
 P99_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 0.40
 RSS_TARGET_MB = 120.0
+RSS_GROWTH_TARGET_MB = 60.0
+# Telegram would take replies at 30/s; this benchmark measures how fast fleet run handles
+# updates, so the config lets it reply as fast as the local server answers.
+UNPACED = "messages_per_second = 100000"
 
 ECHO_BOT = '''\
 """A bare aiogram 3 echo bot: the baseline for benchmarks/updates.py."""
@@ -392,6 +398,92 @@ async def example_config_rss(
     return {"peak_rss_mb": memory["VmHWM"], "rss_mb": memory["VmRSS"], "idle_cpu_pct": idle}
 
 
+def unpaced_config(folder: Path, base_url: str) -> Path:
+    """The test config with Telegram's overall limit lifted (see UNPACED)."""
+    config = write_config(folder, base_url, polling_timeout=POLLING_TIMEOUT)
+    text = config.read_text(encoding="utf-8")
+    line = f"polling_timeout = {POLLING_TIMEOUT}\n"
+    if line not in text:
+        raise BenchmarkError(f"the test config has no {line.strip()!r} line")
+    config.write_text(text.replace(line, line + UNPACED + "\n", 1), encoding="utf-8")
+    return config
+
+
+async def add_usage(folder: Path) -> None:
+    """A month of spend for two agents, so /costs draws its chart."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from storage.db import Database
+    from storage.models import Usage, utcnow
+
+    db = Database(f"sqlite+aiosqlite:///{folder / 'fleet.db'}")
+    try:
+        now = utcnow()
+        first = now.replace(day=1, hour=12, minute=0, second=0, microsecond=0)
+        async with db.session() as session:
+            for day in range(now.day):
+                for agent in ("hub", "coder"):
+                    session.add(
+                        Usage(
+                            agent_id=agent,
+                            model="claude-sonnet-4-6",
+                            profile="primary",
+                            input_tokens=1000,
+                            output_tokens=200,
+                            cost_usd=Decimal("0.25") * (day % 5 + 1),
+                            created_at=first + timedelta(days=day),
+                        )
+                    )
+    finally:
+        await db.dispose()
+
+
+async def memory_steps(
+    server: BotAPIServer, tmp: Path, stack: contextlib.AsyncExitStack, storm: int
+) -> dict[str, float]:
+    """Peak RSS of a fresh `fleet run` (test config): idle after a few /status, after `storm`
+    updates pushed at once, and after a /costs chart."""
+    folder = tmp / "memory"
+    folder.mkdir()
+    config = unpaced_config(folder, server.base_url)
+    bot = BotProcess(
+        "fleet run (memory)",
+        [str(FLEET), "run", "--config", str(config)],
+        fleet_env(),
+        folder / "fleet.log",
+    )
+    stack.push_async_callback(bot.stop)
+    await start_polling(server, bot)
+    await add_usage(folder)
+    replies = Replies(server, USERS)
+    for i in range(5):
+        push(server, i, "/status")
+    await replies.wait(5, bot)
+    await asyncio.sleep(IDLE_SECONDS)
+    idle = bot.memory_mb()["VmHWM"]
+    replies = Replies(server, USERS)
+    for i in range(storm):
+        push(server, i, "/status")
+    await replies.wait(storm, bot)
+    await asyncio.sleep(1.0)
+    after_storm = bot.memory_mb()["VmHWM"]
+    mark = server.mark()
+    server.push_message(OWNER, "/costs")
+    await server.wait_for_call(
+        "sendPhoto", lambda c: c.params.get("chat_id") == OWNER, after=mark, timeout=120
+    )
+    await asyncio.sleep(1.0)
+    after_costs = bot.memory_mb()["VmHWM"]
+    await stop_bot(server, bot)
+    return {
+        "storm": float(storm),
+        "idle_mb": idle,
+        "storm_mb": after_storm,
+        "costs_mb": after_costs,
+    }
+
+
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     cancel_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp_name:
@@ -419,7 +511,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
             folder = tmp / "fleet"
             folder.mkdir()
-            config = write_config(folder, server.base_url, polling_timeout=POLLING_TIMEOUT)
+            config = unpaced_config(folder, server.base_url)
             fleet = BotProcess(
                 "fleetbridge",
                 [str(FLEET), "run", "--config", str(config)],
@@ -441,13 +533,18 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 result = await run_bot(server, fleet, stack, echoes=False, **phases)
 
             example = await example_config_rss(server, tmp, stack, args.example_seconds)
+            memory = await memory_steps(server, tmp, stack, args.storm)
             if server.errors:
                 raise BenchmarkError(f"the local Bot API server failed: {server.errors!r}")
-    return report(baseline, result, example, args)
+    return report(baseline, result, example, memory, args)
 
 
 def report(
-    baseline: BotResult, fleet: BotResult, example: dict[str, float], args: argparse.Namespace
+    baseline: BotResult,
+    fleet: BotResult,
+    example: dict[str, float],
+    memory: dict[str, float],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     ratio = fleet.throughput_per_s / baseline.throughput_per_s
     checks = {
@@ -465,6 +562,12 @@ def report(
             "value_mb": fleet.peak_rss_mb,
             "target": f"< {RSS_TARGET_MB:.0f} MB",
             "pass": fleet.peak_rss_mb < RSS_TARGET_MB,
+        },
+        "peak_rss_growth": {
+            "value_mb": max(memory["storm_mb"], memory["costs_mb"]) - memory["idle_mb"],
+            "target": f"<= +{RSS_GROWTH_TARGET_MB:.0f} MB over idle",
+            "pass": max(memory["storm_mb"], memory["costs_mb"]) - memory["idle_mb"]
+            <= RSS_GROWTH_TARGET_MB,
         },
         "peak_rss_example_config": {
             "value_mb": example["peak_rss_mb"],
@@ -484,6 +587,7 @@ def report(
         "baseline": asdict(baseline),
         "fleetbridge": asdict(fleet),
         "fleetbridge_example_config": example,
+        "fleetbridge_memory": memory,
         "throughput_ratio": ratio,
         "checks": checks,
     }
@@ -529,12 +633,24 @@ def print_table(results: dict[str, Any]) -> None:
         f"fleet run with config.example.toml: peak RSS {e['peak_rss_mb']:.1f} MB, "
         f"idle CPU {e['idle_cpu_pct']:.1f} %"
     )
+    m = results["fleetbridge_memory"]
+    print(
+        f"fleet run peak RSS: idle {m['idle_mb']:.1f} MB, after {m['storm']:.0f} updates at once "
+        f"{m['storm_mb']:.1f} MB ({m['storm_mb'] - m['idle_mb']:+.1f}, "
+        f"{m['storm_mb'] / m['idle_mb']:.2f}x), after a /costs chart {m['costs_mb']:.1f} MB "
+        f"({m['costs_mb'] - m['idle_mb']:+.1f}, {m['costs_mb'] / m['idle_mb']:.2f}x)"
+    )
     c = results["checks"]
     print()
     p99 = c["p99_latency"]
     print(f"{verdict(p99['pass'])} p99 latency {p99['value_ms']:.1f} ms ({p99['target']})")
     tp = c["throughput"]
     print(f"{verdict(tp['pass'])} throughput {tp['ratio']:.0%} of baseline ({tp['target']})")
+    growth = c["peak_rss_growth"]
+    print(
+        f"{verdict(growth['pass'])} peak RSS growth after the storm and the chart: "
+        f"{growth['value_mb']:+.1f} MB ({growth['target']})"
+    )
     for key, label in (
         ("peak_rss_test_config", "test config"),
         ("peak_rss_example_config", "config.example.toml"),
@@ -561,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         "--command",
         default="/status",
         help="what the people send (/status); e.g. /whoami to leave the database out",
+    )
+    parser.add_argument(
+        "--storm", type=int, default=2000, help="updates at once in the memory steps (2000)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_py_spy(parser, "profile fleet run's measured phases with py-spy")

@@ -20,6 +20,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
 from sqlalchemy.engine import URL, make_url
 
+from agents import coding_queue
 from agents.commands import ExecWorker
 from agents.gateway import Gateway
 from agents.pipelines import PipelineWorker
@@ -36,6 +37,7 @@ from bot.middlewares import (
     PressedButtonCheck,
     RoleMiddleware,
 )
+from bot.pacing import MARGIN, Pacer, PacingMiddleware
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
@@ -43,6 +45,7 @@ from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.text import esc
 from bot.watchdog import Watchdog
+from bot.web.server import WebServer, WebState
 from handlers import get_routers
 from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
@@ -63,11 +66,17 @@ SHUTDOWN_GRACE = 10.0
 TRIAGE_TICK_SECONDS = 60  # snoozes wake and the daily digest goes out within a minute
 
 
-def make_bot(config: Config, monitor: PollMonitor | None = None) -> Bot:
+def make_bot(
+    config: Config, monitor: PollMonitor | None = None, pacer: Pacer | None = None
+) -> Bot:
+    """The Bot; with `pacer`, every message it sends (direct replies too) takes a slot of
+    Telegram's limits from it (see bot.pacing)."""
     api = config.telegram.api_base
     session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
     if monitor is not None:
         session.middleware(monitor)
+    if pacer is not None:
+        session.middleware(PacingMiddleware(pacer))
     return Bot(
         token=config.telegram.token.get_secret_value(),
         session=session,
@@ -158,10 +167,11 @@ async def run_fleet(config: Config) -> int:
 
 async def _serve(config: Config, db: Database) -> int:
     monitor = PollMonitor()
-    bot = make_bot(config, monitor)
+    pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
+    bot = make_bot(config, monitor, pacer)
     routers = get_routers()
     in_flight = InFlight()
-    sender = Sender(bot, db)
+    sender = Sender(bot, db, pacer=pacer)
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
     triage = Triage(config, db, gateway)
@@ -229,6 +239,13 @@ async def _serve(config: Config, db: Database) -> int:
                 cron=agent.cron,
                 tz=config.tz,
             )
+        if agent.queue is not None:
+            scheduler.cron(
+                f"queue:{agent.id}",
+                agent.queue.cron,
+                config.tz,
+                functools.partial(coding_queue.nightly, config, db, agent.id),
+            )
     for mailbox in config.mailboxes:
         scheduler.every(
             f"triage:{mailbox.id}",
@@ -253,10 +270,28 @@ async def _serve(config: Config, db: Database) -> int:
         except TelegramAPIError as err:
             log.warning("could not register the command menu: %s", err)
 
+    web_server = None
+    if config.web.listen:
+        web_server = WebServer(
+            config,
+            db,
+            WebState(
+                poll_monitor=monitor,
+                rate_limited=lambda: sender.rate_limited,
+                next_runs=lambda: {j.id: j.next_run_time for j in scheduler.scheduler.get_jobs()},
+            ),
+        )
+        try:
+            await web_server.start()
+        except OSError as err:
+            # The fleet runs without its page rather than not at all; the log says why.
+            log.error("web: cannot listen on %s: %s", config.web.listen, err)
+            web_server = None
     # The process's long-lived objects are all built now. Freezing them keeps the garbage
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
     gc.collect()
     gc.freeze()
+    await scheduler.register()
     scheduler.start()
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
@@ -278,6 +313,8 @@ async def _serve(config: Config, db: Database) -> int:
         if not await in_flight.drain(SHUTDOWN_GRACE):
             log.warning("shutdown: updates still in flight after %.0f s", SHUTDOWN_GRACE)
         await scheduler.shutdown(SHUTDOWN_GRACE)
+        if web_server is not None:
+            await web_server.stop()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             # Runs in flight get their grace period; the rest go back to the queue.
             await asyncio.wait_for(runtime_task, config.runtime.shutdown_grace_seconds + 5)

@@ -45,7 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser = argparse.ArgumentParser(
-        prog="fleet", description="Run a fleet of AI agents from Telegram."
+        prog="fleet",
+        description="Run a fleet of AI agents from Telegram.",
+        epilog=(
+            "New here? `fleet init DIR` writes a config and workspaces, `fleet check-config "
+            "--config DIR/fleet.toml` says what is left to fill in, and `fleet run --config "
+            "DIR/fleet.toml` starts the bot. `fleet COMMAND --help` explains each command."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", parents=[common], help="poll Telegram, run jobs, deliver the outbox")
@@ -87,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     watchdog.add_argument(
         "--once", action="store_true", required=True, help="check once and exit (1: problems)"
     )
-    config_cmd = sub.add_parser("config", parents=[common], help="config safety")
+    config_cmd = sub.add_parser("config", parents=[common], help="rollback: the last good config")
     config_cmd.add_argument(
         "action", choices=["rollback"], help="rollback: restore the last-known-good file"
     )

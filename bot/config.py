@@ -159,6 +159,8 @@ class TelegramConfig(_Section):
     token: SecretStr
     api_base: str = ""
     polling_timeout: int = Field(default=30, ge=1, le=50)
+    # Telegram's overall limit for bots; raise it only against a server that allows more.
+    messages_per_second: int = Field(default=30, ge=1, le=100_000)
 
     @field_validator("token")
     @classmethod
@@ -274,12 +276,39 @@ class ExecPolicy(_Section):
     @field_validator("env")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f'"{name}" is not an environment variable name')
-            if name.startswith(("TELEGRAM_", "ANTHROPIC_")) or name == "CREDENTIALS_DIRECTORY":
-                raise ValueError(f"{name} holds the fleet's own secrets; commands never get it")
-        return value
+        return _env_names(value)
+
+
+def _env_names(value: list[str]) -> list[str]:
+    for name in value:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ValueError(f'"{name}" is not an environment variable name')
+        if name.startswith(("TELEGRAM_", "ANTHROPIC_")) or name == "CREDENTIALS_DIRECTORY":
+            raise ValueError(f"{name} holds the fleet's own secrets; commands never get it")
+    return value
+
+
+class CodingCli(_Section):
+    """A coding CLI a process agent runs (Claude Code, Codex): its argv, the variables holding
+    its own keys (passed on besides PATH, HOME, LANG), and the model its tokens are priced
+    as when it reports tokens but no cost (Codex)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    argv: list[str] = Field(min_length=1)
+    env: list[str] = Field(default_factory=list)
+    model: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        return _env_names(value)
+
+
+class QueueConfig(_Section):
+    """The nightly coding queue: at `cron`, up to `max_tasks` of the agent's todo tasks run."""
+
+    cron: str = "0 2 * * *"
+    max_tasks: int = Field(default=1, ge=1, le=20)
 
 
 class AgentConfig(_Section):
@@ -301,6 +330,12 @@ class AgentConfig(_Section):
     folders: dict[str, FolderMode] = Field(default_factory=dict)  # folder id -> rw | ro
     max_file_kb: int = Field(default=512, ge=1, le=1_048_576)
     exec: ExecPolicy | None = None  # None: the agent has no run_command tool
+    # "process": each run starts a coding CLI in a checkout of `repo` instead of model turns.
+    adapter: Literal["anthropic", "process"] = "anthropic"
+    clis: list[CodingCli] = Field(default_factory=list)
+    repo: str | None = None  # a git URL or path (process agents)
+    timeout: Duration = "45m"  # of one CLI run (process agents)
+    queue: QueueConfig | None = None
 
     @field_validator("quiet_hours")
     @classmethod
@@ -554,6 +589,89 @@ class ApprovalsConfig(_Section):
     check_every: int = Field(default=30, ge=1, le=3600)
 
 
+Severity = Literal["P3", "P2", "P1", "P0"]
+
+
+def _default_severities() -> dict[str, Severity]:
+    return {"critical": "P1", "warning": "P2", "info": "P3"}
+
+
+class WebSource(_Section):
+    """An outside alert source: `POST /hooks/alertmanager/<id>` (kind alertmanager) or
+    `POST /hooks/alert/<id>` (kind alert), each with its own bearer token. An Alertmanager
+    source with `url` also gets a silence there when a person presses Silence."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    kind: Literal["alertmanager", "alert"] = "alertmanager"
+    token: Secret
+    url: str = ""
+    severity_label: str = "severity"
+    # label value -> P3..P0; values not listed map to `default_severity`.
+    severities: dict[str, Severity] = Field(default_factory=_default_severities)
+    default_severity: Literal["P3", "P2", "P1", "P0"] = "P2"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or the http(s):// URL of the Alertmanager")
+        return value.rstrip("/")
+
+
+class WebConfig(_Section):
+    """Mission Control: the read-only web page, /metrics, /healthz and the alert hooks.
+    Off unless `listen` is set ("127.0.0.1:8088")."""
+
+    listen: str = ""
+    public_url: str = ""
+    # The key that signs sign-in links and session cookies; unset: one is generated once and
+    # kept in the database.
+    secret: SecretStr | None = None
+    metrics_from: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    session_hours: int = Field(default=12, ge=1, le=168)
+    sources: list[WebSource] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'"{value}" is not an address like "127.0.0.1:8088"')
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or the http(s):// URL people open the page at")
+        return value.rstrip("/")
+
+    @field_validator("metrics_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f'"{item}" is not an address or network') from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def base_url(self) -> str:
+        """Where people open the page: `public_url`, else the listen address."""
+        return self.public_url or f"http://{self.listen}"
+
+
 class Config(_Section):
     """The whole validated configuration. `path` is where it was read from."""
 
@@ -578,6 +696,7 @@ class Config(_Section):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     triage: TriageConfig = Field(default_factory=TriageConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     # Every value `${VAR}` or `<key>_file` put into the config while loading, with what it
     # replaced ("${DEPLOY_TOKEN}"): any of them may be a secret, wherever it went (a deploy
     # command, a check URL), so all are redacted.
@@ -631,6 +750,9 @@ class Config(_Section):
         values = [self.telegram.token.get_secret_value()]
         values += [p.api_key.get_secret_value() for p in self.anthropic.profiles.values()]
         values += [m.graph.client_secret.get_secret_value() for m in self.mailboxes if m.graph]
+        values += [s.token.get_secret_value() for s in self.web.sources]
+        if self.web.secret is not None:
+            values.append(self.web.secret.get_secret_value())
         return [v for v in values if v]
 
     def secret_values(self) -> list[str]:
@@ -886,6 +1008,15 @@ def _semantic_problems(config: Config) -> list[str]:
             problems.append(f"agents[{i}].reports_to: the hub reports to no agent")
         if agent.heartbeat and agent.cron:
             problems.append(f"agents[{i}]: give either heartbeat or cron, not both")
+        if agent.adapter == "process" and (not agent.clis or not agent.repo):
+            problems.append(f'agents[{i}]: adapter = "process" needs clis and repo')
+        if agent.queue is not None:
+            try:
+                crontab_trigger(agent.queue.cron, config.tz)
+            except ValueError as err:
+                problems.append(
+                    f'agents[{i}].queue.cron: "{agent.queue.cron}" is not a crontab line: {err}'
+                )
         if agent.cron is not None:
             try:
                 crontab_trigger(agent.cron, config.tz)
@@ -916,6 +1047,7 @@ def _semantic_problems(config: Config) -> list[str]:
         "folders": [f.id for f in config.folders],
         "publish_targets": [t.id for t in config.publish_targets],
         "pipelines": [p.id for p in config.pipelines],
+        "web.sources": [w.id for w in config.web.sources],
     }
     for kind, item_ids in named.items():
         seen: set[str] = set()

@@ -28,6 +28,10 @@ from aiogram.methods.base import TelegramType
 log = logging.getLogger(__name__)
 
 
+# Updates handled at once; more wait for a free slot before they are fetched.
+MAX_CONCURRENT_UPDATES = 32
+
+
 class Throttle:
     """Lets a message through at most once per `period` seconds per key."""
 
@@ -108,8 +112,10 @@ class PollingSupervisor:
         polling_timeout: int,
         on_stall: Callable[[float], Awaitable[None]],
         check_every: float | None = None,
+        max_concurrent_updates: int = MAX_CONCURRENT_UPDATES,
     ) -> None:
         self.dp = dp
+        self.max_concurrent_updates = max_concurrent_updates
         self.bot = bot
         self.monitor = monitor
         self.polling_timeout = polling_timeout
@@ -128,6 +134,9 @@ class PollingSupervisor:
                     polling_timeout=self.polling_timeout,
                     handle_signals=False,
                     close_bot_session=False,
+                    # A storm of updates waits in Telegram's queue, not as thousands of tasks
+                    # (each with its update, session and reply) in this process's memory.
+                    tasks_concurrency_limit=self.max_concurrent_updates,
                     **workflow,
                 )
             )

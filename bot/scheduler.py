@@ -75,6 +75,19 @@ class Scheduler:
             replace_existing=True,
         )
 
+    def cron(self, job_id: str, line: str, tz: tzinfo, func: JobFunc) -> None:
+        """Run `func` at the times of a crontab line (a coding agent's nightly queue)."""
+        self.scheduler.add_job(
+            self._tracked(func),
+            crontab_trigger(line, tz),
+            id=job_id,
+            name=job_id,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=300,
+            replace_existing=True,
+        )
+
     def _with_beat(self, job_id: str, seconds: int, func: JobFunc) -> JobFunc:
         async def run() -> None:
             async with self.db.session() as session:
@@ -108,6 +121,15 @@ class Scheduler:
                     self._running.discard(task)
 
         return run
+
+    async def register(self) -> None:
+        """Record that this process runs each `every` job from now on, so the watchdog outside
+        (`fleet watchdog --once`) gives a job just started its first interval before it counts
+        as late."""
+        now = datetime.now(UTC)
+        async with self.db.session() as session:
+            for job_id, seconds in self.intervals.items():
+                await jobs.registered(session, job_id, now, seconds)
 
     def start(self) -> None:
         self.scheduler.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict, deque
 from datetime import timedelta
 
 from aiogram import Bot
@@ -20,6 +19,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
+from bot.pacing import MARGIN, Pacer, is_group, paced, unpaced
 from bot.text import split_html
 from storage import outbox
 from storage.db import Database
@@ -27,78 +27,55 @@ from storage.models import Outbox, utcnow
 
 log = logging.getLogger(__name__)
 
-# Telegram's documented limits for bots.
-PER_CHAT_INTERVAL = 1.0
-GROUP_PER_MINUTE = 20
-GLOBAL_PER_SECOND = 30
-
-
-class Pacer:
-    """Tracks recent sends and says how long a chat must wait before its next message."""
-
-    def __init__(self) -> None:
-        self._last: dict[int, float] = {}
-        self._blocked_until: dict[int, float] = {}
-        self._group: dict[int, deque[float]] = defaultdict(deque)
-        self._all: deque[float] = deque()
-
-    def wait_for(self, chat_id: int, now: float) -> float:
-        waits = [
-            self._last.get(chat_id, -1e9) + PER_CHAT_INTERVAL - now,
-            self._blocked_until.get(chat_id, 0.0) - now,
-        ]
-        if chat_id < 0:  # groups, supergroups and channels have negative ids
-            window = self._group[chat_id]
-            while window and window[0] <= now - 60:
-                window.popleft()
-            if len(window) >= GROUP_PER_MINUTE:
-                waits.append(window[0] + 60 - now)
-        while self._all and self._all[0] <= now - 1:
-            self._all.popleft()
-        if len(self._all) >= GLOBAL_PER_SECOND:
-            waits.append(self._all[0] + 1 - now)
-        return max(0.0, *waits)
-
-    def block(self, chat_id: int, until: float) -> None:
-        """Telegram asked us to wait (429 retry_after) before writing to this chat again."""
-        self._blocked_until[chat_id] = until
-
-    def sent(self, chat_id: int, now: float) -> None:
-        self._last[chat_id] = now
-        if chat_id < 0:
-            self._group[chat_id].append(now)
-        self._all.append(now)
+# How long the times of messages sent to groups are kept: the group limit's window, and some.
+SEND_HORIZON = timedelta(seconds=120)
+STOP_WAIT = 5.0
 
 
 class Sender:
-    """The only code that sends outbox rows. Run one per bot token (the poller lock holder)."""
+    """The only code that sends outbox rows. Run one per bot token (the poller lock holder).
+
+    Each chat with a due row gets a worker task that sends that chat's rows in order, one part
+    at a time, each part after `Pacer.acquire`: chats are served at once and only the shared
+    limits hold them back, so a long message to one chat does not hold up the others. The times
+    of messages sent to groups are also rows (`outbox.record_send`), read back at start, so a
+    restart does not begin a group's minute with an empty window."""
 
     def __init__(
         self,
         bot: Bot,
         db: Database,
         *,
+        pacer: Pacer | None = None,
         max_attempts: int = 8,
         idle_poll: float = 1.0,
         max_backoff: float = 300.0,
+        max_chats: int = 100,
     ) -> None:
         self.bot = bot
         self.db = db
         self.max_attempts = max_attempts
         self.idle_poll = idle_poll
         self.max_backoff = max_backoff
-        self.pacer = Pacer()
+        self.max_chats = max_chats
+        self.pacer = pacer or Pacer(margin=MARGIN)
+        self.rate_limited = 0  # 429 answers so far (the web /metrics shows it)
         self._wake = asyncio.Event()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._stop = asyncio.Event()
+        self._seeded = False
+        self._last_prune = 0.0
 
     def wake(self) -> None:
         """Deliver now instead of at the next idle poll (after enqueueing in this process)."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set. A send in flight finishes; the rest stays queued."""
+        """Deliver until `stop` is set. Sends in flight finish; the rest stays queued."""
+        self._stop = stop
         while not stop.is_set():
             try:
-                delay = await self.deliver_due()
+                delay = await self._dispatch()
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("outbox pass failed; retrying in %.0f s", self.idle_poll)
                 delay = self.idle_poll
@@ -110,24 +87,98 @@ class Sender:
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+        if self._workers:
+            # A worker stops after its part in flight; one still waiting for its turn (a group
+            # at its limit) is cancelled before it sends: its row stays queued.
+            _, waiting = await asyncio.wait(set(self._workers.values()), timeout=STOP_WAIT)
+            for task in waiting:
+                task.cancel()
 
     async def deliver_due(self) -> float:
-        """One pass over the due head of each chat. Returns seconds until the next pass."""
+        """One pass: every chat with a due row is served (at once) until none of its rows is due
+        and can go out now. Returns seconds until the next pass."""
+        delay = await self._dispatch()
+        while self._workers:
+            await asyncio.wait(set(self._workers.values()))
+            delay = await self._dispatch()
+        return delay
+
+    async def _dispatch(self) -> float:
+        """Start a worker for each chat whose head row is due and that has none yet. Returns
+        seconds until a chat without a worker is due (a worker wakes the loop when it ends)."""
+        if not self._seeded:
+            await self._seed()
+        busy = set(self._workers)
+        now = time.monotonic()
         async with self.db.session() as session:
-            rows = await outbox.due_heads(session, utcnow())
+            rows = await outbox.due_heads(session, utcnow(), exclude=busy)
         delay = self.idle_poll
         for row in rows:
-            wait = self.pacer.wait_for(row.chat_id, time.monotonic())
+            if len(self._workers) >= self.max_chats:
+                break
+            # The overall limit is the worker's to wait for; this is about the chat.
+            wait = self.pacer.wait_for(row.chat_id, now, overall=False)
             if wait > 0:
                 delay = min(delay, wait)
                 continue
-            await self._deliver(row)
-            delay = min(delay, PER_CHAT_INTERVAL)
+            task = asyncio.create_task(self._serve(row), name=f"outbox-chat:{row.chat_id}")
+            self._workers[row.chat_id] = task
         async with self.db.session() as session:
-            next_at = await outbox.next_due_at(session)
+            next_at = await outbox.next_due_at(session, exclude=set(self._workers))
         if next_at is not None:
             delay = min(delay, max(0.0, (next_at - utcnow()).total_seconds()))
         return max(delay, 0.02)
+
+    async def _serve(self, first: Outbox) -> None:
+        """Send `first`, then the chat's next rows while they are due."""
+        chat_id = first.chat_id
+        row: Outbox | None = first
+        try:
+            while row is not None:
+                try:
+                    await self._deliver(row)
+                except Exception:  # one row's bug must not stop the chat or the sender
+                    log.exception("outbox %d to chat %d: delivery failed", row.id, chat_id)
+                    return
+                if self._stop.is_set():
+                    return
+                async with self.db.session() as session:
+                    row = await outbox.head_of(session, chat_id)
+                if row is not None and row.next_attempt_at > utcnow():
+                    return  # waiting (retry_after, backoff): the loop comes back for it
+        finally:
+            self._workers.pop(chat_id, None)
+            self._wake.set()
+
+    async def _seed(self) -> None:
+        """Read the recent sends to groups (another process's, before a restart)."""
+        now_wall, now = utcnow(), time.monotonic()
+        async with self.db.session() as session:
+            await outbox.prune_sends(session, now_wall - SEND_HORIZON)
+            recent = await outbox.recent_sends(session, now_wall - SEND_HORIZON)
+        for chat_id, at in recent:
+            self.pacer.seed(chat_id, now - (now_wall - at).total_seconds())
+        self._seeded = True
+        self._last_prune = now
+
+    async def _send_part(self, row: Outbox, index: int) -> bool:
+        """Wait for the chat's turn and mark the part in flight; False if the row was settled
+        elsewhere since it was read (requeued, failed by hand)."""
+        await self.pacer.acquire(row.chat_id)
+        if self._stop.is_set():
+            return False  # stopping: the rest of the row goes out after the restart
+        async with self.db.session() as session:
+            if not await outbox.begin_send(session, row.id, index):
+                return False
+            if is_group(row.chat_id):
+                await outbox.record_send(session, row.chat_id, utcnow())
+        # A write that waited for the database must not bring two calls of the chat closer.
+        await self.pacer.space(row.chat_id)
+        if time.monotonic() - self._last_prune > SEND_HORIZON.total_seconds():
+            self._last_prune = time.monotonic()
+            async with self.db.session() as session:
+                await outbox.prune_sends(session, utcnow() - SEND_HORIZON)
+        return True
 
     async def _deliver(self, row: Outbox) -> None:
         reply: ReplyParameters | None = None
@@ -154,11 +205,15 @@ class Sender:
                 row.parts_sent + 1,
                 row.in_flight_at.isoformat(timespec="seconds"),
             )
+        if row.parts_sent >= len(parts):  # every part went out before a restart
+            async with self.db.session() as session:
+                await outbox.mark_sent(session, row.id)
+            return
         for index in range(row.parts_sent, len(parts)):
             last = index == len(parts) - 1
-            async with self.db.session() as session:
-                if not await outbox.begin_send(session, row.id, index):
-                    return  # settled elsewhere (requeued, failed by hand) since it was read
+            if not await self._send_part(row, index):
+                return
+            token = paced()
             try:
                 message = await self.bot.send_message(
                     chat_id=row.chat_id,
@@ -169,6 +224,7 @@ class Sender:
                 )
             except TelegramRetryAfter as err:
                 self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+                self.rate_limited += 1
                 await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
                 return
             except (TelegramNetworkError, TimeoutError) as err:
@@ -194,19 +250,19 @@ class Sender:
             except TelegramAPIError as err:
                 await self._retry_or_fail(row, f"{type(err).__name__}: {err.message}")
                 return
-            self.pacer.sent(row.chat_id, time.monotonic())
+            finally:
+                unpaced(token)
             ids.append(message.message_id)
             async with self.db.session() as session:
                 await outbox.record_part(session, row.id, index, ids)
-            if not last:
-                # The next part of the same chat still obeys the per-chat pace.
-                await asyncio.sleep(self.pacer.wait_for(row.chat_id, time.monotonic()))
-        async with self.db.session() as session:
-            await outbox.mark_sent(session, row.id)
+                if last:
+                    await outbox.mark_sent(session, row.id)
 
     async def _edit(self, row: Outbox, chat_id: int, message_id: int) -> bool:
         """Edit the original message. False when it cannot be edited any more (deleted, too
         old): the caller then sends the row as a new message, so the news is not lost."""
+        await self.pacer.acquire(row.chat_id)
+        token = paced()
         try:
             await self.bot.edit_message_text(
                 chat_id=chat_id,
@@ -216,6 +272,7 @@ class Sender:
             )
         except TelegramRetryAfter as err:
             self.pacer.block(row.chat_id, time.monotonic() + err.retry_after)
+            self.rate_limited += 1
             await self._defer(row, err.retry_after, f"429 retry after {err.retry_after}s")
             return True
         except (TelegramServerError, TelegramNetworkError, TimeoutError) as err:
@@ -233,7 +290,8 @@ class Sender:
         except TelegramAPIError as err:
             await self._retry_or_fail(row, f"{type(err).__name__}: {err.message}")
             return True
-        self.pacer.sent(row.chat_id, time.monotonic())
+        finally:
+            unpaced(token)
         async with self.db.session() as session:
             await outbox.record_part(session, row.id, 0, [message_id])
             await outbox.mark_sent(session, row.id)

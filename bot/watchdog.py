@@ -80,8 +80,8 @@ async def find_problems(
             job_id: beat.interval_s
             for job_id, beat in beats.items()
             if beat.interval_s
-            and beat.last_start is not None
-            and now - beat.last_start < FORGOTTEN
+            and (seen := _latest(beat.last_start, beat.registered_at)) is not None
+            and now - seen < FORGOTTEN
         }
         for job_id in CORE_JOBS:
             if job_id not in expected:
@@ -91,8 +91,10 @@ async def find_problems(
             continue
         beat = beats.get(job_id)
         reference = beat.last_success if beat is not None else None
-        if since is not None and (reference is None or reference < since):
-            reference = since
+        # A job gets its first interval after the process (re)started before it is late.
+        started = since if since is not None else beat.registered_at if beat else None
+        if started is not None and (reference is None or reference < started):
+            reference = started
         if reference is None:
             reference = beat.last_start if beat is not None else None
         if reference is None or (now - reference).total_seconds() <= 2 * interval:
@@ -142,6 +144,10 @@ async def find_problems(
             )
         )
     return found
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    return max((t for t in times if t is not None), default=None)
 
 
 async def _last_heartbeats(session: AsyncSession) -> dict[str, datetime]:

@@ -8,6 +8,7 @@ from handlers import (
     agents,
     approvals,
     budget,
+    coding,
     costs,
     errors,
     exec,
@@ -22,6 +23,7 @@ from handlers import (
     status,
     tasks,
     triage,
+    web,
 )
 
 
@@ -36,6 +38,7 @@ def get_routers() -> list[Router]:
         agents.router,
         budget.router,
         costs.router,
+        coding.router,
         exec.router,  # before approvals: its Always allow button is an approval button
         approvals.router,
         files.router,
@@ -43,6 +46,7 @@ def get_routers() -> list[Router]:
         pipelines.router,
         incidents.router,
         triage.router,
+        web.router,
         replies.router,
         fallback.router,
     ]

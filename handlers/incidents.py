@@ -21,7 +21,9 @@ from bot.config import Config, Person, Role
 from bot.text import clip, esc, when, zone_note
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, usage
+from integrations import alertmanager
 from storage import incidents, outbox
+from storage import web as web_store
 from storage.db import Database
 from storage.models import DbId, Incident, utcnow
 
@@ -186,8 +188,46 @@ async def press(
         await callback.answer(clip(f"Nothing changed: {summary}", 200), show_alert=True)
         return
     await callback.answer(clip(summary, 200))
+    if callback_data.action in SILENCES:
+        # After the answer: Alertmanager may take seconds, the press is answered at once.
+        made = await _silence_at_sources(db, config, group, SILENCES[callback_data.action], person)
+        if made:
+            summary += f" (silenced in Alertmanager too: {', '.join(made)})"
     buttons = alert_buttons(callback_data.id, [i.status for i in states if i is not None])
     await _show(callback, f"{actor_name(actor, config)}: {summary}", buttons)
+
+
+async def _silence_at_sources(
+    db: Database, config: Config, group: list[Incident], length: timedelta, person: Person
+) -> list[str]:
+    """For incidents that came from an Alertmanager source with `url`, a silence there too
+    (matchers from the alert's labels, the person's name as creator). Returns the silence ids
+    made; a failure is logged, and the silence here stands all the same."""
+    made: list[str] = []
+    sources = {s.id: s for s in config.web.sources if s.kind == "alertmanager" and s.url}
+    for incident in group:
+        async with db.session() as session:
+            alert = await web_store.alert_of(session, incident.id)
+        if alert is None or alert.source not in sources:
+            continue
+        now = utcnow()
+        try:
+            silence_id = await alertmanager.create_silence(
+                sources[alert.source].url,
+                alert.labels,
+                starts=now,
+                ends=now + length,
+                created_by=person.name,
+                comment=f"Silenced from fleetbridge incident #{incident.id}",
+            )
+        except alertmanager.AlertmanagerError as err:
+            log.warning("incident #%d: no silence in Alertmanager: %s", incident.id, err)
+            continue
+        async with db.session() as session:
+            await web_store.set_silence(session, incident.id, silence_id)
+        log.info("incident #%d: Alertmanager silence %s", incident.id, silence_id)
+        made.append(silence_id)
+    return made
 
 
 STATE_MARK = "\n\n☑️ "  # starts the line that says who last changed the alert's incidents

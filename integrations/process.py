@@ -93,10 +93,16 @@ async def run(
     drain: float = DRAIN,
     head: int = 0,
     redact: Callable[[str], str] | None = None,
+    stdin: bytes | None = None,
+    log: Path | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> Finished:
     """Run `line` (through the shell if `shell`, else split like a shell would and run
     directly; a list is an argv, run as it is) with `env` (default: `environment()`), for at
     most `limit` seconds. The output kept is the first `head` bytes and the last `keep`.
+    `stdin` is written to the command's standard input (then closed); with `log`, all of the
+    output is also appended to that file as it comes (a coding CLI's run log); `started` is
+    told the process id (the group's id: `kill(pid)` stops the command and its children).
     Raises CommandError when it cannot start."""
     environ = dict(env) if env is not None else environment()
     if not isinstance(line, str):
@@ -113,7 +119,7 @@ async def run(
                 line,
                 cwd=cwd,
                 env=environ,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -129,7 +135,7 @@ async def run(
                 *argv,
                 cwd=cwd,
                 env=environ,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -139,14 +145,30 @@ async def run(
         raise CommandError(
             f"cannot start {words[0] if words else line!r}: {err.strerror}"
         ) from err
+    if started is not None:
+        started(process.pid)
     first = bytearray()
     buffer = bytearray()
     dropped = 0
+    sink = log.open("ab") if log is not None else None
+
+    async def feed() -> None:
+        assert process.stdin is not None
+        # A command that exits without reading all of its input is not an error here.
+        with contextlib.suppress(OSError):
+            process.stdin.write(stdin or b"")
+            await process.stdin.drain()
+        process.stdin.close()
 
     async def read() -> None:
         nonlocal dropped
         assert process.stdout is not None
+        # Written alongside the reading: a command may answer before it read all its input.
+        feeder = asyncio.ensure_future(feed()) if stdin is not None else None
         while chunk := await process.stdout.read(65536):
+            if sink is not None:
+                sink.write(chunk)
+                sink.flush()
             if len(first) < head:
                 taken = chunk[: head - len(first)]
                 first.extend(taken)
@@ -155,6 +177,8 @@ async def run(
             if len(buffer) > keep:
                 dropped += len(buffer) - keep
                 del buffer[: len(buffer) - keep]
+        if feeder is not None:
+            await feeder
 
     reader = asyncio.create_task(read())
     try:
@@ -181,6 +205,8 @@ async def run(
         transport = getattr(process, "_transport", None)
         if transport is not None:
             transport.close()
+        if sink is not None:
+            sink.close()
     if not dropped:
         text = (first + buffer).decode("utf-8", "replace")
     else:

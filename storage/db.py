@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import hashlib
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -114,12 +117,49 @@ class Database:
                 listener()
 
     async def migrate(self) -> None:
-        """Upgrade the schema to the newest migration (a quick check when it is there)."""
+        """Upgrade the schema to the newest migration (a quick check when it is there).
+
+        Processes that start together (`fleet run` and a few `fleet send` on a new database)
+        must not all create the schema: the upgrade runs under a lock (a file lock beside the
+        SQLite file, a PostgreSQL advisory lock), and whoever gets it second finds it done."""
+        head = head_revision()
         async with self.engine.connect() as conn:
             current = await _current_revision(conn)
-        if current != head_revision():
-            async with self.engine.begin() as conn:
-                await conn.run_sync(_upgrade)
+        if current == head:
+            return
+        if self.is_sqlite:
+            path = self.sqlite_file()
+            lock = await _lock_file(path.with_name(path.name + ".migrate.lock")) if path else None
+            try:
+                await self._upgrade_unless(head)
+            finally:
+                if lock is not None:
+                    lock.close()  # closing the file releases the lock
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATE_KEY})
+            await conn.commit()
+            try:
+                await self._upgrade_unless(head)
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATE_KEY})
+                await conn.commit()
+
+    async def _upgrade_unless(self, head: str) -> None:
+        async with self.engine.connect() as conn:
+            if await _current_revision(conn) == head:
+                return  # another process upgraded it while we waited for the lock
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None (PostgreSQL, or an in-memory database)."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.url).database
+        if not database or database.startswith(":memory:") or database.startswith("file:"):
+            return None
+        return Path(database)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -137,6 +177,25 @@ def _redact_parameters(parameters: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(parameters, list):
         return [_redact_parameters(v, redact) for v in parameters]
     return parameters
+
+
+# pg_advisory_lock key of the schema upgrade (any constant other code does not use).
+_MIGRATE_KEY = int.from_bytes(
+    hashlib.sha256(b"fleetbridge-migrate").digest()[:8], "big", signed=True
+)
+
+
+async def _lock_file(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on `path` (created if needed), waiting for it in a thread; close
+    the returned file to release it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file = path.open("ab")
+    try:
+        await asyncio.to_thread(fcntl.flock, file.fileno(), fcntl.LOCK_EX)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 _REVISION = re.compile(r'^revision(?:: str)? = ["\']([^"\']+)["\']', re.MULTILINE)

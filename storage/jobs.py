@@ -26,6 +26,21 @@ async def started(
     await session.execute(stmt)
 
 
+async def registered(
+    session: AsyncSession, job_id: str, at: datetime, interval_s: int | None
+) -> None:
+    """The process starting at `at` will run `job_id` every `interval_s`: until its first
+    interval (and the watchdog's grace) has passed, it is not late."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(JobBeat).values(
+        job_id=job_id, interval_s=interval_s, registered_at=at, runs=0, failures=0
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id"], set_={"registered_at": at, "interval_s": interval_s}
+    )
+    await session.execute(stmt)
+
+
 async def finished(session: AsyncSession, job_id: str, at: datetime, error: str | None) -> None:
     values: dict[str, object] = {"last_finish": at}
     if error is None:

@@ -95,6 +95,8 @@ class AgentState(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    # The web board pages each status newest first.
+    __table_args__ = (Index("ix_tasks_status_id", "status", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
@@ -109,6 +111,9 @@ class Task(Base):
     blocked_reason: Mapped[str | None] = mapped_column(Text)
     # Consecutive runs on this task that changed nothing; wakes for it back off after two.
     idle_runs: Mapped[int] = mapped_column(Integer, default=0)
+    # Order among tasks of the same priority in the agent's nightly queue (lower first); /queue
+    # moves a task up by giving it a rank below the one ahead of it.
+    queue_rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -136,6 +141,7 @@ class Run(Base):
     # At most one queued run (wakes merge into it) and one running run per agent.
     __table_args__ = (
         Index("ix_runs_agent_status", "agent_id", "status"),
+        Index("ix_runs_agent_id", "agent_id", "id"),  # an agent's last run
         Index(
             "uq_runs_queued_agent",
             "agent_id",
@@ -279,7 +285,10 @@ class Outbox(Base):
     """One outbound Telegram message. Rows are written first, then the sender delivers them."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_chat", "status", "chat_id", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_status_chat", "status", "chat_id", "id"),
+        Index("ix_outbox_feed_id", "feed", "id"),  # the web activity page, newest first
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     feed: Mapped[str | None] = mapped_column(String(16))
@@ -302,6 +311,17 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class OutboxSend(Base):
+    """One message the sender handed to Telegram for a group: the pacing state (20 messages a
+    minute per group) that must outlive a restart. Rows older than two minutes are deleted."""
+
+    __tablename__ = "outbox_sends"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Usage(Base):
@@ -342,6 +362,9 @@ class JobBeat(Base):
     last_success: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # When the running process registered the job: a job that has not run since is not late
+    # before its first interval after that (a fresh start is not an outage).
+    registered_at: Mapped[datetime | None]
     runs: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -585,3 +608,40 @@ class PipelineStep(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class WebSignin(Base):
+    """A sign-in link that was used: each link works once (its token id is the key)."""
+
+    __tablename__ = "web_signins"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebKey(Base):
+    """A key the web server generated once (the signing key when the config gives none)."""
+
+    __tablename__ = "web_keys"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExternalAlert(Base):
+    """An alert from an outside source (Alertmanager, a script) behind an incident: its labels
+    (the matchers of a silence made there) and the silence made for it, if any."""
+
+    __tablename__ = "external_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), unique=True
+    )
+    source: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    silence_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,17 +8,18 @@ each a conditional update that says whether it won.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ScalarSelect, func, select, update
+from sqlalchemy import ScalarSelect, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import touch
-from storage.models import Outbox, utcnow
+from storage.models import Outbox, OutboxSend, utcnow
 
 PENDING = "pending"
 SENT = "sent"
@@ -105,24 +106,63 @@ def _heads() -> ScalarSelect[int]:
     )
 
 
-async def due_heads(session: AsyncSession, now: datetime, limit: int = 100) -> list[Outbox]:
-    """The oldest pending row of each chat, where that row is due. A chat whose oldest row
-    waits (retry_after, backoff) sends nothing else, so each chat keeps its order."""
-    stmt = (
-        select(Outbox)
-        .where(Outbox.id.in_(_heads()), Outbox.next_attempt_at <= now)
-        .order_by(Outbox.id)
-        .limit(limit)
-    )
+async def due_heads(
+    session: AsyncSession,
+    now: datetime,
+    limit: int = 100,
+    *,
+    exclude: Collection[int] = (),
+) -> list[Outbox]:
+    """The oldest pending row of each chat, where that row is due, leaving out the chats in
+    `exclude` (those the sender serves already). A chat whose oldest row waits (retry_after,
+    backoff) sends nothing else, so each chat keeps its order."""
+    stmt = select(Outbox).where(Outbox.id.in_(_heads()), Outbox.next_attempt_at <= now)
+    if exclude:
+        stmt = stmt.where(Outbox.chat_id.not_in(list(exclude)))
+    stmt = stmt.order_by(Outbox.id).limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
+async def head_of(session: AsyncSession, chat_id: int) -> Outbox | None:
+    """The oldest pending row of one chat, due or not."""
+    stmt = (
+        select(Outbox)
+        .where(Outbox.chat_id == chat_id, Outbox.status == PENDING)
+        .order_by(Outbox.id)
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def next_due_at(session: AsyncSession, *, exclude: Collection[int] = ()) -> datetime | None:
     """When the next head row (see `due_heads`) is due; rows queued behind a waiting head
     do not count, or the sender would wake for them and find nothing to send."""
     stmt = select(func.min(Outbox.next_attempt_at)).where(Outbox.id.in_(_heads()))
+    if exclude:
+        stmt = stmt.where(Outbox.chat_id.not_in(list(exclude)))
     value: datetime | None = (await session.execute(stmt)).scalar_one_or_none()
     return value
+
+
+async def record_send(session: AsyncSession, chat_id: int, at: datetime) -> None:
+    """A message goes to `chat_id` at `at`: the pacing state a restart reads back (a group may
+    get only 20 messages a minute, whichever process sent them)."""
+    session.add(OutboxSend(chat_id=chat_id, at=at))
+
+
+async def recent_sends(session: AsyncSession, since: datetime) -> list[tuple[int, datetime]]:
+    """(chat id, time) of the messages recorded by `record_send` since `since`, oldest first."""
+    stmt = (
+        select(OutboxSend.chat_id, OutboxSend.at)
+        .where(OutboxSend.at >= since)
+        .order_by(OutboxSend.at)
+    )
+    return [(chat_id, at) for chat_id, at in (await session.execute(stmt)).all()]
+
+
+async def prune_sends(session: AsyncSession, before: datetime) -> None:
+    """Forget sends older than any pacing window."""
+    await session.execute(delete(OutboxSend).where(OutboxSend.at < before))
 
 
 async def begin_send(session: AsyncSession, row_id: int, part: int) -> bool:

@@ -25,7 +25,9 @@ Besides recording every call (`BotAPIServer.calls`), it keeps a small model of t
 the update queue (with Telegram's ``offset`` / ``timeout`` / ``allowed_updates`` semantics
 and 409 for concurrent pollers), messages per chat (so edits of unknown messages and
 "message is not modified" fail like on Telegram), bot commands, the webhook, uploaded files.
-Faults can be injected per method with `BotAPIServer.fail_next` and `BotAPIServer.stall`.
+Faults can be injected per method with `BotAPIServer.fail_next` and `BotAPIServer.stall`;
+`BotAPIServer.enforce_limits` makes it answer messages over Telegram's pacing limits with 429
+and count them.
 
 Methods with a specific implementation are listed in ``BotAPIServer._handlers`` (getUpdates
 is handled in ``_process``/``_get_updates``). Any other method of the spec is validated and
@@ -46,6 +48,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -72,6 +75,7 @@ __all__ = [
     "EntityParseError",
     "FieldSpec",
     "LocalAiohttpSession",
+    "PacingLimits",
     "UploadedFile",
     "load_spec",
     "parse_entities",
@@ -871,6 +875,26 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
 _Handler = Callable[[Call], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class PacingLimits:
+    """Telegram's limits for bots, as `BotAPIServer.enforce_limits` applies them. `tolerance`
+    (seconds) shortens each interval and window: a message counts from when its call arrives,
+    and two requests do not take the same time on the way (a loaded machine, a slow
+    transaction just before the call)."""
+
+    per_second: int = 30
+    per_chat_interval: float = 1.0
+    group_per_minute: int = 20
+    tolerance: float = 0.0
+
+
+def _counts_as_message(method: str) -> bool:
+    """What Telegram's message limits count: sendX (not sendChatAction), copy, forward."""
+    if method == "sendChatAction":
+        return False
+    return method.startswith("send") or method in {"copyMessage", "forwardMessage"}
+
+
 class BotAPIServer:
     """A fake Telegram Bot API server bound to 127.0.0.1 on a free port.
 
@@ -934,6 +958,11 @@ class BotAPIServer:
         self._next_callback = 0
         self._faults: dict[str, deque[_Fault]] = {}
         self._stalls: dict[str, deque[float]] = {}
+        self.pacing_violations: list[str] = []
+        """Messages over Telegram's limits (see `enforce_limits`), each answered with 429."""
+        self.limits: PacingLimits | None = None
+        self._sent_all: deque[float] = deque()
+        self._sent_chat: dict[ChatKey, deque[float]] = {}
         self._handlers: dict[str, _Handler] = {
             "getMe": self._get_me,
             "sendMessage": self._send_message,
@@ -1301,6 +1330,48 @@ class BotAPIServer:
         """How many of the calls stall() asked for have not arrived yet."""
         return len(self._stalls.get(self._method_name(method), ()))
 
+    def enforce_limits(self, limits: PacingLimits | None = None) -> None:
+        """From now on, answer a message over Telegram's limits (`PacingLimits`: 30/s overall,
+        1/s per chat, 20/min per group) with 429 and a retry_after, as Telegram does, and
+        record it in `pacing_violations`. A message counts from when its call arrives; only
+        accepted messages count. ``enforce_limits(None)`` is the default limits; pass
+        ``PacingLimits(...)`` to change them."""
+        self.limits = limits or PacingLimits()
+
+    def _pace(self, call: Call, now: float) -> None:
+        """Count a message (raises the 429 when it is over a limit)."""
+        limits = self.limits
+        if limits is None or not _counts_as_message(call.method):
+            return
+        chat = call.params.get("chat_id")
+        if not isinstance(chat, (int, str)):
+            return
+        slack = limits.tolerance
+        sent = self._sent_chat.setdefault(chat, deque())
+        while sent and sent[0] <= now - 60 + slack:
+            sent.popleft()
+        while self._sent_all and self._sent_all[0] <= now - 1 + slack:
+            self._sent_all.popleft()
+        waits: list[tuple[float, str]] = []
+        if len(self._sent_all) >= limits.per_second:
+            waits.append(
+                (self._sent_all[-limits.per_second] + 1 - now, f"over {limits.per_second}/s")
+            )
+        if sent and now - sent[-1] < limits.per_chat_interval - slack:
+            waits.append(
+                (sent[-1] + limits.per_chat_interval - now, f"two within {now - sent[-1]:.3f} s")
+            )
+        group = isinstance(chat, str) or chat < 0
+        if group and len(sent) >= limits.group_per_minute:
+            waits.append((sent[-limits.group_per_minute] + 60 - now, "over 20/min in a group"))
+        if waits:
+            wait, why = max(waits)
+            self.pacing_violations.append(f"{call.method} to {chat}: {why}")
+            retry = max(1, math.ceil(wait))
+            raise _ApiError(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
+        sent.append(now)
+        self._sent_all.append(now)
+
     def clear_faults(self) -> None:
         """Forget every pending fail_next() and stall()."""
         self._faults.clear()
@@ -1399,6 +1470,7 @@ class BotAPIServer:
             fault = faults.popleft()
             params = {"retry_after": fault.retry_after} if fault.retry_after is not None else None
             raise _ApiError(fault.status, fault.description, params)
+        self._pace(call, time.monotonic())
         if polling:
             return await self._get_updates(call, generation)
         handler = self._handlers.get(call.method, self._generic)

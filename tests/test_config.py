@@ -21,7 +21,7 @@ TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 TOP_LEVEL_KEYS = (
     "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
     "deploys, folders, publish_targets, pipelines, runtime, budget, alerting, watchdog, triage, "
-    "approvals"
+    "approvals, web"
 )
 
 RUNTIME_KEYS = (
@@ -767,3 +767,29 @@ def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration like") as info:
         parse_duration(text)
     assert f'"{text}"' in str(info.value)
+
+
+def test_process_agents_need_clis_and_repo_and_a_good_queue_cron(tmp_path: Path) -> None:
+    good = agent(
+        "dev",
+        'adapter = "process"\nrepo = "git@example.com:o/r.git"\n'
+        'clis = [{ id = "claude", argv = ["claude", "-p"], env = ["CLAUDE_CODE_OAUTH_TOKEN"] }]\n'
+        "queue = { max_tasks = 2 }\n",
+    )
+    config = load(tmp_path / "ok", TELEGRAM + HUB + good)
+    dev = config.agents[1]
+    assert (dev.adapter, dev.timeout, dev.clis[0].env) == (
+        "process",
+        "45m",
+        ["CLAUDE_CODE_OAUTH_TOKEN"],
+    )
+    assert dev.queue is not None and (dev.queue.cron, dev.queue.max_tasks) == ("0 2 * * *", 2)
+    assert config.agents[0].adapter == "anthropic"
+    bad = agent("dev", 'adapter = "process"\nqueue = { cron = "at two" }\n')
+    path = write(tmp_path / "bad", TELEGRAM + HUB + bad)
+    problems = problems_of(path)
+    assert problems[0] == 'agents.dev: adapter = "process" needs clis and repo'
+    assert problems[1].startswith('agents.dev.queue.cron: "at two" is not a crontab line')
+    leaky = agent("dev", 'clis = [{ id = "c", argv = ["c"], env = ["ANTHROPIC_API_KEY"] }]\n')
+    [problem] = problems_of(write(tmp_path / "leaky", TELEGRAM + HUB + leaky))
+    assert "ANTHROPIC_API_KEY holds the fleet's own secrets" in problem

@@ -62,7 +62,10 @@ async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restor
     text = str(alert.params["text"])
     assert "the running config stays in force" in text
     assert "timezone: unknown time zone &quot;Mars/Olympus&quot;" in text
-    assert "telegram.poling: unknown key (known: token, api_base, polling_timeout)" in text
+    assert (
+        "telegram.poling: unknown key "
+        "(known: token, api_base, polling_timeout, messages_per_second)" in text
+    )
     # Still running on the old config: commands answer, in the old time zone.
     assert "Fleet status" in await ask(botapi, VIEWER, "/status")
     notices = query(config, "SELECT agent_id, kind FROM inbox")

@@ -130,6 +130,8 @@ async def test_an_owner_who_asks_for_a_deploy_in_private_decides_it_there(
     reply = await ask(botapi, OPERATOR, "/deploy site v2")
     assert reply.endswith("posted to the approvals feed.")
     await posted_approval(botapi, 1)
+    # One deploy of a target at a time: the owner settles the first request before asking.
+    assert (await ask(botapi, OWNER, "/reject 1 not this one")).startswith("Rejected #1")
 
     # An owner may: her private chat gets the request with its buttons too.
     after = botapi.mark()

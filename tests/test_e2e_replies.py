@@ -72,7 +72,7 @@ async def test_a_reply_to_a_task_card_is_a_comment_and_plain_text_gets_a_hint(
     )
     # A second press (the button is gone, but an old client may still send it) adds nothing.
     again, _ = await press(botapi, OPERATOR, hint.result["message_id"], make)
-    assert again == "Task #2 for hub"
+    assert again == "This button is not on this message; nothing was changed."
     assert query(config, "SELECT count(*) FROM tasks") == [(2,)]
     viewer_hint = await send(botapi, VIEWER, "hello?")
     assert viewer_hint.params["text"].startswith("I take commands, not chat")

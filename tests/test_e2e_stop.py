@@ -100,7 +100,7 @@ async def test_cancel_stops_the_run_in_flight(
     [answer] = await botapi.wait_for_call(
         "sendMessage", lambda c: c.params["chat_id"] == OPERATOR, after=after, timeout=15
     )
-    assert answer.params["text"] == "Task #1 cancelled."
+    assert answer.params["text"] == "Task #1 cancelled: no run will pick it up again."
     [(events,)] = query(fleet.config, "SELECT count(*) FROM task_events WHERE task_id = 1")
     await assert_stopped(fleet, anthropic, answer.at, events)
     assert query(fleet.config, "SELECT status FROM tasks") == [("cancelled",)]
@@ -143,10 +143,13 @@ async def test_the_stop_button_stops_the_run_in_flight(
     [(events,)] = query(fleet.config, "SELECT count(*) FROM task_events WHERE task_id = 1")
     assert events >= events_before
     await assert_stopped(fleet, anthropic, answer.at, events)
-    # The task stays where it was; a second press says the run is over.
+    # The task stays where it was; a second press says the run is over (or, once the line
+    # has lost its button, that the button is not on it) and changes nothing.
     assert query(fleet.config, "SELECT status FROM tasks") == [("in_progress",)]
     again = await press(botapi, OPERATOR, stop["callback_data"], line.result["message_id"])
-    assert again.endswith("is not running: it is cancelled.")
+    assert again.endswith("is not running: it is cancelled.") or again == (
+        "This button is not on this message; nothing was changed."
+    )
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
 

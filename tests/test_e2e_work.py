@@ -211,6 +211,13 @@ async def test_a_researcher_hands_a_brief_to_the_writer_through_a_shared_folder(
             "'2026-12-04 12:00:00')"
         )
     [(big_id,)] = query(fleet.config, "SELECT id FROM artifacts WHERE path = 'big.bin'")
+    # A new listing carries the new file's button (a press acts only with a button it shows).
+    after = botapi.mark()
+    botapi.push_message(VIEWER, "/files 2")
+    [listing] = await botapi.wait_for_call(
+        "sendMessage", lambda c: c.params["chat_id"] == VIEWER, after=after, timeout=15
+    )
+    assert f"fl:{big_id}" in str(listing.params["reply_markup"])
     answer = await press(botapi, VIEWER, f"fl:{big_id}", listing.result["message_id"], VIEWER)
     assert answer == "drafts:big.bin is 51.0 MB; Telegram bots send at most 50 MB."
     assert len(botapi.calls_of("sendDocument")) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.sender import GLOBAL_PER_SECOND, GROUP_PER_MINUTE, Pacer
+from bot.pacing import GLOBAL_PER_SECOND, GROUP_PER_MINUTE, SPREAD_BURST, Pacer
 
 
 def test_one_message_per_second_per_chat() -> None:
@@ -25,11 +25,18 @@ def test_twenty_per_minute_in_a_group() -> None:
     assert pacer.wait_for(group, 1060.0) == 0
 
 
-def test_thirty_per_second_overall() -> None:
+def test_thirty_per_second_overall_spread_over_the_second() -> None:
     pacer = Pacer()
-    for chat in range(GLOBAL_PER_SECOND):
+    gap = 1 / GLOBAL_PER_SECOND
+    for chat in range(SPREAD_BURST):  # a few at once
         assert pacer.wait_for(chat + 1, 5.0) == 0
         pacer.sent(chat + 1, 5.0)
+    # Then the next waits for the share of the second those took.
+    assert abs(pacer.wait_for(999, 5.0) - SPREAD_BURST * gap) < 1e-9
+    for i in range(SPREAD_BURST, GLOBAL_PER_SECOND):
+        now = 5.0 + i * gap
+        assert pacer.wait_for(i + 1, now) < 1e-9
+        pacer.sent(i + 1, now)
     assert abs(pacer.wait_for(999, 5.5) - 0.5) < 1e-9
 
 

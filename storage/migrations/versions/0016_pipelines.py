@@ -13,7 +13,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0016_pipelines"
-down_revision: str | None = "0012_loop"
+down_revision: str | None = "0017_web"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
