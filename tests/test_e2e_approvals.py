@@ -418,6 +418,14 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
         lambda c: c.params["chat_id"] == OWNER and "blocked" in c.params["text"],
         timeout=20,
     )
+    # The sender records the message's id once Telegram has answered; a person's reply comes
+    # later than that.
+    await wait_query(
+        config,
+        f"SELECT count(*) FROM outbox WHERE chat_id = {OWNER} AND status = 'sent' "
+        "AND text LIKE '%blocked%'",
+        [(1,)],
+    )
     # A reply to it is no reason for a rejection: it is a comment on the task it is about,
     # and a command in reply is answered as a command.
     commented = await ask_in_reply(botapi, OWNER, "ok, use last year's list", told)

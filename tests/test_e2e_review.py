@@ -169,6 +169,13 @@ async def test_accept_and_sendback_commands(
     await reply(botapi, OPERATOR, "/assign coder Release notes")
     await wait_query(fleet.config, "SELECT status FROM tasks", [("in_review",)], timeout=20)
     await idle(fleet)
+    # The "ready for review" notice is delivered before the command, so the command's answer
+    # is the next message in the chat.
+    await wait_query(
+        fleet.config,
+        f"SELECT count(*) FROM outbox WHERE chat_id = {OPERATOR} AND status != 'sent'",
+        [(0,)],
+    )
     answer = await reply(botapi, OPERATOR, "/sendback 1 Mention the keyboard shortcuts")
     assert answer == "Task #1 sent back to coder (in_progress); it is woken with your reason."
     await requests(anthropic, 2)
