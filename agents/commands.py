@@ -16,14 +16,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
 from agents.files import Confinement, FileRefused, atomic_write, workspace_of
 from bot.config import WORKSPACE_ROOT, AgentConfig, Config
 from bot.redact import Redactor
-from integrations import process
+from integrations import claim_loop, process
 from storage import artifacts
 from storage import exec as exec_runs
 from storage.db import Database
@@ -179,42 +178,16 @@ class ExecWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.recover()
-        active: set[asyncio.Task[None]] = set()
-        try:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    while (run := await self._claim()) is not None:
-                        task = asyncio.create_task(self.carry_out(run), name=f"exec-{run.id}")
-                        active.add(task)
-                        task.add_done_callback(self._finished(active))
-                except Exception:  # the worker must outlive a database hiccup
-                    log.exception("exec pass failed; retrying in %.0f s", self.idle_poll)
-                waiters = {
-                    asyncio.ensure_future(stop.wait()),
-                    asyncio.ensure_future(self._wake.wait()),
-                }
-                await asyncio.wait(
-                    waiters, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in waiters:
-                    waiter.cancel()
-            if active:
-                await asyncio.wait(set(active))
-        finally:
-            left = list(active)
-            for task in left:
-                task.cancel()
-            if left:
-                await asyncio.gather(*left, return_exceptions=True)
-
-    def _finished(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            active.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.error("exec task failed", exc_info=task.exception())
-
-        return done
+        await claim_loop.run_claimed(
+            "exec",
+            stop=stop,
+            wake=self._wake,
+            idle_poll=self.idle_poll,
+            claim=self._claim,
+            carry_out=self.carry_out,
+            name=lambda run: f"exec-{run.id}",
+            after_each=None,
+        )
 
     async def run_once(self) -> bool:
         """Claim and carry out one pending run, waiting for it; False when there was none."""

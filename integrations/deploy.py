@@ -24,7 +24,7 @@ import aiohttp
 
 from bot.config import Config, DeployConfig, parse_duration
 from bot.redact import Redactor
-from integrations import process
+from integrations import claim_loop, process
 from storage import approvals, deploys
 from storage.db import Database
 from storage.models import DeployRun
@@ -95,43 +95,16 @@ class DeployWorker:
         until `stop`. Cancelled (shutdown past its grace), it cancels the runs in progress,
         which kills their commands; the next start reports them interrupted."""
         await self.recover()
-        active: set[asyncio.Task[None]] = set()
-        try:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    while (run := await self._claim()) is not None:
-                        task = asyncio.create_task(self._carry_out(run), name=f"deploy-{run.id}")
-                        active.add(task)
-                        task.add_done_callback(self._finished(active))
-                except Exception:  # the worker must outlive a database hiccup
-                    log.exception("deploy pass failed; retrying in %.0f s", self.idle_poll)
-                waiters = {
-                    asyncio.ensure_future(stop.wait()),
-                    asyncio.ensure_future(self._wake.wait()),
-                }
-                await asyncio.wait(
-                    waiters, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in waiters:
-                    waiter.cancel()
-            if active:
-                await asyncio.wait(set(active))
-        finally:
-            left = list(active)
-            for task in left:
-                task.cancel()
-            if left:
-                await asyncio.gather(*left, return_exceptions=True)
-
-    def _finished(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            active.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.error("deploy task failed", exc_info=task.exception())
-            self.wake()  # its target is free: a run queued behind it may start
-
-        return done
+        await claim_loop.run_claimed(
+            "deploy",
+            stop=stop,
+            wake=self._wake,
+            idle_poll=self.idle_poll,
+            claim=self._claim,
+            carry_out=self._carry_out,
+            name=lambda run: f"deploy-{run.id}",
+            after_each=self.wake,  # its target is free: a run queued behind it may start
+        )
 
     async def run_once(self) -> bool:
         """Claim and carry out one pending run, waiting for it; False when there was none."""
