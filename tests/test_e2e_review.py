@@ -63,6 +63,16 @@ def first_prompt(anthropic: AnthropicServer, index: int) -> str:
     return content if isinstance(content, str) else str(content)
 
 
+async def delivered(fleet: FleetProcess) -> None:
+    """Wait until the operator's notices (e.g. "ready for review") are delivered, so a
+    command's answer is the next message in the chat."""
+    await wait_query(
+        fleet.config,
+        f"SELECT count(*) FROM outbox WHERE chat_id = {OPERATOR} AND status != 'sent'",
+        [(0,)],
+    )
+
+
 async def idle(fleet: FleetProcess) -> None:
     """No run of coder queued or running."""
     await wait_query(
@@ -86,6 +96,7 @@ async def test_a_task_in_review_is_commented_sent_back_and_accepted(
     assert (await reply(botapi, OPERATOR, "/assign coder Write the parser")).startswith("Task #1")
     await wait_query(fleet.config, "SELECT status FROM tasks", [("in_review",)], timeout=20)
     await idle(fleet)
+    await delivered(fleet)
 
     # A comment on a task in review runs its agent, and the prompt says what is new.
     anthropic.script(text("Noted; the test is in parse_test.py already."), model=CODER)
@@ -169,13 +180,7 @@ async def test_accept_and_sendback_commands(
     await reply(botapi, OPERATOR, "/assign coder Release notes")
     await wait_query(fleet.config, "SELECT status FROM tasks", [("in_review",)], timeout=20)
     await idle(fleet)
-    # The "ready for review" notice is delivered before the command, so the command's answer
-    # is the next message in the chat.
-    await wait_query(
-        fleet.config,
-        f"SELECT count(*) FROM outbox WHERE chat_id = {OPERATOR} AND status != 'sent'",
-        [(0,)],
-    )
+    await delivered(fleet)
     answer = await reply(botapi, OPERATOR, "/sendback 1 Mention the keyboard shortcuts")
     assert answer == "Task #1 sent back to coder (in_progress); it is woken with your reason."
     await requests(anthropic, 2)
