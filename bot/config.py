@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,6 +100,14 @@ def at_most(limit: str) -> AfterValidator:
 # A duration kept as written ("10m"), between 1s and MAX_DURATION; read it with
 # `parse_duration`. A key with a tighter bound is `Annotated[str, at_most("1d")]`.
 Duration = Annotated[str, at_most(MAX_DURATION)]
+
+# A node's name: the host name by default, so it must accept what host names look like.
+NODE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+def _default_node_name() -> str:
+    name = socket.gethostname().split(".")[0] or "node"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:63]
 
 
 def parse_latency(text: str) -> float:
@@ -336,6 +345,8 @@ class AgentConfig(_Section):
     repo: str | None = None  # a git URL or path (process agents)
     timeout: Duration = "45m"  # of one CLI run (process agents)
     queue: QueueConfig | None = None
+    # the nodes that may run it (README: Several machines); empty: any node
+    runs_on: list[Annotated[str, Field(pattern=NODE_NAME)]] = Field(default_factory=list)
 
     @field_validator("quiet_hours")
     @classmethod
@@ -429,6 +440,7 @@ class CheckConfig(_Section):
     severity: Literal["P3", "P2"] = "P2"
     recover_max_per_hour: int = Field(default=3, ge=1, le=60)
     recover_timeout: Annotated[str, at_most("1d")] = "2m"
+    on: str | None = Field(default=None, pattern=NODE_NAME)  # the node that runs it; None = any
 
     @field_validator("max_latency")
     @classmethod
@@ -455,6 +467,7 @@ class DeployConfig(_Section):
     verify_attempts: int = Field(default=3, ge=1, le=20)
     verify_interval: Annotated[str, at_most("1h")] = "5s"
     required: int = Field(default=1, ge=1, le=10)
+    on: str | None = Field(default=None, pattern=NODE_NAME)  # the node that runs it; None = any
 
     @field_validator("approvers")
     @classmethod
@@ -672,6 +685,18 @@ class WebConfig(_Section):
         return self.public_url or f"http://{self.listen}"
 
 
+class NodeConfig(_Section):
+    """This machine, when several `fleet run` share one PostgreSQL database (README: Several
+    machines). On SQLite there is one node and these settings change nothing."""
+
+    name: str = Field(default_factory=lambda: _default_node_name(), pattern=NODE_NAME)
+    leader_takeover: Annotated[str, at_most("10m")] = "15s"  # a standby takes over within this
+    renew_every: Annotated[str, at_most("1m")] = "3s"  # how often a node says it is alive
+
+    def seconds(self, key: Literal["leader_takeover", "renew_every"]) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
+
+
 class Config(_Section):
     """The whole validated configuration. `path` is where it was read from."""
 
@@ -697,6 +722,7 @@ class Config(_Section):
     triage: TriageConfig = Field(default_factory=TriageConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    node: NodeConfig = Field(default_factory=NodeConfig)
     # Every value `${VAR}` or `<key>_file` put into the config while loading, with what it
     # replaced ("${DEPLOY_TOKEN}"): any of them may be a secret, wherever it went (a deploy
     # command, a check URL), so all are redacted.

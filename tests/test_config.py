@@ -21,7 +21,7 @@ TELEGRAM = '[telegram]\ntoken = "123456:test-token"\n'
 TOP_LEVEL_KEYS = (
     "timezone, telegram, database, people, feeds, anthropic, pricing, agents, mailboxes, checks, "
     "deploys, folders, publish_targets, pipelines, runtime, budget, alerting, watchdog, triage, "
-    "approvals, web"
+    "approvals, web, node"
 )
 
 RUNTIME_KEYS = (

@@ -1,0 +1,121 @@
+"""The one way a lifecycle row changes state, and the one upsert.
+
+`change` is a conditional `UPDATE … WHERE <expected state> RETURNING id`: of two racing
+writers (two nodes, a button pressed twice, a sweep and a person) exactly one wins, and the
+loser learns it from the outcome instead of an exception. What the change implies (the event
+row, the outbox rows, a wake) is written by `then` in the same transaction, only by the
+winner, so a change and its consequences commit together or not at all.
+
+`upsert` hides the one place SQLite and PostgreSQL spell a statement differently.
+`affected` reads a bulk statement's row count with its type, so callers need no
+`type: ignore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from sqlalchemy import ColumnElement, CursorResult, Result, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+
+class _Lifecycle(Protocol):
+    id: Any
+
+
+M = TypeVar("M", bound=_Lifecycle)
+
+Then = Callable[[M], Awaitable[None] | Iterable[object] | None]
+
+
+@dataclass(frozen=True)
+class Changed(Generic[M]):
+    """Whether this writer won, and the row as it is now (None: there is no such row).
+
+    A lost change carries the current row, so the caller can say why: "task #4 is already
+    done", not "something went wrong".
+    """
+
+    won: bool
+    row: M | None
+
+    @property
+    def missing(self) -> bool:
+        return self.row is None
+
+
+async def change(
+    session: AsyncSession,
+    model: type[M],
+    row_id: int,
+    values: Mapping[str, Any],
+    *,
+    only_from: Collection[str] | None = None,
+    where: Iterable[ColumnElement[bool]] = (),
+    status: str = "status",
+    then: Then[M] | None = None,
+) -> Changed[M]:
+    """Apply `values` to row `row_id` if its `status` column is in `only_from` (when given)
+    and every `where` holds. On a win, `then(row)` runs with the updated row: it may add
+    rows itself (an awaitable) or return the rows to add (events, outbox messages)."""
+    table = cast(Any, model)
+    conditions: list[ColumnElement[bool]] = [table.id == row_id, *where]
+    if only_from is not None:
+        column: InstrumentedAttribute[Any] = getattr(table, status)
+        conditions.append(column.in_(list(only_from)))
+    result = await session.execute(
+        update(table).where(*conditions).values(**values).returning(table.id)
+    )
+    won = result.first() is not None
+    row = await session.get(model, row_id, populate_existing=True)
+    if won and row is not None and then is not None:
+        added = then(row)
+        if isinstance(added, Awaitable):
+            await added
+        elif added is not None:
+            session.add_all(list(added))
+    return Changed(won, row)
+
+
+def insert(session: AsyncSession, model: Any) -> Any:
+    """`INSERT` in the session's dialect (both spell `ON CONFLICT` the same way in
+    SQLAlchemy, from different modules)."""
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+
+async def upsert(
+    session: AsyncSession,
+    model: Any,
+    values: Mapping[str, Any],
+    *,
+    keys: Sequence[str],
+    update_columns: Sequence[str] | Mapping[str, Any] | None = None,
+    index_where: ColumnElement[bool] | None = None,
+) -> bool:
+    """Insert `values`, or on a conflict on `keys` update `update_columns` (a list of the
+    columns to take from `values`, or a mapping of column to new value); with no
+    `update_columns`, a conflict leaves the row alone. True when a row was written."""
+    stmt = insert(session, model).values(**values)
+    if update_columns is None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys), index_where=index_where)
+    else:
+        new = (
+            dict(update_columns)
+            if isinstance(update_columns, Mapping)
+            else {name: getattr(stmt.excluded, name) for name in update_columns}
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys), index_where=index_where, set_=new
+        )
+    return affected(await session.execute(stmt)) > 0
+
+
+def affected(result: Result[Any]) -> int:
+    """The number of rows a bulk UPDATE/DELETE/INSERT touched."""
+    return int(cast(CursorResult[Any], result).rowcount)
