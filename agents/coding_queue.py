@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AgentConfig, Config
-from bot.text import esc
+from bot.views.text import esc
 from storage import outbox, runs
 from storage import queue as task_queue
 from storage import usage as spend

@@ -15,7 +15,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, PipelineConfig
-from bot.pipeline_view import buttons, render
+from bot.views.pipelines import buttons, render
 from storage import outbox, pipelines
 from storage.db import Database
 from storage.models import PipelineRun

@@ -30,7 +30,7 @@ from agents.gateway import Gateway, GatewayError
 from agents.turn import TurnResult
 from bot.config import AgentConfig, CodingCli, Config, parse_duration
 from bot.logs import RedactingFormatter
-from bot.text import esc
+from bot.views.text import esc
 from handlers.coding import stop_button
 from integrations import coding_cli, git, process
 from storage import artifacts, outbox, tasks

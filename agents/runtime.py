@@ -26,9 +26,9 @@ from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
 from agents.turn import StopSignal, TurnResult, run_turn
-from bot.buttons import stop_button
 from bot.config import AgentConfig, Config, parse_duration
-from bot.text import esc, when
+from bot.views.buttons import stop_button
+from bot.views.text import esc, when
 from storage import artifacts, inbox, outbox, queue, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow

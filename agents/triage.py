@@ -30,7 +30,7 @@ from pathlib import Path
 from agents.gateway import BudgetExceeded, Gateway, GatewayError
 from bot.config import AgentConfig, Config, MailboxConfig, parse_duration
 from bot.scheduler import JobFailed
-from bot.text import clip, esc, one_line
+from bot.views.text import clip, esc, one_line
 from integrations.himalaya import Himalaya
 from integrations.mailbox import Mailbox, MailboxError
 from integrations.msgraph import GraphMailbox

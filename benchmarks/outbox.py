@@ -48,7 +48,7 @@ from common import (  # before the project's imports: it puts the root on sys.pa
 )
 
 from bot.pacing import GLOBAL_PER_SECOND, GROUP_PER_MINUTE, GROUP_WINDOW, PER_CHAT_INTERVAL
-from bot.text import split_html
+from bot.views.text import split_html
 from storage import outbox
 from storage.db import Database
 from tests.botapi_server import BotAPIServer, PacingLimits

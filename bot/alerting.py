@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from bot.config import CheckConfig, Config
 from bot.redact import Redactor
-from bot.text import esc, when
+from bot.views.text import esc, when
 from handlers.incidents import alert_buttons
 from integrations import checks
 from storage import checks as check_state

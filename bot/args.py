@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from aiogram.types import Message
 
-from bot.text import clip, esc
+from bot.views.text import clip, esc
 from storage.models import MAX_ID, DbId
 
 __all__ = ["MAX_ID", "DbId", "IdArg", "id_argument", "no_such", "parse_id"]

@@ -191,7 +191,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from bot.text import esc, html_problem
+    from bot.views.text import esc, html_problem
     from storage import outbox
     from storage.db import Database
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
-from bot.text import esc
+from bot.views.text import esc
 from storage import inbox, outbox
 from storage.db import Database
 

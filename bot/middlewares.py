@@ -15,7 +15,7 @@ from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, 
 
 from bot.args import clean_text
 from bot.config import Config, Role
-from bot.text import esc
+from bot.views.text import esc
 from storage.db import Database
 
 log = logging.getLogger(__name__)

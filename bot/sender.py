@@ -20,7 +20,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
 from bot.pacing import MARGIN, Pacer, is_group, paced, unpaced
-from bot.text import split_html
+from bot.views.text import split_html
 from storage import outbox
 from storage.db import Database
 from storage.models import Outbox, utcnow

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, parse_duration
 from bot.redact import Redactor
-from bot.text import esc
+from bot.views.text import esc
 from storage import inbox, incidents, jobs, outbox, runs
 from storage.db import Database
 from storage.models import AgentState, Incident, Run, utcnow

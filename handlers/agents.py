@@ -16,9 +16,9 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.org import OrgChart
-from bot.buttons import RunCb
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, one_line, split_html, usd, when
+from bot.views.buttons import RunCb
+from bot.views.text import clip, esc, one_line, split_html, usd, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state

@@ -26,7 +26,7 @@ from aiogram.types import (
 
 from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
 from bot.config import Config, Person, Role, parse_duration
-from bot.text import clip, esc, one_line, split_html, when, zone_note
+from bot.views.text import clip, esc, one_line, split_html, when, zone_note
 from handlers.registry import command
 from handlers.tasks import person_actor, sentence, usage
 from integrations.deploy import shown_command

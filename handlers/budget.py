@@ -21,7 +21,7 @@ from aiogram.types import CallbackQuery, Message
 from agents.org import OrgChart
 from bot.args import no_such
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, usd
+from bot.views.text import clip, esc, usd
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import approvals

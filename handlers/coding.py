@@ -16,7 +16,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
-from bot.text import clip, esc
+from bot.views.text import clip, esc
 from handlers.registry import command
 from handlers.tasks import sentence, unknown_agent, usage
 from storage import queue as task_queue

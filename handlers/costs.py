@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import charts
 from bot.config import Config, Role
-from bot.text import TELEGRAM_LIMIT, clip, esc, money, usd, when, zone_name
+from bot.views.text import TELEGRAM_LIMIT, clip, esc, money, usd, when, zone_name
 from handlers.budget import percent
 from handlers.registry import command
 from handlers.tasks import usage

@@ -17,7 +17,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import Config, Person, Role
-from bot.text import clip, esc
+from bot.views.text import clip, esc
 from handlers.approvals import settings
 from handlers.registry import command
 from handlers.tasks import sentence, unknown_agent, usage

@@ -9,7 +9,7 @@ from aiogram import F, Router
 from aiogram.types import CallbackQuery, Message
 
 from bot.args import INVALID_BUTTON
-from bot.text import esc
+from bot.views.text import esc
 
 router = Router(name=__name__)
 

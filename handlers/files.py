@@ -24,7 +24,7 @@ from aiogram.types import (
 from agents.files import Confinement, FileRefused, sha256_of
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
-from bot.text import clip, esc
+from bot.views.text import clip, esc
 from handlers.registry import command
 from handlers.tasks import usage
 from storage import artifacts, tasks

@@ -18,7 +18,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.args import DurationError, id_argument, no_such, parse_duration_arg
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, when, zone_note
+from bot.views.text import clip, esc, when, zone_note
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, usage
 from integrations import alertmanager

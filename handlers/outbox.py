@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
-from bot.text import esc, when, zone_note
+from bot.views.text import esc, when, zone_note
 from handlers.registry import command
 from storage import outbox
 

@@ -9,8 +9,8 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from agents.pipelines import find, show, start_run
 from bot.args import no_such
 from bot.config import Config, Person, Role
-from bot.pipeline_view import PipelineCb, buttons, render
-from bot.text import esc
+from bot.views.pipelines import PipelineCb, buttons, render
+from bot.views.text import esc
 from handlers.registry import command
 from handlers.tasks import person_actor, sentence
 from storage import pipelines

@@ -7,7 +7,7 @@ from aiogram.filters import CommandObject
 from aiogram.types import Message
 
 from bot.config import Config, Role
-from bot.text import esc, one_line
+from bot.views.text import esc, one_line
 from handlers.approvals import settings
 from handlers.registry import command
 from storage import approvals, publications

@@ -6,7 +6,7 @@ from aiogram import Router
 from aiogram.types import Message
 
 from bot.config import Config, Person, Role
-from bot.text import esc
+from bot.views.text import esc
 from handlers.registry import command, commands_for
 
 router = Router(name=__name__)

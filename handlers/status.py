@@ -10,7 +10,7 @@ from aiogram.types import Message
 
 from bot.config import Config, Role
 from bot.polling import PollMonitor
-from bot.text import esc, one_line, when
+from bot.views.text import esc, one_line, when
 from handlers.registry import command
 from storage.models import JobBeat, Run
 from storage.status import OPEN_TASK_STATUSES, SummaryCache

@@ -38,11 +38,11 @@ from aiogram.types import (
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import bot.text as view
+import bot.views.text as view
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
-from bot.text import TELEGRAM_LIMIT, clip, esc, one_line, plain, visible_len, when
+from bot.views.text import TELEGRAM_LIMIT, clip, esc, one_line, plain, visible_len, when
 from handlers.registry import command
 from storage import agents as agent_state
 from storage import links, tasks
@@ -102,7 +102,7 @@ def sentence(reason: str) -> str:
 
 
 def actor_name(actor: str | None, config: Config) -> str:
-    """`bot.text.actor_name` with the config's people: "person:1001" -> "Ana"."""
+    """`bot.views.text.actor_name` with the config's people: "person:1001" -> "Ana"."""
     return view.actor_name(actor, {p.telegram_id: p.name for p in config.people})
 
 

@@ -19,7 +19,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, Person, Role
-from bot.text import clip, esc, one_line, when
+from bot.views.text import clip, esc, one_line, when
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, sentence
 from storage import triage as items

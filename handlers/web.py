@@ -6,7 +6,7 @@ from aiogram import Router
 from aiogram.types import LinkPreviewOptions, Message
 
 from bot.config import Config, Person, Role
-from bot.text import esc
+from bot.views.text import esc
 from bot.web.auth import LINK, LINK_SECONDS
 from bot.web.server import signer_for
 from handlers.registry import command

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.text import actor_name, usd, when
+from bot.views.text import actor_name, usd, when
 from storage import exec as commands
 from storage import inbox, incidents, outbox, publications, tasks
 from storage import usage as spend
@@ -246,7 +246,7 @@ def summary(approval: Approval) -> str:
 
 
 def moment(at: datetime | None, settings: Settings, now: datetime | None = None) -> str:
-    """`bot.text.when` in the configured zone ("14:02 CET" today, else "24 Nov 14:02 CET")."""
+    """`bot.views.text.when` in the configured zone ("14:02 CET" today, else "24 Nov 14:02")."""
     return when(at, settings.tz, now) if at is not None else "an unknown time"
 
 

@@ -64,7 +64,7 @@ class Page:
 
 
 def esc(value: object) -> str:
-    """Telegram HTML escaping (as bot.text.esc; storage does not import the bot package)."""
+    """Telegram HTML escaping (as bot.views.text.esc; storage does not import the bot package)."""
     return html.escape(str(value), quote=True)
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import bot.text as view
+import bot.views.text as view
 from storage import agents as agent_state
 from storage import approvals, outbox
 from storage.db import touch

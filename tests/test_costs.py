@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete
 
 from bot import charts
-from bot.text import visible_len
+from bot.views.text import visible_len
 from storage import usage
 from storage.db import Database
 from storage.models import Usage

@@ -33,10 +33,10 @@ PLACES: dict[str, str] = {
     "agents.catalog": "base",
     # views: Telegram text, buttons and callback data, pure functions of rows and config
     "bot.views": "views",
-    "bot.text": "views",
+    "bot.views.text": "views",
     "bot.args": "views",
-    "bot.buttons": "views",
-    "bot.pipeline_view": "views",
+    "bot.views.buttons": "views",
+    "bot.views.pipelines": "views",
     # storage: transitions and queries
     "storage": "storage",
     # services: agents, integrations, the scheduled jobs and the delivery of messages

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.text import (
+from bot.views.text import (
     TELEGRAM_LIMIT,
     actor_name,
     esc,

@@ -32,7 +32,7 @@ from sqlalchemy import text
 
 from bot.config import Config, Person
 from bot.polling import PollMonitor
-from bot.text import actor_name, plain, usd, when, zone_note
+from bot.views.text import actor_name, plain, usd, when, zone_note
 from bot.web import charts, hooks, metrics, queries
 from bot.web.auth import LINK, SESSION, Signer
 from storage import tasks

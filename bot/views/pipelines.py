@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from aiogram.filters.callback_data import CallbackData
 
-from bot.text import esc, usd
+from bot.views.text import esc, usd
 from storage.models import DbId, PipelineRun, PipelineStep, utcnow
 
 Button = dict[str, str]  # as storage.outbox.Button (views come before storage)
