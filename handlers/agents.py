@@ -7,6 +7,7 @@ Pause and resume go through `storage.agents`, wakes through `storage.runs`, each
 
 from __future__ import annotations
 
+import logging
 from datetime import tzinfo
 from decimal import Decimal
 
@@ -15,18 +16,20 @@ from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents import process_adapter
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
 from bot.views.buttons import RunCb
-from bot.views.text import clip, esc, one_line, split_html, usd, when
+from bot.views.text import clip, display_name, esc, one_line, split_html, usd, when
+from handlers.common import person_actor, unknown_agent, usage
 from handlers.registry import command
-from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
 from storage.models import Run
 from storage.usage import spend_this_month
 
+log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 RUNS_SHOWN = 5
@@ -103,7 +106,11 @@ async def show_agent(
     elif agent.reports_to:
         lines.append(f"Reports to {esc(agent.reports_to)}")
     if state is not None and state.paused:
-        by = f" by {esc(clip(actor_name(state.paused_by, config), 40))}" if state.paused_by else ""
+        by = (
+            f" by {esc(clip(display_name(state.paused_by, config), 40))}"
+            if state.paused_by
+            else ""
+        )
         reason = f": {esc(clip(state.paused_reason, 200))}" if state.paused_reason else ""
         lines.append(f"Status: ⏸ paused{by} since {when(state.updated_at, tz)}{reason}")
     else:
@@ -175,7 +182,7 @@ async def pause(
         return
     state = change.state
     by = (
-        f" by {esc(clip(actor_name(state.paused_by, config), 40))}"
+        f" by {esc(clip(display_name(state.paused_by, config), 40))}"
         if state is not None and state.paused_by
         else ""
     )
@@ -259,9 +266,15 @@ async def stop(
 async def press_stop(
     callback: CallbackQuery, callback_data: RunCb, db: Database, person: Person
 ) -> None:
-    """The Stop button on a run's line in the activity feed."""
+    """The Stop button on a run's line in the activity feed, for model and coding runs alike.
+    A coding run's CLI running in this process is killed at once; a model run is asked to stop
+    through its row (the process running it stops it before its next call)."""
     if not 0 < callback_data.id <= 2**31 - 1:
         await callback.answer("There is no such run.", show_alert=True)
+        return
+    if process_adapter.stop(callback_data.id, by=person.name):
+        log.info("coding run %d stopped by %s", callback_data.id, person.name)
+        await callback.answer(f"Stopping run {callback_data.id}: its processes are killed.")
         return
     async with db.claim() as session:
         stopped = await runs.request_stop(

@@ -21,10 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import charts
 from bot.config import Config, Role
-from bot.views.text import TELEGRAM_LIMIT, clip, esc, money, usd, when, zone_name
-from handlers.budget import percent
+from bot.views.text import TELEGRAM_LIMIT, clip, esc, money, percent, usd, when, zone_name
+from handlers.common import usage
 from handlers.registry import command
-from handlers.tasks import usage
 from storage import usage as spend
 
 router = Router(name=__name__)

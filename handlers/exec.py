@@ -19,8 +19,8 @@ from bot.args import id_argument, no_such
 from bot.config import Config, Person, Role
 from bot.views.text import clip, esc
 from handlers.approvals import settings
+from handlers.common import sentence, unknown_agent, usage
 from handlers.registry import command
-from handlers.tasks import sentence, unknown_agent, usage
 from storage import approvals
 from storage import exec as exec_runs
 from storage.approvals import ApprovalCb

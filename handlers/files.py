@@ -25,8 +25,8 @@ from agents.files import Confinement, FileRefused, sha256_of
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
 from bot.views.text import clip, esc
+from handlers.common import usage
 from handlers.registry import command
-from handlers.tasks import usage
 from storage import artifacts, tasks
 from storage.db import Database
 from storage.models import DbId

@@ -11,8 +11,8 @@ from bot.args import no_such
 from bot.config import Config, Person, Role
 from bot.views.pipelines import PipelineCb, buttons, render
 from bot.views.text import esc
+from handlers.common import person_actor, sentence
 from handlers.registry import command
-from handlers.tasks import person_actor, sentence
 from storage import pipelines
 from storage.db import Database
 

@@ -21,7 +21,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from agents.org import OrgChart
 from bot.config import Person, Role
 from bot.views.text import clip, esc, one_line
-from handlers.tasks import person_actor, send_back, sentence, split_title
+from handlers.common import person_actor, send_back, sentence, split_title
 from storage import approvals, incidents, links, tasks
 from storage.db import Database
 

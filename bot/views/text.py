@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 
+from bot.config import Config
+
 TELEGRAM_LIMIT = 4096
 
 _ATOM = re.compile(r"<[^<>]*>|&#?\w+;|\n| +|[^<&\n ]+|[<&]")
@@ -150,6 +152,16 @@ def money(value: Decimal | float) -> str:
 def usd(value: Decimal | float | str) -> str:
     """Money as a person reads it, everywhere: "$1,234.57"."""
     return f"${money(Decimal(str(value)))}"
+
+
+def percent(part: Decimal, whole: Decimal) -> str:
+    """`part` as a whole percentage of `whole` (not zero), half rounded up: "63%"."""
+    return f"{(part / whole * 100).quantize(Decimal(1), ROUND_HALF_UP)}%"
+
+
+def display_name(actor: str | None, config: Config) -> str:
+    """`actor_name` with the config's people: "person:1001" -> "Ana"."""
+    return actor_name(actor, {p.telegram_id: p.name for p in config.people})
 
 
 def actor_name(actor: str | None, people: Mapping[int, str]) -> str:
