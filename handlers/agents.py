@@ -16,7 +16,6 @@ from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents import process_adapter
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
 from bot.views.buttons import RunCb
@@ -272,6 +271,10 @@ async def press_stop(
     if not 0 < callback_data.id <= 2**31 - 1:
         await callback.answer("There is no such run.", show_alert=True)
         return
+    # Imported here: agents.gateway still imports handlers (handlers.budget), so importing the
+    # adapter while handlers/__init__ runs would be circular.
+    from agents import process_adapter
+
     if process_adapter.stop(callback_data.id, by=person.name):
         log.info("coding run %d stopped by %s", callback_data.id, person.name)
         await callback.answer(f"Stopping run {callback_data.id}: its processes are killed.")
