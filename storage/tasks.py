@@ -40,6 +40,7 @@ _FROM: dict[str, tuple[str, ...]] = {
     CANCELLED: OPEN,
 }
 
+
 @dataclass(frozen=True)
 class Outcome:
     """Whether a change won, and the task as it is now (None if it does not exist)."""
