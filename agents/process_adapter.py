@@ -32,6 +32,7 @@ from bot.config import AgentConfig, CodingCli, Config, parse_duration
 from bot.logs import RedactingFormatter
 from bot.views import coding as views
 from bot.views.buttons import stop_button
+from bot.views.text import usd
 from integrations import coding_cli, git, process
 from storage import artifacts, outbox, tasks
 from storage.db import Database
@@ -367,5 +368,5 @@ def _summary(cli: str, found: git.Evidence, cost: Decimal, pr: str | None) -> st
         parts.append("· not pushed")
     if pr:
         parts.append(f"· PR {pr}")
-    parts.append(f"· ${cost:.4f}")
+    parts.append(f"· {usd(cost, places=4)}")
     return " ".join(parts)

@@ -144,14 +144,16 @@ def zone_note(tz: tzinfo) -> str:
     return f"Times in {zone_name(tz)}" + (f" ({key})." if key and key != zone_name(tz) else ".")
 
 
-def money(value: Decimal | float) -> str:
-    """USD to the cent, half a cent rounded up: 1234.565 -> "1,234.57"."""
-    return f"{Decimal(str(value)).quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+def money(value: Decimal | float, places: int = 2) -> str:
+    """USD to the cent (or to `places` decimals), half rounded up: 1234.565 -> "1,234.57"."""
+    step = Decimal(1).scaleb(-places)
+    return f"{Decimal(str(value)).quantize(step, ROUND_HALF_UP):,.{places}f}"
 
 
-def usd(value: Decimal | float | str) -> str:
-    """Money as a person reads it, everywhere: "$1,234.57"."""
-    return f"${money(Decimal(str(value)))}"
+def usd(value: Decimal | float | str, places: int = 2) -> str:
+    """Money as a person reads it, everywhere: "$1,234.57". The cost of one run or call is
+    shown to the hundredth of a cent (`places=4`: "$0.0421"), where cents would say $0.00."""
+    return f"${money(Decimal(str(value)), places)}"
 
 
 def percent(part: Decimal, whole: Decimal) -> str:
