@@ -31,7 +31,7 @@ import bot.views.tasks as views
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
-from bot.views.tasks import TaskAction, TasksPage, View
+from bot.views.tasks import TaskAction, TasksPage, View, comment_added
 from bot.views.text import clip, esc, plain
 from handlers.common import (
     OPERATOR,
@@ -461,10 +461,7 @@ async def add_comment(
     if not outcome.won or outcome.task is None:
         await message.answer(esc(sentence(outcome.reason)))
         return
-    task = outcome.task
-    await message.answer(
-        f"Comment added to task #{task_id} ({task.status}, {esc(task.assignee)})."
-    )
+    await message.answer(comment_added(task_id, outcome.task.status, outcome.task.assignee))
 
 
 @command(router, "cancel", Role.operator, usage="<id> [reason]")

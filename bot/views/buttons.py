@@ -4,6 +4,7 @@ answer: defined here, below both, so neither imports the other."""
 from __future__ import annotations
 
 from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 
 class RunCb(CallbackData, prefix="run"):
@@ -14,4 +15,17 @@ class RunCb(CallbackData, prefix="run"):
 
 
 def stop_button(run_id: int) -> dict[str, str]:
+    """The Stop button of a run's line in the activity feed, model and coding runs alike."""
     return {"text": "⏹ Stop", "callback_data": RunCb(a="stop", id=run_id).pack()}
+
+
+def keyboard(rows: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None:
+    """Outbox buttons (text and callback data) as the keyboard of a direct answer."""
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=b["text"], callback_data=b["callback_data"]) for b in row]
+            for row in rows
+        ]
+    )

@@ -171,3 +171,8 @@ def sendback_prompt(telegram_id: int, name: str, task_id: int) -> str:
     """The prompt Send back posts: it mentions the presser, whose reply gives the reason."""
     who = f'<a href="tg://user?id={telegram_id}">{esc(name)}</a>'
     return SENDBACK_PROMPT.format(who=who, id=task_id)
+
+
+def comment_added(task_id: int, status: str, assignee: str) -> str:
+    """The answer to a comment on a task (/comment, or a reply to its card)."""
+    return f"Comment added to task #{task_id} ({status}, {esc(assignee)})."
