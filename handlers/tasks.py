@@ -12,6 +12,10 @@ the update's deferred session: a read followed by a write in a deferred SQLite t
 fails with "database is locked" at once when another writer committed in between (the run
 worker does, all the time). The reply is sent after the commit, so it never claims a change
 that was rolled back.
+
+Over 400 lines because it is one feature with one Router: the task commands and the card's
+buttons. Their texts and buttons are bot/views/tasks.py, the edit of a pressed message
+handlers/edits.py, and what other handlers share handlers/common.py.
 """
 
 from __future__ import annotations
@@ -19,20 +23,19 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections import OrderedDict
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
-from aiogram.types import CallbackQuery, ForceReply, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import bot.views.tasks as views
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
-from bot.views.tasks import TaskAction, TasksPage, View, comment_added
-from bot.views.text import clip, esc, plain
+from bot.views.buttons import View
+from bot.views.tasks import TaskAction, TasksPage, comment_added
+from bot.views.text import clip, esc
 from handlers.common import (
     OPERATOR,
     person_actor,
@@ -42,6 +45,7 @@ from handlers.common import (
     unknown_agent,
     usage,
 )
+from handlers.edits import edit
 from handlers.registry import command
 from storage import agents as agent_state
 from storage import links, tasks
@@ -183,7 +187,7 @@ async def turn_page(
         await callback.answer("This list is out of date; send /tasks again.", show_alert=True)
         return
     view = await _listing(session, callback_data.scope, callback_data.page, org)
-    await _edit(callback, view)
+    await edit(callback, view)
     page = re.search(r"page (\d+/\d+)", view.text)
     await callback.answer(f"Page {page.group(1)}" if page else "No tasks left in this list")
 
@@ -228,70 +232,12 @@ async def show_task(
         )
 
 
-def _markup(markup: InlineKeyboardMarkup | None) -> object:
-    return markup.model_dump(exclude_none=True) if markup is not None else None
-
-
-def shows(message: Message, view: View, *, markup_only: bool = False) -> bool:
-    """Whether `message` already looks like `view` (Telegram refuses an edit that changes
-    nothing: 400 "message is not modified")."""
-    same_markup = _markup(message.reply_markup) == _markup(view.markup)
-    return same_markup and (markup_only or message.text == plain(view.text))
-
-
-class _LastEdits:
-    """What this process last made each recently edited message show. Two presses of one
-    button at once both arrive with the message as it was; the second must not repeat the
-    first's edit (Telegram refuses an edit that changes nothing). Bounded: the oldest go."""
-
-    def __init__(self, size: int = 1000) -> None:
-        self.size = size
-        self._views: OrderedDict[tuple[int, int], tuple[str, object]] = OrderedDict()
-
-    def claim(self, key: tuple[int, int], shown: tuple[str, object]) -> bool:
-        """True if the message is not known to show `shown` already; it is recorded as
-        showing it (no await in between, so two presses cannot both claim one edit)."""
-        if self._views.get(key) == shown:
-            return False
-        self._views[key] = shown
-        self._views.move_to_end(key)
-        while len(self._views) > self.size:
-            self._views.popitem(last=False)
-        return True
-
-    def forget(self, key: tuple[int, int]) -> None:
-        self._views.pop(key, None)
-
-
-_last_edits = _LastEdits()
-
-
-async def _edit(callback: CallbackQuery, view: View, *, markup_only: bool = False) -> None:
-    """Make the message the button is on look like `view`, unless it already does. A failed
-    edit (message deleted, too old) does not undo what was done, so it is only logged."""
-    message = callback.message
-    if not isinstance(message, Message) or shows(message, view, markup_only=markup_only):
-        return
-    key = (message.chat.id, message.message_id)
-    if not _last_edits.claim(key, ("" if markup_only else view.text, _markup(view.markup))):
-        return
-    try:
-        if markup_only:
-            await message.edit_reply_markup(reply_markup=view.markup)
-        else:
-            await message.edit_text(view.text, reply_markup=view.markup)
-    except TelegramBadRequest as err:
-        _last_edits.forget(key)
-        if "message is not modified" not in err.message:
-            log.warning("could not edit message %d: %s", message.message_id, err.message)
-
-
 async def _settle(
     callback: CallbackQuery, outcome: tasks.Outcome, done: str, view: View | None
 ) -> None:
     """After the change committed: show the task as it is now, tell the presser the outcome."""
     if view is not None:
-        await _edit(callback, view)
+        await edit(callback, view)
     if outcome.won:
         await callback.answer(done)
     else:
@@ -394,7 +340,7 @@ async def press_reassign(
         view = await _view_of(session, task, config, org)
         await _settle(callback, tasks.Outcome(False, task, reason), "", view)
         return
-    await _edit(callback, View("", views.picker(task, org.ids)), markup_only=True)
+    await edit(callback, View("", views.picker(task, org.ids)), markup_only=True)
     await callback.answer(f"Reassign task #{task_id} (now {task.assignee}) to…")
 
 
@@ -434,7 +380,7 @@ async def press_back(
     if task is None:
         await callback.answer(no_such("task", callback_data.id), show_alert=True)
         return
-    await _edit(callback, await card(session, task, config, org))
+    await edit(callback, await card(session, task, config, org))
     await callback.answer(f"Task #{task.id} is {task.status}")
 
 

@@ -1,10 +1,21 @@
 """Callback data of buttons that services put on messages (through the outbox) and handlers
-answer: defined here, below both, so neither imports the other."""
+answer: defined here, below both, so neither imports the other. And `View`, a message as it
+should look, which handlers edit a pressed message to (handlers.edits)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+
+@dataclass(frozen=True)
+class View:
+    """A message as it should look: text and buttons."""
+
+    text: str
+    markup: InlineKeyboardMarkup | None = None
 
 
 class RunCb(CallbackData, prefix="run"):

@@ -4,7 +4,6 @@ of Reassign, and the callback data of their buttons."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
@@ -12,6 +11,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from pydantic import Field
 
 from bot.config import Config
+from bot.views.buttons import View
 from bot.views.text import (
     TELEGRAM_LIMIT,
     clip,
@@ -49,14 +49,6 @@ class TaskAction(CallbackData, prefix="ta"):
     action: str
     id: DbId
     agent: str = ""
-
-
-@dataclass(frozen=True)
-class View:
-    """A message as it should look: text and buttons."""
-
-    text: str
-    markup: InlineKeyboardMarkup | None = None
 
 
 def priority_name(priority: int) -> str:
