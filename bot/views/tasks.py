@@ -17,6 +17,7 @@ from bot.views.text import (
     clip,
     display_name,
     esc,
+    mention,
     one_line,
     visible_len,
     when,
@@ -161,8 +162,7 @@ def _button(text: str, action: str, task_id: int, agent: str = "") -> InlineKeyb
 
 def sendback_prompt(telegram_id: int, name: str, task_id: int) -> str:
     """The prompt Send back posts: it mentions the presser, whose reply gives the reason."""
-    who = f'<a href="tg://user?id={telegram_id}">{esc(name)}</a>'
-    return SENDBACK_PROMPT.format(who=who, id=task_id)
+    return SENDBACK_PROMPT.format(who=mention(telegram_id, name), id=task_id)
 
 
 def comment_added(task_id: int, status: str, assignee: str) -> str:

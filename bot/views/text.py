@@ -161,6 +161,11 @@ def percent(part: Decimal, whole: Decimal) -> str:
     return f"{(part / whole * 100).quantize(Decimal(1), ROUND_HALF_UP)}%"
 
 
+def mention(telegram_id: int, name: str) -> str:
+    """A person's name that notifies them (a text mention: works without a username)."""
+    return f'<a href="tg://user?id={telegram_id}">{esc(name)}</a>'
+
+
 def display_name(actor: str | None, config: Config) -> str:
     """`actor_name` with the config's people: "person:1001" -> "Ana"."""
     return actor_name(actor, {p.telegram_id: p.name for p in config.people})
