@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AgentConfig, Config
-from bot.views.text import esc
+from bot.views.coding import queue_skipped
+from bot.views.text import usd
 from storage import outbox, runs
 from storage import queue as task_queue
 from storage import usage as spend
@@ -42,7 +43,7 @@ async def nightly(config: Config, db: Database, agent_id: str) -> None:
             await _alert(
                 session,
                 config,
-                f"🌙 The nightly queue of <b>{esc(agent.id)}</b> took no task: {esc(why)}.",
+                queue_skipped(agent.id, why),
                 f"queue-skipped:{agent.id}:{night}",
             )
             return
@@ -77,7 +78,7 @@ async def _why_not(session: AsyncSession, agent: AgentConfig) -> str | None:
     seen = await spend.standing(session, agent.id, since, fleet=False)
     limit = spend.effective_budget(seen.override, agent.budget_usd_month)
     if limit is not None and seen.spent >= limit:
-        return f"its monthly budget is spent (${seen.spent:.2f} of ${limit:.2f})"
+        return f"its monthly budget is spent ({usd(seen.spent)} of {usd(limit)})"
     return None
 
 

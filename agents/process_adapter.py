@@ -30,8 +30,9 @@ from agents.gateway import Gateway, GatewayError
 from agents.turn import TurnResult
 from bot.config import AgentConfig, CodingCli, Config, parse_duration
 from bot.logs import RedactingFormatter
-from bot.views.text import esc
-from handlers.coding import stop_button
+from bot.views import coding as views
+from bot.views.buttons import stop_button
+from bot.views.text import usd
 from integrations import coding_cli, git, process
 from storage import artifacts, outbox, tasks
 from storage.db import Database
@@ -210,14 +211,12 @@ async def _running_line(
     feed = config.feed("activity")
     if feed is None:
         return
-    clis = ", ".join(c.id for c in agent.clis)
     async with db.claim() as session:
         await outbox.enqueue(
             session,
             outbox.Destination(feed.chat_id, feed.topic, "activity"),
-            f"▶️ <b>{esc(agent.id)}</b> is coding task #{task.id} {esc(task.title[:80])} on "
-            f"<code>{esc(branch)}</code> ({esc(clis)}; run {run_id})",
-            buttons=stop_button(run_id),
+            views.running_line(agent, run_id, task, branch),
+            buttons=[[stop_button(run_id)]],
             dedup_key=f"coding-running:{run_id}",
         )
 
@@ -238,13 +237,11 @@ async def _ran_line(
     feed = config.feed("activity")
     if feed is None:
         return
-    mark = {"succeeded": "✅", CANCELLED: "⏹", "deferred": "⏸"}.get(result.status, "❌")
     async with db.claim() as session:
         await outbox.enqueue(
             session,
             outbox.Destination(feed.chat_id, feed.topic, "activity"),
-            f"{mark} <b>{esc(agent.id)}</b> coded task #{task.id} (run {run_id}): "
-            f"{esc(result.status)}",
+            views.ran_line(agent.id, run_id, task, result.status),
             edit_of=f"coding-running:{run_id}",
             dedup_key=f"coding-ran:{run_id}",
         )
@@ -371,5 +368,5 @@ def _summary(cli: str, found: git.Evidence, cost: Decimal, pr: str | None) -> st
         parts.append("· not pushed")
     if pr:
         parts.append(f"· PR {pr}")
-    parts.append(f"· ${cost:.4f}")
+    parts.append(f"· {usd(cost, places=4)}")
     return " ".join(parts)

@@ -27,8 +27,9 @@ from agents.org import OrgChart
 from agents.tools import ToolContext
 from agents.turn import StopSignal, TurnResult, run_turn
 from bot.config import AgentConfig, Config, parse_duration
+from bot.views import runs as views
 from bot.views.buttons import stop_button
-from bot.views.text import esc, when
+from bot.views.text import when
 from storage import artifacts, inbox, outbox, queue, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
@@ -216,8 +217,7 @@ class Runtime:
                     await self._post(
                         session,
                         "alerts",
-                        f"⛔ Task #{dead.task_id} of {esc(dead.agent_id)} blocked: its runs kept "
-                        "dying (retries used up).",
+                        views.kept_dying(dead.task_id, dead.agent_id),
                         f"reaped-blocked:{dead.run_id}",
                     )
                     # Like the end of a run: the agent's other work is not left for the next
@@ -410,10 +410,12 @@ class Runtime:
         if last is not None and now - last < PROGRESS_EVERY:
             return
         self._progress_at[run_id] = now
-        where = f" on task #{task.id}" if task else ""
-        text = (
-            f"⏳ <b>{esc(agent_id)}</b>{where}: {esc(step[:200])} · "
-            f"{so_far.input_tokens + so_far.output_tokens} tokens · ${so_far.cost_usd:.4f}"
+        text = views.progress_line(
+            agent_id,
+            task.id if task else None,
+            step,
+            so_far.input_tokens + so_far.output_tokens,
+            so_far.cost_usd,
         )
         try:
             destination = outbox.Destination(feed.chat_id, feed.topic, "activity")
@@ -487,15 +489,14 @@ class Runtime:
                     task_id=task.id if task else None,
                     not_before=result.retry_at,
                 )
-            where = f" on task #{task.id}" if task else ""
-            tokens = f"{result.input_tokens}+{result.output_tokens} tokens"
+            task_id = task.id if task else None
+            tokens = views.token_count(result.input_tokens, result.output_tokens)
             if status == runs.FAILED and not result.alerted:
                 await self._alert_failed(
-                    session, agent.id, f"{where}: {result.outcome} ({tokens})"
+                    session, agent.id, f"{views.on_task(task_id)}: {result.outcome} ({tokens})"
                 )
-            line = (
-                f"{_icon(result)} <b>{esc(agent.id)}</b>{where}: {esc(outcome[:300])} ({tokens})"
-            )
+            mark = views.icon(result.status, alerted=result.alerted)
+            line = views.end_line(mark, agent.id, task_id, outcome, tokens)
             if claimed.run_id in self._progress_at:
                 # The run's line is in the feed: its last edit says how the run ended, and
                 # drops the Stop button.
@@ -569,14 +570,7 @@ class Runtime:
         ("coder: 5 runs failed since 14:02, last: ...") instead of one message per run."""
         streak = await runs.failure_streak(session, agent_id)
         first = f"runs-failed:{agent_id}:{streak.first_run_id}"
-        since = f"{streak.since.astimezone(self.config.tz):%H:%M}" if streak.since else "?"
-        if streak.count <= 1:
-            text = f"❌ <b>{esc(agent_id)}</b>: a run failed{esc(detail)}"
-        else:
-            text = (
-                f"❌ <b>{esc(agent_id)}</b>: {streak.count} runs failed since "
-                f"{since}, last{esc(detail)}"
-            )
+        text = views.failed_alert(agent_id, streak.count, streak.since, self.config.tz, detail)
         feed = self.config.feed("alerts")
         if feed is None:
             return
@@ -598,9 +592,7 @@ class Runtime:
                 await self._alert_failed(
                     session, claimed.agent_id, f" (run {claimed.run_id}): {outcome}"
                 )
-                await self._end_line(
-                    session, claimed, f"❌ <b>{esc(claimed.agent_id)}</b>: crashed"
-                )
+                await self._end_line(session, claimed, views.crashed(claimed.agent_id))
 
     async def _interrupted(self, claimed: runs.Claimed) -> None:
         """Shutdown cut a run short: close it and put its task back for the next start."""
@@ -609,9 +601,7 @@ class Runtime:
                 session, claimed.run_id, self.owner, runs.FAILED, "interrupted by shutdown"
             ):
                 return
-            await self._end_line(
-                session, claimed, f"⏹ <b>{esc(claimed.agent_id)}</b>: interrupted by shutdown"
-            )
+            await self._end_line(session, claimed, views.interrupted(claimed.agent_id))
             current = await tasks.next_for(session, claimed.agent_id, claimed.task_id)
             if current is not None and current.status == tasks.IN_PROGRESS:
                 await tasks.transition(
@@ -662,19 +652,6 @@ async def _escalated_task(
         if message.kind == "escalation" and message.task_id is not None:
             return await tasks.get(session, message.task_id)
     return None
-
-
-def _icon(result: TurnResult) -> str:
-    """How a run ended, at a glance: only a success is ✅."""
-    if result.status == "succeeded":
-        return "✅"
-    if result.status == "cancelled":
-        return "⏹"
-    if result.alerted:
-        return "💸"  # the gateway stopped it: the budget is used up
-    if result.status == "deferred":
-        return "⏸"
-    return "❌"
 
 
 async def _has_todo(session: AsyncSession, agent_id: str) -> bool:

@@ -30,7 +30,8 @@ from pathlib import Path
 from agents.gateway import BudgetExceeded, Gateway, GatewayError
 from bot.config import AgentConfig, Config, MailboxConfig, parse_duration
 from bot.scheduler import JobFailed
-from bot.views.text import clip, esc, one_line
+from bot.views import triage as views
+from bot.views.text import clip, one_line
 from integrations.himalaya import Himalaya
 from integrations.mailbox import Mailbox, MailboxError
 from integrations.msgraph import GraphMailbox
@@ -256,15 +257,7 @@ class Triage:
         to = self.destination()
         if to is None:
             return None
-        from handlers.triage import buttons  # the handler owns its callback data
-
-        text = (
-            f"📬 <b>Urgent email</b> · {esc(item.mailbox)}\n"
-            f"<b>From:</b> {esc(one_line(item.sender, 200))}\n"
-            f"<b>Subject:</b> {esc(one_line(item.subject, 300))}\n"
-            f"<b>Why:</b> {esc(one_line(reason, REASON_LIMIT))}"
-        )
-        return items.Notice(to, text, buttons(item.id))
+        return items.Notice(to, views.urgent(item, reason), views.buttons(item.id))
 
     async def job(self, mailbox_id: str) -> None:
         """The `triage:<mailbox id>` job: a pass; a failing mailbox raises JobFailed."""
@@ -448,16 +441,11 @@ class Triage:
             normal = await items.decided_between(
                 session, due - timedelta(days=1), due, verdict=items.NORMAL, limit=50
             )
-            lines = [f"📋 <b>Email digest</b> · {due.date().isoformat()}: {len(normal)} normal"]
-            lines += [
-                f"• {esc(i.mailbox)} · {esc(one_line(i.sender, 60))} — "
-                f"{esc(one_line(i.subject, 80))}"
-                for i in normal
-            ]
-            if not normal:
-                lines.append("Nothing waited in the normal pile.")
             queued = await outbox.enqueue(
-                session, to, "\n".join(lines), dedup_key=f"triage-digest:{due.date().isoformat()}"
+                session,
+                to,
+                views.digest(due.date(), normal),
+                dedup_key=f"triage-digest:{due.date().isoformat()}",
             )
         return queued is not None
 
@@ -468,7 +456,7 @@ class Triage:
         notice = self.notice(item, item.verdict or items.URGENT, item.reason or "")
         if notice is None:
             return None
-        return items.Notice(notice.to, f"{notice.text}\n\n✅ {esc(note)}", None)
+        return items.Notice(notice.to, views.settled(notice.text, note), None)
 
     async def act(self, item_id: int, action: str, actor: str, note: str = "") -> items.Outcome:
         """Create task | Mark read | Snooze 4h | Dismiss, exactly once. The winner's change

@@ -235,7 +235,8 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _costs(args: argparse.Namespace) -> int:
-    from handlers.costs import csv_text, month_report, table_lines
+    from bot.costs import month_report
+    from bot.views.costs import cli_table, csv_text
     from storage import usage
     from storage.db import Database
 
@@ -258,9 +259,7 @@ def _costs(args: argparse.Namespace) -> int:
                 found = await month_report(session, month, config)
         finally:
             await db.dispose()
-        if args.csv:
-            return csv_text(found)
-        return f"Costs {month:%Y-%m} (UTC)\n" + "\n".join(table_lines(found)) + "\n"
+        return csv_text(found) if args.csv else cli_table(found)
 
     sys.stdout.write(asyncio.run(report()))
     return 0

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, parse_duration
 from bot.redact import Redactor
-from bot.views.text import esc
+from bot.views import watchdog as views
 from storage import inbox, incidents, jobs, outbox, runs
 from storage.db import Database
 from storage.models import AgentState, Incident, Run, utcnow
@@ -264,9 +264,7 @@ async def once(config: Config) -> int:
         if feed is None:
             log.warning("no alerts feed configured; watchdog problems not posted")
             return EXIT_PROBLEMS
-        text = "🛑 <b>fleet watchdog</b>: the main process looks down or stuck\n" + "\n".join(
-            f"• {esc(p.text)}" for p in problems
-        )
+        text = views.down([p.text for p in problems])
         # One post per repeat_interval while the process is down, however often this runs.
         to = outbox.Destination(feed.chat_id, feed.topic, "alerts")
         repeat = timedelta(seconds=config.alerting.seconds("repeat_interval"))

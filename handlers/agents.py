@@ -7,8 +7,7 @@ Pause and resume go through `storage.agents`, wakes through `storage.runs`, each
 
 from __future__ import annotations
 
-from datetime import tzinfo
-from decimal import Decimal
+import logging
 
 from aiogram import F, Router
 from aiogram.filters import CommandObject
@@ -17,16 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
+from bot.views import agents as views
 from bot.views.buttons import RunCb
-from bot.views.text import clip, esc, one_line, split_html, usd, when
+from bot.views.text import clip, esc, split_html, when
+from handlers.common import person_actor, unknown_agent, usage
 from handlers.registry import command
-from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
 from storage.models import Run
 from storage.usage import spend_this_month
 
+log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 RUNS_SHOWN = 5
@@ -48,10 +49,6 @@ async def _agent_arg(
     return agent_id, parts[1].strip() if len(parts) > 1 else ""
 
 
-def _run_time(run: Run, tz: tzinfo) -> str:
-    return when(run.finished_at or run.started_at or run.queued_at, tz)
-
-
 @command(router, "agents", Role.viewer)
 async def list_agents(
     message: Message, session: AsyncSession, config: Config, org: OrgChart
@@ -61,25 +58,21 @@ async def list_agents(
         await message.answer("No agents are configured ([[agents]] in the config).")
         return
     seen = await agent_state.overview(session, org.ids)
-    lines = ["<b>Agents</b>"]
+    lines = []
     for agent_id in org.ids:
-        agent = org.get(agent_id)
         info = seen[agent_id]
-        title = f" ({esc(clip(agent.title, 60))})" if agent and agent.title else ""
-        parts = [f"<b>{esc(agent_id)}</b>{title}", "⏸ paused" if info.paused else "active"]
-        if info.running is not None:
-            parts.append(
-                f"running since {when(info.running.started_at, config.tz)} "
-                f"({esc(info.running.trigger)})"
+        lines.append(
+            views.agent_line(
+                agent_id,
+                org.get(agent_id),
+                paused=info.paused,
+                running=info.running,
+                last=info.last,
+                open_tasks=info.open_tasks,
+                tz=config.tz,
             )
-        elif info.last is not None:
-            parts.append(f"last run {info.last.status} {_run_time(info.last, config.tz)}")
-        else:
-            parts.append("no runs yet")
-        parts.append(f"{info.open_tasks} open task{'' if info.open_tasks == 1 else 's'}")
-        lines.append(" · ".join(parts))
-    lines.append("/agent &lt;id&gt; shows one agent.")
-    for part in split_html("\n".join(lines)):  # a large fleet does not fit in one message
+        )
+    for part in split_html(views.listing(lines)):  # a large fleet does not fit in one message
         await message.answer(part)
 
 
@@ -94,61 +87,29 @@ async def show_agent(
     agent_id = found[0]
     agent = org.get(agent_id)
     assert agent is not None
-    tz = config.tz
     state = await agent_state.state(session, agent_id)
-    title = f" — {esc(clip(agent.title, 80))}" if agent.title else ""
-    lines = [f"<b>{esc(agent_id)}</b>{title}"]
-    if agent.hub:
-        lines.append("The hub: people's work arrives here.")
-    elif agent.reports_to:
-        lines.append(f"Reports to {esc(agent.reports_to)}")
-    if state is not None and state.paused:
-        by = f" by {esc(clip(actor_name(state.paused_by, config), 40))}" if state.paused_by else ""
-        reason = f": {esc(clip(state.paused_reason, 200))}" if state.paused_reason else ""
-        lines.append(f"Status: ⏸ paused{by} since {when(state.updated_at, tz)}{reason}")
-    else:
-        lines.append("Status: active")
     running = await runs.current(session, agent_id)
-    if running is not None:
-        lines.append(
-            f"Running: run #{running.id} ({esc(running.trigger)}) since "
-            f"{when(running.started_at, tz)}"
-        )
-    if await runs.has_queued(session, agent_id):
-        lines.append("A run is queued.")
+    queued = await runs.has_queued(session, agent_id)
     label, task = "Current task", None
     if running is not None and running.task_id is not None:
         task = await tasks.get(session, running.task_id)
     if task is None:
         label, task = "Next task", await tasks.next_for(session, agent_id, None)
-    if task is not None:
-        lines.append(f"{label}: #{task.id} {task.status} · {esc(one_line(task.title, 100))}")
-    else:
-        lines.append("No active tasks.")
     recent = await runs.recent(session, agent_id, RUNS_SHOWN)
-    if recent:
-        lines.append("<b>Last runs</b> (newest first)")
-        for run in recent:
-            outcome = f": {esc(one_line(run.outcome, 100))}" if run.outcome else ""
-            lines.append(
-                f"#{run.id} {run.status} · {esc(run.trigger)} · {_run_time(run, tz)}{outcome}"
-            )
-    else:
-        lines.append("No runs yet.")
     spent = await spend_this_month(session, agent_id)
-    budget = (
-        state.budget_usd_month
-        if state is not None and state.budget_usd_month is not None
-        else agent.budget_usd_month
+    await message.answer(
+        views.card(
+            agent,
+            state,
+            running=running,
+            queued=queued,
+            task_label=label,
+            task=task,
+            recent=recent,
+            spent=spent,
+            config=config,
+        )
     )
-    if budget is None:
-        lines.append(f"Spend this month: {usd(spent)} (no monthly budget)")
-    elif budget == 0:
-        lines.append(f"Spend this month: {usd(spent)} of a {usd(0)} budget")
-    else:
-        share = spent / Decimal(str(budget)) * 100
-        lines.append(f"Spend this month: {usd(spent)} of {usd(budget)} ({share:.0f}%)")
-    await message.answer("\n".join(lines))
 
 
 @command(router, "pause", Role.operator, usage="<agent> [reason]")
@@ -174,11 +135,7 @@ async def pause(
         )
         return
     state = change.state
-    by = (
-        f" by {esc(clip(actor_name(state.paused_by, config), 40))}"
-        if state is not None and state.paused_by
-        else ""
-    )
+    by = views.paused_by(state, config)
     since = f" since {when(state.updated_at, config.tz)}" if state is not None else ""
     await message.answer(f"{esc(agent_id)} is already paused{by}{since}.")
 
@@ -220,19 +177,12 @@ async def wake(message: Message, command: CommandObject, db: Database, org: OrgC
             f"{esc(agent_id)} is paused, so a run would be skipped; /resume {esc(agent_id)} first."
         )
     elif queued:
-        await message.answer(f"{esc(agent_id)} will run now. {RUN_COST}")
+        await message.answer(f"{esc(agent_id)} will run now. {views.RUN_COST}")
     else:
         await message.answer(
             f"{esc(agent_id)} already had a run queued; this wake joins it, so it runs once, "
-            f"now. {RUN_COST}"
+            f"now. {views.RUN_COST}"
         )
-
-
-# What a wake costs, said where a person asks for one.
-RUN_COST = (
-    "With a task, a message or a HEARTBEAT.md check to do, that costs model calls; "
-    "with nothing to do, it ends at once and costs nothing."
-)
 
 
 @command(router, "stop", Role.operator, usage="<agent>")
@@ -259,9 +209,19 @@ async def stop(
 async def press_stop(
     callback: CallbackQuery, callback_data: RunCb, db: Database, person: Person
 ) -> None:
-    """The Stop button on a run's line in the activity feed."""
+    """The Stop button on a run's line in the activity feed, for model and coding runs alike.
+    A coding run's CLI running in this process is killed at once; a model run is asked to stop
+    through its row (the process running it stops it before its next call)."""
     if not 0 < callback_data.id <= 2**31 - 1:
         await callback.answer("There is no such run.", show_alert=True)
+        return
+    # Imported here: agents.gateway still imports handlers (handlers.budget), so importing the
+    # adapter while handlers/__init__ runs would be circular.
+    from agents import process_adapter
+
+    if process_adapter.stop(callback_data.id, by=person.name):
+        log.info("coding run %d stopped by %s", callback_data.id, person.name)
+        await callback.answer(f"Stopping run {callback_data.id}: its processes are killed.")
         return
     async with db.claim() as session:
         stopped = await runs.request_stop(

@@ -27,8 +27,8 @@ from aiogram.types import (
 from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
 from bot.config import Config, Person, Role, parse_duration
 from bot.views.text import clip, esc, one_line, split_html, when, zone_note
+from handlers.common import person_actor, sentence, usage
 from handlers.registry import command
-from handlers.tasks import person_actor, sentence, usage
 from integrations.deploy import shown_command
 from storage import approvals, deploys, outbox
 from storage.approvals import ApprovalCb

@@ -11,7 +11,7 @@ stop's approval (kind budget) through `storage.approvals.decide`, like any appro
 from __future__ import annotations
 
 import logging
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from aiogram import Router
 from aiogram.filters import CommandObject
@@ -21,9 +21,9 @@ from aiogram.types import CallbackQuery, Message
 from agents.org import OrgChart
 from bot.args import no_such
 from bot.config import Config, Person, Role
-from bot.views.text import clip, esc, usd
+from bot.views.text import clip, display_name, esc, percent, usd
+from handlers.common import person_actor, unknown_agent, usage
 from handlers.registry import command
-from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import approvals
 from storage import usage as spend
 from storage.db import Database
@@ -41,11 +41,6 @@ class RaiseBudget(CallbackData, prefix="bud"):
     """The button on a budget stop: approve budget approval `approval` (raise by its step)."""
 
     approval: DbId
-
-
-def percent(part: Decimal, whole: Decimal) -> str:
-    """`part` as a whole percentage of `whole` (not zero), half rounded up: "63%"."""
-    return f"{(part / whole * 100).quantize(Decimal(1), ROUND_HALF_UP)}%"
 
 
 def _configured(config: Config) -> dict[str, float | None]:
@@ -103,7 +98,7 @@ async def set_budget(
     elif change.paused_by == spend.BUDGET_ACTOR:
         after = " It stays paused: this month's spend is not under that budget."
     elif change.paused_by is not None:
-        by = esc(clip(actor_name(change.paused_by, config), 40))
+        by = esc(clip(display_name(change.paused_by, config), 40))
         after = f" It stays paused (by {by}); /resume {esc(agent_id)} when ready."
     else:
         after = ""

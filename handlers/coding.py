@@ -1,8 +1,9 @@
 """Coding agents in Telegram: /queue <agent> (the nightly queue in order, with buttons to move
-a task up or take it out) and the Stop button on a coding run's running line.
+a task up or take it out).
 
-The buttons are for operators; the queue's order and changes live in storage.queue, the
-stopping in agents.process_adapter (it kills the CLI's process group; the run ends cancelled).
+The buttons are for operators; the queue's order and changes live in storage.queue. The Stop
+button on a coding run's running line is the Stop of every run (handlers.agents); "cs:" is the
+data of the coding runs' own Stop button of earlier versions, answered as not valid.
 """
 
 from __future__ import annotations
@@ -11,80 +12,20 @@ import logging
 
 from aiogram import F, Router
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
-from bot.views.text import clip, esc
+from bot.views.coding import SHOWN, QueueCb, queue_view
+from bot.views.text import clip
+from handlers.common import OPERATOR, person_actor, sentence, unknown_agent, usage
 from handlers.registry import command
-from handlers.tasks import sentence, unknown_agent, usage
 from storage import queue as task_queue
 from storage import tasks
 from storage.db import Database
-from storage.models import Task
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
-
-OPERATOR = {"role": Role.operator}
-SHOWN = 15  # tasks listed (and given buttons) in /queue
-
-
-class QueueCb(CallbackData, prefix="cq"):
-    """A queue button: a = "u" (move up) or "o" (out of the queue)."""
-
-    a: str
-    agent: str
-    task: int
-
-
-class StopCb(CallbackData, prefix="cs"):
-    """The Stop button of a coding run."""
-
-    run: int
-
-
-def stop_button(run_id: int) -> list[list[dict[str, str]]]:
-    """The running line's keyboard, as outbox buttons."""
-    return [[{"text": "⏹ Stop", "callback_data": StopCb(run=run_id).pack()}]]
-
-
-def queue_view(
-    agent_id: str, found: list[Task], config: Config, *, buttons: bool
-) -> tuple[str, InlineKeyboardMarkup | None]:
-    agent = next((a for a in config.agents if a.id == agent_id), None)
-    when = agent.queue.cron if agent is not None and agent.queue is not None else None
-    head = f"<b>Queue of {esc(agent_id)}</b>" + (
-        f" (runs at <code>{esc(when)}</code>, {agent.queue.max_tasks} a night)"
-        if when and agent is not None and agent.queue is not None
-        else " (no nightly queue configured: todo tasks start when assigned)"
-    )
-    if not found:
-        return f"{head}\nNo todo tasks.", None
-    names = {v: k for k, v in tasks.PRIORITIES.items()}
-    lines = [head]
-    lines += [
-        f"{n}. #{t.id} {esc(clip(t.title, 80))} · {names.get(t.priority, 'normal')}"
-        for n, t in enumerate(found[:SHOWN], 1)
-    ]
-    if len(found) > SHOWN:
-        lines.append(f"… and {len(found) - SHOWN} more")
-    if not buttons:
-        return "\n".join(lines), None
-    rows = [
-        [
-            InlineKeyboardButton(
-                text=f"⬆ #{t.id}", callback_data=QueueCb(a="u", agent=agent_id, task=t.id).pack()
-            ),
-            InlineKeyboardButton(
-                text=f"✖ #{t.id} out",
-                callback_data=QueueCb(a="o", agent=agent_id, task=t.id).pack(),
-            ),
-        ]
-        for t in found[:SHOWN]
-    ]
-    return "\n".join(lines), InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 @command(router, "queue", Role.viewer, usage="<agent>")
@@ -122,7 +63,7 @@ async def press_queue(
     if callback_data.agent not in org:
         await callback.answer("That agent is no longer in the config.", show_alert=True)
         return
-    actor = f"person:{person.telegram_id}"
+    actor = person_actor(person)
     async with db.claim() as session:
         if callback_data.a == "u":
             outcome = await task_queue.move_up(session, callback_data.agent, callback_data.task)
@@ -144,18 +85,6 @@ async def press_queue(
     text, keyboard = queue_view(callback_data.agent, found, config, buttons=True)
     if isinstance(callback.message, Message):
         await callback.message.edit_text(text, reply_markup=keyboard)
-
-
-@router.callback_query(StopCb.filter(), flags=OPERATOR)
-async def press_stop(callback: CallbackQuery, callback_data: StopCb, person: Person) -> None:
-    # Imported here: the adapter imports this module for the button.
-    from agents import process_adapter
-
-    if not process_adapter.stop(callback_data.run, by=person.name):
-        await callback.answer(f"Run {callback_data.run} is not running (finished already?).")
-        return
-    log.info("coding run %d stopped by %s", callback_data.run, person.name)
-    await callback.answer(f"Stopping run {callback_data.run}: its processes are killed.")
 
 
 @router.callback_query(F.data.startswith(("cq:", "cs:")))

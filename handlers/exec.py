@@ -11,32 +11,25 @@ import logging
 
 from aiogram import F, Router
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import Config, Person, Role
-from bot.views.text import clip, esc
-from handlers.approvals import settings
+from bot.views import exec as views
+from bot.views.exec import RuleCb
+from bot.views.text import clip
+from handlers.common import person_actor, sentence, unknown_agent, usage
 from handlers.registry import command
-from handlers.tasks import sentence, unknown_agent, usage
 from storage import approvals
 from storage import exec as exec_runs
 from storage.approvals import ApprovalCb
 from storage.db import Database
-from storage.models import DbId
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 OWNER = {"role": Role.owner}
-
-
-class RuleCb(CallbackData, prefix="xr"):
-    """The Revoke button of an exec rule."""
-
-    id: DbId
 
 
 @router.callback_query(ApprovalCb.filter(F.a == "w"), flags=OWNER)
@@ -76,23 +69,8 @@ async def list_rules(
         return
     async with db.session() as session:
         found = await exec_runs.rules(session, agent_id)
-    whose = f" of {esc(agent_id)}" if agent_id else ""
-    if not found:
-        await message.answer(f"No exec rules{whose}.")
-        return
-    lines = [f"<b>Exec rules{whose}</b>"]
-    lines += [
-        f"#{rule.id} {esc(rule.agent_id)}: <code>{esc(clip(' '.join(rule.argv), 200))}</code>"
-        for rule in found[:30]
-    ]
-    keyboard = None
-    if person.role is Role.owner:
-        rows = [
-            [InlineKeyboardButton(text=f"Revoke #{r.id}", callback_data=RuleCb(id=r.id).pack())]
-            for r in found[:30]
-        ]
-        keyboard = InlineKeyboardMarkup(inline_keyboard=rows)
-    await message.answer("\n".join(lines), reply_markup=keyboard)
+    keyboard = views.revoke_buttons(found) if found and person.role is Role.owner else None
+    await message.answer(views.rules(found, agent_id), reply_markup=keyboard)
 
 
 @router.callback_query(RuleCb.filter(), flags=OWNER)
@@ -100,7 +78,7 @@ async def press_revoke(
     callback: CallbackQuery, callback_data: RuleCb, db: Database, person: Person
 ) -> None:
     async with db.claim() as session:
-        rule = await exec_runs.revoke(session, callback_data.id, by=f"person:{person.telegram_id}")
+        rule = await exec_runs.revoke(session, callback_data.id, by=person_actor(person))
     if rule is None:
         await callback.answer(
             f"There is no live exec rule #{callback_data.id} (revoked already?).", show_alert=True
@@ -128,22 +106,4 @@ async def show_exec(
     if run is None:
         await message.answer(no_such("command", run_id))
         return
-    s = settings(config)
-    allowed = run.allowed_by
-    if allowed.startswith(("person:", "system:")):
-        allowed = s.name(allowed)
-    via = f" (approval #{run.approval_id})" if run.approval_id else ""
-    lines = [
-        f"<b>Command #{run.id}</b> of {esc(run.agent_id)}"
-        + (f" for task #{run.task_id}" if run.task_id else ""),
-        f"argv: <code>{esc(clip(repr(run.argv), 1000))}</code>",
-        f"cwd: {esc(run.cwd)} · timeout {run.timeout_s} s",
-        f"allowed by {esc(allowed)}{via}",
-        f"status: {esc(run.status)}"
-        + (f" · exit code {run.exit_code}" if run.exit_code is not None else "")
-        + (f" · {run.duration_s:.1f} s" if run.duration_s is not None else ""),
-        f"started {approvals.moment(run.started_at, s)}" if run.started_at else "not started",
-    ]
-    if run.output_tail:
-        lines.append(f"<pre>{esc(run.output_tail[-1500:])}</pre>")
-    await message.answer("\n".join(lines))
+    await message.answer(views.record(run, config))

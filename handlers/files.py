@@ -12,44 +12,28 @@ import logging
 from aiogram import F, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     CallbackQuery,
     FSInputFile,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Message,
 )
 
 from agents.files import Confinement, FileRefused, sha256_of
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
-from bot.views.text import clip, esc
+from bot.views import files as views
+from bot.views.files import FileCb
+from bot.views.text import clip
+from handlers.common import usage
 from handlers.registry import command
-from handlers.tasks import usage
 from storage import artifacts, tasks
 from storage.db import Database
-from storage.models import DbId
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 VIEWER = {"role": Role.viewer}
 MAX_SEND = 50 * 1024 * 1024  # what the Bot API lets a bot upload
-
-
-class FileCb(CallbackData, prefix="fl"):
-    """The Send button of one artifact."""
-
-    id: DbId
-
-
-def size_text(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / 1024 / 1024:.1f} MB"
 
 
 @command(router, "files", Role.viewer, usage="<task>")
@@ -67,25 +51,8 @@ async def list_files(message: Message, command: CommandObject, db: Database) -> 
     if not found:
         await message.answer(f"Task #{task_id} has no files yet.")
         return
-    lines = [f"<b>Files of task #{task_id}</b>"]
-    rows: list[list[InlineKeyboardButton]] = []
-    for artifact in found:
-        name = f"{artifact.root}:{artifact.path}"
-        kind = " (command output)" if artifact.kind == "command" else ""
-        lines.append(
-            f"#{artifact.id} {esc(name)}{kind} · {size_text(artifact.bytes)} · by "
-            f"{esc(artifact.agent_id)}"
-        )
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    text=clip(f"📄 {name}", 60), callback_data=FileCb(id=artifact.id).pack()
-                )
-            ]
-        )
-    await message.answer(
-        "\n".join(lines), reply_markup=InlineKeyboardMarkup(inline_keyboard=rows[:40])
-    )
+    text, keyboard = views.listing(task_id, found)
+    await message.answer(text, reply_markup=keyboard)
 
 
 @router.callback_query(FileCb.filter(), flags=VIEWER)
@@ -97,7 +64,7 @@ async def press_send(
     if artifact is None:
         await callback.answer("There is no such file record.", show_alert=True)
         return
-    name = f"{artifact.root}:{artifact.path}"
+    name = views.name_of(artifact)
     agent = next((a for a in config.agents if a.id == artifact.agent_id), None)
     if agent is None:
         await callback.answer(f"{name}: its agent is no longer in the config.", show_alert=True)
@@ -113,12 +80,12 @@ async def press_send(
         return
     if size > MAX_SEND:
         await callback.answer(
-            f"{name} is {size_text(size)}; Telegram bots send at most 50 MB.", show_alert=True
+            f"{name} is {views.size_text(size)}; Telegram bots send at most 50 MB.",
+            show_alert=True,
         )
         return
     # Up to 50 MB hashed: off the event loop.
     changed = await asyncio.to_thread(sha256_of, target.path) != artifact.sha256
-    note = " (changed since it was written)" if changed else ""
     message = callback.message
     if not isinstance(message, Message):
         await callback.answer("The message is too old; use /files again.", show_alert=True)
@@ -126,7 +93,7 @@ async def press_send(
     try:
         await message.answer_document(
             FSInputFile(target.path, filename=target.path.name),
-            caption=clip(f"{name}, {size_text(size)}, by {artifact.agent_id}{note}", 1000),
+            caption=views.caption(artifact, size, changed),
         )
     except TelegramAPIError as err:
         log.warning("sending %s failed: %s", name, err)

@@ -18,9 +18,9 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.args import DurationError, id_argument, no_such, parse_duration_arg
 from bot.config import Config, Person, Role
-from bot.views.text import clip, esc, when, zone_note
+from bot.views.text import clip, display_name, esc, when, zone_note
+from handlers.common import person_actor, usage
 from handlers.registry import command
-from handlers.tasks import actor_name, person_actor, usage
 from integrations import alertmanager
 from storage import incidents, outbox
 from storage import web as web_store
@@ -194,7 +194,7 @@ async def press(
         if made:
             summary += f" (silenced in Alertmanager too: {', '.join(made)})"
     buttons = alert_buttons(callback_data.id, [i.status for i in states if i is not None])
-    await _show(callback, f"{actor_name(actor, config)}: {summary}", buttons)
+    await _show(callback, f"{display_name(actor, config)}: {summary}", buttons)
 
 
 async def _silence_at_sources(

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
-from bot.views.text import esc, when, zone_note
+from bot.views import outbox as views
 from handlers.registry import command
 from storage import outbox
 
@@ -23,19 +23,7 @@ async def show_outbox(message: Message, session: AsyncSession, config: Config) -
     if not rows:
         await message.answer("Outbox is empty: every message was delivered.")
         return
-    lines = [f"<b>Outbox</b> (oldest first) · {zone_note(config.tz)}"]
-    for row in rows:
-        where = row.feed or str(row.chat_id)
-        preview = esc(row.text[:60].replace("\n", " "))
-        error = f" — {esc(row.last_error[:120])}" if row.last_error else ""
-        status = row.status
-        if row.in_flight_at is not None:
-            status += f" (sending since {when(row.in_flight_at, config.tz, zone=False)})"
-        lines.append(
-            f"#{row.id} {status} → {esc(where)}, {row.attempts} attempt(s), "
-            f"queued {when(row.created_at, config.tz, zone=False)}: {preview}{error}"
-        )
-    await message.answer("\n".join(lines))
+    await message.answer(views.unsent(rows, config.tz))
 
 
 @command(router, "resend", Role.operator, usage="<outbox id>")

@@ -4,36 +4,25 @@ from __future__ import annotations
 
 from aiogram import F, Router
 from aiogram.filters import CommandObject
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 
 from agents.pipelines import find, show, start_run
 from bot.args import no_such
 from bot.config import Config, Person, Role
+from bot.views.buttons import keyboard
 from bot.views.pipelines import PipelineCb, buttons, render
 from bot.views.text import esc
+from handlers.common import OPERATOR, person_actor, sentence
 from handlers.registry import command
-from handlers.tasks import person_actor, sentence
 from storage import pipelines
 from storage.db import Database
 
 router = Router(name=__name__)
 
-OPERATOR = {"role": Role.operator}
 USAGE = (
     "Usage: /pipeline &lt;pipeline&gt; &lt;topic&gt; to start a run, /pipeline &lt;run&gt; "
     "to see one."
 )
-
-
-def _keyboard(rows: list[list[dict[str, str]]]) -> InlineKeyboardMarkup | None:
-    if not rows:
-        return None
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [InlineKeyboardButton(text=b["text"], callback_data=b["callback_data"]) for b in row]
-            for row in rows
-        ]
-    )
 
 
 @command(router, "pipeline", Role.viewer, usage="<pipeline> <topic> | <run>")
@@ -83,7 +72,7 @@ async def _show(message: Message, db: Database, run_id: int) -> None:
             return
         steps = await pipelines.steps_of(session, run_id)
         costs = await pipelines.costs(session, [s.task_id for s in steps if s.task_id])
-    await message.answer(render(run, steps, costs), reply_markup=_keyboard(buttons(run)))
+    await message.answer(render(run, steps, costs), reply_markup=keyboard(buttons(run)))
 
 
 @router.callback_query(PipelineCb.filter(), flags=OPERATOR)

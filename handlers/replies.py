@@ -15,31 +15,21 @@ import logging
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 
 from agents.org import OrgChart
 from bot.config import Person, Role
-from bot.views.text import clip, esc, one_line
-from handlers.tasks import person_actor, send_back, sentence, split_title
+from bot.views.replies import HINT, DraftCb, hint_buttons, task_made
+from bot.views.tasks import comment_added
+from bot.views.text import clip, esc
+from handlers.common import OPERATOR, person_actor, send_back, sentence, split_title
 from storage import approvals, incidents, links, tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
-OPERATOR = {"role": Role.operator}
 TEXT_LIMIT = 4000
-HINT = (
-    "I take commands, not chat: /help lists yours. To comment on a task, reply to its card "
-    "(/task &lt;id&gt;); to add a note to an approval or an alert, reply to it."
-)
-
-
-class DraftCb(CallbackData, prefix="dr"):
-    """The button under the hint: `a` is "hub" (make the replied-to text a task for the hub)."""
-
-    a: str
 
 
 async def shown(message: Message, bot: Bot, db: Database) -> dict[str, links.Shown] | bool:
@@ -69,8 +59,7 @@ async def reply_to_entity(
         if target.kind == links.TASK:
             outcome = await tasks.comment(session, target.entity_id, actor=actor, body=text)
             answer = (
-                f"Comment added to task #{target.entity_id} ({outcome.task.status}, "
-                f"{esc(outcome.task.assignee)})."
+                comment_added(target.entity_id, outcome.task.status, outcome.task.assignee)
                 if outcome.won and outcome.task is not None
                 else esc(sentence(outcome.reason))
             )
@@ -94,12 +83,7 @@ async def reply_to_entity(
 async def plain_text(message: Message, person: Person) -> None:
     """Plain text in the private chat: a hint, and for an operator a button that makes the
     text a task for the hub."""
-    markup = None
-    if person.role.allows(Role.operator):
-        button = InlineKeyboardButton(
-            text="Make this a task for the hub", callback_data=DraftCb(a="hub").pack()
-        )
-        markup = InlineKeyboardMarkup(inline_keyboard=[[button]])
+    markup = hint_buttons() if person.role.allows(Role.operator) else None
     await message.reply(HINT, reply_markup=markup)
 
 
@@ -134,7 +118,7 @@ async def press_make_task(
     if isinstance(hint, Message):
         try:
             await hint.edit_text(
-                f"Task #{task.id} for {esc(hub.id)}: {esc(one_line(task.title, 200))}",
+                task_made(task.id, hub.id, task.title),
                 reply_markup=None,
             )
         except TelegramBadRequest as err:  # pressed again: the hint shows the task already

@@ -12,6 +12,10 @@ the update's deferred session: a read followed by a write in a deferred SQLite t
 fails with "database is locked" at once when another writer committed in between (the run
 worker does, all the time). The reply is sent after the commit, so it never claims a change
 that was rolled back.
+
+Over 400 lines because it is one feature with one Router: the task commands and the card's
+buttons. Their texts and buttons are bot/views/tasks.py, the edit of a pressed message
+handlers/edits.py, and what other handlers share handlers/common.py.
 """
 
 from __future__ import annotations
@@ -19,112 +23,42 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import tzinfo
-from typing import Annotated
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import (
-    CallbackQuery,
-    ForceReply,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    Message,
-)
-from pydantic import Field
+from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import bot.views.text as view
+import bot.views.tasks as views
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
-from bot.views.text import TELEGRAM_LIMIT, clip, esc, one_line, plain, visible_len, when
+from bot.views.buttons import View
+from bot.views.tasks import TaskAction, TasksPage, comment_added
+from bot.views.text import clip, esc
+from handlers.common import (
+    OPERATOR,
+    person_actor,
+    send_back,
+    sentence,
+    split_title,
+    unknown_agent,
+    usage,
+)
+from handlers.edits import edit
 from handlers.registry import command
 from storage import agents as agent_state
 from storage import links, tasks
 from storage.db import Database
-from storage.models import DbId, Task, TaskEvent
+from storage.models import Task
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
-PAGE_SIZE = 8
-MAX_PAGE = 10**6
-TITLE_LIMIT = 200
-BODY_LIMIT = 1500
-EVENTS_SHOWN = 10
 ANSWER_LIMIT = 200  # answerCallbackQuery text
-OPERATOR = {"role": Role.operator}
-
-
-class TasksPage(CallbackData, prefix="tp"):
-    """A page of a /tasks listing. `scope` is what /tasks was given: "", an agent or a status.
-    (Not named `filter`: that would shadow `CallbackData.filter`.)"""
-
-    scope: str
-    page: Annotated[int, Field(ge=0, le=MAX_PAGE)]
-
-
-class TaskAction(CallbackData, prefix="ta"):
-    """A button on a /task card: cancel, unblock, reassign (shows the agents), to (reassign to
-    `agent`), card (back to the card), accept, sendback (asks for the reason)."""
-
-    action: str
-    id: DbId
-    agent: str = ""
-
-
-# -- helpers (also used by handlers.agents) --------------------------------------------------
-
-
-def usage(name: str, args: str) -> str:
-    return f"Usage: /{name} {esc(args)}"
-
-
-def unknown_agent(org: OrgChart, name: str, usage_line: str) -> str:
-    close = org.closest(name)
-    hint = (
-        f" Did you mean: {esc(', '.join(close))}?"
-        if close
-        else f" The agents are: {esc(clip(', '.join(org.ids), 1000))}."
-    )
-    return f'Unknown agent "{esc(clip(name, 40))}".{hint}\n{usage_line}'
-
-
-def sentence(reason: str) -> str:
-    """A storage reason ("task #3 is done; ...") as a sentence for a person."""
-    text = reason[:1].upper() + reason[1:]
-    return text if text.endswith((".", "?", "!")) else text + "."
-
-
-def actor_name(actor: str | None, config: Config) -> str:
-    """`bot.views.text.actor_name` with the config's people: "person:1001" -> "Ana"."""
-    return view.actor_name(actor, {p.telegram_id: p.name for p in config.people})
-
-
-def priority_name(priority: int) -> str:
-    return next((k for k, v in tasks.PRIORITIES.items() if v == priority), str(priority))
-
-
-def person_actor(person: Person) -> str:
-    return f"person:{person.telegram_id}"
 
 
 # -- /new and /assign ------------------------------------------------------------------------
-
-
-def split_title(text: str) -> tuple[str, str]:
-    """Title = the first line (at most 200 characters), body = the rest. A longer first line
-    is cut in the title and kept whole in the body, so nothing the person wrote is lost."""
-    first, _, rest = text.strip().partition("\n")
-    first = first.strip()
-    if len(first) <= TITLE_LIMIT:
-        return first, rest.strip()
-    return first[: TITLE_LIMIT - 1] + "…", text.strip()
 
 
 async def _create(
@@ -201,55 +135,28 @@ def _scope(scope: str, org: OrgChart) -> tuple[str | None, tuple[str, ...]] | No
     return None
 
 
-@dataclass(frozen=True)
-class View:
-    """A message as it should look: text and buttons."""
-
-    text: str
-    markup: InlineKeyboardMarkup | None = None
-
-
 async def _listing(session: AsyncSession, scope: str, page: int, org: OrgChart) -> View:
     found = _scope(scope, org)
     assert found is not None
     assignee, statuses = found
-    page = max(0, min(page, MAX_PAGE))
+    page = max(0, min(page, views.MAX_PAGE))
     rows, total = await tasks.listing(
-        session, assignee=assignee, statuses=statuses, offset=page * PAGE_SIZE, limit=PAGE_SIZE
+        session,
+        assignee=assignee,
+        statuses=statuses,
+        offset=page * views.PAGE_SIZE,
+        limit=views.PAGE_SIZE,
     )
-    pages = max(1, -(-total // PAGE_SIZE))
-    if page >= pages:  # tasks closed since the list was shown: go to the last page
-        page = pages - 1
+    if page >= views.pages_of(total):  # tasks closed since the list was shown: the last page
+        page = views.pages_of(total) - 1
         rows, total = await tasks.listing(
             session,
             assignee=assignee,
             statuses=statuses,
-            offset=page * PAGE_SIZE,
-            limit=PAGE_SIZE,
+            offset=page * views.PAGE_SIZE,
+            limit=views.PAGE_SIZE,
         )
-        pages = max(1, -(-total // PAGE_SIZE))
-    what = f"{statuses[0]} tasks" if len(statuses) == 1 else "open tasks"
-    if assignee is not None:
-        what += f" of {assignee}"
-    if total == 0:
-        return View(f"No {esc(what)}.")
-    lines = [f"<b>{esc(what[:1].upper() + what[1:])}</b>: {total} · page {page + 1}/{pages}"]
-    for task in rows:
-        priority = "" if task.priority == 2 else f" · {priority_name(task.priority)}"
-        lines.append(
-            f"#{task.id} {task.status} · {esc(task.assignee)}{priority} · "
-            f"{esc(one_line(task.title, 90))}"
-        )
-    lines.append("/task &lt;id&gt; shows one task.")
-    buttons: list[InlineKeyboardButton] = []
-    if page > 0:
-        data = TasksPage(scope=scope, page=page - 1).pack()
-        buttons.append(InlineKeyboardButton(text="« Prev", callback_data=data))
-    if page + 1 < pages:
-        data = TasksPage(scope=scope, page=page + 1).pack()
-        buttons.append(InlineKeyboardButton(text="Next »", callback_data=data))
-    markup = InlineKeyboardMarkup(inline_keyboard=[buttons]) if buttons else None
-    return View("\n".join(lines), markup)
+    return views.listing(rows, total, page, scope, assignee, statuses)
 
 
 @command(router, "tasks", Role.viewer, usage="[agent|status]")
@@ -280,7 +187,7 @@ async def turn_page(
         await callback.answer("This list is out of date; send /tasks again.", show_alert=True)
         return
     view = await _listing(session, callback_data.scope, callback_data.page, org)
-    await _edit(callback, view)
+    await edit(callback, view)
     page = re.search(r"page (\d+/\d+)", view.text)
     await callback.answer(f"Page {page.group(1)}" if page else "No tasks left in this list")
 
@@ -288,66 +195,10 @@ async def turn_page(
 # -- /task and its buttons -------------------------------------------------------------------
 
 
-def _event_line(event: TaskEvent, config: Config) -> str:
-    at = when(event.created_at, config.tz, zone=False)
-    change = ""
-    if event.to_status:
-        change = f" {event.from_status or ''}→{event.to_status}"
-    body = f": {one_line(event.body, 80)}" if event.body else ""
-    actor = clip(actor_name(event.actor, config), 40)
-    return esc(f"{at} {actor} {event.kind}{change}{body}")
-
-
 async def card(session: AsyncSession, task: Task, config: Config, org: OrgChart) -> View:
-    """A /task card: its text (under Telegram's message limit) and its buttons."""
-    tz: tzinfo = config.tz
-    head = [
-        f"<b>Task #{task.id}</b> · {task.status}",
-        f"<b>{esc(one_line(task.title, TITLE_LIMIT))}</b>",
-        f"Assignee: {esc(task.assignee)} · priority {priority_name(task.priority)}"
-        + (f" · retries {task.retries}/{task.max_retries}" if task.retries else ""),
-        f"Created by {esc(clip(actor_name(task.creator, config), 40))} "
-        f"at {when(task.created_at, tz)}",
-        f"Updated {when(task.updated_at, tz)}",
-    ]
-    if task.parent_id is not None:
-        head.append(f"Parent: #{task.parent_id}")
-    if task.status == tasks.BLOCKED and task.blocked_reason:
-        head.append(f"Blocked: {esc(clip(task.blocked_reason, 300))}")
-    body = [f"\n{esc(clip(task.body.strip(), BODY_LIMIT))}"] if task.body.strip() else []
-    history = [_event_line(e, config) for e in await tasks.events(session, task.id, EVENTS_SHOWN)]
-    while True:
-        title = "<b>History</b>" + (" (latest)" if len(history) >= EVENTS_SHOWN else "")
-        text = "\n".join([*head, *body, "", title, *history])
-        if visible_len(text) <= TELEGRAM_LIMIT - 96 or not history:
-            return View(text, card_buttons(task, org))
-        history = history[1:]
-
-
-def card_buttons(task: Task, org: OrgChart) -> InlineKeyboardMarkup | None:
-    if task.status not in tasks.OPEN:
-        return None
-    row = [_button("Cancel", "cancel", task.id)]
-    if task.status == tasks.IN_REVIEW:
-        row = [_button("Accept", "accept", task.id), _button("Send back", "sendback", task.id)]
-        row.append(_button("Cancel", "cancel", task.id))
-    if task.status == tasks.BLOCKED:
-        row.append(_button("Unblock", "unblock", task.id))
-    if any(agent != task.assignee for agent in org.ids):
-        row.append(_button("Reassign", "reassign", task.id))
-    return InlineKeyboardMarkup(inline_keyboard=[row])
-
-
-def _picker(task: Task, org: OrgChart) -> InlineKeyboardMarkup:
-    others = [_button(a, "to", task.id, a) for a in org.ids if a != task.assignee]
-    rows = [others[i : i + 3] for i in range(0, len(others), 3)]
-    rows.append([_button("« Back", "card", task.id)])
-    return InlineKeyboardMarkup(inline_keyboard=rows)
-
-
-def _button(text: str, action: str, task_id: int, agent: str = "") -> InlineKeyboardButton:
-    data = TaskAction(action=action, id=task_id, agent=agent).pack()
-    return InlineKeyboardButton(text=text, callback_data=data)
+    """A /task card with the task's latest events."""
+    events = await tasks.events(session, task.id, views.EVENTS_SHOWN)
+    return views.card(task, events, config, org.ids)
 
 
 @command(router, "task", Role.viewer, usage="<id>")
@@ -381,70 +232,12 @@ async def show_task(
         )
 
 
-def _markup(markup: InlineKeyboardMarkup | None) -> object:
-    return markup.model_dump(exclude_none=True) if markup is not None else None
-
-
-def shows(message: Message, view: View, *, markup_only: bool = False) -> bool:
-    """Whether `message` already looks like `view` (Telegram refuses an edit that changes
-    nothing: 400 "message is not modified")."""
-    same_markup = _markup(message.reply_markup) == _markup(view.markup)
-    return same_markup and (markup_only or message.text == plain(view.text))
-
-
-class _LastEdits:
-    """What this process last made each recently edited message show. Two presses of one
-    button at once both arrive with the message as it was; the second must not repeat the
-    first's edit (Telegram refuses an edit that changes nothing). Bounded: the oldest go."""
-
-    def __init__(self, size: int = 1000) -> None:
-        self.size = size
-        self._views: OrderedDict[tuple[int, int], tuple[str, object]] = OrderedDict()
-
-    def claim(self, key: tuple[int, int], shown: tuple[str, object]) -> bool:
-        """True if the message is not known to show `shown` already; it is recorded as
-        showing it (no await in between, so two presses cannot both claim one edit)."""
-        if self._views.get(key) == shown:
-            return False
-        self._views[key] = shown
-        self._views.move_to_end(key)
-        while len(self._views) > self.size:
-            self._views.popitem(last=False)
-        return True
-
-    def forget(self, key: tuple[int, int]) -> None:
-        self._views.pop(key, None)
-
-
-_last_edits = _LastEdits()
-
-
-async def _edit(callback: CallbackQuery, view: View, *, markup_only: bool = False) -> None:
-    """Make the message the button is on look like `view`, unless it already does. A failed
-    edit (message deleted, too old) does not undo what was done, so it is only logged."""
-    message = callback.message
-    if not isinstance(message, Message) or shows(message, view, markup_only=markup_only):
-        return
-    key = (message.chat.id, message.message_id)
-    if not _last_edits.claim(key, ("" if markup_only else view.text, _markup(view.markup))):
-        return
-    try:
-        if markup_only:
-            await message.edit_reply_markup(reply_markup=view.markup)
-        else:
-            await message.edit_text(view.text, reply_markup=view.markup)
-    except TelegramBadRequest as err:
-        _last_edits.forget(key)
-        if "message is not modified" not in err.message:
-            log.warning("could not edit message %d: %s", message.message_id, err.message)
-
-
 async def _settle(
     callback: CallbackQuery, outcome: tasks.Outcome, done: str, view: View | None
 ) -> None:
     """After the change committed: show the task as it is now, tell the presser the outcome."""
     if view is not None:
-        await _edit(callback, view)
+        await edit(callback, view)
     if outcome.won:
         await callback.answer(done)
     else:
@@ -487,9 +280,6 @@ async def press_move(
     await _settle(callback, outcome, f"Task #{task_id} {done}", view)
 
 
-SENDBACK_PROMPT = "{who}: why send task #{id} back? Reply to this message with the reason."
-
-
 @router.callback_query(TaskAction.filter(F.action == "sendback"), flags=OPERATOR)
 async def press_sendback(
     callback: CallbackQuery,
@@ -513,9 +303,8 @@ async def press_sendback(
         await _settle(callback, tasks.Outcome(False, task, reason), "", view)
         return
     if isinstance(callback.message, Message):
-        who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
         sent = await callback.message.answer(
-            SENDBACK_PROMPT.format(who=who, id=task_id),
+            views.sendback_prompt(person.telegram_id, person.name, task_id),
             reply_markup=ForceReply(
                 force_reply=True, selective=True, input_field_placeholder="reason"
             ),
@@ -530,20 +319,6 @@ async def press_sendback(
                 person_id=person.telegram_id,
             )
     await callback.answer("Reply with the reason to send it back.")
-
-
-async def send_back(db: Database, task_id: int, person: Person, reason: str) -> str:
-    """Send a task in review back with the reason; the answer for the person."""
-    async with db.claim() as session:
-        outcome = await tasks.send_back(
-            session, task_id, actor=person_actor(person), reason=reason
-        )
-    if not outcome.won or outcome.task is None:
-        return esc(sentence(outcome.reason))
-    return (
-        f"Task #{task_id} sent back to {esc(outcome.task.assignee)} (in_progress); "
-        "it is woken with your reason."
-    )
 
 
 @router.callback_query(TaskAction.filter(F.action == "reassign"), flags=OPERATOR)
@@ -565,7 +340,7 @@ async def press_reassign(
         view = await _view_of(session, task, config, org)
         await _settle(callback, tasks.Outcome(False, task, reason), "", view)
         return
-    await _edit(callback, View("", _picker(task, org)), markup_only=True)
+    await edit(callback, View("", views.picker(task, org.ids)), markup_only=True)
     await callback.answer(f"Reassign task #{task_id} (now {task.assignee}) to…")
 
 
@@ -605,7 +380,7 @@ async def press_back(
     if task is None:
         await callback.answer(no_such("task", callback_data.id), show_alert=True)
         return
-    await _edit(callback, await card(session, task, config, org))
+    await edit(callback, await card(session, task, config, org))
     await callback.answer(f"Task #{task.id} is {task.status}")
 
 
@@ -632,10 +407,7 @@ async def add_comment(
     if not outcome.won or outcome.task is None:
         await message.answer(esc(sentence(outcome.reason)))
         return
-    task = outcome.task
-    await message.answer(
-        f"Comment added to task #{task_id} ({task.status}, {esc(task.assignee)})."
-    )
+    await message.answer(comment_added(task_id, outcome.task.status, outcome.task.assignee))
 
 
 @command(router, "cancel", Role.operator, usage="<id> [reason]")

@@ -14,49 +14,22 @@ from typing import TYPE_CHECKING
 
 from aiogram import F, Router
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, Person, Role
-from bot.views.text import clip, esc, one_line, when
+from bot.views import triage as views
+from bot.views.text import clip, display_name, esc, when
+from bot.views.triage import ACTIONS, TriageCb
+from handlers.common import OPERATOR, person_actor, sentence
 from handlers.registry import command
-from handlers.tasks import actor_name, person_actor, sentence
 from storage import triage as items
-from storage.models import DbId
-from storage.outbox import Button
 
 if TYPE_CHECKING:
     from agents.triage import Triage
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
-
-OPERATOR = {"role": Role.operator}
-ACTIONS = {
-    "task": ("Create task", "Task created"),
-    "read": ("Mark read", "Marked read"),
-    "snooze": ("Snooze 4h", "Snoozed for 4 hours"),
-    "dismiss": ("Dismiss", "Dismissed"),
-}
-SHOWN_PER_VERDICT = 10
-
-
-class TriageCb(CallbackData, prefix="tr"):
-    """A button on an urgent email: `action` (task, read, snooze, dismiss) on item `id`."""
-
-    action: str
-    id: DbId
-
-
-def buttons(item_id: int) -> list[list[Button]]:
-    def button(action: str) -> Button:
-        return {
-            "text": ACTIONS[action][0],
-            "callback_data": TriageCb(action=action, id=item_id).pack(),
-        }
-
-    return [[button("task"), button("read")], [button("snooze"), button("dismiss")]]
 
 
 # The message is edited through the outbox, never by the press: a press on a message whose
@@ -81,7 +54,7 @@ async def press(
     item = outcome.item
     if not outcome.won:
         if item is not None and item.acted_by and item.status != items.OPEN:
-            who = actor_name(item.acted_by, config)
+            who = display_name(item.acted_by, config)
             text = f"Already {item.status} by {who} at {when(item.acted_at, config.tz)}."
         else:
             text = sentence(outcome.reason)
@@ -115,19 +88,4 @@ async def inbox(
         session, start, start + timedelta(days=1), mailbox=wanted, limit=5000
     )
     waiting = await items.count_undecided(session, wanted)
-    scope = esc(wanted) if wanted else "all mailboxes"
-    lines = [f"📥 <b>Inbox today</b> · {scope}: {len(found)} judged"]
-    if waiting:
-        lines.append(f"{waiting} waiting for a verdict")
-    for verdict in items.VERDICTS:
-        these = [i for i in found if i.verdict == verdict]
-        lines.append(f"\n<b>{verdict}</b>: {len(these)}")
-        for item in these[-SHOWN_PER_VERDICT:]:
-            status = "" if item.status == items.OPEN else f" [{item.status}]"
-            lines.append(
-                f"• #{item.id} {esc(one_line(item.sender, 50))} — "
-                f"{esc(one_line(item.subject, 70))}{status}"
-            )
-        if len(these) > SHOWN_PER_VERDICT:
-            lines.append(f"… and {len(these) - SHOWN_PER_VERDICT} earlier")
-    await message.answer("\n".join(lines))
+    await message.answer(views.inbox(found, waiting, wanted))

@@ -17,13 +17,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from html import escape
 from pathlib import Path
 
 import aiohttp
 
 from bot.config import Config, DeployConfig, parse_duration
 from bot.redact import Redactor
+from bot.views import deploy as views
 from integrations import claim_loop, process
 from storage import approvals, deploys
 from storage.db import Database
@@ -139,7 +139,7 @@ class DeployWorker:
                 await approvals.show_progress(
                     session,
                     run.approval_id,
-                    progress_lines(run, outcome.steps, None),
+                    views.progress(run, outcome.steps, None),
                     f"deploy:{run.id}:steps:end",
                 )
             await deploys.finish(
@@ -148,8 +148,8 @@ class DeployWorker:
                 outcome.status,
                 steps=[asdict(step) for step in outcome.steps],
                 output_tail=tail,
-                report=report(run, outcome, tail),
-                note=note(run, outcome, tail),
+                report=views.report(run, outcome.status, outcome.steps, tail),
+                note=views.note(run, outcome.status, outcome.steps, tail),
             )
         log.info("deploy run #%d of %s: %s", run.id, run.target, outcome.status)
 
@@ -163,7 +163,7 @@ class DeployWorker:
                 await approvals.show_progress(
                     session,
                     run.approval_id,
-                    progress_lines(run, steps, running),
+                    views.progress(run, steps, running),
                     f"deploy:{run.id}:steps:{len(steps)}:{running or ''}",
                 )
         except Exception:  # showing progress must never stop a deploy
@@ -324,53 +324,3 @@ async def _check(
         return "no answer in time"
     except aiohttp.ClientError as err:
         return f"{type(err).__name__}: {err}"
-
-
-def _steps_lines(outcome: Outcome) -> list[str]:
-    return _step_lines(outcome.steps)
-
-
-def _step_lines(steps: list[Step]) -> list[str]:
-    return [
-        f"{'✅' if step.ok else '❌'} {step.name} ({step.seconds:.1f} s): {step.detail}"
-        for step in steps
-    ]
-
-
-def progress_lines(run: DeployRun, steps: list[Step], running: str | None) -> str:
-    """The deploy's steps so far, for the approval message (HTML); `running`: the step
-    under way."""
-    lines = [f"<b>Deploy run #{run.id}</b>"]
-    lines += [escape(line) for line in _step_lines(steps)]
-    if running is not None:
-        lines.append(f"⏳ {escape(running)}…")
-    return "\n".join(lines)
-
-
-HEADLINES = {
-    deploys.SUCCEEDED: "✅ verified",
-    deploys.ROLLED_BACK: "↩️ failed, rolled back and verified",
-    deploys.FAILED: "❌ failed",
-}
-
-
-def report(run: DeployRun, outcome: Outcome, tail: str) -> str:
-    """The deploy report for the approvals feed (HTML)."""
-    ref = f" at {escape(run.ref)}" if run.ref else ""
-    lines = [
-        f"<b>Deploy run #{run.id}</b> of {escape(run.target)}{ref}: {HEADLINES[outcome.status]}"
-    ]
-    lines += [escape(line) for line in _steps_lines(outcome)]
-    if tail:
-        lines.append(f"<pre>{escape(tail[-3000:])}</pre>")
-    return "\n".join(lines)
-
-
-def note(run: DeployRun, outcome: Outcome, tail: str) -> str:
-    """The same report as plain text, for the requesting task."""
-    ref = f" at {run.ref}" if run.ref else ""
-    lines = [f"Deploy run #{run.id} of {run.target}{ref}: {HEADLINES[outcome.status]}"]
-    lines += _steps_lines(outcome)
-    if tail:
-        lines += ["Last output:", tail[-3000:]]
-    return "\n".join(lines)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# Task priorities: the name a person or an agent gives -> the stored number (lower is sooner).
+PRIORITIES: dict[str, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+
 
 class TaskStatus(StrEnum):
     BACKLOG = "backlog"

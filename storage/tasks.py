@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import inbox, outbox, runs
 from storage.models import Task, TaskEvent, utcnow
+from storage.statuses import PRIORITIES as PRIORITIES
 
 BACKLOG = "backlog"
 TODO = "todo"
@@ -38,8 +39,6 @@ _FROM: dict[str, tuple[str, ...]] = {
     BLOCKED: (BACKLOG, TODO, IN_PROGRESS, IN_REVIEW),
     CANCELLED: OPEN,
 }
-
-PRIORITIES = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
 
 @dataclass(frozen=True)

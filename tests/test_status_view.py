@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from handlers.status import job_name, jobs_line, running_lines
+from bot.views.status import job_name, jobs_line, running_lines
 from storage.models import JobBeat, Run
 
 BERLIN = ZoneInfo("Europe/Berlin")

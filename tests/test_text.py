@@ -12,11 +12,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.config import Config
 from bot.views.text import (
     TELEGRAM_LIMIT,
     actor_name,
+    display_name,
     esc,
     html_problem,
+    mention,
+    percent,
     split_html,
     usd,
     when,
@@ -427,3 +431,21 @@ def test_one_formatter_for_money_and_one_for_who() -> None:
     assert actor_name("agent:coder", people) == "coder"
     assert actor_name("system:approvals", people) == "the system"
     assert actor_name(None, people) == "someone"
+
+
+def test_money_to_the_hundredth_of_a_cent_percentages_and_names_from_the_config() -> None:
+    # A run's or a call's cost: "$0.00" would hide it.
+    assert usd(Decimal("0.04205"), places=4) == "$0.0421"
+    assert usd(1234.5, places=4) == "$1,234.5000"
+    assert percent(Decimal("1.75"), Decimal(10)) == "18%"
+    assert percent(Decimal(1), Decimal(8)) == "13%"  # 12.5: half rounded up
+    config = Config.model_validate(
+        {
+            "telegram": {"token": "1:x"},
+            "people": [{"telegram_id": 1001, "name": "Ana <3", "role": "owner"}],
+        }
+    )
+    assert display_name("person:1001", config) == "Ana <3"
+    assert display_name("person:1002", config) == "user 1002"
+    assert display_name("agent:coder", config) == "coder"
+    assert mention(1001, "Ana <3") == '<a href="tg://user?id=1001">Ana &lt;3</a>'

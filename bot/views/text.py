@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 
+from bot.config import Config
+
 TELEGRAM_LIMIT = 4096
 
 _ATOM = re.compile(r"<[^<>]*>|&#?\w+;|\n| +|[^<&\n ]+|[<&]")
@@ -142,14 +144,31 @@ def zone_note(tz: tzinfo) -> str:
     return f"Times in {zone_name(tz)}" + (f" ({key})." if key and key != zone_name(tz) else ".")
 
 
-def money(value: Decimal | float) -> str:
-    """USD to the cent, half a cent rounded up: 1234.565 -> "1,234.57"."""
-    return f"{Decimal(str(value)).quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+def money(value: Decimal | float, places: int = 2) -> str:
+    """USD to the cent (or to `places` decimals), half rounded up: 1234.565 -> "1,234.57"."""
+    step = Decimal(1).scaleb(-places)
+    return f"{Decimal(str(value)).quantize(step, ROUND_HALF_UP):,.{places}f}"
 
 
-def usd(value: Decimal | float | str) -> str:
-    """Money as a person reads it, everywhere: "$1,234.57"."""
-    return f"${money(Decimal(str(value)))}"
+def usd(value: Decimal | float | str, places: int = 2) -> str:
+    """Money as a person reads it, everywhere: "$1,234.57". The cost of one run or call is
+    shown to the hundredth of a cent (`places=4`: "$0.0421"), where cents would say $0.00."""
+    return f"${money(Decimal(str(value)), places)}"
+
+
+def percent(part: Decimal, whole: Decimal) -> str:
+    """`part` as a whole percentage of `whole` (not zero), half rounded up: "63%"."""
+    return f"{(part / whole * 100).quantize(Decimal(1), ROUND_HALF_UP)}%"
+
+
+def mention(telegram_id: int, name: str) -> str:
+    """A person's name that notifies them (a text mention: works without a username)."""
+    return f'<a href="tg://user?id={telegram_id}">{esc(name)}</a>'
+
+
+def display_name(actor: str | None, config: Config) -> str:
+    """`actor_name` with the config's people: "person:1001" -> "Ana"."""
+    return actor_name(actor, {p.telegram_id: p.name for p in config.people})
 
 
 def actor_name(actor: str | None, people: Mapping[int, str]) -> str:
