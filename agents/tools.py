@@ -34,6 +34,7 @@ from storage import (
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import MAX_ID
+from storage.statuses import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +144,16 @@ async def _set_status(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     if ctx.task_id is None:
         return refused("this run has no task")
     status, note = args["status"], args.get("note", "").strip()
-    if status in (tasks.DONE, tasks.IN_REVIEW) and len(note) < 10:
+    if status in (TaskStatus.DONE, TaskStatus.IN_REVIEW) and len(note) < 10:
         return refused(f"{status} needs evidence: say in `note` what was done and how you checked")
-    if status == tasks.DONE:
+    if status == TaskStatus.DONE:
         problem = await _unverified_file(ctx, note)
         if problem is not None:
             return refused(problem)
-    if status == tasks.BLOCKED and not note:
+    if status == TaskStatus.BLOCKED and not note:
         return refused("blocked needs a reason in `note`")
-    if status == tasks.DONE and ctx.fallback_model is not None:
-        status = tasks.IN_REVIEW
+    if status == TaskStatus.DONE and ctx.fallback_model is not None:
+        status = TaskStatus.IN_REVIEW
         note = (
             f"{note}\n[moved to in_review, not done: this result came from the fallback model "
             f"{ctx.fallback_model} and needs a review]"
@@ -168,7 +169,7 @@ async def _set_status(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         )
     if not outcome.won:
         return refused(outcome.reason)
-    final = status in (tasks.DONE, tasks.IN_REVIEW, tasks.BLOCKED)
+    final = status in (TaskStatus.DONE, TaskStatus.IN_REVIEW, TaskStatus.BLOCKED)
     return ToolResult(True, f"task #{ctx.task_id} is now {status}", changed=True, ends_run=final)
 
 

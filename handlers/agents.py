@@ -25,6 +25,7 @@ from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
 from storage.models import Run
+from storage.statuses import RunStatus
 from storage.usage import spend_this_month
 
 router = Router(name=__name__)
@@ -272,7 +273,7 @@ async def press_stop(
         await callback.answer(f"Stopped run #{callback_data.id} of {stopped[0].agent_id}.")
     elif run is None:
         await callback.answer("There is no such run.", show_alert=True)
-    elif run.status == runs.RUNNING:
+    elif run.status == RunStatus.RUNNING:
         await callback.answer(f"Run #{run.id} is already being stopped.")
     else:
         await callback.answer(f"Run #{run.id} is not running: it is {run.status}.")

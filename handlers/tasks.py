@@ -48,6 +48,7 @@ from storage import agents as agent_state
 from storage import links, tasks
 from storage.db import Database
 from storage.models import DbId, Task, TaskEvent
+from storage.statuses import TaskStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -312,7 +313,7 @@ async def card(session: AsyncSession, task: Task, config: Config, org: OrgChart)
     ]
     if task.parent_id is not None:
         head.append(f"Parent: #{task.parent_id}")
-    if task.status == tasks.BLOCKED and task.blocked_reason:
+    if task.status == TaskStatus.BLOCKED and task.blocked_reason:
         head.append(f"Blocked: {esc(clip(task.blocked_reason, 300))}")
     body = [f"\n{esc(clip(task.body.strip(), BODY_LIMIT))}"] if task.body.strip() else []
     history = [_event_line(e, config) for e in await tasks.events(session, task.id, EVENTS_SHOWN)]
@@ -328,10 +329,10 @@ def card_buttons(task: Task, org: OrgChart) -> InlineKeyboardMarkup | None:
     if task.status not in tasks.OPEN:
         return None
     row = [_button("Cancel", "cancel", task.id)]
-    if task.status == tasks.IN_REVIEW:
+    if task.status == TaskStatus.IN_REVIEW:
         row = [_button("Accept", "accept", task.id), _button("Send back", "sendback", task.id)]
         row.append(_button("Cancel", "cancel", task.id))
-    if task.status == tasks.BLOCKED:
+    if task.status == TaskStatus.BLOCKED:
         row.append(_button("Unblock", "unblock", task.id))
     if any(agent != task.assignee for agent in org.ids):
         row.append(_button("Reassign", "reassign", task.id))
@@ -459,9 +460,9 @@ async def _view_of(
 
 # A button that moves the task: (to, note, only_from, what the presser is told).
 _MOVES: dict[str, tuple[str, str, tuple[str, ...] | None, str]] = {
-    "accept": (tasks.DONE, "accepted", (tasks.IN_REVIEW,), "accepted: done"),
-    "cancel": (tasks.CANCELLED, "from /task", None, "cancelled"),
-    "unblock": (tasks.TODO, "unblocked", (tasks.BLOCKED,), "unblocked: back to todo"),
+    "accept": (TaskStatus.DONE, "accepted", (TaskStatus.IN_REVIEW,), "accepted: done"),
+    "cancel": (TaskStatus.CANCELLED, "from /task", None, "cancelled"),
+    "unblock": (TaskStatus.TODO, "unblocked", (TaskStatus.BLOCKED,), "unblocked: back to todo"),
 }
 
 
@@ -504,7 +505,7 @@ async def press_sendback(
     async with db.session() as session:
         task = await tasks.get(session, task_id)
         view = await _view_of(session, task, config, org)
-    if task is None or task.status != tasks.IN_REVIEW:
+    if task is None or task.status != TaskStatus.IN_REVIEW:
         reason = (
             f"task #{task_id} is {task.status}, not in_review"
             if task is not None
@@ -652,7 +653,7 @@ async def cancel(message: Message, command: CommandObject, db: Database, person:
     note = parts[1].strip() if len(parts) > 1 else ""
     async with db.claim() as session:
         outcome = await tasks.transition(
-            session, task_id, tasks.CANCELLED, actor=person_actor(person), note=note
+            session, task_id, TaskStatus.CANCELLED, actor=person_actor(person), note=note
         )
     if outcome.won:
         await message.answer(f"Task #{task_id} cancelled: no run will pick it up again.")

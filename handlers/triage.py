@@ -25,6 +25,7 @@ from handlers.tasks import actor_name, person_actor, sentence
 from storage import triage as items
 from storage.models import DbId
 from storage.outbox import Button
+from storage.statuses import TriageStatus
 
 if TYPE_CHECKING:
     from agents.triage import Triage
@@ -80,7 +81,7 @@ async def press(
     )
     item = outcome.item
     if not outcome.won:
-        if item is not None and item.acted_by and item.status != items.OPEN:
+        if item is not None and item.acted_by and item.status != TriageStatus.OPEN:
             who = actor_name(item.acted_by, config)
             text = f"Already {item.status} by {who} at {when(item.acted_at, config.tz)}."
         else:
@@ -123,7 +124,7 @@ async def inbox(
         these = [i for i in found if i.verdict == verdict]
         lines.append(f"\n<b>{verdict}</b>: {len(these)}")
         for item in these[-SHOWN_PER_VERDICT:]:
-            status = "" if item.status == items.OPEN else f" [{item.status}]"
+            status = "" if item.status == TriageStatus.OPEN else f" [{item.status}]"
             lines.append(
                 f"• #{item.id} {esc(one_line(item.sender, 50))} — "
                 f"{esc(one_line(item.subject, 70))}{status}"

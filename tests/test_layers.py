@@ -62,7 +62,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("agents.triage", "handlers.triage"),
     ("bot.alerting", "handlers.incidents"),
     ("bot.watchdog", "bot.app"),
-    ("storage.triage", "integrations.mailbox"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset(
