@@ -91,6 +91,8 @@ def _text(description: str, max_length: int = TEXT_MAX) -> dict[str, Any]:
 # A row id as the model may give it: the columns' range (32 bits on PostgreSQL); a larger
 # one is refused by the schema instead of failing inside the database.
 ROW_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+# The statuses `set_status` offers an agent.
+AGENT_SETS = (TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW, TaskStatus.DONE, TaskStatus.BLOCKED)
 
 
 def _schema(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
@@ -660,7 +662,7 @@ TOOLS: tuple[Tool, ...] = (
         "how you verified it); blocked needs the reason.",
         _schema(
             ["status"],
-            status={"enum": ["in_progress", "in_review", "done", "blocked"]},
+            status={"enum": [status.value for status in AGENT_SETS]},
             note=_text("evidence or reason"),
         ),
         None,

@@ -24,7 +24,7 @@ from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
-from storage.models import Run
+from storage.models import Run, is_row_id
 from storage.statuses import RunStatus
 from storage.usage import spend_this_month
 
@@ -261,7 +261,7 @@ async def press_stop(
     callback: CallbackQuery, callback_data: RunCb, db: Database, person: Person
 ) -> None:
     """The Stop button on a run's line in the activity feed."""
-    if not 0 < callback_data.id <= 2**31 - 1:
+    if not is_row_id(callback_data.id):
         await callback.answer("There is no such run.", show_alert=True)
         return
     async with db.claim() as session:

@@ -14,6 +14,7 @@ from bot.views.text import esc, one_line, when
 from handlers.registry import command
 from storage.models import JobBeat, Run
 from storage.status import OPEN_TASK_STATUSES, SummaryCache
+from storage.statuses import OutboxStatus
 
 router = Router(name=__name__)
 
@@ -43,8 +44,8 @@ async def status(
     lines.append(f"Pending approvals: {summary.pending_approvals}")
     incidents = [f"{sev} {n}" for sev, n in sorted(summary.open_incidents.items())]
     lines.append("Open incidents: " + (", ".join(incidents) if incidents else "none"))
-    waiting = summary.outbox.get("pending", 0)
-    failed = summary.outbox.get("failed", 0)
+    waiting = summary.outbox.get(OutboxStatus.PENDING, 0)
+    failed = summary.outbox.get(OutboxStatus.FAILED, 0)
     lines.append(f"Outbox: {waiting} waiting, {failed} failed")
     lines.append(f"Last completed poll: {when(poll_monitor.last_poll_at, tz, seconds=True)}")
     if summary.silences:
