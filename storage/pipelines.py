@@ -6,7 +6,8 @@ starts, with a subtask for its agent, only when the step before it is done and e
 consumes is in `<folder>/<run id>/` with the sha256 recorded when it was written; a running
 step ends with its subtask. A step that fails (or its subtask blocked or cancelled) blocks the
 run and the parent task, which wakes the hub with the reason. Every change is a conditional
-update, so a restarted process (or two at once) never starts a step twice.
+update, so a restarted process (or two at once) never starts a step twice. Reads are
+storage/pipeline_queries.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import artifacts, tasks
-from storage.models import PipelineRun, PipelineStep, Run, Usage, is_row_id, utcnow
+from storage.models import PipelineRun, PipelineStep, utcnow
+from storage.pipeline_queries import costs as costs
+from storage.pipeline_queries import get as get
+from storage.pipeline_queries import running as running
+from storage.pipeline_queries import step_of_task as step_of_task
+from storage.pipeline_queries import steps_of as steps_of
 from storage.statuses import PipelineStatus, TaskStatus
 from storage.transition import change
 
@@ -369,57 +374,3 @@ async def mark_shown(session: AsyncSession, run_id: int) -> int:
         .returning(PipelineRun.shown)
     )
     return int(result.scalar_one())
-
-
-async def get(session: AsyncSession, run_id: int) -> PipelineRun | None:
-    if not is_row_id(run_id):
-        return None
-    return await session.get(PipelineRun, run_id, populate_existing=True)
-
-
-async def steps_of(session: AsyncSession, run_id: int) -> list[PipelineStep]:
-    found = await session.execute(
-        select(PipelineStep)
-        .where(PipelineStep.run_id == run_id)
-        .order_by(PipelineStep.position)
-        .execution_options(populate_existing=True)
-    )
-    return list(found.scalars())
-
-
-async def step_of_task(session: AsyncSession, task_id: int | None) -> str | None:
-    """ "content #3 · draft" when the task is a pipeline step's subtask, else None."""
-    if task_id is None:
-        return None
-    found = await session.execute(
-        select(PipelineRun.pipeline, PipelineStep.run_id, PipelineStep.step)
-        .join(PipelineRun, PipelineRun.id == PipelineStep.run_id)
-        .where(PipelineStep.task_id == task_id)
-        .limit(1)
-    )
-    row = found.first()
-    return None if row is None else f"{row.pipeline} #{row.run_id} · {row.step}"
-
-
-async def running(session: AsyncSession) -> list[PipelineRun]:
-    found = await session.execute(
-        select(PipelineRun)
-        .where(PipelineRun.status == PipelineStatus.RUNNING)
-        .order_by(PipelineRun.id)
-    )
-    return list(found.scalars())
-
-
-async def costs(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, Decimal]:
-    """What the model calls of runs on each task cost."""
-    if not task_ids:
-        return {}
-    found = await session.execute(
-        select(Run.task_id, func.sum(Usage.cost_usd))
-        .join(Usage, Usage.run_id == Run.id)
-        .where(Run.task_id.in_(task_ids))
-        .group_by(Run.task_id)
-    )
-    return {
-        int(task_id): Decimal(cost or 0) for task_id, cost in found.all() if task_id is not None
-    }
