@@ -34,7 +34,7 @@ from storage import (
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import MAX_ID
-from storage.statuses import TaskStatus
+from storage.statuses import ApprovalStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         )
         if approval is None:
             return refused(f"incident #{incident_id} is P0 already")
-        if approval.status != "pending":
+        if approval.status != ApprovalStatus.PENDING:
             return refused(
                 f"P0 for incident #{incident_id} was {approval.status} already "
                 f"(approval #{approval.id}); a person decided, do not ask again"

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Config
 from storage import incidents, usage
 from storage.models import Approval, Incident, JobBeat, Outbox, Run, TriageItem, Usage, utcnow
-from storage.statuses import OutboxStatus
+from storage.statuses import ApprovalStatus, OutboxStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -93,7 +93,9 @@ async def snapshot(
     snap.approvals_pending = int(
         (
             await session.execute(
-                select(func.count()).select_from(Approval).where(Approval.status == "pending")
+                select(func.count())
+                .select_from(Approval)
+                .where(Approval.status == ApprovalStatus.PENDING)
             )
         ).scalar_one()
     )

@@ -25,7 +25,7 @@ from storage.models import (
     TaskEvent,
     utcnow,
 )
-from storage.statuses import RunStatus
+from storage.statuses import ApprovalStatus, RunStatus
 
 PAGE = 50
 FEEDS = ("activity", "alerts")
@@ -181,11 +181,14 @@ async def task_page(session: AsyncSession, task_id: int) -> TaskPage | None:
 async def approvals(session: AsyncSession) -> tuple[list[Approval], list[Approval]]:
     """Pending ones, then the 50 most recently decided."""
     pending = await session.execute(
-        select(Approval).where(Approval.status == "pending").order_by(Approval.id).limit(200)
+        select(Approval)
+        .where(Approval.status == ApprovalStatus.PENDING)
+        .order_by(Approval.id)
+        .limit(200)
     )
     decided = await session.execute(
         select(Approval)
-        .where(Approval.status != "pending")
+        .where(Approval.status != ApprovalStatus.PENDING)
         .order_by(Approval.id.desc())
         .limit(PAGE)
     )
