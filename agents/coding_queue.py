@@ -21,6 +21,7 @@ from storage import queue as task_queue
 from storage import usage as spend
 from storage.db import Database
 from storage.models import AgentState, Run, utcnow
+from storage.statuses import TaskStatus
 
 NIGHT = timedelta(hours=12)  # queue runs counted towards tonight's max_tasks
 
@@ -28,7 +29,9 @@ NIGHT = timedelta(hours=12)  # queue runs counted towards tonight's max_tasks
 def waits_for_queue(agent: AgentConfig, task_status: str, trigger: str) -> bool:
     """Whether a run of `agent` on a task in `task_status` must wait for the nightly queue."""
     return (
-        agent.queue is not None and task_status == "todo" and trigger != task_queue.QUEUE_TRIGGER
+        agent.queue is not None
+        and task_status == TaskStatus.TODO
+        and trigger != task_queue.QUEUE_TRIGGER
     )
 
 

@@ -37,6 +37,7 @@ from integrations import coding_cli, git, process
 from storage import artifacts, outbox, tasks
 from storage.db import Database
 from storage.models import Task, utcnow
+from storage.statuses import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +326,10 @@ async def _finish(
             await tasks.transition(
                 session,
                 task.id,
-                tasks.BLOCKED,
+                TaskStatus.BLOCKED,
                 actor=actor,
                 note=result.outcome,
-                only_from=(tasks.IN_PROGRESS,),
+                only_from=(TaskStatus.IN_PROGRESS,),
             )
         return result
     assert attempt is not None
@@ -346,11 +347,11 @@ async def _finish(
             result.outcome = f"{cli} reported an error: {report.result[:300]}"
             return result
         if found.commits and found.pushed is not False:
-            await tasks.transition(session, task.id, tasks.DONE, actor=actor, note=summary)
+            await tasks.transition(session, task.id, TaskStatus.DONE, actor=actor, note=summary)
         else:
             why = "no commits" if not found.commits else "the branch is not on the remote"
             await tasks.transition(
-                session, task.id, tasks.IN_REVIEW, actor=actor, note=f"{why}. {summary}"
+                session, task.id, TaskStatus.IN_REVIEW, actor=actor, note=f"{why}. {summary}"
             )
     return result
 

@@ -33,6 +33,7 @@ from bot.views.text import when
 from storage import artifacts, inbox, outbox, queue, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
+from storage.statuses import RunStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -273,14 +274,14 @@ class Runtime:
     async def _execute_inner(self, claimed: runs.Claimed) -> None:
         agent = self.org.get(claimed.agent_id)
         if agent is None:
-            await self._finish(claimed, runs.FAILED, "agent is no longer in the config")
+            await self._finish(claimed, RunStatus.FAILED, "agent is no longer in the config")
             return
         now = datetime.now(self.config.tz)
         folder = self.workspace_of(agent)
         async with self.db.claim() as session:
             state = await session.get(AgentState, agent.id)
             if state is not None and state.paused:
-                await runs.finish(session, claimed.run_id, self.owner, runs.SKIPPED, "paused")
+                await runs.finish(session, claimed.run_id, self.owner, RunStatus.SKIPPED, "paused")
                 return
             task, news = await self._task_for(session, claimed)
             messages = await inbox.unread(session, agent.id)
@@ -293,7 +294,7 @@ class Runtime:
             if task is None and not messages and not standing:
                 # Idle: recorded, and no model is called.
                 await runs.finish(
-                    session, claimed.run_id, self.owner, runs.SKIPPED, "nothing to do"
+                    session, claimed.run_id, self.owner, RunStatus.SKIPPED, "nothing to do"
                 )
                 return
             if task is not None and coding_queue.waits_for_queue(
@@ -303,14 +304,14 @@ class Runtime:
                     session,
                     claimed.run_id,
                     self.owner,
-                    runs.SKIPPED,
+                    RunStatus.SKIPPED,
                     "waits for the nightly queue",
                 )
                 return
             if task is not None:
-                if task.status == tasks.TODO:
+                if task.status == TaskStatus.TODO:
                     await tasks.transition(
-                        session, task.id, tasks.IN_PROGRESS, actor=f"agent:{agent.id}"
+                        session, task.id, TaskStatus.IN_PROGRESS, actor=f"agent:{agent.id}"
                     )
                 await runs.set_task(session, claimed.run_id, task.id)
                 history = await tasks.events(session, task.id, limit=20)
@@ -446,10 +447,10 @@ class Runtime:
         result: TurnResult,
     ) -> None:
         status = {
-            "succeeded": runs.SUCCEEDED,
-            "deferred": runs.SKIPPED,
-            "cancelled": runs.CANCELLED,
-        }.get(result.status, runs.FAILED)
+            "succeeded": RunStatus.SUCCEEDED,
+            "deferred": RunStatus.SKIPPED,
+            "cancelled": RunStatus.CANCELLED,
+        }.get(result.status, RunStatus.FAILED)
         outcome = result.outcome
         # A run is recorded as finished only once the usage rows of its calls are written.
         await self.gateway.flush()
@@ -469,7 +470,7 @@ class Runtime:
                 output_tokens=result.output_tokens,
                 cost_usd=result.cost_usd,
             )
-            unavailable = status == runs.FAILED and result.cause == "unavailable"
+            unavailable = status == RunStatus.FAILED and result.cause == "unavailable"
             if (
                 task is not None
                 and result.status not in ("deferred", "cancelled")
@@ -491,7 +492,7 @@ class Runtime:
                 )
             task_id = task.id if task else None
             tokens = views.token_count(result.input_tokens, result.output_tokens)
-            if status == runs.FAILED and not result.alerted:
+            if status == RunStatus.FAILED and not result.alerted:
                 await self._alert_failed(
                     session, agent.id, f"{views.on_task(task_id)}: {result.outcome} ({tokens})"
                 )
@@ -509,9 +510,9 @@ class Runtime:
                 )
             elif result.changed:
                 await self._post(session, "activity", line, f"activity:{claimed.run_id}")
-            if status == runs.FAILED and task is not None:
+            if status == RunStatus.FAILED and task is not None:
                 await self._after_failure(session, claimed, agent.id, task, result)
-            elif status == runs.FAILED and result.cause == "unavailable":
+            elif status == RunStatus.FAILED and result.cause == "unavailable":
                 # Its unread messages wait for a model, not for the next heartbeat.
                 retry_at = await self._backoff(session, agent.id)
                 await runs.wake(session, agent.id, runs.RETRY, not_before=retry_at)
@@ -538,7 +539,7 @@ class Runtime:
             outcome = await tasks.transition(
                 session,
                 task.id,
-                tasks.BLOCKED,
+                TaskStatus.BLOCKED,
                 actor="system:runtime",
                 note=f"no model can run it until the configuration is fixed: {result.outcome}",
             )
@@ -588,7 +589,7 @@ class Runtime:
 
     async def _finish_failed(self, claimed: runs.Claimed, outcome: str) -> None:
         async with self.db.claim() as session:
-            if await runs.finish(session, claimed.run_id, self.owner, runs.FAILED, outcome):
+            if await runs.finish(session, claimed.run_id, self.owner, RunStatus.FAILED, outcome):
                 await self._alert_failed(
                     session, claimed.agent_id, f" (run {claimed.run_id}): {outcome}"
                 )
@@ -598,16 +599,16 @@ class Runtime:
         """Shutdown cut a run short: close it and put its task back for the next start."""
         async with self.db.claim() as session:
             if not await runs.finish(
-                session, claimed.run_id, self.owner, runs.FAILED, "interrupted by shutdown"
+                session, claimed.run_id, self.owner, RunStatus.FAILED, "interrupted by shutdown"
             ):
                 return
             await self._end_line(session, claimed, views.interrupted(claimed.agent_id))
             current = await tasks.next_for(session, claimed.agent_id, claimed.task_id)
-            if current is not None and current.status == tasks.IN_PROGRESS:
+            if current is not None and current.status == TaskStatus.IN_PROGRESS:
                 await tasks.transition(
                     session,
                     current.id,
-                    tasks.TODO,
+                    TaskStatus.TODO,
                     actor="system:shutdown",
                     note=f"run {claimed.run_id} was interrupted by a shutdown",
                 )
@@ -655,7 +656,9 @@ async def _escalated_task(
 
 
 async def _has_todo(session: AsyncSession, agent_id: str) -> bool:
-    stmt = select(Task.id).where(Task.assignee == agent_id, Task.status == tasks.TODO).limit(1)
+    stmt = (
+        select(Task.id).where(Task.assignee == agent_id, Task.status == TaskStatus.TODO).limit(1)
+    )
     return (await session.execute(stmt)).first() is not None
 
 

@@ -34,6 +34,7 @@ from storage import (
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import MAX_ID
+from storage.statuses import ApprovalStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def _text(description: str, max_length: int = TEXT_MAX) -> dict[str, Any]:
 # A row id as the model may give it: the columns' range (32 bits on PostgreSQL); a larger
 # one is refused by the schema instead of failing inside the database.
 ROW_ID: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+# The statuses `set_status` offers an agent.
+AGENT_SETS = (TaskStatus.IN_PROGRESS, TaskStatus.IN_REVIEW, TaskStatus.DONE, TaskStatus.BLOCKED)
 
 
 def _schema(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
@@ -143,16 +146,16 @@ async def _set_status(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     if ctx.task_id is None:
         return refused("this run has no task")
     status, note = args["status"], args.get("note", "").strip()
-    if status in (tasks.DONE, tasks.IN_REVIEW) and len(note) < 10:
+    if status in (TaskStatus.DONE, TaskStatus.IN_REVIEW) and len(note) < 10:
         return refused(f"{status} needs evidence: say in `note` what was done and how you checked")
-    if status == tasks.DONE:
+    if status == TaskStatus.DONE:
         problem = await _unverified_file(ctx, note)
         if problem is not None:
             return refused(problem)
-    if status == tasks.BLOCKED and not note:
+    if status == TaskStatus.BLOCKED and not note:
         return refused("blocked needs a reason in `note`")
-    if status == tasks.DONE and ctx.fallback_model is not None:
-        status = tasks.IN_REVIEW
+    if status == TaskStatus.DONE and ctx.fallback_model is not None:
+        status = TaskStatus.IN_REVIEW
         note = (
             f"{note}\n[moved to in_review, not done: this result came from the fallback model "
             f"{ctx.fallback_model} and needs a review]"
@@ -168,7 +171,7 @@ async def _set_status(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         )
     if not outcome.won:
         return refused(outcome.reason)
-    final = status in (tasks.DONE, tasks.IN_REVIEW, tasks.BLOCKED)
+    final = status in (TaskStatus.DONE, TaskStatus.IN_REVIEW, TaskStatus.BLOCKED)
     return ToolResult(True, f"task #{ctx.task_id} is now {status}", changed=True, ends_run=final)
 
 
@@ -388,7 +391,7 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         )
         if approval is None:
             return refused(f"incident #{incident_id} is P0 already")
-        if approval.status != "pending":
+        if approval.status != ApprovalStatus.PENDING:
             return refused(
                 f"P0 for incident #{incident_id} was {approval.status} already "
                 f"(approval #{approval.id}); a person decided, do not ask again"
@@ -659,7 +662,7 @@ TOOLS: tuple[Tool, ...] = (
         "how you verified it); blocked needs the reason.",
         _schema(
             ["status"],
-            status={"enum": ["in_progress", "in_review", "done", "blocked"]},
+            status={"enum": [status.value for status in AGENT_SETS]},
             note=_text("evidence or reason"),
         ),
         None,

@@ -39,6 +39,7 @@ from storage import outbox
 from storage import triage as items
 from storage.db import Database
 from storage.models import TriageItem, utcnow
+from storage.statuses import TriageStatus, TriageVerdict
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,21 @@ class Rules:
         addr = sender_addr.strip().lower()
         domain = addr.rpartition("@")[2]
         if addr in self.vip:
-            return Verdict(items.URGENT, f"VIP sender {addr}", "rule")
+            return Verdict(TriageVerdict.URGENT, f"VIP sender {addr}", "rule")
         if addr in self.ignore_senders or _in_domains(domain, self.ignore_domains):
-            return Verdict(items.IGNORE, f"sender {addr} is on the ignore list", "rule")
+            return Verdict(TriageVerdict.IGNORE, f"sender {addr} is on the ignore list", "rule")
         if _in_domains(domain, self.urgent_domains):
-            return Verdict(items.URGENT, f"sender domain {domain} is urgent", "rule")
+            return Verdict(TriageVerdict.URGENT, f"sender domain {domain} is urgent", "rule")
         if self.urgent_words is not None and (found := self.urgent_words.search(subject)):
-            return Verdict(items.URGENT, f'subject mentions "{found.group(0).lower()}"', "rule")
+            return Verdict(
+                TriageVerdict.URGENT, f'subject mentions "{found.group(0).lower()}"', "rule"
+            )
         if self.high_importance and (importance or "").lower() == "high":
-            return Verdict(items.URGENT, "marked high importance", "rule")
+            return Verdict(TriageVerdict.URGENT, "marked high importance", "rule")
         if self.ignore_words is not None and (found := self.ignore_words.search(subject)):
-            return Verdict(items.IGNORE, f'subject mentions "{found.group(0).lower()}"', "rule")
+            return Verdict(
+                TriageVerdict.IGNORE, f'subject mentions "{found.group(0).lower()}"', "rule"
+            )
         return None
 
 
@@ -153,14 +158,16 @@ def parse_verdict(text: str) -> Verdict:
         value = json.loads(text.strip())
     except ValueError:
         return Verdict(
-            items.NORMAL, f"malformed model verdict (not JSON): {clip(text, 80)}", "model"
+            TriageVerdict.NORMAL, f"malformed model verdict (not JSON): {clip(text, 80)}", "model"
         )
     if not isinstance(value, dict) or set(value) != {"verdict", "reason"}:
-        return Verdict(items.NORMAL, f"malformed model verdict (keys): {clip(text, 80)}", "model")
+        return Verdict(
+            TriageVerdict.NORMAL, f"malformed model verdict (keys): {clip(text, 80)}", "model"
+        )
     verdict, reason = value["verdict"], value["reason"]
     if verdict not in items.VERDICTS or not isinstance(reason, str) or not reason.strip():
         return Verdict(
-            items.NORMAL, f"malformed model verdict (values): {clip(text, 80)}", "model"
+            TriageVerdict.NORMAL, f"malformed model verdict (values): {clip(text, 80)}", "model"
         )
     return Verdict(verdict, one_line(reason, REASON_LIMIT), "model")
 
@@ -356,11 +363,11 @@ class Triage:
                 [
                     (i.id, v.verdict, v.reason, v.by)
                     for i, v in pending
-                    if v.verdict != items.URGENT
+                    if v.verdict != TriageVerdict.URGENT
                 ],
             )
             for item, verdict in pending:
-                if verdict.verdict == items.URGENT:
+                if verdict.verdict == TriageVerdict.URGENT:
                     await items.decide(
                         session,
                         item.id,
@@ -378,14 +385,14 @@ class Triage:
             result.by_model += 1
         else:
             result.by_default += 1
-        if verdict.verdict == items.URGENT:
+        if verdict.verdict == TriageVerdict.URGENT:
             result.urgent += 1
 
     async def _ask_model(self, item: TriageItem, backend: Mailbox) -> Verdict | None:
         """The model's verdict; None when it cannot answer now (try next pass)."""
         if self.agent is None:
             return Verdict(
-                items.NORMAL, "no rule matched and no agent for model triage", "default"
+                TriageVerdict.NORMAL, "no rule matched and no agent for model triage", "default"
             )
         try:
             body = await backend.read(item.backend_id)
@@ -406,7 +413,9 @@ class Triage:
             )
         except BudgetExceeded as err:
             return Verdict(
-                items.NORMAL, f"no model verdict (budget): {clip(str(err), 120)}", "default"
+                TriageVerdict.NORMAL,
+                f"no model verdict (budget): {clip(str(err), 120)}",
+                "default",
             )
         except GatewayError as err:
             log.warning(
@@ -425,7 +434,9 @@ class Triage:
         now = now or utcnow()
         async with self.db.claim() as session:
             for item in await items.due_snoozes(session, now):
-                notice = self.notice(item, item.verdict or items.URGENT, f"snoozed: {item.reason}")
+                notice = self.notice(
+                    item, item.verdict or TriageVerdict.URGENT, f"snoozed: {item.reason}"
+                )
                 await items.wake(session, item, notice)
         await self.digest(now)
 
@@ -439,7 +450,7 @@ class Triage:
             return False
         async with self.db.session() as session:
             normal = await items.decided_between(
-                session, due - timedelta(days=1), due, verdict=items.NORMAL, limit=50
+                session, due - timedelta(days=1), due, verdict=TriageVerdict.NORMAL, limit=50
             )
             queued = await outbox.enqueue(
                 session,
@@ -453,7 +464,7 @@ class Triage:
 
     def settled(self, item: TriageItem, note: str) -> items.Notice | None:
         """The urgent message as it reads once acted on: `note` added, no buttons."""
-        notice = self.notice(item, item.verdict or items.URGENT, item.reason or "")
+        notice = self.notice(item, item.verdict or TriageVerdict.URGENT, item.reason or "")
         if notice is None:
             return None
         return items.Notice(notice.to, views.settled(notice.text, note), None)
@@ -462,18 +473,18 @@ class Triage:
         """Create task | Mark read | Snooze 4h | Dismiss, exactly once. The winner's change
         also queues the edit of the item's message (`note` added, buttons removed)."""
         to = {
-            "task": items.TASKED,
-            "read": items.READ,
-            "snooze": items.SNOOZED,
-            "dismiss": items.DISMISSED,
+            "task": TriageStatus.TASKED,
+            "read": TriageStatus.READ,
+            "snooze": TriageStatus.SNOOZED,
+            "dismiss": TriageStatus.DISMISSED,
         }.get(action)
         if to is None:
             return items.Outcome(False, None, f'"{action}" is not a triage action')
-        if to == items.READ:
+        if to == TriageStatus.READ:
             async with self.db.session() as session:
                 item = await items.get(session, item_id)
             backend = self.backends.get(item.mailbox) if item is not None else None
-            if item is not None and item.status in (items.OPEN, items.SNOOZED):
+            if item is not None and item.status in (TriageStatus.OPEN, TriageStatus.SNOOZED):
                 if backend is None:
                     reason = f"mailbox {item.mailbox} is no longer configured"
                     return items.Outcome(False, item, reason)
@@ -486,7 +497,7 @@ class Triage:
             if item is None:
                 return items.Outcome(False, None, f"there is no triage item #{item_id}")
             task: dict[str, object] | None = None
-            if to == items.TASKED:
+            if to == TriageStatus.TASKED:
                 hub = self.config.hub
                 if hub is None:
                     return items.Outcome(False, item, "no hub to give the task to")
@@ -510,7 +521,7 @@ class Triage:
                 item_id,
                 to,
                 actor=actor,
-                snoozed_until=utcnow() + SNOOZE if to == items.SNOOZED else None,
+                snoozed_until=utcnow() + SNOOZE if to == TriageStatus.SNOOZED else None,
                 task=task,
                 edit=self.settled(item, note) if note else None,
             )

@@ -97,6 +97,7 @@ from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Run, utcnow
+from storage.statuses import RunStatus
 from tests.anthropic_server import AnthropicServer, text
 from tests.botapi_server import BotAPIServer, Call
 from tests.fleet import OPERATOR, TOKEN, FleetProcess, write_config
@@ -227,7 +228,7 @@ async def in_process(args: argparse.Namespace, folder: Path) -> InProcessResult:
                 )
         for agent in ids:  # warm-up: first queries compile statements, first reads hit disk
             await runtime.heartbeat(agent)
-        skipped_before = await count_runs(db, runs.SKIPPED)
+        skipped_before = await count_runs(db, RunStatus.SKIPPED)
 
         rounds = args.rounds
         idle_cost = await measure(
@@ -240,10 +241,10 @@ async def in_process(args: argparse.Namespace, folder: Path) -> InProcessResult:
             len(idle) * rounds // 4,
             lambda i: runtime.heartbeat(busy[i % len(busy)]),
         )
-        skipped = await count_runs(db, runs.SKIPPED) - skipped_before
+        skipped = await count_runs(db, RunStatus.SKIPPED) - skipped_before
         if skipped != idle_cost.count:
             raise BenchmarkError(f"{idle_cost.count} idle heartbeats recorded {skipped} rows")
-        queued = await count_runs(db, runs.QUEUED)
+        queued = await count_runs(db, RunStatus.QUEUED)
         if queued != len(busy):
             raise BenchmarkError(f"{queued} queued runs for {len(busy)} busy agents")
         if gateway._clients:  # the sanity check this benchmark is about
@@ -282,7 +283,7 @@ def _floor(db: Database) -> Callable[[int], Awaitable[None]]:
                 insert(Run).values(
                     agent_id="floor",
                     trigger="schedule",
-                    status=runs.SKIPPED,
+                    status=RunStatus.SKIPPED,
                     not_before=now,
                     queued_at=now,
                     started_at=now,
@@ -391,7 +392,7 @@ async def through_apscheduler(
             cron=None,
             tz=runtime.config.tz,
         )
-    skipped_before = await count_runs(db, runs.SKIPPED)
+    skipped_before = await count_runs(db, RunStatus.SKIPPED)
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     scheduler.start()
@@ -406,7 +407,7 @@ async def through_apscheduler(
         await scheduler.shutdown(0)
     aps_log.removeHandler(watcher)
     aps_log.propagate = True
-    skipped = await count_runs(db, runs.SKIPPED) - skipped_before
+    skipped = await count_runs(db, RunStatus.SKIPPED) - skipped_before
     done = len(spans)
     if done == 0:
         raise BenchmarkError("APScheduler fired no heartbeat")
@@ -590,7 +591,9 @@ def heartbeat_bursts(config: Path, mono_minus_wall: float, least: int) -> list[d
             "start": start,
             "end": end,
             "heartbeats": sum(start <= at <= end for at, _ in beats),
-            "woke": sum(start <= at <= end and status != runs.SKIPPED for at, status in beats),
+            "woke": sum(
+                start <= at <= end and status != RunStatus.SKIPPED for at, status in beats
+            ),
         }
         for start, end in spans
     ]

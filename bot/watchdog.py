@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Config, parse_duration
 from bot.redact import Redactor
 from bot.views import watchdog as views
-from storage import inbox, incidents, jobs, outbox, runs
+from storage import inbox, incidents, jobs, outbox
 from storage.db import Database
 from storage.models import AgentState, Incident, Run, utcnow
+from storage.statuses import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ async def find_problems(
     async with db.session() as session:
         beats = {beat.job_id: beat for beat in await jobs.all_beats(session)}
         running = list(
-            (await session.execute(select(Run).where(Run.status == runs.RUNNING))).scalars()
+            (await session.execute(select(Run).where(Run.status == RunStatus.RUNNING))).scalars()
         )
         paused = set(
             (await session.execute(select(AgentState.agent_id).where(AgentState.paused))).scalars()
@@ -154,7 +155,7 @@ async def _last_heartbeats(session: AsyncSession) -> dict[str, datetime]:
     """Each agent's last successful (or idle-skipped) run, in one query."""
     stmt = (
         select(Run.agent_id, func.max(Run.finished_at))
-        .where(Run.status.in_((runs.SUCCEEDED, runs.SKIPPED)))
+        .where(Run.status.in_((RunStatus.SUCCEEDED, RunStatus.SKIPPED)))
         .group_by(Run.agent_id)
     )
     return {agent_id: at for agent_id, at in (await session.execute(stmt)).all() if at}

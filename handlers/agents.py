@@ -24,7 +24,8 @@ from handlers.registry import command
 from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
-from storage.models import Run
+from storage.models import Run, is_row_id
+from storage.statuses import RunStatus
 from storage.usage import spend_this_month
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ async def press_stop(
     """The Stop button on a run's line in the activity feed, for model and coding runs alike.
     A coding run's CLI running in this process is killed at once; a model run is asked to stop
     through its row (the process running it stops it before its next call)."""
-    if not 0 < callback_data.id <= 2**31 - 1:
+    if not is_row_id(callback_data.id):
         await callback.answer("There is no such run.", show_alert=True)
         return
     # Imported here: agents.gateway still imports handlers (handlers.budget), so importing the
@@ -232,7 +233,7 @@ async def press_stop(
         await callback.answer(f"Stopped run #{callback_data.id} of {stopped[0].agent_id}.")
     elif run is None:
         await callback.answer("There is no such run.", show_alert=True)
-    elif run.status == runs.RUNNING:
+    elif run.status == RunStatus.RUNNING:
         await callback.answer(f"Run #{run.id} is already being stopped.")
     else:
         await callback.answer(f"Run #{run.id} is not running: it is {run.status}.")

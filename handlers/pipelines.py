@@ -7,7 +7,7 @@ from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 
 from agents.pipelines import find, show, start_run
-from bot.args import no_such
+from bot.args import no_such, parse_id
 from bot.config import Config, Person, Role
 from bot.views.buttons import keyboard
 from bot.views.pipelines import PipelineCb, buttons, render
@@ -32,8 +32,12 @@ async def pipeline_command(
     """Start a pipeline run on a topic (operators), or show a run's steps"""
     args = (command.args or "").strip()
     name, _, topic = args.partition(" ")
-    if name.isdigit():
-        await _show(message, db, int(name))
+    run_id = parse_id(name)
+    if run_id is not None:  # a run's number: out of range, it is no run's
+        if run_id.value is None:
+            await message.answer(no_such("pipeline run", run_id.shown))
+        else:
+            await _show(message, db, run_id.value)
         return
     pipeline = find(config, name) if name else None
     if pipeline is None:

@@ -51,6 +51,7 @@ from storage import agents as agent_state
 from storage import links, tasks
 from storage.db import Database
 from storage.models import Task
+from storage.statuses import TaskStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -252,9 +253,9 @@ async def _view_of(
 
 # A button that moves the task: (to, note, only_from, what the presser is told).
 _MOVES: dict[str, tuple[str, str, tuple[str, ...] | None, str]] = {
-    "accept": (tasks.DONE, "accepted", (tasks.IN_REVIEW,), "accepted: done"),
-    "cancel": (tasks.CANCELLED, "from /task", None, "cancelled"),
-    "unblock": (tasks.TODO, "unblocked", (tasks.BLOCKED,), "unblocked: back to todo"),
+    "accept": (TaskStatus.DONE, "accepted", (TaskStatus.IN_REVIEW,), "accepted: done"),
+    "cancel": (TaskStatus.CANCELLED, "from /task", None, "cancelled"),
+    "unblock": (TaskStatus.TODO, "unblocked", (TaskStatus.BLOCKED,), "unblocked: back to todo"),
 }
 
 
@@ -294,7 +295,7 @@ async def press_sendback(
     async with db.session() as session:
         task = await tasks.get(session, task_id)
         view = await _view_of(session, task, config, org)
-    if task is None or task.status != tasks.IN_REVIEW:
+    if task is None or task.status != TaskStatus.IN_REVIEW:
         reason = (
             f"task #{task_id} is {task.status}, not in_review"
             if task is not None
@@ -424,7 +425,7 @@ async def cancel(message: Message, command: CommandObject, db: Database, person:
     note = parts[1].strip() if len(parts) > 1 else ""
     async with db.claim() as session:
         outcome = await tasks.transition(
-            session, task_id, tasks.CANCELLED, actor=person_actor(person), note=note
+            session, task_id, TaskStatus.CANCELLED, actor=person_actor(person), note=note
         )
     if outcome.won:
         await message.answer(f"Task #{task_id} cancelled: no run will pick it up again.")

@@ -24,6 +24,7 @@ from bot.views.triage import ACTIONS, TriageCb
 from handlers.common import OPERATOR, person_actor, sentence
 from handlers.registry import command
 from storage import triage as items
+from storage.statuses import TriageStatus
 
 if TYPE_CHECKING:
     from agents.triage import Triage
@@ -53,7 +54,7 @@ async def press(
     )
     item = outcome.item
     if not outcome.won:
-        if item is not None and item.acted_by and item.status != items.OPEN:
+        if item is not None and item.acted_by and item.status != TriageStatus.OPEN:
             who = display_name(item.acted_by, config)
             text = f"Already {item.status} by {who} at {when(item.acted_at, config.tz)}."
         else:

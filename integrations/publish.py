@@ -24,6 +24,7 @@ from bot.config import Config, PublishTarget
 from storage import outbox, publications
 from storage.db import Database
 from storage.models import Publication
+from storage.statuses import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +161,11 @@ class PublishWorker:
             rows = {p.id: await outbox.latest(session, f"publication:{p.id}") for p in waiting}
         for publication in waiting:
             row = rows[publication.id]
-            if row is None or row.status == outbox.PENDING:
+            if row is None or row.status == OutboxStatus.PENDING:
                 continue
-            if row.status == outbox.SENT and row.sent_message_ids:
+            if row.status == OutboxStatus.SENT and row.sent_message_ids:
                 result = Result(publications.PUBLISHED, message_id=int(row.sent_message_ids[-1]))
-            elif row.status == outbox.SENT:
+            elif row.status == OutboxStatus.SENT:
                 result = Result(publications.UNVERIFIED, "Telegram returned no message id")
             elif row.last_error == outbox.IN_FLIGHT_ERROR:
                 result = Result(

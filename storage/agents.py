@@ -10,25 +10,28 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import inbox, runs, tasks
 from storage.models import AgentState, Run, Task, utcnow
+from storage.statuses import RunStatus
+from storage.transition import Changed, change, upsert
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Change:
-    """Whether a pause or resume won, and the state as it is now."""
+class Change(Changed[AgentState]):
+    """A pause or resume (see `Changed`; no row: the agent was never paused), and what it
+    did besides."""
 
-    won: bool
-    state: AgentState | None  # None: the agent was never paused
     woken: bool = False
     stopped: bool = False  # a pause stopped the run in flight
+
+    @property
+    def state(self) -> AgentState | None:
+        return self.row
 
 
 async def state(session: AsyncSession, agent_id: str) -> AgentState | None:
@@ -39,41 +42,39 @@ async def pause(session: AsyncSession, agent_id: str, *, by: str, reason: str = 
     """Pause an agent. Refused (won=False) if it is paused already; the state then says since
     when and by whom."""
     await _ensure_row(session, agent_id)
-    result = await session.execute(
-        update(AgentState)
-        .where(AgentState.agent_id == agent_id, AgentState.paused.is_(False))
-        .values(paused=True, paused_reason=reason or None, paused_by=by, updated_at=utcnow())
-        .returning(AgentState.agent_id)
+    changed = await change(
+        session,
+        AgentState,
+        agent_id,
+        {"paused": True, "paused_reason": reason or None, "paused_by": by, "updated_at": utcnow()},
+        where=[AgentState.paused.is_(False)],
     )
-    won = result.first() is not None
-    current = await state(session, agent_id)
-    if won:
+    if changed.won:
         log.info("agent %s paused by %s: %s", agent_id, by, reason or "no reason given")
         # The run in flight stops too, as /stop would.
         stopped = bool(await runs.request_stop(session, by=by, agent_id=agent_id))
-        return Change(won, current, stopped=stopped)
-    return Change(won, current)
+        return Change(True, changed.row, stopped=stopped)
+    return Change(False, changed.row)
 
 
 async def resume(session: AsyncSession, agent_id: str, *, by: str) -> Change:
     """Resume a paused agent. Wakes it if it has active tasks or unread messages: wakes that
     came while it was paused were skipped, and an agent without a schedule would wait forever.
     Refused (won=False) if it was not paused."""
-    result = await session.execute(
-        update(AgentState)
-        .where(AgentState.agent_id == agent_id, AgentState.paused.is_(True))
-        .values(paused=False, paused_reason=None, paused_by=None, updated_at=utcnow())
-        .returning(AgentState.agent_id)
+    changed = await change(
+        session,
+        AgentState,
+        agent_id,
+        {"paused": False, "paused_reason": None, "paused_by": None, "updated_at": utcnow()},
+        where=[AgentState.paused.is_(True)],
     )
-    won = result.first() is not None
-    current = await state(session, agent_id)
     woken = False
-    if won:
+    if changed.won:
         log.info("agent %s resumed by %s", agent_id, by)
         if await has_work(session, agent_id):
             await runs.wake(session, agent_id, "manual")
             woken = True
-    return Change(won, current, woken)
+    return Change(changed.won, changed.row, woken)
 
 
 async def is_paused(session: AsyncSession, agent_id: str) -> bool:
@@ -82,11 +83,11 @@ async def is_paused(session: AsyncSession, agent_id: str) -> bool:
 
 
 async def _ensure_row(session: AsyncSession, agent_id: str) -> None:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(
-        insert(AgentState)
-        .values(agent_id=agent_id, paused=False, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["agent_id"])
+    await upsert(
+        session,
+        AgentState,
+        {"agent_id": agent_id, "paused": False, "updated_at": utcnow()},
+        keys=["agent_id"],
     )
 
 
@@ -123,7 +124,7 @@ async def overview(session: AsyncSession, agent_ids: list[str]) -> dict[str, Ove
         run.agent_id: run
         for run in (
             await session.execute(
-                select(Run).where(Run.agent_id.in_(agent_ids), Run.status == runs.RUNNING)
+                select(Run).where(Run.agent_id.in_(agent_ids), Run.status == RunStatus.RUNNING)
             )
         ).scalars()
     }

@@ -6,9 +6,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Artifact, Task, utcnow
-
-MAX_ID = 2**31 - 1
+from storage.models import Artifact, Task, is_row_id, utcnow
 
 
 async def record(
@@ -40,7 +38,7 @@ async def record(
 
 
 async def get(session: AsyncSession, artifact_id: int) -> Artifact | None:
-    if not 0 < artifact_id <= MAX_ID:
+    if not is_row_id(artifact_id):
         return None
     return await session.get(Artifact, artifact_id)
 

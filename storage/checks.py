@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import CheckState
+from storage.transition import change, upsert
 
 HOUR = timedelta(hours=1)
 
@@ -18,19 +17,20 @@ async def record_probe(
     session: AsyncSession, check_id: str, *, ok: bool, detail: str, at: datetime
 ) -> CheckState:
     """Count one probe result: a success resets the failures and the other way round."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(CheckState).values(
-        check_id=check_id,
-        up=ok,
-        consecutive_failures=0 if ok else 1,
-        consecutive_successes=1 if ok else 0,
-        last_checked_at=at,
-        last_detail=detail[:2000],
-        recover_count=0,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["check_id"],
-        set_={
+    await upsert(
+        session,
+        CheckState,
+        {
+            "check_id": check_id,
+            "up": ok,
+            "consecutive_failures": 0 if ok else 1,
+            "consecutive_successes": 1 if ok else 0,
+            "last_checked_at": at,
+            "last_detail": detail[:2000],
+            "recover_count": 0,
+        },
+        keys=["check_id"],
+        update_columns={
             "up": ok,
             "consecutive_failures": 0 if ok else CheckState.consecutive_failures + 1,
             "consecutive_successes": CheckState.consecutive_successes + 1 if ok else 0,
@@ -38,7 +38,6 @@ async def record_probe(
             "last_detail": detail[:2000],
         },
     )
-    await session.execute(stmt)
     state = await session.get(CheckState, check_id, populate_existing=True)
     assert state is not None
     return state
@@ -60,25 +59,27 @@ async def claim_recovery(
     if count >= per_hour:
         return None
     attempt = count + 1
-    result = await session.execute(
-        update(CheckState)
-        .where(
-            CheckState.check_id == check_id,
+    # Only from the state read above: of two probes racing for the attempt, one takes it.
+    taken = await change(
+        session,
+        CheckState,
+        check_id,
+        {
+            "recover_window_start": now if fresh_window else window,
+            "recover_count": attempt,
+            "next_recover_at": now + backoff * (2 ** (attempt - 1)),
+            "last_recover_at": now,
+        },
+        where=[
             CheckState.recover_count == state.recover_count,
             (
                 CheckState.next_recover_at.is_(None)
                 if state.next_recover_at is None
                 else CheckState.next_recover_at == state.next_recover_at
             ),
-        )
-        .values(
-            recover_window_start=now if fresh_window else window,
-            recover_count=attempt,
-            next_recover_at=now + backoff * (2 ** (attempt - 1)),
-            last_recover_at=now,
-        )
+        ],
     )
-    return attempt if result.rowcount else None  # type: ignore[attr-defined]
+    return attempt if taken.won else None
 
 
 async def record_recovery(session: AsyncSession, check_id: str, outcome: str) -> None:

@@ -5,25 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import JobBeat
+from storage.transition import upsert
 
 
 async def started(
     session: AsyncSession, job_id: str, at: datetime, interval_s: int | None
 ) -> None:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(JobBeat).values(
-        job_id=job_id, interval_s=interval_s, last_start=at, runs=1, failures=0
+    await upsert(
+        session,
+        JobBeat,
+        {"job_id": job_id, "interval_s": interval_s, "last_start": at, "runs": 1, "failures": 0},
+        keys=["job_id"],
+        update_columns={"last_start": at, "interval_s": interval_s, "runs": JobBeat.runs + 1},
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["job_id"],
-        set_={"last_start": at, "interval_s": interval_s, "runs": JobBeat.runs + 1},
-    )
-    await session.execute(stmt)
 
 
 async def registered(
@@ -31,14 +28,19 @@ async def registered(
 ) -> None:
     """The process starting at `at` will run `job_id` every `interval_s`: until its first
     interval (and the watchdog's grace) has passed, it is not late."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(JobBeat).values(
-        job_id=job_id, interval_s=interval_s, registered_at=at, runs=0, failures=0
+    await upsert(
+        session,
+        JobBeat,
+        {
+            "job_id": job_id,
+            "interval_s": interval_s,
+            "registered_at": at,
+            "runs": 0,
+            "failures": 0,
+        },
+        keys=["job_id"],
+        update_columns=["registered_at", "interval_s"],
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["job_id"], set_={"registered_at": at, "interval_s": interval_s}
-    )
-    await session.execute(stmt)
 
 
 async def finished(session: AsyncSession, job_id: str, at: datetime, error: str | None) -> None:

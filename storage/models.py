@@ -30,11 +30,28 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from storage.statuses import (
+    ApprovalStatus,
+    DeployStatus,
+    ExecStatus,
+    IncidentStatus,
+    OutboxStatus,
+    RunStatus,
+    TaskStatus,
+    TriageStatus,
+)
+
 # Row ids are INTEGER columns: 32 bits on PostgreSQL. A larger id (or 0) exists nowhere; it
 # is answered like a missing one, never sent to the database (where it would overflow).
 MAX_ID = 2**31 - 1
 # A row id from outside (callback data): validation refuses what no row can have.
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def is_row_id(value: int) -> bool:
+    """Whether `value` can be a row id on every backend: check a person's id with this
+    before it reaches a query."""
+    return 0 < value <= MAX_ID
 
 
 def utcnow() -> datetime:
@@ -105,7 +122,7 @@ class Task(Base):
     creator: Mapped[str] = mapped_column(String(64))  # "person:<telegram id>" or "agent:<id>"
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
     priority: Mapped[int] = mapped_column(Integer, default=2)  # 0 urgent .. 3 low
-    status: Mapped[str] = mapped_column(String(16), default="todo", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.TODO, index=True)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
     blocked_reason: Mapped[str | None] = mapped_column(Text)
@@ -163,7 +180,7 @@ class Run(Base):
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
     # schedule | assignment | comment | manual | retry | escalation | followup
     trigger: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED, index=True)
     not_before: Mapped[datetime] = mapped_column(default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
@@ -196,7 +213,7 @@ class Approval(Base):
     required: Mapped[int] = mapped_column(Integer, default=1)
     deadline: Mapped[datetime | None]
     on_timeout: Mapped[str] = mapped_column(String(16), default="expire")  # escalate | expire
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ApprovalStatus.PENDING, index=True)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
@@ -228,7 +245,7 @@ class DeployRun(Base):
     target: Mapped[str] = mapped_column(String(32), index=True)
     approval_id: Mapped[int | None] = mapped_column(ForeignKey("approvals.id"), unique=True)
     ref: Mapped[str | None] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=DeployStatus.PENDING)
     steps: Mapped[list[Any]] = mapped_column(default=list)
     output_tail: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime | None]
@@ -253,7 +270,7 @@ class Incident(Base):
     fingerprint: Mapped[str] = mapped_column(String(128))
     severity: Mapped[str] = mapped_column(String(2))  # P3 .. P0
     requested_severity: Mapped[str | None] = mapped_column(String(2))
-    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=IncidentStatus.OPEN, index=True)
     title: Mapped[str] = mapped_column(String(200))
     details: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(64))  # "check:<id>" or "agent:<id>"
@@ -300,7 +317,7 @@ class Outbox(Base):
     # The dedup key of an earlier row: this row edits that message (edit_of) or replies to it.
     edit_of: Mapped[str | None] = mapped_column(String(200))
     reply_to: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     parts_sent: Mapped[int] = mapped_column(Integer, default=0)
@@ -383,7 +400,7 @@ class TriageItem(Base):
     verdict: Mapped[str | None] = mapped_column(String(8))  # urgent | normal | ignore
     reason: Mapped[str | None] = mapped_column(Text)
     decided_by: Mapped[str | None] = mapped_column(String(8))  # rule | model
-    status: Mapped[str] = mapped_column(String(16), default="new")
+    status: Mapped[str] = mapped_column(String(16), default=TriageStatus.NEW)
     received_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     snoozed_until: Mapped[datetime | None]
@@ -494,7 +511,7 @@ class ExecRun(Base):
     argv: Mapped[list[Any]] = mapped_column(default=list)
     cwd: Mapped[str] = mapped_column(String(1024))  # root:relative
     timeout_s: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=ExecStatus.PENDING)
     allowed_by: Mapped[str] = mapped_column(String(64))  # policy | rule #n | person:<id>
     exit_code: Mapped[int | None] = mapped_column(Integer)
     duration_s: Mapped[float | None]

@@ -13,17 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ScalarSelect, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ScalarSelect, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import touch
-from storage.models import Outbox, OutboxSend, utcnow
-
-PENDING = "pending"
-SENT = "sent"
-FAILED = "failed"
+from storage.models import Outbox, OutboxSend, is_row_id, utcnow
+from storage.statuses import OutboxStatus
+from storage.transition import change, insert
 
 
 @dataclass(frozen=True)
@@ -76,16 +72,15 @@ async def enqueue(
         "dedup_key": dedup_key or f"once:{uuid.uuid4().hex}",
         "edit_of": edit_of,
         "reply_to": reply_to,
-        "status": PENDING,
+        "status": OutboxStatus.PENDING,
         "attempts": 0,
         "parts_sent": 0,
         "sent_message_ids": [],
         "next_attempt_at": utcnow(),
         "created_at": utcnow(),
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(Outbox)
+        insert(session, Outbox)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .returning(Outbox.id)
@@ -100,7 +95,7 @@ def _heads() -> ScalarSelect[int]:
     """The oldest pending row of each chat."""
     return (
         select(func.min(Outbox.id))
-        .where(Outbox.status == PENDING)
+        .where(Outbox.status == OutboxStatus.PENDING)
         .group_by(Outbox.chat_id)
         .scalar_subquery()
     )
@@ -127,7 +122,7 @@ async def head_of(session: AsyncSession, chat_id: int) -> Outbox | None:
     """The oldest pending row of one chat, due or not."""
     stmt = (
         select(Outbox)
-        .where(Outbox.chat_id == chat_id, Outbox.status == PENDING)
+        .where(Outbox.chat_id == chat_id, Outbox.status == OutboxStatus.PENDING)
         .order_by(Outbox.id)
         .limit(1)
     )
@@ -169,33 +164,25 @@ async def begin_send(session: AsyncSession, row_id: int, part: int) -> bool:
     """Mark part `part` (0-based) as handed to Telegram. Telegram takes no idempotency key,
     so a process killed between the send and `record_part` cannot know whether the part
     arrived; the mark lets the next sender say so instead of resending silently."""
-    result = await session.execute(
-        update(Outbox)
-        .where(Outbox.id == row_id, Outbox.status == PENDING, Outbox.parts_sent == part)
-        .values(in_flight_at=utcnow())
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await _pending(session, row_id, {"in_flight_at": utcnow()}, part=part)
 
 
 async def record_part(
     session: AsyncSession, row_id: int, part: int, message_ids: list[int]
 ) -> bool:
     """Record that part `part` (0-based) went out, so a restart resumes after it."""
-    result = await session.execute(
-        update(Outbox)
-        .where(Outbox.id == row_id, Outbox.status == PENDING, Outbox.parts_sent == part)
-        .values(parts_sent=part + 1, sent_message_ids=message_ids, in_flight_at=None)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    values = {"parts_sent": part + 1, "sent_message_ids": message_ids, "in_flight_at": None}
+    return await _pending(session, row_id, values, part=part)
 
 
 async def mark_sent(session: AsyncSession, row_id: int) -> bool:
-    result = await session.execute(
-        update(Outbox)
-        .where(Outbox.id == row_id, Outbox.status == PENDING)
-        .values(status=SENT, sent_at=utcnow(), last_error=None, in_flight_at=None)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    values = {
+        "status": OutboxStatus.SENT,
+        "sent_at": utcnow(),
+        "last_error": None,
+        "in_flight_at": None,
+    }
+    return await _pending(session, row_id, values)
 
 
 async def defer(
@@ -210,35 +197,47 @@ async def defer(
     }
     if attempt:
         values["attempts"] = Outbox.attempts + 1
-    result = await session.execute(
-        update(Outbox).where(Outbox.id == row_id, Outbox.status == PENDING).values(**values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await _pending(session, row_id, values)
 
 
 async def mark_failed(session: AsyncSession, row_id: int, error: str) -> bool:
-    result = await session.execute(
-        update(Outbox)
-        .where(Outbox.id == row_id, Outbox.status == PENDING)
-        .values(
-            status=FAILED, attempts=Outbox.attempts + 1, last_error=error[:1000], in_flight_at=None
-        )
+    values = {
+        "status": OutboxStatus.FAILED,
+        "attempts": Outbox.attempts + 1,
+        "last_error": error[:1000],
+        "in_flight_at": None,
+    }
+    return await _pending(session, row_id, values)
+
+
+async def _pending(
+    session: AsyncSession, row_id: int, values: dict[str, Any], *, part: int | None = None
+) -> bool:
+    """Change a row still pending (and still at part `part`, when given): the sender's one
+    conditional update, so a row another sender settled meanwhile is left alone."""
+    where = [] if part is None else [Outbox.parts_sent == part]
+    changed = await change(
+        session, Outbox, row_id, values, only_from=(OutboxStatus.PENDING,), where=where
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return changed.won
 
 
 async def requeue(session: AsyncSession, row_id: int) -> bool:
     """Give a failed row another full set of attempts. Only a failed row can be requeued."""
-    result = await session.execute(
-        update(Outbox)
-        .where(Outbox.id == row_id, Outbox.status == FAILED)
-        .values(status=PENDING, attempts=0, next_attempt_at=utcnow())
+    changed = await change(
+        session,
+        Outbox,
+        row_id,
+        {"status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": utcnow()},
+        only_from=(OutboxStatus.FAILED,),
     )
     touch(session, "outbox")
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return changed.won
 
 
 async def get(session: AsyncSession, row_id: int) -> Outbox | None:
+    if not is_row_id(row_id):
+        return None
     return await session.get(Outbox, row_id)
 
 
@@ -258,7 +257,10 @@ async def sent_message_id(session: AsyncSession, dedup_key: str) -> tuple[int, i
 async def unsent(session: AsyncSession, limit: int = 20) -> list[Outbox]:
     """Rows not delivered (pending or failed), oldest first."""
     stmt = (
-        select(Outbox).where(Outbox.status.in_((PENDING, FAILED))).order_by(Outbox.id).limit(limit)
+        select(Outbox)
+        .where(Outbox.status.in_((OutboxStatus.PENDING, OutboxStatus.FAILED)))
+        .order_by(Outbox.id)
+        .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
 

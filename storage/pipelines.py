@@ -6,7 +6,8 @@ starts, with a subtask for its agent, only when the step before it is done and e
 consumes is in `<folder>/<run id>/` with the sha256 recorded when it was written; a running
 step ends with its subtask. A step that fails (or its subtask blocked or cancelled) blocks the
 run and the parent task, which wakes the hub with the reason. Every change is a conditional
-update, so a restarted process (or two at once) never starts a step twice.
+update, so a restarted process (or two at once) never starts a step twice. Reads are
+storage/pipeline_queries.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,23 +15,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import artifacts, tasks
-from storage.models import MAX_ID, PipelineRun, PipelineStep, Run, Usage, utcnow
+from storage.models import PipelineRun, PipelineStep, utcnow
+from storage.pipeline_queries import costs as costs
+from storage.pipeline_queries import get as get
+from storage.pipeline_queries import running as running
+from storage.pipeline_queries import step_of_task as step_of_task
+from storage.pipeline_queries import steps_of as steps_of
+from storage.statuses import PipelineStatus, TaskStatus
+from storage.transition import change
 
-RUNNING = "running"
-DONE = "done"
-BLOCKED = "blocked"
-CANCELLED = "cancelled"
-
-WAITING = "waiting"
-FAILED = "failed"
-ENDED_STEP = (DONE, FAILED, BLOCKED, CANCELLED)
+ENDED_STEP = (
+    PipelineStatus.DONE,
+    PipelineStatus.FAILED,
+    PipelineStatus.BLOCKED,
+    PipelineStatus.CANCELLED,
+)
 ACTOR = "system:pipeline"
 
 
@@ -78,14 +83,14 @@ async def start(
             "says which (an operator can retry the step)."
         ),
         max_retries=spec.max_retries,
-        status=tasks.IN_PROGRESS,
+        status=TaskStatus.IN_PROGRESS,
     )
     run = PipelineRun(
         pipeline=spec.id,
         topic=topic,
         folder=spec.folder,
         task_id=parent.id,
-        status=RUNNING,
+        status=PipelineStatus.RUNNING,
         reason="",
         requested_by=requested_by,
         chat_id=chat_id,
@@ -104,7 +109,7 @@ async def start(
                 agent=step.agent,
                 produces=step.produces,
                 consumes=list(step.consumes),
-                status=WAITING,
+                status=PipelineStatus.WAITING,
                 attempt=0,
                 reason="",
             )
@@ -153,23 +158,18 @@ def _body(run: PipelineRun, spec: Spec, step: StepSpec) -> str:
 
 
 async def _set_step(session: AsyncSession, step_id: int, came_from: str, **values: object) -> bool:
-    result = await session.execute(
-        update(PipelineStep)
-        .where(PipelineStep.id == step_id, PipelineStep.status == came_from)
-        .values(**values)
-        .returning(PipelineStep.id)
-    )
-    return result.first() is not None
+    return (await change(session, PipelineStep, step_id, values, only_from=(came_from,))).won
 
 
 async def _block(session: AsyncSession, run: PipelineRun, reason: str) -> bool:
-    result = await session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run.id, PipelineRun.status == RUNNING)
-        .values(status=BLOCKED, reason=reason)
-        .returning(PipelineRun.id)
+    blocked = await change(
+        session,
+        PipelineRun,
+        run.id,
+        {"status": PipelineStatus.BLOCKED, "reason": reason},
+        only_from=(PipelineStatus.RUNNING,),
     )
-    if result.first() is None:
+    if not blocked.won:
         return False
     parent = await tasks.get(session, run.task_id) if run.task_id is not None else None
     if parent is not None:
@@ -177,7 +177,7 @@ async def _block(session: AsyncSession, run: PipelineRun, reason: str) -> bool:
         await tasks.transition(
             session,
             parent.id,
-            tasks.BLOCKED,
+            TaskStatus.BLOCKED,
             actor=ACTOR,
             note=f"pipeline run #{run.id} ({run.pipeline}: {run.topic}): {reason}",
             manager=parent.assignee,
@@ -188,41 +188,53 @@ async def _block(session: AsyncSession, run: PipelineRun, reason: str) -> bool:
 async def advance(session: AsyncSession, run_id: int, spec: Spec) -> bool:
     """Take a running run one step further if it can go; True when something changed."""
     run = await get(session, run_id)
-    if run is None or run.status != RUNNING:
+    if run is None or run.status != PipelineStatus.RUNNING:
         return False
     parent = await tasks.get(session, run.task_id) if run.task_id is not None else None
-    if parent is not None and parent.status == tasks.CANCELLED:
+    if parent is not None and parent.status == TaskStatus.CANCELLED:
         # A person cancelled the run's task: the run stops with it.
         return not await cancel(session, run_id, by=ACTOR)
     steps = await steps_of(session, run_id)
-    current = next((s for s in steps if s.status != DONE), None)
+    current = next((s for s in steps if s.status != PipelineStatus.DONE), None)
     if current is None:
-        result = await session.execute(
-            update(PipelineRun)
-            .where(PipelineRun.id == run_id, PipelineRun.status == RUNNING)
-            .values(status=DONE, finished_at=utcnow())
-            .returning(PipelineRun.id)
+        finished = await change(
+            session,
+            PipelineRun,
+            run_id,
+            {"status": PipelineStatus.DONE, "finished_at": utcnow()},
+            only_from=(PipelineStatus.RUNNING,),
         )
-        if result.first() is None:
+        if not finished.won:
             return False
         if run.task_id is not None:
             await tasks.transition(
-                session, run.task_id, tasks.DONE, actor=ACTOR, note="every step is done"
+                session, run.task_id, TaskStatus.DONE, actor=ACTOR, note="every step is done"
             )
         return True
     if current.position >= len(spec.steps):
         return await _block(session, run, "the pipeline's configuration lost this step")
     step_spec = spec.steps[current.position]
-    if current.status == WAITING:
+    if current.status == PipelineStatus.WAITING:
         for name in current.consumes:
             problem = await file_problem(session, run, spec, str(name))
             if problem:
-                await _set_step(session, current.id, WAITING, status=FAILED, reason=problem)
+                await _set_step(
+                    session,
+                    current.id,
+                    PipelineStatus.WAITING,
+                    status=PipelineStatus.FAILED,
+                    reason=problem,
+                )
                 return await _block(session, run, f"step {current.step} cannot start: {problem}")
         (spec.folder_path / str(run.id)).mkdir(parents=True, exist_ok=True)
         attempt = current.attempt + 1
         if not await _set_step(
-            session, current.id, WAITING, status=RUNNING, attempt=attempt, started_at=utcnow()
+            session,
+            current.id,
+            PipelineStatus.WAITING,
+            status=PipelineStatus.RUNNING,
+            attempt=attempt,
+            started_at=utcnow(),
         ):
             return False
         # The subtask's creation wakes its agent (storage.tasks.create).
@@ -236,29 +248,43 @@ async def advance(session: AsyncSession, run_id: int, spec: Spec) -> bool:
             max_retries=spec.max_retries,
             idempotency_key=f"pipeline:{run.id}:{current.position}:{attempt}",
         )
-        await _set_step(session, current.id, RUNNING, task_id=created.id)
+        await _set_step(session, current.id, PipelineStatus.RUNNING, task_id=created.id)
         return True
-    if current.status == RUNNING and current.task_id is not None:
+    if current.status == PipelineStatus.RUNNING and current.task_id is not None:
         subtask = await tasks.get(session, current.task_id)
         if subtask is None:
             return False
-        if subtask.status == tasks.DONE:
+        if subtask.status == TaskStatus.DONE:
             problem = (
                 await file_problem(session, run, spec, current.produces)
                 if current.produces
                 else ""
             )
             if problem:
-                await _set_step(session, current.id, RUNNING, status=FAILED, reason=problem)
+                await _set_step(
+                    session,
+                    current.id,
+                    PipelineStatus.RUNNING,
+                    status=PipelineStatus.FAILED,
+                    reason=problem,
+                )
                 return await _block(session, run, f"step {current.step} is done but {problem}")
-            return await _set_step(session, current.id, RUNNING, status=DONE, finished_at=utcnow())
-        if subtask.status in (tasks.BLOCKED, tasks.CANCELLED):
+            return await _set_step(
+                session,
+                current.id,
+                PipelineStatus.RUNNING,
+                status=PipelineStatus.DONE,
+                finished_at=utcnow(),
+            )
+        if subtask.status in (TaskStatus.BLOCKED, TaskStatus.CANCELLED):
             why = subtask.blocked_reason or subtask.status
             await _set_step(
                 session,
                 current.id,
-                RUNNING,
-                status=BLOCKED if subtask.status == tasks.BLOCKED else CANCELLED,
+                PipelineStatus.RUNNING,
+                status=PipelineStatus.BLOCKED
+                if subtask.status == TaskStatus.BLOCKED
+                else PipelineStatus.CANCELLED,
                 reason=why,
                 finished_at=utcnow(),
             )
@@ -271,34 +297,39 @@ async def retry_step(session: AsyncSession, run_id: int, *, by: str) -> str:
     run = await get(session, run_id)
     if run is None:
         return f"there is no pipeline run #{run_id}"
-    if run.status != BLOCKED:
+    if run.status != PipelineStatus.BLOCKED:
         return f"pipeline run #{run_id} is {run.status}, not blocked"
     steps = await steps_of(session, run_id)
-    current = next((s for s in steps if s.status != DONE), None)
+    current = next((s for s in steps if s.status != PipelineStatus.DONE), None)
     if current is None:
         return f"pipeline run #{run_id} has no step to retry"
-    await session.execute(
-        update(PipelineStep)
-        .where(PipelineStep.id == current.id, PipelineStep.status.in_(ENDED_STEP))
-        .values(status=WAITING, reason="", finished_at=None)
+    await change(
+        session,
+        PipelineStep,
+        current.id,
+        {"status": PipelineStatus.WAITING, "reason": "", "finished_at": None},
+        only_from=ENDED_STEP,
     )
     if current.task_id is not None:
         old = await tasks.get(session, current.task_id)
         if old is not None and old.status in tasks.OPEN:
             await tasks.transition(
-                session, old.id, tasks.CANCELLED, actor=by, note="the step is retried"
+                session, old.id, TaskStatus.CANCELLED, actor=by, note="the step is retried"
             )
-    result = await session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run_id, PipelineRun.status == BLOCKED)
-        .values(status=RUNNING, reason="")
-        .returning(PipelineRun.id)
+    resumed = await change(
+        session,
+        PipelineRun,
+        run_id,
+        {"status": PipelineStatus.RUNNING, "reason": ""},
+        only_from=(PipelineStatus.BLOCKED,),
     )
-    if result.first() is None:
+    if not resumed.won:
         return f"pipeline run #{run_id} changed meanwhile"
     if run.task_id is not None:
-        await tasks.transition(session, run.task_id, tasks.TODO, actor=by, note="step retried")
-        await tasks.transition(session, run.task_id, tasks.IN_PROGRESS, actor=by)
+        await tasks.transition(
+            session, run.task_id, TaskStatus.TODO, actor=by, note="step retried"
+        )
+        await tasks.transition(session, run.task_id, TaskStatus.IN_PROGRESS, actor=by)
     return ""
 
 
@@ -307,23 +338,30 @@ async def cancel(session: AsyncSession, run_id: int, *, by: str) -> str:
     run = await get(session, run_id)
     if run is None:
         return f"there is no pipeline run #{run_id}"
-    result = await session.execute(
-        update(PipelineRun)
-        .where(PipelineRun.id == run_id, PipelineRun.status.in_((RUNNING, BLOCKED)))
-        .values(status=CANCELLED, reason=f"cancelled by {by}", finished_at=utcnow())
-        .returning(PipelineRun.id)
+    cancelled = await change(
+        session,
+        PipelineRun,
+        run_id,
+        {
+            "status": PipelineStatus.CANCELLED,
+            "reason": f"cancelled by {by}",
+            "finished_at": utcnow(),
+        },
+        only_from=(PipelineStatus.RUNNING, PipelineStatus.BLOCKED),
     )
-    if result.first() is None:
+    if not cancelled.won:
         return f"pipeline run #{run_id} is {run.status} already"
     for step in await steps_of(session, run_id):
-        if step.status in (WAITING, RUNNING):
-            await _set_step(session, step.id, step.status, status=CANCELLED, reason="cancelled")
+        if step.status in (PipelineStatus.WAITING, PipelineStatus.RUNNING):
+            await _set_step(
+                session, step.id, step.status, status=PipelineStatus.CANCELLED, reason="cancelled"
+            )
         if step.task_id is not None:
             task = await tasks.get(session, step.task_id)
             if task is not None and task.status in tasks.OPEN:
-                await tasks.transition(session, task.id, tasks.CANCELLED, actor=by)
+                await tasks.transition(session, task.id, TaskStatus.CANCELLED, actor=by)
     if run.task_id is not None:
-        await tasks.transition(session, run.task_id, tasks.CANCELLED, actor=by)
+        await tasks.transition(session, run.task_id, TaskStatus.CANCELLED, actor=by)
     return ""
 
 
@@ -336,55 +374,3 @@ async def mark_shown(session: AsyncSession, run_id: int) -> int:
         .returning(PipelineRun.shown)
     )
     return int(result.scalar_one())
-
-
-async def get(session: AsyncSession, run_id: int) -> PipelineRun | None:
-    if not 0 < run_id <= MAX_ID:
-        return None
-    return await session.get(PipelineRun, run_id, populate_existing=True)
-
-
-async def steps_of(session: AsyncSession, run_id: int) -> list[PipelineStep]:
-    found = await session.execute(
-        select(PipelineStep)
-        .where(PipelineStep.run_id == run_id)
-        .order_by(PipelineStep.position)
-        .execution_options(populate_existing=True)
-    )
-    return list(found.scalars())
-
-
-async def step_of_task(session: AsyncSession, task_id: int | None) -> str | None:
-    """ "content #3 · draft" when the task is a pipeline step's subtask, else None."""
-    if task_id is None:
-        return None
-    found = await session.execute(
-        select(PipelineRun.pipeline, PipelineStep.run_id, PipelineStep.step)
-        .join(PipelineRun, PipelineRun.id == PipelineStep.run_id)
-        .where(PipelineStep.task_id == task_id)
-        .limit(1)
-    )
-    row = found.first()
-    return None if row is None else f"{row.pipeline} #{row.run_id} · {row.step}"
-
-
-async def running(session: AsyncSession) -> list[PipelineRun]:
-    found = await session.execute(
-        select(PipelineRun).where(PipelineRun.status == RUNNING).order_by(PipelineRun.id)
-    )
-    return list(found.scalars())
-
-
-async def costs(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, Decimal]:
-    """What the model calls of runs on each task cost."""
-    if not task_ids:
-        return {}
-    found = await session.execute(
-        select(Run.task_id, func.sum(Usage.cost_usd))
-        .join(Usage, Usage.run_id == Run.id)
-        .where(Run.task_id.in_(task_ids))
-        .group_by(Run.task_id)
-    )
-    return {
-        int(task_id): Decimal(cost or 0) for task_id, cost in found.all() if task_id is not None
-    }

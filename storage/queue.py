@@ -4,11 +4,13 @@ priority) of the task ahead of it; taking it out moves it back to the backlog.""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import tasks
 from storage.models import Task, utcnow
+from storage.statuses import TaskStatus
+from storage.transition import change
 
 QUEUE_TRIGGER = "queue"  # the trigger of the runs the nightly queue starts
 
@@ -16,7 +18,7 @@ QUEUE_TRIGGER = "queue"  # the trigger of the runs the nightly queue starts
 async def listing(session: AsyncSession, agent_id: str, limit: int = 50) -> list[Task]:
     found = await session.execute(
         select(Task)
-        .where(Task.assignee == agent_id, Task.status == tasks.TODO)
+        .where(Task.assignee == agent_id, Task.status == TaskStatus.TODO)
         .order_by(Task.priority, Task.queue_rank, Task.created_at, Task.id)
         .limit(limit)
     )
@@ -35,17 +37,19 @@ async def move_up(session: AsyncSession, agent_id: str, task_id: int) -> tasks.O
     if index == 0:
         return tasks.Outcome(False, queue[0], f"task #{task_id} is first already")
     ahead = queue[index - 1]
-    changed = await session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.status == tasks.TODO, Task.assignee == agent_id)
-        .values(
-            priority=min(ahead.priority, queue[index].priority),
-            queue_rank=ahead.queue_rank - 1,
-            updated_at=utcnow(),
-        )
+    changed = await change(
+        session,
+        Task,
+        task_id,
+        {
+            "priority": min(ahead.priority, queue[index].priority),
+            "queue_rank": ahead.queue_rank - 1,
+            "updated_at": utcnow(),
+        },
+        only_from=(TaskStatus.TODO,),
+        where=[Task.assignee == agent_id],
     )
-    task = await tasks.get(session, task_id)
-    return tasks.Outcome(getattr(changed, "rowcount", 0) == 1, task)
+    return tasks.Outcome(changed.won, changed.row)
 
 
 async def take_out(session: AsyncSession, task_id: int, *, actor: str) -> tasks.Outcome:
@@ -53,8 +57,8 @@ async def take_out(session: AsyncSession, task_id: int, *, actor: str) -> tasks.
     return await tasks.transition(
         session,
         task_id,
-        tasks.BACKLOG,
+        TaskStatus.BACKLOG,
         actor=actor,
         note="taken out of the nightly queue",
-        only_from=(tasks.TODO,),
+        only_from=(TaskStatus.TODO,),
     )

@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import incidents, jobs
 from storage.db import Database
 from storage.models import AgentState, Approval, Incident, JobBeat, Outbox, Run, Silence, Task
+from storage.statuses import ApprovalStatus, IncidentStatus, OutboxStatus, RunStatus
+from storage.task_queries import OPEN
 
-OPEN_TASK_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
-OPEN_INCIDENT_STATUSES = ("open", "acknowledged")
+OPEN_TASK_STATUSES = OPEN  # what /status counts
+OPEN_INCIDENT_STATUSES = (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED)
 RUNNING_SHOWN = 10  # runs in flight listed by /status (max_concurrent_runs is 4 by default)
 
 
@@ -43,12 +45,12 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
             literal_column("'approval'", String), literal_column("'pending'", String), func.count()
         )
         .select_from(Approval)
-        .where(Approval.status == "pending"),
+        .where(Approval.status == ApprovalStatus.PENDING),
         select(literal_column("'incident'", String), Incident.severity, func.count())
         .where(Incident.status.in_(OPEN_INCIDENT_STATUSES))
         .group_by(Incident.severity),
         select(literal_column("'outbox'", String), Outbox.status, func.count())
-        .where(Outbox.status != "sent")
+        .where(Outbox.status != OutboxStatus.SENT)
         .group_by(Outbox.status),
     )
     summary = FleetSummary()
@@ -66,7 +68,10 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
     summary.jobs = await jobs.all_beats(session)
     summary.silences = await incidents.active_silences(session)
     found = await session.execute(
-        select(Run).where(Run.status == "running").order_by(Run.started_at).limit(RUNNING_SHOWN)
+        select(Run)
+        .where(Run.status == RunStatus.RUNNING)
+        .order_by(Run.started_at)
+        .limit(RUNNING_SHOWN)
     )
     summary.running = list(found.scalars())
     return summary

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, update
+from sqlalchemy import ColumnElement, CursorResult, Result, inspect, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,9 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 
 class _Lifecycle(Protocol):
-    id: Any
+    """A mapped row; its key is its primary key (`id`, or `agent_id`, `check_id`...)."""
+
+    __tablename__: Any
 
 
 M = TypeVar("M", bound=_Lifecycle)
@@ -52,7 +54,7 @@ class Changed(Generic[M]):
 async def change(
     session: AsyncSession,
     model: type[M],
-    row_id: int,
+    row_id: int | str,
     values: Mapping[str, Any],
     *,
     only_from: Collection[str] | None = None,
@@ -60,20 +62,26 @@ async def change(
     status: str = "status",
     then: Then[M] | None = None,
 ) -> Changed[M]:
-    """Apply `values` to row `row_id` if its `status` column is in `only_from` (when given)
-    and every `where` holds. On a win, `then(row)` runs with the updated row: it may add
-    rows itself (an awaitable) or return the rows to add (events, outbox messages)."""
+    """Apply `values` to the row whose primary key is `row_id` if its `status` column is in
+    `only_from` (when given) and every `where` holds. On a win, `then(row)` runs with the
+    updated row: it may add rows itself (an awaitable) or return the rows to add (events,
+    outbox messages)."""
     table = cast(Any, model)
-    conditions: list[ColumnElement[bool]] = [table.id == row_id, *where]
+    [key] = inspect(model).primary_key
+    conditions: list[ColumnElement[bool]] = [key == row_id, *where]
     if only_from is not None:
         column: InstrumentedAttribute[Any] = getattr(table, status)
         conditions.append(column.in_(list(only_from)))
+    # RETURNING the row itself: a win costs one statement (the sender makes three a message).
     result = await session.execute(
-        update(table).where(*conditions).values(**values).returning(table.id)
+        update(table).where(*conditions).values(**values).returning(table),
+        execution_options={"populate_existing": True},
     )
-    won = result.first() is not None
-    row = await session.get(model, row_id, populate_existing=True)
-    if won and row is not None and then is not None:
+    row: M | None = result.scalars().first()
+    won = row is not None
+    if row is None:  # lost, or no such row: the row as it is now says which
+        row = await session.get(model, row_id, populate_existing=True)
+    elif then is not None:
         added = then(row)
         if isinstance(added, Awaitable):
             await added

@@ -12,36 +12,44 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integrations.mailbox import Envelope
 from storage import incidents, outbox, tasks
 from storage.models import MailboxState, TriageItem, utcnow
+from storage.statuses import TriageStatus, TriageVerdict
+from storage.transition import Changed, change, insert
 
-URGENT = "urgent"
-NORMAL = "normal"
-IGNORE = "ignore"
-VERDICTS = (URGENT, NORMAL, IGNORE)
-
-NEW = "new"  # seen, not decided yet
-OPEN = "open"  # decided; nobody acted on it
-TASKED = "tasked"
-READ = "read"
-SNOOZED = "snoozed"
-DISMISSED = "dismissed"
+VERDICTS = tuple(TriageVerdict)
 
 # to-status -> the statuses a person's button may move it from
-_FROM: dict[str, tuple[str, ...]] = {
-    TASKED: (OPEN, SNOOZED),
-    READ: (OPEN, SNOOZED),
-    DISMISSED: (OPEN, SNOOZED),
-    SNOOZED: (OPEN,),
+_FROM: dict[str, tuple[TriageStatus, ...]] = {
+    TriageStatus.TASKED: (TriageStatus.OPEN, TriageStatus.SNOOZED),
+    TriageStatus.READ: (TriageStatus.OPEN, TriageStatus.SNOOZED),
+    TriageStatus.DISMISSED: (TriageStatus.OPEN, TriageStatus.SNOOZED),
+    TriageStatus.SNOOZED: (TriageStatus.OPEN,),
 }
 _ID_LIMIT = 512
+
+
+class Envelope(Protocol):
+    """What a row needs of an email's headers (integrations.mailbox.Envelope has it): storage
+    names the shape it reads instead of importing the mailbox layer above it."""
+
+    @property
+    def backend_id(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def importance(self) -> str: ...
+    @property
+    def date(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,14 @@ class Notice:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    won: bool
-    item: TriageItem | None
+class Outcome(Changed[TriageItem]):
+    """A person's action on an item (see `Changed`), with why it was refused."""
+
     reason: str = ""
+
+    @property
+    def item(self) -> TriageItem | None:
+        return self.row
 
 
 def dedup_id(message_id: str) -> str:
@@ -81,14 +93,13 @@ async def add_seen(session: AsyncSession, mailbox: str, envelopes: Sequence[Enve
             "sender": e.sender[:320],
             "subject": e.subject[:500],
             "importance": e.importance[:8],
-            "status": NEW,
+            "status": TriageStatus.NEW,
             "received_at": e.date,
             "created_at": now,
             "snoozes": 0,
         }
         for e in envelopes
     ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     # executemany runs the rows in order, so id order = the order given (the order urgent
     # items are posted in); rows already there are skipped by the unique index.
     # (rowcount of an executemany is not reliable on every driver: count instead)
@@ -96,7 +107,7 @@ async def add_seen(session: AsyncSession, mailbox: str, envelopes: Sequence[Enve
     before = (await session.execute(count)).scalar_one()
     table = TriageItem.__table__
     await session.execute(
-        insert(table).on_conflict_do_nothing(index_elements=["message_id"]),  # type: ignore[arg-type]
+        insert(session, table).on_conflict_do_nothing(index_elements=["message_id"]),
         rows,
     )
     return int((await session.execute(count)).scalar_one() - before)
@@ -132,19 +143,32 @@ async def decide(
     this call decided the item."""
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}")
-    result = await session.execute(
-        update(TriageItem)
-        .where(TriageItem.id == item_id, TriageItem.verdict.is_(None))
-        .values(
-            verdict=verdict, reason=reason[:1000], decided_by=by, status=OPEN, decided_at=utcnow()
-        )
+
+    async def post(item: TriageItem) -> None:
+        if notice is not None:
+            await outbox.enqueue(
+                session,
+                notice.to,
+                notice.text,
+                buttons=notice.buttons,
+                dedup_key=f"triage:{item_id}",
+            )
+
+    decided = await change(
+        session,
+        TriageItem,
+        item_id,
+        {
+            "verdict": TriageVerdict(verdict),
+            "reason": reason[:1000],
+            "decided_by": by,
+            "status": TriageStatus.OPEN,
+            "decided_at": utcnow(),
+        },
+        where=[TriageItem.verdict.is_(None)],
+        then=post,
     )
-    won = bool(result.rowcount)  # type: ignore[attr-defined]
-    if won and notice is not None:
-        await outbox.enqueue(
-            session, notice.to, notice.text, buttons=notice.buttons, dedup_key=f"triage:{item_id}"
-        )
-    return won
+    return decided.won
 
 
 async def decide_quietly(
@@ -163,7 +187,7 @@ async def decide_quietly(
             verdict=bindparam("v"),
             reason=bindparam("r"),
             decided_by=bindparam("b"),
-            status=OPEN,
+            status=TriageStatus.OPEN,
             decided_at=now,
         )
     )
@@ -176,7 +200,7 @@ async def decide_quietly(
 def message_key(item: TriageItem) -> str:
     """The dedup key of the item's current Telegram message: the first post, or the re-post
     after its last snooze ran out (a snoozed item's current message is the one before)."""
-    posts = item.snoozes - (1 if item.status == SNOOZED else 0)
+    posts = item.snoozes - (1 if item.status == TriageStatus.SNOOZED else 0)
     return f"triage:{item.id}" if posts <= 0 else f"triage:{item.id}:snooze:{posts}"
 
 
@@ -209,17 +233,17 @@ async def act(
         return Outcome(False, item, f"item #{item_id} is {item.status}")
     # Read before the update, which may refresh `item` in the session.
     current_message, snoozes = message_key(item), item.snoozes
-    values: dict[str, object] = {"status": to, "acted_by": actor, "acted_at": utcnow()}
-    if to == SNOOZED:
+    values: dict[str, object] = {
+        "status": TriageStatus(to),
+        "acted_by": actor,
+        "acted_at": utcnow(),
+    }
+    if to == TriageStatus.SNOOZED:
         values["snoozed_until"] = snoozed_until
         values["snoozes"] = TriageItem.snoozes + 1
-    result = await session.execute(
-        update(TriageItem)
-        .where(TriageItem.id == item_id, TriageItem.status == item.status)
-        .values(**values)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return Outcome(False, await get(session, item_id), "someone else acted on it first")
+    acted = await change(session, TriageItem, item_id, values, only_from=(item.status,))
+    if not acted.won:
+        return Outcome(False, acted.row, "someone else acted on it first")
     if edit is not None:
         await outbox.enqueue(
             session,
@@ -229,7 +253,7 @@ async def act(
             dedup_key=f"triage:{item_id}:{to}:{snoozes}",
             edit_of=current_message,
         )
-    if to == TASKED and task is not None:
+    if to == TriageStatus.TASKED and task is not None:
         created = await tasks.create(
             session,
             title=str(task["title"]),
@@ -249,7 +273,7 @@ async def act(
 async def due_snoozes(session: AsyncSession, now: datetime, limit: int = 100) -> list[TriageItem]:
     stmt = (
         select(TriageItem)
-        .where(TriageItem.status == SNOOZED, TriageItem.snoozed_until <= now)
+        .where(TriageItem.status == TriageStatus.SNOOZED, TriageItem.snoozed_until <= now)
         .order_by(TriageItem.id)
         .limit(limit)
     )
@@ -258,25 +282,29 @@ async def due_snoozes(session: AsyncSession, now: datetime, limit: int = 100) ->
 
 async def wake(session: AsyncSession, item: TriageItem, notice: Notice | None) -> bool:
     """A snooze ran out: the item is open again and posted again (once per snooze)."""
-    result = await session.execute(
-        update(TriageItem)
-        .where(
-            TriageItem.id == item.id,
-            TriageItem.status == SNOOZED,
-            TriageItem.snoozes == item.snoozes,
-        )
-        .values(status=OPEN, snoozed_until=None)
+    # Read before the change, which refreshes `item`.
+    item_id, snoozes = item.id, item.snoozes
+
+    async def post_again(_: TriageItem) -> None:
+        if notice is not None:
+            await outbox.enqueue(
+                session,
+                notice.to,
+                notice.text,
+                buttons=notice.buttons,
+                dedup_key=f"triage:{item_id}:snooze:{snoozes}",
+            )
+
+    woken = await change(
+        session,
+        TriageItem,
+        item_id,
+        {"status": TriageStatus.OPEN, "snoozed_until": None},
+        only_from=(TriageStatus.SNOOZED,),
+        where=[TriageItem.snoozes == snoozes],
+        then=post_again,
     )
-    won = bool(result.rowcount)  # type: ignore[attr-defined]
-    if won and notice is not None:
-        await outbox.enqueue(
-            session,
-            notice.to,
-            notice.text,
-            buttons=notice.buttons,
-            dedup_key=f"triage:{item.id}:snooze:{item.snoozes}",
-        )
-    return won
+    return woken.won
 
 
 async def decided_between(

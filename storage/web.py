@@ -4,29 +4,24 @@ alerts behind incidents (see bot/web)."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import ExternalAlert, WebKey, WebSignin, utcnow
+from storage.transition import upsert
 
 SIGNING_KEY = "signing"
 
 
-def _insert(session: AsyncSession, model: Any) -> Any:
-    postgres = session.get_bind().dialect.name == "postgresql"
-    return (pg_insert if postgres else sqlite_insert)(model)
-
-
 async def signing_key(session: AsyncSession) -> str:
     """The key generated on first use and kept from then on (every node reads the same one)."""
-    stmt = _insert(session, WebKey).values(
-        name=SIGNING_KEY, value=secrets.token_urlsafe(48), created_at=utcnow()
+    await upsert(
+        session,
+        WebKey,
+        {"name": SIGNING_KEY, "value": secrets.token_urlsafe(48), "created_at": utcnow()},
+        keys=["name"],
     )
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
     value: str = (
         await session.execute(select(WebKey.value).where(WebKey.name == SIGNING_KEY))
     ).scalar_one()
@@ -35,11 +30,12 @@ async def signing_key(session: AsyncSession) -> str:
 
 async def use_signin(session: AsyncSession, token_id: str, person_id: int) -> bool:
     """Record that a sign-in link was used; False if it had been already (links work once)."""
-    stmt = _insert(session, WebSignin).values(
-        token_id=token_id[:64], person_id=person_id, used_at=utcnow()
+    return await upsert(
+        session,
+        WebSignin,
+        {"token_id": token_id[:64], "person_id": person_id, "used_at": utcnow()},
+        keys=["token_id"],
     )
-    result = await session.execute(stmt.on_conflict_do_nothing(index_elements=["token_id"]))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def record_alert(
@@ -51,14 +47,18 @@ async def record_alert(
     labels: dict[str, str],
 ) -> None:
     """Keep an outside alert's labels with its incident (once per incident)."""
-    stmt = _insert(session, ExternalAlert).values(
-        incident_id=incident_id,
-        source=source[:32],
-        fingerprint=fingerprint[:128],
-        labels=labels,
-        created_at=utcnow(),
+    await upsert(
+        session,
+        ExternalAlert,
+        {
+            "incident_id": incident_id,
+            "source": source[:32],
+            "fingerprint": fingerprint[:128],
+            "labels": labels,
+            "created_at": utcnow(),
+        },
+        keys=["incident_id"],
     )
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=["incident_id"]))
 
 
 async def alert_of(session: AsyncSession, incident_id: int) -> ExternalAlert | None:

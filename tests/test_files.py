@@ -18,6 +18,7 @@ from bot.config import ConfigError, load_config
 from storage import artifacts, tasks
 from storage.db import Database
 from storage.models import Artifact, Task, TaskEvent, utcnow
+from storage.statuses import TaskStatus
 from tests.fleet import write_config
 
 AGENTS = """
@@ -229,7 +230,7 @@ async def test_done_naming_a_file_is_verified_against_the_recorded_sha256(
     assert not gone.ok and "drafts:post.md, which does not exist now" in gone.content
     async with db.session() as session:
         task = await session.get(Task, task_id)
-        assert task is not None and task.status != tasks.DONE
+        assert task is not None and task.status != TaskStatus.DONE
 
     assert (
         await tools.execute(writer, "write_file", {"path": "drafts:post.md", "content": "v2"})

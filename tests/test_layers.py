@@ -60,7 +60,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("agents.gateway", "handlers.budget"),
     ("bot.alerting", "handlers.incidents"),
     ("bot.watchdog", "bot.app"),
-    ("storage.triage", "integrations.mailbox"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from storage import incidents, links, outbox, runs, tasks
 from storage.db import Database
 from storage.models import Incident, utcnow
+from storage.statuses import RunStatus, TaskStatus
 
 CHAT = -100500
 
@@ -94,12 +95,12 @@ async def test_a_stop_request_is_taken_once_and_only_for_running_runs(db: Databa
         [stop] = await runs.request_stop(session, by="person:2", agent_id="coder")
         assert stop == runs.StopRequest(claimed.run_id, "coder", task.id)
         # The first request wins: a second one (the task cancelled meanwhile) changes nothing.
-        outcome = await tasks.transition(session, task.id, tasks.CANCELLED, actor="person:3")
+        outcome = await tasks.transition(session, task.id, TaskStatus.CANCELLED, actor="person:3")
         assert outcome.won
         assert await runs.stops_requested(session, [claimed.run_id, 999]) == {
             claimed.run_id: "person:2"
         }
-        assert await runs.finish(session, claimed.run_id, "me", runs.CANCELLED, "stopped")
+        assert await runs.finish(session, claimed.run_id, "me", RunStatus.CANCELLED, "stopped")
         assert await runs.request_stop(session, by="person:2", run_id=claimed.run_id) == []
 
 
@@ -110,14 +111,14 @@ async def test_accept_and_send_back_only_move_a_task_in_review(db: Database) -> 
         )
         refused = await tasks.accept(session, task.id, actor="person:1")
         assert not refused.won and refused.reason == f"task #{task.id} is todo, not in_review"
-        await tasks.transition(session, task.id, tasks.IN_PROGRESS, actor="agent:coder")
+        await tasks.transition(session, task.id, TaskStatus.IN_PROGRESS, actor="agent:coder")
         await tasks.transition(
-            session, task.id, tasks.IN_REVIEW, actor="agent:coder", note="evidence"
+            session, task.id, TaskStatus.IN_REVIEW, actor="agent:coder", note="evidence"
         )
         empty = await tasks.send_back(session, task.id, actor="person:1", reason=" ")
         assert not empty.won and empty.reason == "sending back needs a reason"
         back = await tasks.send_back(session, task.id, actor="person:1", reason="add tests")
-        assert back.won and back.task is not None and back.task.status == tasks.IN_PROGRESS
+        assert back.won and back.task is not None and back.task.status == TaskStatus.IN_PROGRESS
         history = await tasks.events(session, task.id)
         assert history[-1].kind == "comment" and history[-1].body == "Sent back: add tests"
         # What is new to coder since it last looked: everything others did on the task.
@@ -127,7 +128,9 @@ async def test_accept_and_send_back_only_move_a_task_in_review(db: Database) -> 
             ("comment", "Sent back: add tests"),
         ]
         await tasks.transition(
-            session, task.id, tasks.IN_REVIEW, actor="agent:coder", note="evidence 2"
+            session, task.id, TaskStatus.IN_REVIEW, actor="agent:coder", note="evidence 2"
         )
         accepted = await tasks.accept(session, task.id, actor="person:1")
-        assert accepted.won and accepted.task is not None and accepted.task.status == tasks.DONE
+        assert (
+            accepted.won and accepted.task is not None and accepted.task.status == TaskStatus.DONE
+        )

@@ -29,6 +29,7 @@ from bot.redact import Redactor
 from storage import jobs, outbox, usage
 from storage.db import Database, _alembic_config
 from storage.models import Base, Incident, JobBeat, Outbox, Silence, Usage, UTCDateTime, utcnow
+from storage.statuses import OutboxStatus
 from tests import pg
 
 TOKEN = "123456789:AAH-not-a-real-token"
@@ -360,7 +361,7 @@ async def _claim(
     async with db.claim() as s:
         stmt = (
             select(Outbox.id)
-            .where(Outbox.status == outbox.PENDING, Outbox.chat_id == CHAT)
+            .where(Outbox.status == OutboxStatus.PENDING, Outbox.chat_id == CHAT)
             .order_by(Outbox.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -24,6 +24,7 @@ from integrations import coding_cli, git
 from storage import runs, tasks
 from storage.db import Database
 from storage.models import Artifact, Task, TaskEvent, Usage, utcnow
+from storage.statuses import RunStatus, TaskStatus
 from tests.fleet import ANTHROPIC_KEY, write_config
 
 BIN = Path(__file__).parent / "bin"
@@ -94,7 +95,7 @@ async def start(s: Setup, title: str, body: str = "") -> tuple[Task, int]:
         task = await tasks.create(
             session, title=title, body=body, assignee="dev", creator="person:1001", max_retries=3
         )
-        await tasks.transition(session, task.id, tasks.IN_PROGRESS, actor="agent:dev")
+        await tasks.transition(session, task.id, TaskStatus.IN_PROGRESS, actor="agent:dev")
         await runs.wake(session, "dev", "manual", task_id=task.id)
     async with s.db.claim() as session:
         [claimed] = await runs.claim_due(
@@ -102,7 +103,7 @@ async def start(s: Setup, title: str, body: str = "") -> tuple[Task, int]:
         )
         loaded = await tasks.get(session, task.id)
         # Closed at once: the rows the adapter writes only need the run to exist.
-        await runs.finish(session, claimed.run_id, "test", runs.SUCCEEDED, "test")
+        await runs.finish(session, claimed.run_id, "test", RunStatus.SUCCEEDED, "test")
     assert loaded is not None
     return loaded, claimed.run_id
 
@@ -158,7 +159,7 @@ async def test_a_task_ends_with_a_commit_on_its_branch_a_comment_and_the_reporte
         ).scalars()
         [usage] = (await session.execute(select(Usage))).scalars().all()
         [log_file] = (await session.execute(select(Artifact))).scalars().all()
-    assert done is not None and done.status == tasks.DONE
+    assert done is not None and done.status == TaskStatus.DONE
     assert any("Implemented the task and committed it (claude)." in c for c in comments)
     assert (usage.model, usage.profile, usage.purpose) == ("claude", "cli:claude", "coding")
     assert usage.cost_usd == Decimal("0.0421") and usage.run_id == run_id
@@ -210,7 +211,7 @@ async def test_no_commits_goes_to_review(setup: Setup) -> None:
         notes = (
             await session.execute(select(TaskEvent.body).where(TaskEvent.to_status.is_not(None)))
         ).scalars()
-    assert found is not None and found.status == tasks.IN_REVIEW
+    assert found is not None and found.status == TaskStatus.IN_REVIEW
     assert any(n and n.startswith("no commits") for n in notes)
 
 
@@ -220,7 +221,7 @@ async def test_a_commit_not_on_the_remote_goes_to_review(setup: Setup) -> None:
     assert "1 commit" in result.outcome and "not pushed" in result.outcome
     async with setup.db.session() as session:
         found = await tasks.get(session, task.id)
-    assert found is not None and found.status == tasks.IN_REVIEW
+    assert found is not None and found.status == TaskStatus.IN_REVIEW
 
 
 async def test_a_missing_cli_is_named(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,7 +259,7 @@ async def test_stop_kills_the_cli_and_ends_the_run_cancelled(setup: Setup) -> No
     assert result.outcome.startswith("stopped by Ben; the checkout is kept.")
     async with setup.db.session() as session:
         stopped = await tasks.get(session, task.id)
-    assert stopped is not None and stopped.status == tasks.BLOCKED
+    assert stopped is not None and stopped.status == TaskStatus.BLOCKED
     assert not any(alive(int(pid)) for pid in pids_file.read_text().split())
     assert (setup.workspace / "checkouts" / str(task.id) / ".git").exists()
 

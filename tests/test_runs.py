@@ -9,11 +9,12 @@ from sqlalchemy import delete, select
 from storage import inbox, runs, tasks
 from storage.db import Database
 from storage.models import Run, Usage, utcnow
+from storage.statuses import RunStatus, TaskStatus
 
 
 async def queued(db: Database, agent: str) -> list[Run]:
     async with db.session() as session:
-        stmt = select(Run).where(Run.agent_id == agent, Run.status == runs.QUEUED)
+        stmt = select(Run).where(Run.agent_id == agent, Run.status == RunStatus.QUEUED)
         return list((await session.execute(stmt)).scalars())
 
 
@@ -41,7 +42,7 @@ async def test_one_running_run_per_agent(db: Database) -> None:
     async with db.claim() as session:
         assert await runs.claim_due(session, "b", lease, exclude=set(), limit=5) == []
     async with db.claim() as session:
-        assert await runs.finish(session, first.run_id, "a", runs.SUCCEEDED, "ok")
+        assert await runs.finish(session, first.run_id, "a", RunStatus.SUCCEEDED, "ok")
     async with db.claim() as session:
         [second] = await runs.claim_due(session, "b", lease, exclude=set(), limit=5)
     assert second.agent_id == "coder" and second.run_id != first.run_id
@@ -90,18 +91,23 @@ async def test_illegal_transitions_name_the_current_status(db: Database) -> None
         task = await tasks.create(
             session, title="T", assignee="coder", creator="person:1", max_retries=3
         )
-        done = await tasks.transition(session, task.id, tasks.DONE, actor="agent:coder")
+        done = await tasks.transition(session, task.id, TaskStatus.DONE, actor="agent:coder")
         assert not done.won and done.reason == f"task #{task.id} is todo; it cannot become done"
-        blocked = await tasks.transition(session, task.id, tasks.BLOCKED, actor="agent:coder")
+        blocked = await tasks.transition(session, task.id, TaskStatus.BLOCKED, actor="agent:coder")
         assert not blocked.won and blocked.reason == "blocking needs a reason"
         ok = await tasks.transition(
-            session, task.id, tasks.BLOCKED, actor="agent:coder", note="no access", manager="hub"
+            session,
+            task.id,
+            TaskStatus.BLOCKED,
+            actor="agent:coder",
+            note="no access",
+            manager="hub",
         )
         assert ok.won
         [message] = await inbox.unread(session, "hub")
         assert "no access" in message.body and message.kind == "escalation"
         again = await tasks.transition(
-            session, task.id, tasks.BLOCKED, actor="agent:coder", note="x"
+            session, task.id, TaskStatus.BLOCKED, actor="agent:coder", note="x"
         )
         assert not again.won and again.reason == f"task #{task.id} is already blocked"
 
@@ -118,10 +124,10 @@ async def test_pruning_deletes_old_idle_heartbeats_and_keeps_work_and_spend(db: 
         hub = select(Run).where(Run.agent_id == "hub").order_by(Run.id)
         rows = list((await session.execute(hub)).scalars())
         deferred = Run(
-            agent_id="coder", trigger="retry", status=runs.SKIPPED, finished_at=old, turns=0
+            agent_id="coder", trigger="retry", status=RunStatus.SKIPPED, finished_at=old, turns=0
         )
         worked = Run(
-            agent_id="coder", trigger="assignment", task_id=task.id, status=runs.SUCCEEDED,
+            agent_id="coder", trigger="assignment", task_id=task.id, status=RunStatus.SUCCEEDED,
             finished_at=old, turns=2,
         )  # fmt: skip
         session.add_all([deferred, worked])
@@ -169,13 +175,19 @@ async def test_the_failure_streak_counts_failed_runs_since_the_last_success(
     db: Database,
 ) -> None:
     lease = timedelta(minutes=1)
-    for status in (runs.FAILED, runs.SUCCEEDED, runs.FAILED, runs.SKIPPED, runs.FAILED):
+    for status in (
+        RunStatus.FAILED,
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.SKIPPED,
+        RunStatus.FAILED,
+    ):
         async with db.claim() as session:
             await runs.wake(session, "coder", "manual")
         async with db.claim() as session:
             [run] = await runs.claim_due(session, "a", lease, exclude=set(), limit=1)
             await runs.finish(session, run.run_id, "a", status, status)
-            if status == runs.SUCCEEDED:
+            if status == RunStatus.SUCCEEDED:
                 after = run.run_id
     async with db.session() as session:
         streak = await runs.failure_streak(session, "coder")

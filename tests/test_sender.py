@@ -15,6 +15,7 @@ from bot.sender import Sender
 from storage import outbox
 from storage.db import Database
 from storage.models import Outbox
+from storage.statuses import OutboxStatus
 from tests.botapi_server import BotAPIServer
 
 FEED = outbox.Destination(chat_id=-100777, topic=None, feed="approvals")
@@ -37,7 +38,7 @@ async def deliver_all(sender: Sender, db: Database) -> None:
         sender.pacer = type(sender.pacer)()  # pacing is tested elsewhere; here it only waits
         await sender.deliver_due()
         async with db.session() as session:
-            if not [r for r in await outbox.unsent(session) if r.status == outbox.PENDING]:
+            if not [r for r in await outbox.unsent(session) if r.status == OutboxStatus.PENDING]:
                 return
     raise AssertionError("outbox did not drain")
 

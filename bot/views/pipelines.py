@@ -11,6 +11,7 @@ from aiogram.filters.callback_data import CallbackData
 
 from bot.views.text import esc, usd
 from storage.models import DbId, PipelineRun, PipelineStep, utcnow
+from storage.statuses import PipelineStatus
 
 Button = dict[str, str]  # as storage.outbox.Button (views come before storage)
 
@@ -23,13 +24,13 @@ class PipelineCb(CallbackData, prefix="pl"):
 
 
 # Run and step statuses (storage.pipelines) and how they show.
-MARKS = {
-    "waiting": "⏳",
-    "running": "▶️",
-    "done": "✅",
-    "failed": "❌",
-    "blocked": "⛔",
-    "cancelled": "✖️",
+MARKS: dict[str, str] = {
+    PipelineStatus.WAITING: "⏳",
+    PipelineStatus.RUNNING: "▶️",
+    PipelineStatus.DONE: "✅",
+    PipelineStatus.FAILED: "❌",
+    PipelineStatus.BLOCKED: "⛔",
+    PipelineStatus.CANCELLED: "✖️",
 }
 
 
@@ -71,17 +72,17 @@ def render(
         if step.produces:
             parts.append(f"→ {esc(step.produces)}")
         lines.append(" · ".join(parts))
-        if step.reason and step.status != "done":
+        if step.reason and step.status != PipelineStatus.DONE:
             lines.append(f"    {esc(step.reason[:300])}")
-    if run.reason and run.status != "done":
+    if run.reason and run.status != PipelineStatus.DONE:
         lines.append(f"<i>{esc(run.reason[:500])}</i>")
     return "\n".join(lines)
 
 
 def buttons(run: PipelineRun) -> list[list[Button]]:
     row: list[Button] = []
-    if run.status == "blocked":
+    if run.status == PipelineStatus.BLOCKED:
         row.append({"text": "Retry step", "callback_data": PipelineCb(a="r", id=run.id).pack()})
-    if run.status in ("running", "blocked"):
+    if run.status in (PipelineStatus.RUNNING, PipelineStatus.BLOCKED):
         row.append({"text": "Cancel", "callback_data": PipelineCb(a="c", id=run.id).pack()})
     return [row] if row else []

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Config
 from storage import incidents, usage
 from storage.models import Approval, Incident, JobBeat, Outbox, Run, TriageItem, Usage, utcnow
+from storage.statuses import ApprovalStatus, OutboxStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,7 +76,9 @@ async def snapshot(
             snap.budget_ratio[agent_id] = float(spent.get(agent_id, Decimal(0)) / budget)
     depth, oldest = (
         await session.execute(
-            select(func.count(), func.min(Outbox.created_at)).where(Outbox.status == "pending")
+            select(func.count(), func.min(Outbox.created_at)).where(
+                Outbox.status == OutboxStatus.PENDING
+            )
         )
     ).one()
     snap.outbox_depth = int(depth)
@@ -90,7 +93,9 @@ async def snapshot(
     snap.approvals_pending = int(
         (
             await session.execute(
-                select(func.count()).select_from(Approval).where(Approval.status == "pending")
+                select(func.count())
+                .select_from(Approval)
+                .where(Approval.status == ApprovalStatus.PENDING)
             )
         ).scalar_one()
     )

@@ -25,6 +25,7 @@ from storage.models import (
     TaskEvent,
     utcnow,
 )
+from storage.statuses import ApprovalStatus, RunStatus
 
 PAGE = 50
 FEEDS = ("activity", "alerts")
@@ -55,14 +56,14 @@ async def fleet(session: AsyncSession, config: Config) -> list[AgentRow]:
         run.agent_id: run
         for run in (
             await session.execute(
-                select(Run).where(Run.status == "running", Run.agent_id.in_(ids))
+                select(Run).where(Run.status == RunStatus.RUNNING, Run.agent_id.in_(ids))
             )
         ).scalars()
     }
     # The last finished run of each agent: one indexed lookup per agent (ix_runs_agent_id).
     last_ids = [
         select(func.max(Run.id))
-        .where(Run.agent_id == agent_id, Run.status.not_in(("queued", "running")))
+        .where(Run.agent_id == agent_id, Run.status.not_in((RunStatus.QUEUED, RunStatus.RUNNING)))
         .scalar_subquery()
         for agent_id in ids
     ]
@@ -180,11 +181,14 @@ async def task_page(session: AsyncSession, task_id: int) -> TaskPage | None:
 async def approvals(session: AsyncSession) -> tuple[list[Approval], list[Approval]]:
     """Pending ones, then the 50 most recently decided."""
     pending = await session.execute(
-        select(Approval).where(Approval.status == "pending").order_by(Approval.id).limit(200)
+        select(Approval)
+        .where(Approval.status == ApprovalStatus.PENDING)
+        .order_by(Approval.id)
+        .limit(200)
     )
     decided = await session.execute(
         select(Approval)
-        .where(Approval.status != "pending")
+        .where(Approval.status != ApprovalStatus.PENDING)
         .order_by(Approval.id.desc())
         .limit(PAGE)
     )

@@ -38,6 +38,7 @@ from bot.web.auth import LINK, SESSION, Signer
 from storage import tasks
 from storage import web as web_store
 from storage.db import Database
+from storage.models import is_row_id
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +472,7 @@ def _int(value: str | None) -> int | None:
     if value is None or not value.isascii() or not value.isdigit() or len(value) > 10:
         return None
     number = int(value)
-    return number if 0 < number < 2**31 else None
+    return number if is_row_id(number) else None
 
 
 def make_app(
