@@ -9,7 +9,10 @@ with its key path, and `name_items` names list entries by id ("agents.coder.budg
 not "agents[1].budget_usd_month").
 
 This module knows the models only through the root model it is given, so bot.config can use
-it without an import cycle.
+it without an import cycle. It knows two conventions of theirs: an error of type
+`CROSS_FIELD` is a problem between keys whose message is said as is, and a required key may
+say what to write when it is missing (`WhenMissing`). A table chosen by a key
+(`Annotated[A | B, Field(discriminator="backend")]`) is read as the member that key names.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import difflib
 import json
 import re
 import types
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -32,6 +36,18 @@ _TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|[A-Z][A-Za-z]+)$")
 _INDEXED = re.compile(r"^([a-z_]+)\[(\d+)\]")
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 _ID_PATTERN = "^[a-z][a-z0-9_-]{0,31}$"
+_UNION_TAG = ("union_tag_not_found", "union_tag_invalid")
+
+# The error type of a problem between keys of one table (bot.config.values.Section).
+CROSS_FIELD = "cross_field"
+
+
+@dataclass(frozen=True)
+class WhenMissing:
+    """What to say when a required key is missing, instead of "required key is missing":
+    `account: Annotated[str, WhenMissing("required for the himalaya backend")]`."""
+
+    text: str
 
 
 def key_path(loc: Loc) -> str:
@@ -101,8 +117,11 @@ def describe(errors: list[Any], root: type[BaseModel]) -> list[tuple[str, str]]:
     one key become one sentence."""
     found: dict[str, list[str]] = {}
     for error in errors:
-        loc = _shown_loc(tuple(error["loc"]), root)
-        sentence = _sentence(error, loc, root)
+        raw = tuple(error["loc"])
+        if error["type"] in _UNION_TAG:  # said about the key that chooses the table
+            raw = (*raw, str((error.get("ctx") or {}).get("discriminator", "")).strip("'"))
+        loc = _shown_loc(raw, root)
+        sentence = _sentence(error, raw, loc, root)
         said = found.setdefault(key_path(loc), [])
         if sentence not in said:
             said.append(sentence)
@@ -117,19 +136,29 @@ def _joined(sentences: list[str]) -> str:
     return ", or ".join([sentences[0], *rest])
 
 
-def _sentence(error: Any, loc: Loc, root: type[BaseModel]) -> str:
+def _sentence(error: Any, raw: Loc, loc: Loc, root: type[BaseModel]) -> str:
+    """What is wrong at `raw` (pydantic's location), shown to people as `loc`."""
     kind = str(error["type"])
     ctx = error.get("ctx") or {}
     message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == CROSS_FIELD:
+        return message
+    if kind == "union_tag_invalid":
+        tags = str(ctx.get("expected_tags", "")).replace("'", '"').split(", ")
+        return f"must be {' or '.join(tags)}"
     if kind == "extra_forbidden":
-        known = known_keys(loc[:-1], root)
+        known = known_keys(raw[:-1], root)
         hint = ""
         if known:
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(known)})"
         return f"unknown key{hint}"
-    if kind == "missing":
+    if kind == "union_tag_not_found":
         return "required key is missing"
+    if kind == "missing":
+        field = _field(raw, root)
+        said = [m.text for m in field.metadata if isinstance(m, WhenMissing)] if field else []
+        return said[0] if said else "required key is missing"
     if kind == "enum" and loc and loc[-1] == "role":
         return "unknown role (use owner, operator or viewer)"
     simple = {
@@ -148,8 +177,8 @@ def _sentence(error: Any, loc: Loc, root: type[BaseModel]) -> str:
         "model_type": "must be a table ([section] or { key = value })",
         "model_attributes_type": "must be a table ([section] or { key = value })",
     }
-    if kind == "list_type" and _container(_field_annotation(loc, root))[0] == "list":
-        item = _container(_field_annotation(loc, root))[1]
+    if kind == "list_type" and _container(_field_annotation(raw, root))[0] == "list":
+        item = _container(_field_annotation(raw, root))[1]
         if _container(item)[0] == "model":
             return f"must be a list of tables: write each entry as [[{key_path(loc)}]]"
     if kind in simple:
@@ -193,16 +222,22 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _field(loc: Loc, root: type[BaseModel]) -> FieldInfo | None:
+    """The field of the key at `loc` (None for an unknown key or an entry)."""
+    walk = _walk(loc, root)
+    return walk.field if walk.used == len(loc) else None
+
+
 def _field_annotation(loc: Loc, root: type[BaseModel]) -> Any:
-    target, field = _target(loc, root)
-    return field.annotation if field is not None and target == loc else None
+    field = _field(loc, root)
+    return field.annotation if field is not None else None
 
 
 def _shown_loc(loc: Loc, root: type[BaseModel]) -> Loc:
     """The location as a person names it: without union member tags."""
-    target, _ = _target(loc, root)
-    shown = list(target)
-    for part in loc[len(target) :]:
+    walk = _walk(loc, root)
+    shown = list(walk.target)
+    for part in loc[walk.used :]:
         if isinstance(part, str) and _TAG.match(part):
             continue
         shown.append(part)
@@ -213,12 +248,16 @@ def known_keys(loc: Loc, root: type[BaseModel]) -> list[str]:
     """The keys the table at `loc` accepts."""
     annotation: Any = root
     for part in loc:
+        variant = _variant(annotation, part)
+        if variant is not None:
+            annotation = variant
+            continue
         kind, sub = _container(annotation)
         if kind == "model" and isinstance(part, str):
             field = sub.model_fields.get(part)
             if field is None:
                 return []
-            annotation = field.annotation
+            annotation = _annotated(field)
         elif kind in ("list", "dict"):
             annotation = sub
         else:
@@ -235,12 +274,21 @@ def repair(data: dict[str, Any], errors: list[Any], root: type[BaseModel]) -> No
     optional key is removed (its default applies), a broken required key and an entry that is
     not a table get a stand-in. Entries are never removed from lists, so positions stay."""
     for error in errors:
-        target, field = _target(tuple(error["loc"]), root)
+        walk = _walk(tuple(error["loc"]), root)
+        target, field = walk.target, walk.field
         if not target:
             continue
         parent = _node(data, target[:-1])
         last = target[-1]
-        if isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+        if error["type"] in _UNION_TAG:
+            # The entry becomes the first kind of table (its key said broken already).
+            key, tag = _first_tag(walk.annotation)
+            entry = _node(data, target)
+            if isinstance(entry, dict):
+                entry[key] = tag
+            elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+                parent[last] = {key: tag}
+        elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
             parent[last] = {}
         elif isinstance(parent, dict) and isinstance(last, str):
             if field is not None and field.is_required():
@@ -261,27 +309,86 @@ def _node(data: Any, loc: Loc) -> Any:
     return node
 
 
-def _target(loc: Loc, root: type[BaseModel]) -> tuple[Loc, FieldInfo | None]:
-    """The part of `loc` down to the key of the innermost table, and that key's field (None
-    for an unknown key or an entry of a list or dict of tables)."""
+@dataclass
+class _Walk:
+    """How far a location leads through the models: `target`, its part down to the key of
+    the innermost table (without union tags), is `used` parts of it; `field` is that key's
+    (None for an unknown key or an entry of a list or dict of tables), `annotation` what
+    the last part holds."""
+
+    target: Loc
+    field: FieldInfo | None
+    used: int
+    annotation: Any
+
+
+def _walk(loc: Loc, root: type[BaseModel]) -> _Walk:
     annotation: Any = root
     out: list[str | int] = []
     field: FieldInfo | None = None
+    used = 0
     for part in loc:
+        variant = _variant(annotation, part)
+        if variant is not None:
+            annotation = variant
+            used += 1
+            continue
         kind, sub = _container(annotation)
         if kind == "model" and isinstance(part, str):
             out.append(part)
+            used += 1
             field = sub.model_fields.get(part)
             if field is None:
                 break
-            annotation = field.annotation
+            annotation = _annotated(field)
         elif kind in ("list", "dict") and _container(sub)[0] == "model":
             out.append(part)
+            used += 1
             field = None
             annotation = sub
         else:
             break
-    return tuple(out), field
+    return _Walk(tuple(out), field, used, annotation)
+
+
+def _annotated(field: FieldInfo) -> Any:
+    """A field's annotation, with the discriminator pydantic moved out of it put back."""
+    if isinstance(field.discriminator, str):
+        return Annotated[field.annotation, field]
+    return field.annotation
+
+
+def _chooser(annotation: Any) -> tuple[str, list[type[BaseModel]]] | None:
+    """(the key, the tables) of a table chosen by a key, else None."""
+    if get_origin(annotation) is not Annotated:
+        return None
+    base, *extra = get_args(annotation)
+    key = next((m.discriminator for m in extra if isinstance(m, FieldInfo)), None)
+    if not isinstance(key, str) or get_origin(base) not in (Union, types.UnionType):
+        return None
+    return key, [m for m in get_args(base) if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _variant(annotation: Any, tag: str | int) -> type[BaseModel] | None:
+    """The table of a table chosen by a key that `tag` (the key's value, which pydantic puts
+    into error locations) names."""
+    chooser = _chooser(annotation)
+    if chooser is None:
+        return None
+    key, members = chooser
+    for member in members:
+        field = member.model_fields.get(key)
+        if field is not None and tag in get_args(field.annotation):
+            return member
+    return None
+
+
+def _first_tag(annotation: Any) -> tuple[str, Any]:
+    """The key of a table chosen by a key, and the value naming its first table."""
+    chooser = _chooser(annotation)
+    assert chooser is not None, "a union tag error comes from a table chosen by a key"
+    key, members = chooser
+    return key, get_args(members[0].model_fields[key].annotation)[0]
 
 
 def _container(annotation: Any) -> tuple[str, Any]:
