@@ -114,18 +114,19 @@ def name_items(problem: str, raw: dict[str, Any]) -> str:
 
 def describe(errors: list[Any], root: type[BaseModel]) -> list[tuple[str, str]]:
     """(key path, sentence) per broken key, in the order found; a union's several errors for
-    one key become one sentence."""
-    found: dict[str, list[str]] = {}
-    for error in errors:
+    one key become one sentence. Problems between keys are said one by one, even several
+    about one table."""
+    found: dict[tuple[str, int], list[str]] = {}
+    for n, error in enumerate(errors):
         raw = tuple(error["loc"])
         if error["type"] in _UNION_TAG:  # said about the key that chooses the table
             raw = (*raw, str((error.get("ctx") or {}).get("discriminator", "")).strip("'"))
         loc = _shown_loc(raw, root)
-        sentence = _sentence(error, raw, loc, root)
-        said = found.setdefault(key_path(loc), [])
+        sentence = _own_sentence(error, raw, loc, root) or _sentence(error, raw, loc, root)
+        said = found.setdefault((key_path(loc), n if error["type"] == CROSS_FIELD else -1), [])
         if sentence not in said:
             said.append(sentence)
-    return [(path, _joined(sentences)) for path, sentences in found.items()]
+    return [(path, _joined(sentences)) for (path, _), sentences in found.items()]
 
 
 def _joined(sentences: list[str]) -> str:
@@ -136,16 +137,28 @@ def _joined(sentences: list[str]) -> str:
     return ", or ".join([sentences[0], *rest])
 
 
+def _own_sentence(error: Any, raw: Loc, loc: Loc, root: type[BaseModel]) -> str | None:
+    """The sentences of the config's own conventions (see the top), None for the others."""
+    kind = str(error["type"])
+    if kind == CROSS_FIELD:
+        return str(error["msg"])
+    if kind == "union_tag_invalid":
+        tags = str((error.get("ctx") or {}).get("expected_tags", "")).replace("'", '"')
+        return f"must be {' or '.join(tags.split(', '))}"
+    if kind == "union_tag_not_found":
+        return "required key is missing"
+    if kind == "missing":
+        field = _field(raw, root)
+        said = [m.text for m in field.metadata if isinstance(m, WhenMissing)] if field else []
+        return said[0] if said else "required key is missing"
+    return None
+
+
 def _sentence(error: Any, raw: Loc, loc: Loc, root: type[BaseModel]) -> str:
     """What is wrong at `raw` (pydantic's location), shown to people as `loc`."""
     kind = str(error["type"])
     ctx = error.get("ctx") or {}
     message = str(error["msg"]).removeprefix("Value error, ")
-    if kind == CROSS_FIELD:
-        return message
-    if kind == "union_tag_invalid":
-        tags = str(ctx.get("expected_tags", "")).replace("'", '"').split(", ")
-        return f"must be {' or '.join(tags)}"
     if kind == "extra_forbidden":
         known = known_keys(raw[:-1], root)
         hint = ""
@@ -153,12 +166,6 @@ def _sentence(error: Any, raw: Loc, loc: Loc, root: type[BaseModel]) -> str:
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(known)})"
         return f"unknown key{hint}"
-    if kind == "union_tag_not_found":
-        return "required key is missing"
-    if kind == "missing":
-        field = _field(raw, root)
-        said = [m.text for m in field.metadata if isinstance(m, WhenMissing)] if field else []
-        return said[0] if said else "required key is missing"
     if kind == "enum" and loc and loc[-1] == "role":
         return "unknown role (use owner, operator or viewer)"
     simple = {

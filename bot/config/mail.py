@@ -50,6 +50,7 @@ class _Mailbox(Section):
     """What every backend's mailbox has: how often it is read and how its mail is judged."""
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    backend: str  # each backend's table narrows it to its own name
     folder: str = "INBOX"
     every: Annotated[timedelta, at_most("1d")] = timedelta(minutes=10)
     vip: list[str] = Field(default_factory=list)
