@@ -2,10 +2,10 @@
 
 A config is read once and validated completely: every problem is reported in one pass, with
 the file, the key path (list entries by id) and what is wrong in a plain sentence; the
-cross-checks such as duplicate ids run on a repaired copy next to the key errors
-(bot.config_problems). Secret values never appear in an error: a problem with a secret names
-the environment variable or the file it was meant to come from. What a fleet needs beyond a
-valid file (people, keys, no placeholders) is bot.config_check's.
+cross-checks such as duplicate ids run on a repaired copy next to the key errors. Secret
+values never appear in an error: a problem with a secret names the environment variable or
+the file it was meant to come from. What a fleet needs beyond a valid file (people, keys, no
+placeholders) is bot.config_check's.
 
 The modules, by job:
 - values: the value types (durations as `timedelta`, quiet hours, latency, secrets, roles)
@@ -13,7 +13,8 @@ The modules, by job:
 - agents, mail, operations, model: the tables (model holds the root, `Config`);
 - secrets: `${VAR}` and `<key>_file`;
 - loading: the file, its TOML, and every problem in one pass;
-- semantics: the checks across tables.
+- semantics: the checks across tables;
+- problems, walk: pydantic's errors in the config's words, and the repaired copy.
 Every public name is importable from `bot.config`.
 """
 

@@ -18,18 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.config.model import Config
+from bot.config.problems import CROSS_FIELD, describe, name_items, path_of, said_already, under
 from bot.config.secrets import Resolution, resolve_secrets
 from bot.config.semantics import semantic_problems
 from bot.config.values import NO_CROSS_CHECKS
-from bot.config_problems import (
-    CROSS_FIELD,
-    describe,
-    name_items,
-    path_of,
-    repair,
-    said_already,
-    under,
-)
+from bot.config.walk import repair
 
 DEFAULT_CONFIG_PATH = Path("fleet.toml")
 

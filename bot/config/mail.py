@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from bot.config.problems import WhenMissing
 from bot.config.values import Loc, Secret, Section, at_most
-from bot.config_problems import WhenMissing
 
 
 class HimalayaOptions(Section):
