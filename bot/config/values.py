@@ -70,7 +70,7 @@ def _text(value: object) -> str:
 def at_most(limit: str) -> PlainValidator:
     """The parser of a duration key no longer than `limit`:
     `Annotated[timedelta, at_most("1h")]`. A timedelta given in code passes the same bound."""
-    bound = timedelta(seconds=_duration_seconds(limit))  # a typo fails at import
+    bound = parse_duration(limit, at_most=limit)  # a typo in a bound fails at import
 
     def parse(value: object) -> timedelta:
         if isinstance(value, timedelta):
