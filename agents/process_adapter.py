@@ -28,7 +28,7 @@ from pathlib import Path
 
 from agents.gateway import Gateway, GatewayError
 from agents.turn import TurnResult
-from bot.config import AgentConfig, CodingCli, Config, parse_duration
+from bot.config import AgentConfig, CodingCli, Config
 from bot.logs import RedactingFormatter
 from bot.views import coding as views
 from bot.views.buttons import stop_button
@@ -128,7 +128,7 @@ async def _work(
 ) -> TurnResult:
     """The CLIs in order, until one ran (or all are limited, missing or cooling down)."""
     stdin = _stdin(system, brief, branch).encode()
-    limit = parse_duration(agent.timeout).total_seconds()
+    limit = agent.timeout.total_seconds()
     problems: list[str] = []
     attempt: Attempt | None = None
     for cli in agent.clis:

@@ -26,7 +26,7 @@ from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
 from agents.turn import StopSignal, TurnResult, run_turn
-from bot.config import AgentConfig, Config, parse_duration
+from bot.config import AgentConfig, Config
 from bot.views import runs as views
 from bot.views.buttons import stop_button
 from bot.views.text import when
@@ -49,7 +49,7 @@ class Runtime:
         self.org = OrgChart(config)
         self.settings = config.runtime
         self.lease = timedelta(seconds=self.settings.lease_seconds)
-        self.window = timedelta(seconds=self.settings.seconds("wake_window"))
+        self.window = self.settings.wake_window
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -71,7 +71,9 @@ class Runtime:
         """A scheduled heartbeat: queue a run if the agent has something to do, else record a
         skipped run. No model is called here."""
         agent = self.org.get(agent_id)
-        if agent is None or in_quiet_hours(agent.quiet_hours, datetime.now(self.config.tz)):
+        tz = self.config.tz
+        quiet = agent.quiet_hours if agent is not None else None
+        if agent is None or (quiet is not None and quiet.contains(datetime.now(tz), tz)):
             return
         standing = workspace.heartbeat_has_tasks(self.workspace_of(agent))
         if not standing:
@@ -561,8 +563,8 @@ class Runtime:
         """When the agent may run again after its failed runs in a row: `retry_backoff`,
         doubling with each, up to `retry_backoff_max`."""
         streak = await runs.failure_streak(session, agent_id)
-        first = self.settings.seconds("retry_backoff")
-        longest = self.settings.seconds("retry_backoff_max")
+        first = self.settings.retry_backoff.total_seconds()
+        longest = self.settings.retry_backoff_max.total_seconds()
         seconds = min(longest, first * 2 ** min(max(streak.count - 1, 0), 30))
         return utcnow() + timedelta(seconds=seconds)
 
@@ -717,17 +719,5 @@ def _brief(
     return "\n".join(lines)
 
 
-def in_quiet_hours(quiet_hours: str | None, now: datetime) -> bool:
-    """Whether `now` (in the configured zone) falls in "HH:MM-HH:MM", which may span
-    midnight ("23:00-07:00")."""
-    if not quiet_hours:
-        return False
-    start, end = quiet_hours.split("-")
-    current = now.strftime("%H:%M")
-    if start <= end:
-        return start <= current < end
-    return current >= start or current < end
-
-
 def heartbeat_seconds(agent: AgentConfig) -> int | None:
-    return int(parse_duration(agent.heartbeat).total_seconds()) if agent.heartbeat else None
+    return int(agent.heartbeat.total_seconds()) if agent.heartbeat else None

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from agents import commands, exec_policy, files, workspace
 from agents import pipelines as pipeline_runs
 from agents.org import OrgChart
-from bot.config import AgentConfig, Config, Role, parse_duration
+from bot.config import AgentConfig, Config, Role
 from integrations import publish as publishing
 from integrations.deploy import shown_command
 from storage import (
@@ -502,7 +502,7 @@ async def _run_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     argv: list[str] = args["argv"]
     if any("\x00" in word for word in argv):
         return refused("argv contains a NUL character")
-    maximum = int(parse_duration(policy.max_timeout).total_seconds())
+    maximum = int(policy.max_timeout.total_seconds())
     timeout = args.get("timeout_s", min(commands.DEFAULT_TIMEOUT, maximum))
     if timeout > maximum:
         return refused(f"timeout_s {timeout} is over your maximum of {maximum} s")

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agents.gateway import BudgetExceeded, Gateway, GatewayError
-from bot.config import AgentConfig, Config, MailboxConfig, parse_duration
+from bot.config import AgentConfig, Config, MailboxConfig
 from bot.scheduler import JobFailed
 from bot.views import triage as views
 from bot.views.text import clip, one_line
@@ -187,10 +187,10 @@ def triage_agent(config: Config) -> AgentConfig | None:
 
 
 def open_mailbox(config: Config, mailbox: MailboxConfig, index: int) -> Mailbox:
-    timeout = parse_duration(mailbox.timeout).total_seconds()
+    timeout = mailbox.timeout.total_seconds()
     if mailbox.backend == "himalaya":
         return Himalaya(
-            account=mailbox.account or "",
+            account=mailbox.account,
             folder=mailbox.folder,
             binary=mailbox.himalaya.bin,
             version=mailbox.himalaya.version,
@@ -199,11 +199,10 @@ def open_mailbox(config: Config, mailbox: MailboxConfig, index: int) -> Mailbox:
             where=f"mailboxes[{index}].himalaya.bin",
         )
     graph = mailbox.graph
-    assert graph is not None  # checked when the config was loaded
     base = config.path.parent
     cache = graph.token_cache or Path(f".msal-{mailbox.id}.json")
     return GraphMailbox(
-        user=mailbox.user or "",
+        user=mailbox.user,
         folder=mailbox.folder,
         tenant=graph.tenant,
         client_id=graph.client_id,

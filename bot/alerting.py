@@ -46,7 +46,7 @@ class Alerting:
 
     def flush_every(self) -> int:
         """How often the alerts job looks: a few times per group_wait, 1..10 s."""
-        return int(min(10, max(1, self.config.alerting.seconds("group_wait") // 3)))
+        return int(min(10, max(1, self.config.alerting.group_wait.total_seconds() // 3)))
 
     # --- checks ------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ class Alerting:
                     check.id,
                     now=now,
                     per_hour=check.recover_max_per_hour,
-                    backoff=timedelta(seconds=check.seconds("every")),
+                    backoff=check.every,
                 )
         if not result.ok:
             log.info("check %s failed: %s", check.id, result.detail)
@@ -91,7 +91,7 @@ class Alerting:
         log.warning("check %s: running its recover command (attempt %d)", check.id, attempt)
         done = await checks.run_command(
             check.recover,
-            check.seconds("recover_timeout"),
+            check.recover_timeout.total_seconds(),
             self.config.own_secrets(),
             self.redactor,
         )
@@ -127,10 +127,8 @@ class Alerting:
             if pending and to is not None:
                 oldest = min(i.opened_at for i in pending)
                 last = await incidents.last_alert_at(session)
-                waited = (now - oldest).total_seconds() >= settings.seconds("group_wait")
-                spaced = last is None or (now - last).total_seconds() >= settings.seconds(
-                    "group_interval"
-                )
+                waited = now - oldest >= settings.group_wait
+                spaced = last is None or now - last >= settings.group_interval
                 if waited and spaced:
                     await incidents.announce(
                         session,
@@ -139,7 +137,7 @@ class Alerting:
                         text=self.render(pending),
                         buttons=alert_buttons(min(i.id for i in pending)),
                     )
-            repeat = settings.seconds("repeat_interval")
+            repeat = settings.repeat_interval.total_seconds()
             for incident in await incidents.due_reminders(session, now, repeat):
                 await incidents.remind(session, incident, now)
 

@@ -27,7 +27,7 @@ from agents.pipelines import PipelineWorker
 from agents.runtime import Runtime, heartbeat_seconds
 from agents.triage import Triage
 from bot.alerting import Alerting
-from bot.config import Config, Role, parse_duration
+from bot.config import Config, Role
 from bot.config_watch import ConfigWatch, save_last_good
 from bot.middlewares import (
     AuthMiddleware,
@@ -249,7 +249,7 @@ async def _serve(config: Config, db: Database) -> int:
     for mailbox in config.mailboxes:
         scheduler.every(
             f"triage:{mailbox.id}",
-            int(parse_duration(mailbox.every).total_seconds()),
+            int(mailbox.every.total_seconds()),
             functools.partial(triage.job, mailbox.id),
         )
     if config.mailboxes:
@@ -367,16 +367,16 @@ def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
     for check in config.checks:
         scheduler.every(
             f"check:{check.id}",
-            max(1, int(check.seconds("every"))),
+            max(1, int(check.every.total_seconds())),
             functools.partial(alerting.run_check, check),
         )
     scheduler.every("alerts", alerting.flush_every(), alerting.flush)
     watchdog = Watchdog(config, db, scheduler.intervals)
-    scheduler.every("watchdog", int(config.watchdog.seconds("every")), watchdog.run)
+    scheduler.every("watchdog", int(config.watchdog.every.total_seconds()), watchdog.run)
     try:
         loaded = save_last_good(config)
     except OSError as err:
         log.warning("could not save the last-known-good config: %s", err)
         return
     watch = ConfigWatch(config, db, loaded)
-    scheduler.every("config-watch", int(config.watchdog.seconds("config_poll")), watch.run)
+    scheduler.every("config-watch", int(config.watchdog.config_poll.total_seconds()), watch.run)

@@ -20,7 +20,7 @@ from typing import Any
 from agents.catalog import TOOL_AUTHORITY
 from agents.prices import price_of
 from bot.config import Config, ConfigError, read_config, validate_config
-from bot.config_problems import name_items
+from bot.config.problems import name_items
 
 # The example values of `fleet init`'s template and of config.example.toml: a config that
 # still holds one was not edited there (tests/test_config_check.py keeps them in step).

@@ -21,7 +21,7 @@ from aiogram.exceptions import TelegramAPIError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config import Config, parse_duration
+from bot.config import Config, duration_text
 from bot.redact import Redactor
 from bot.views import watchdog as views
 from storage import inbox, incidents, jobs, outbox
@@ -123,7 +123,8 @@ async def find_problems(
     for agent in config.agents:
         if not agent.heartbeat or agent.id in paused:
             continue
-        window = 2 * parse_duration(agent.heartbeat) + lease + _quiet_length(agent.quiet_hours)
+        quiet = agent.quiet_hours.length if agent.quiet_hours else timedelta(0)
+        window = 2 * agent.heartbeat + lease + quiet
         last = last_heartbeats.get(agent.id)
         reference = max((t for t in (last, since) if t is not None), default=None)
         if reference is not None and now - reference > window:
@@ -131,12 +132,13 @@ async def find_problems(
                 Problem(
                     f"heartbeat:{agent.id}",
                     f"agent {agent.id} has had no successful heartbeat for "
-                    f"{_age((now - reference).total_seconds())} (heartbeat {agent.heartbeat})",
+                    f"{_age((now - reference).total_seconds())} "
+                    f"(heartbeat {duration_text(agent.heartbeat)})",
                 )
             )
 
     skew = await clock_skew(config)
-    if skew is not None and abs(skew) > config.watchdog.seconds("max_clock_skew"):
+    if skew is not None and abs(skew) > config.watchdog.max_clock_skew.total_seconds():
         found.append(
             Problem(
                 "clock",
@@ -159,14 +161,6 @@ async def _last_heartbeats(session: AsyncSession) -> dict[str, datetime]:
         .group_by(Run.agent_id)
     )
     return {agent_id: at for agent_id, at in (await session.execute(stmt)).all() if at}
-
-
-def _quiet_length(quiet: str | None) -> timedelta:
-    if not quiet:
-        return timedelta(0)
-    start, end = quiet.split("-")
-    minutes = [int(t[:2]) * 60 + int(t[3:]) for t in (start, end)]
-    return timedelta(minutes=(minutes[1] - minutes[0]) % (24 * 60))
 
 
 async def clock_skew(config: Config) -> float | None:
@@ -268,7 +262,7 @@ async def once(config: Config) -> int:
         text = views.down([p.text for p in problems])
         # One post per repeat_interval while the process is down, however often this runs.
         to = outbox.Destination(feed.chat_id, feed.topic, "alerts")
-        repeat = timedelta(seconds=config.alerting.seconds("repeat_interval"))
+        repeat = config.alerting.repeat_interval
         key = f"{ONCE_PREFIX}{int(time.time())}"
         async with db.claim() as session:
             last = await outbox.latest(session, ONCE_PREFIX)

@@ -25,7 +25,7 @@ from aiogram.types import (
 )
 
 from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
-from bot.config import Config, Person, Role, parse_duration
+from bot.config import Config, Person, Role
 from bot.views.text import clip, esc, one_line, split_html, when, zone_note
 from handlers.common import person_actor, sentence, usage
 from handlers.registry import command
@@ -60,7 +60,7 @@ def settings(config: Config) -> approvals.Settings:
         people={p.telegram_id: (p.name, p.role.value) for p in config.people},
         feed=outbox.Destination(feed.chat_id, feed.topic, "approvals") if feed else None,
         tz=config.tz,
-        deadline=parse_duration(config.approvals.deadline),
+        deadline=config.approvals.deadline,
         on_timeout=config.approvals.on_timeout,
         notify_private=config.approvals.notify_private,
         budgets={agent.id: agent.budget_usd_month for agent in config.agents},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bot.config import CheckConfig, parse_latency
+from bot.config import CheckConfig, duration_text
 from integrations import process
 
 OUTPUT_TAIL = 500
@@ -51,7 +51,7 @@ async def probe(
 ) -> Probe:
     """Probe `check`; a command probe runs without the fleet's own `secrets` in its
     environment, and its output passes through `redact` (bot.redact.Redactor)."""
-    timeout = check.seconds("timeout")
+    timeout = check.timeout.total_seconds()
     if check.http:
         return await probe_http(check, timeout)
     if check.tcp:
@@ -85,8 +85,9 @@ async def probe_http(check: CheckConfig, seconds: float) -> Probe:
         return Probe(False, f"HTTP {status} (expected {expected})", latency_ms)
     if check.expect_text and check.expect_text not in body:
         return Probe(False, f"HTTP {status} without {check.expect_text!r}", latency_ms)
-    if check.max_latency and latency_ms / 1000 > parse_latency(check.max_latency):
-        return Probe(False, f"HTTP {status} in {latency_ms} ms (limit {check.max_latency})")
+    if check.max_latency and latency_ms / 1000 > check.max_latency.total_seconds():
+        limit = duration_text(check.max_latency)
+        return Probe(False, f"HTTP {status} in {latency_ms} ms (limit {limit})")
     return Probe(True, f"HTTP {status} in {latency_ms} ms", latency_ms)
 
 

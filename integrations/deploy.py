@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.config import Config, DeployConfig, parse_duration
+from bot.config import Config, DeployConfig
 from bot.redact import Redactor
 from bot.views import deploy as views
 from integrations import claim_loop, process
@@ -206,7 +206,7 @@ class DeployWorker:
         output: list[str],
     ) -> bool:
         started = time.monotonic()
-        timeout = parse_duration(target.timeout).total_seconds()
+        timeout = target.timeout.total_seconds()
         try:
             code, text = await run_command(
                 line,
@@ -238,9 +238,9 @@ class DeployWorker:
             target.verify,
             statuses=target.verify_status,
             text=target.verify_text,
-            each=parse_duration(target.verify_timeout).total_seconds(),
+            each=target.verify_timeout.total_seconds(),
             attempts=target.verify_attempts,
-            interval=parse_duration(target.verify_interval).total_seconds(),
+            interval=target.verify_interval.total_seconds(),
         )
         seconds = time.monotonic() - started
         if problems:

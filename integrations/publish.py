@@ -42,7 +42,7 @@ class Result:
 
 def guards(target: PublishTarget) -> publications.Guards:
     return publications.Guards(
-        min_gap=target.gap(),
+        min_gap=target.min_gap,
         max_per_day=target.max_per_day,
         dedup_threshold=target.dedup_threshold,
         min_chars=target.min_chars,

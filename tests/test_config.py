@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import tomllib
 import traceback
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.config import Config, ConfigError, Role, load_config, parse_duration
+from bot.config import Config, ConfigError, QuietHours, Role, load_config, parse_duration
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
@@ -218,7 +218,9 @@ def test_bad_quiet_hours(tmp_path: Path, value: str) -> None:
 
 def test_good_quiet_hours_and_heartbeat(tmp_path: Path) -> None:
     config = load(tmp_path, TELEGRAM + HUB + 'quiet_hours = "23:00-07:00"\nheartbeat = "30m"\n')
-    assert config.agents[0].quiet_hours == "23:00-07:00"
+    assert config.agents[0].quiet_hours == QuietHours(time(23, 0), time(7, 0))
+    assert str(config.agents[0].quiet_hours) == "23:00-07:00"
+    assert config.agents[0].heartbeat == timedelta(minutes=30)
 
 
 def test_bad_timezone(tmp_path: Path) -> None:
@@ -780,7 +782,7 @@ def test_process_agents_need_clis_and_repo_and_a_good_queue_cron(tmp_path: Path)
     dev = config.agents[1]
     assert (dev.adapter, dev.timeout, dev.clis[0].env) == (
         "process",
-        "45m",
+        timedelta(minutes=45),
         ["CLAUDE_CODE_OAUTH_TOKEN"],
     )
     assert dev.queue is not None and (dev.queue.cron, dev.queue.max_tasks) == ("0 2 * * *", 2)

@@ -27,7 +27,6 @@ PLACES: dict[str, str] = {
     "storage.models": "base",
     "storage.statuses": "base",
     "bot.config": "base",
-    "bot.config_problems": "base",
     "bot.cron": "base",
     "bot.redact": "base",
     "agents.catalog": "base",

@@ -108,7 +108,7 @@ async def start(s: Setup, title: str, body: str = "") -> tuple[Task, int]:
     return loaded, claimed.run_id
 
 
-async def run(s: Setup, task: Task, run_id: int, timeout: str | None = None) -> TurnResult:
+async def run(s: Setup, task: Task, run_id: int, timeout: timedelta | None = None) -> TurnResult:
     agent = next(a for a in s.config.agents if a.id == "dev")
     if timeout is not None:
         agent = agent.model_copy(update={"timeout": timeout})
@@ -249,7 +249,7 @@ async def test_a_hanging_cli_is_killed_with_its_children_at_the_timeout(setup: S
 
 async def test_stop_kills_the_cli_and_ends_the_run_cancelled(setup: Setup) -> None:
     task, run_id = await start(setup, "Hang", "FAKE:hang")
-    running = asyncio.create_task(run(setup, task, run_id, timeout="60s"))
+    running = asyncio.create_task(run(setup, task, run_id, timeout=timedelta(seconds=60)))
     pids_file = setup.workspace / "checkouts" / str(task.id) / ".fake-pids"
     while not pids_file.exists() or not process_adapter.is_running(run_id):
         await asyncio.sleep(0.05)

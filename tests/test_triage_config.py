@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.config import ConfigError, GraphMailbox, load_config
 
 SECRET = "graph-s3cr3t-Qx7~value"
 BASE = """
@@ -48,8 +48,9 @@ def problems(path: Path) -> list[str]:
 def test_graph_secret_from_a_file_is_a_redacted_secret(tmp_path: Path) -> None:
     (tmp_path / "graph.secret").write_text(SECRET + "\n", encoding="utf-8")
     config = load_config(write(tmp_path, GRAPH + 'client_secret_file = "graph.secret"\n'))
-    graph = config.mailboxes[0].graph
-    assert graph is not None
+    mailbox = config.mailboxes[0]
+    assert isinstance(mailbox, GraphMailbox)
+    graph = mailbox.graph
     assert graph.client_secret.get_secret_value() == SECRET
     assert SECRET in config.secret_values()
     assert SECRET not in repr(config)
