@@ -24,6 +24,7 @@ from integrations.deploy import shown_command
 from storage import (
     approvals,
     artifacts,
+    deploys,
     inbox,
     incidents,
     outbox,
@@ -32,8 +33,10 @@ from storage import (
     tasks,
 )
 from storage import exec as exec_runs
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import MAX_ID
+from storage.statuses import ExecStatus, PublicationStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,11 @@ class ToolContext:
     @property
     def actor(self) -> str:
         return f"agent:{self.agent.id}"
+
+    @property
+    def approval_policy(self) -> ApprovalPolicy:
+        """Who decides what this run asks for, from the config the run reads."""
+        return ApprovalPolicy.from_config(self.config)
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,7 @@ async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         # approvals.request posts the message with its buttons to the approvals feed.
         approval = await approvals.request(
             session,
+            policy=ctx.approval_policy,
             kind=kind,
             payload={"summary": args["summary"], "details": args.get("details", "")},
             requested_by=ctx.actor,
@@ -281,23 +290,26 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         known = ", ".join(d.id for d in ctx.config.deploys) or "none configured"
         return refused(f'unknown deploy target "{args["target"]}" (known: {known})')
     ref = args.get("ref") or None
-    if ref is not None and not approvals.valid_ref(ref):
+    if ref is not None and not deploys.valid_ref(ref):
         return refused("ref must be a commit, tag or version: letters, digits and ._/-")
     key = f"deploy:{ctx.run_id}:{target.id}:{key_part(ref or '')}"
     async with ctx.db.claim() as session:
-        busy = await approvals.deploy_in_flight(session, target.id, idempotency_key=key)
+        busy = await deploys.in_flight(session, target.id, idempotency_key=key)
         if busy is not None:
             return refused(f"{busy}; wait for its report instead of asking again")
+        policy = ctx.approval_policy
+        approvers, required = policy.deploy_approvers(target.id)
         approval = await approvals.request(
             session,
+            policy=policy,
             kind="deploy",
-            payload=approvals.deploy_payload(
+            payload=deploys.payload(
                 target.id, ref, shown_command(ctx.config, target), args["reason"]
             ),
             requested_by=ctx.actor,
             task_id=ctx.task_id,
-            approvers=target.approval_approvers(),
-            required=target.required,
+            approvers=approvers,
+            required=required,
             idempotency_key=key,
         )
     return ToolResult(
@@ -384,7 +396,11 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
                 return refused(f"incident #{incident_id} is {incident.severity} already")
             return ToolResult(True, f"incident #{incident_id} is now P1", changed=True)
         approval = await incidents.request_p0(
-            session, incident_id, actor=ctx.actor, page=_page(ctx.config)
+            session,
+            incident_id,
+            policy=ctx.approval_policy,
+            actor=ctx.actor,
+            page=_page(ctx.config),
         )
         if approval is None:
             return refused(f"incident #{incident_id} is P0 already")
@@ -520,6 +536,7 @@ async def _run_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         async with ctx.db.claim() as session:
             approval = await approvals.request(
                 session,
+                policy=ctx.approval_policy,
                 kind="exec",
                 payload=exec_runs.payload(
                     argv=argv,
@@ -563,7 +580,7 @@ async def _run_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             artifact_id=result.artifact_id,
             note=commands.note(run, result),
         )
-    return ToolResult(result.status != exec_runs.FAILED, result.for_model(run), changed=True)
+    return ToolResult(result.status != ExecStatus.FAILED, result.for_model(run), changed=True)
 
 
 async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
@@ -589,6 +606,7 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         step = await pipelines.step_of_task(session, ctx.task_id)
         created = await publications.create(
             session,
+            policy=ctx.approval_policy,
             target=target.id,
             kind=target.kind,
             guards=publishing.guards(target),
@@ -601,7 +619,7 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     publication = created.publication
     if created.refusal:
         return refused(f"publication #{publication.id} to {target.id}: {created.refusal}")
-    if publication.status == publications.AWAITING:
+    if publication.status == PublicationStatus.AWAITING:
         return ToolResult(
             True,
             f"publication #{publication.id} waits for approval #{publication.approval_id}; "

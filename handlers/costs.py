@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import charts
 from bot.config import Config, Role
+from bot.views.budget import percent
 from bot.views.text import TELEGRAM_LIMIT, clip, esc, money, usd, when, zone_name
-from handlers.budget import percent
 from handlers.registry import command
 from handlers.tasks import usage
 from storage import usage as spend

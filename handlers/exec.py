@@ -16,16 +16,17 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from agents.org import OrgChart
 from bot.args import id_argument, no_such
-from bot.config import Config, Person, Role
+from bot.config import Person, Role
+from bot.views.approvals import ApprovalCb, moment
 from bot.views.text import clip, esc
-from handlers.approvals import settings
 from handlers.registry import command
 from handlers.tasks import sentence, unknown_agent, usage
-from storage import approvals
 from storage import exec as exec_runs
-from storage.approvals import ApprovalCb
+from storage.approval_kinds import Kinds
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import DbId
+from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -41,18 +42,28 @@ class RuleCb(CallbackData, prefix="xr"):
 
 @router.callback_query(ApprovalCb.filter(F.a == "w"), flags=OWNER)
 async def press_always_allow(
-    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
+    callback: CallbackQuery,
+    callback_data: ApprovalCb,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
 ) -> None:
     """Always allow: approve (the command runs once now) and allow this exact argv for this
     agent from now on."""
     async with db.claim() as session:
         decision = await exec_runs.always_allow(
-            session, callback_data.id, person_id=person.telegram_id, person_name=person.name
+            session,
+            callback_data.id,
+            policy=approval_policy,
+            kinds=approval_kinds,
+            person_id=person.telegram_id,
+            person_name=person.name,
         )
     if not decision.won:
         await callback.answer(clip(sentence(decision.refusal), 200), show_alert=True)
         return
-    if decision.status == approvals.PENDING:
+    if decision.status == ApprovalStatus.PENDING:
         assert decision.approval is not None
         await callback.answer(
             f"Your approval is counted: {decision.votes} of {decision.approval.required}; the "
@@ -117,7 +128,7 @@ async def forged_rule_button(callback: CallbackQuery) -> None:
 
 @command(router, "exec", Role.viewer, usage="<id>")
 async def show_exec(
-    message: Message, command: CommandObject, db: Database, config: Config
+    message: Message, command: CommandObject, db: Database, approval_policy: ApprovalPolicy
 ) -> None:
     """One command's record: argv, who allowed it, exit code, output tail"""
     run_id = await id_argument(message, command.args or "", "command", usage("exec", "<id>"))
@@ -128,7 +139,7 @@ async def show_exec(
     if run is None:
         await message.answer(no_such("command", run_id))
         return
-    s = settings(config)
+    s = approval_policy
     allowed = run.allowed_by
     if allowed.startswith(("person:", "system:")):
         allowed = s.name(allowed)
@@ -142,7 +153,7 @@ async def show_exec(
         f"status: {esc(run.status)}"
         + (f" · exit code {run.exit_code}" if run.exit_code is not None else "")
         + (f" · {run.duration_s:.1f} s" if run.duration_s is not None else ""),
-        f"started {approvals.moment(run.started_at, s)}" if run.started_at else "not started",
+        f"started {moment(run.started_at, s)}" if run.started_at else "not started",
     ]
     if run.output_tail:
         lines.append(f"<pre>{esc(run.output_tail[-1500:])}</pre>")

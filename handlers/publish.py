@@ -7,22 +7,24 @@ from aiogram.filters import CommandObject
 from aiogram.types import Message
 
 from bot.config import Config, Role
+from bot.views.approvals import moment
 from bot.views.text import esc, one_line
-from handlers.approvals import settings
 from handlers.registry import command
-from storage import approvals, publications
+from storage import publications
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import Publication
+from storage.statuses import PublicationStatus
 
 router = Router(name=__name__)
 
-MARKS = {
-    publications.PUBLISHED: "✅",
-    publications.UNVERIFIED: "⚠️",
-    publications.UNKNOWN: "❓",
-    publications.FAILED: "❌",
-    publications.REFUSED: "🚫",
-    publications.REJECTED: "✖️",
+MARKS: dict[str, str] = {
+    PublicationStatus.PUBLISHED: "✅",
+    PublicationStatus.UNVERIFIED: "⚠️",
+    PublicationStatus.UNKNOWN: "❓",
+    PublicationStatus.FAILED: "❌",
+    PublicationStatus.REFUSED: "🚫",
+    PublicationStatus.REJECTED: "✖️",
 }
 
 
@@ -39,7 +41,11 @@ def where(publication: Publication) -> str:
 
 @command(router, "published", Role.viewer, usage="[target]")
 async def show_published(
-    message: Message, command: CommandObject, db: Database, config: Config
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    config: Config,
+    approval_policy: ApprovalPolicy,
 ) -> None:
     """Publications (of one target): status, where they went, why not"""
     target = (command.args or "").strip() or None
@@ -53,11 +59,10 @@ async def show_published(
     if not found:
         await message.answer("No publications" + (f" to {esc(target)}." if target else "."))
         return
-    s = settings(config)
     lines = [f"<b>Publications</b>{' to ' + esc(target) if target else ''} (newest first)"]
     for p in found:
         mark = MARKS.get(p.status, "🟡")
-        at = approvals.moment(p.published_at or p.created_at, s)
+        at = moment(p.published_at or p.created_at, approval_policy)
         tail = where(p)
         lines.append(
             f"{mark} #{p.id} {esc(p.target)} · {esc(p.status)} · {esc(p.agent_id)} · {at}"

@@ -22,7 +22,7 @@ from agents.org import OrgChart
 from bot.config import Person, Role
 from bot.views.text import clip, esc, one_line
 from handlers.tasks import person_actor, send_back, sentence, split_title
-from storage import approvals, incidents, links, tasks
+from storage import approval_queries, approvals, incidents, links, tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ async def reply_to_entity(
                 else esc(sentence(outcome.reason))
             )
         elif target.kind == links.APPROVAL:
-            if await approvals.get(session, target.entity_id) is None:
+            if await approval_queries.get(session, target.entity_id) is None:
                 answer = f"There is no approval #{target.entity_id}."
             else:
                 await approvals.record(session, target.entity_id, "note", actor, text)

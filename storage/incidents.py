@@ -3,7 +3,8 @@
 Gates (docs/design.md): an agent or a single failed check opens P3 (logged) or P2 (posted to
 `alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set: P1 needs the
 hub's confirmation (`confirm`), P0 needs the hub's confirmation (`request_p0`) and then a
-person's approval of kind `incident_p0` (`on_p0_decided`). No single agent can page.
+person's approval of kind `incident_p0` (its effect: `INCIDENT_P0`, registered at start). No
+single agent can page.
 
 Every state change below is a conditional UPDATE that says whether it won; messages that go
 with it (resolved notices, reminders, pages) are outbox rows in the same transaction. A notice
@@ -13,7 +14,6 @@ about an incident already announced replies to the announcing message, found thr
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,17 +23,18 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.views import incidents as view
 from storage import approvals, outbox
+from storage.approval_kinds import Outcome
+from storage.approval_policy import ApprovalPolicy
 from storage.models import Approval, Incident, Outbox, Silence, utcnow
+from storage.statuses import ApprovalStatus, IncidentStatus
+from storage.transition import affected
 
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("P0", "P1", "P2", "P3")  # most severe first
-OPEN = "open"
-ACKNOWLEDGED = "acknowledged"
-SILENCED = "silenced"
-RESOLVED = "resolved"
-LIVE = (OPEN, ACKNOWLEDGED, SILENCED)
+LIVE = (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED, IncidentStatus.SILENCED)
 # The highest severity anything may open on its own; above it is a request behind a gate.
 UNGATED = ("P3", "P2")
 ANNOUNCED = ("P2", "P1", "P0")  # P3 is logged only
@@ -63,11 +64,6 @@ class Page:
         return cls(alerts, people)
 
 
-def esc(value: object) -> str:
-    """Telegram HTML escaping (as bot.views.text.esc; storage does not import the bot package)."""
-    return html.escape(str(value), quote=True)
-
-
 async def open_incident(
     session: AsyncSession,
     *,
@@ -92,7 +88,7 @@ async def open_incident(
         fingerprint=fingerprint[:128],
         severity=granted,
         requested_severity=None if granted == severity else severity,
-        status=OPEN,
+        status=IncidentStatus.OPEN,
         title=title[:200],
         details=details[:4000],
         source=source[:64],
@@ -192,7 +188,12 @@ async def resolve_id(
     announced (inside group_wait) is never posted at all."""
     now = utcnow()
     won = await _set(
-        session, incident_id, LIVE, status=RESOLVED, resolved_at=now, resolved_by=actor[:64]
+        session,
+        incident_id,
+        LIVE,
+        status=IncidentStatus.RESOLVED,
+        resolved_at=now,
+        resolved_by=actor[:64],
     )
     if won:
         incident = await _fresh(session, incident_id)
@@ -201,7 +202,7 @@ async def resolve_id(
             await _reply(
                 session,
                 incident.alert_key,
-                f"✅ Resolved: #{incident.id} {esc(incident.title)} ({esc(by or _who(actor))})",
+                view.resolved(incident, by or view.who(actor)),
                 dedup_key=f"incident-resolved:{incident.id}",
             )
     return won
@@ -213,8 +214,8 @@ async def acknowledge(session: AsyncSession, incident_id: int, *, actor: str) ->
     return await _set(
         session,
         incident_id,
-        (OPEN, SILENCED),
-        status=ACKNOWLEDGED,
+        (IncidentStatus.OPEN, IncidentStatus.SILENCED),
+        status=IncidentStatus.ACKNOWLEDGED,
         acknowledged_by=actor[:64],
         acknowledged_at=utcnow(),
     )
@@ -229,7 +230,9 @@ async def silence(
     stmt = select(Incident).where(Incident.status.in_(LIVE), _matches(matcher))
     found = list((await session.execute(stmt)).scalars())
     for incident in found:
-        await _set(session, incident.id, LIVE, status=SILENCED, silenced_until=until)
+        await _set(
+            session, incident.id, LIVE, status=IncidentStatus.SILENCED, silenced_until=until
+        )
     return found
 
 
@@ -278,9 +281,12 @@ async def end_silences(session: AsyncSession, now: datetime) -> list[int]:
     announced, and reminders and acks work again. Returns their ids."""
     result = await session.execute(
         update(Incident)
-        .where(Incident.status == SILENCED, Incident.silenced_until <= now)
+        .where(Incident.status == IncidentStatus.SILENCED, Incident.silenced_until <= now)
         .values(
-            status=case((Incident.acknowledged_at.is_not(None), ACKNOWLEDGED), else_=OPEN),
+            status=case(
+                (Incident.acknowledged_at.is_not(None), IncidentStatus.ACKNOWLEDGED),
+                else_=IncidentStatus.OPEN,
+            ),
             silenced_until=None,
         )
         .returning(Incident.id)
@@ -308,7 +314,7 @@ async def pending_alerts(session: AsyncSession, now: datetime) -> list[Incident]
     stmt = (
         select(Incident)
         .where(
-            Incident.status == OPEN,
+            Incident.status == IncidentStatus.OPEN,
             Incident.alert_key.is_(None),
             Incident.severity.in_(ANNOUNCED),
             ~silenced.exists(),
@@ -341,7 +347,11 @@ async def announce(
     now = utcnow()
     result = await session.execute(
         update(Incident)
-        .where(Incident.id.in_(ids), Incident.alert_key.is_(None), Incident.status == OPEN)
+        .where(
+            Incident.id.in_(ids),
+            Incident.alert_key.is_(None),
+            Incident.status == IncidentStatus.OPEN,
+        )
         .values(alert_key=key, alerted_at=now)
         .returning(Incident.id)
     )
@@ -358,8 +368,8 @@ async def due_reminders(session: AsyncSession, now: datetime, every: float) -> l
         Incident.severity.in_(REMINDED),
         Incident.alert_key.is_not(None),
         or_(
-            Incident.status == OPEN,
-            and_(Incident.status == SILENCED, Incident.silenced_until <= now),
+            Incident.status == IncidentStatus.OPEN,
+            and_(Incident.status == IncidentStatus.SILENCED, Incident.silenced_until <= now),
         ),
         func.coalesce(Incident.reminded_at, Incident.alerted_at) <= before,
     )
@@ -372,18 +382,17 @@ async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bo
         update(Incident)
         .where(
             Incident.id == incident.id,
-            Incident.status.in_((OPEN, SILENCED)),
+            Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.SILENCED)),
             or_(Incident.reminded_at.is_(None), Incident.reminded_at == stamp),
         )
         .values(reminded_at=now)
     )
-    if not result.rowcount or incident.alert_key is None:  # type: ignore[attr-defined]
+    if not affected(result) or incident.alert_key is None:
         return False
     await _reply(
         session,
         incident.alert_key,
-        f"⏰ Still open and not acknowledged: #{incident.id} {incident.severity} "
-        f"{esc(incident.title)}",
+        view.reminder(incident),
         dedup_key=f"incident-remind:{incident.id}:{int(now.timestamp())}",
     )
     return True
@@ -416,15 +425,14 @@ async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> 
             await _reply(
                 session,
                 incident.alert_key,
-                f"🟠 #{incident.id} {esc(incident.title)} is now P1 (confirmed by "
-                f"{esc(_who(actor))})",
+                view.now_p1(incident, actor),
                 dedup_key=f"incident-p1:{incident.id}",
             )
     return won
 
 
 async def request_p0(
-    session: AsyncSession, incident_id: int, *, actor: str, page: Page
+    session: AsyncSession, incident_id: int, *, policy: ApprovalPolicy, actor: str, page: Page
 ) -> Approval | None:
     """The hub confirms P0: that asks a person (an approval of kind incident_p0). Nothing is
     paged until the approval is decided (`on_p0_decided`). None if the incident is not live,
@@ -436,6 +444,7 @@ async def request_p0(
         return None
     approval = await approvals.request(
         session,
+        policy=policy,
         kind="incident_p0",
         payload={
             "incident_id": incident.id,
@@ -447,7 +456,10 @@ async def request_p0(
         requested_by=actor,
         idempotency_key=f"incident-p0:{incident.id}",
     )
-    incident.requested_severity = "P0"
+    await _set(
+        session, incident.id, LIVE, extra=Incident.severity != "P0", requested_severity="P0"
+    )
+    incident = await _fresh(session, incident.id)
     if not any(c.get("severity") == "P0" for c in incident.confirmations):
         incident.confirmations = [
             *incident.confirmations,
@@ -473,8 +485,14 @@ async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
         "at": utcnow().isoformat(),
     }
     incident.confirmations = [*incident.confirmations, decision]
-    if approval.status != "approved":
-        incident.requested_severity = None
+    if approval.status != ApprovalStatus.APPROVED:
+        await _set(
+            session,
+            incident.id,
+            LIVE,
+            extra=Incident.requested_severity == "P0",
+            requested_severity=None,
+        )
         log.info("incident #%d: P0 %s (approval #%d)", incident.id, approval.status, approval.id)
         return
     won = await _set(
@@ -488,14 +506,11 @@ async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
     if not won:
         return
     page = Page.from_payload(approval.payload.get("page") or {})
-    mentions = ", ".join(
-        f'<a href="tg://user?id={pid}">{esc(name)}</a>' for pid, name in page.people
-    )
-    text = (
-        f"🔴 <b>P0</b> #{incident.id} {esc(incident.title)}\n"
-        f"Confirmed by {esc(_who(str(approval.payload.get('confirmed_by', 'the hub'))))}, "
-        f"approved by {esc(_who(approval.decided_by or 'a person'))}."
-        + (f"\n{mentions}" if mentions else "")
+    text = view.p0_page(
+        incident,
+        str(approval.payload.get("confirmed_by", "the hub")),
+        approval.decided_by or "a person",
+        page.people,
     )
     if page.alerts is not None:
         await outbox.enqueue(session, page.alerts, text, dedup_key=f"incident-page:{incident.id}")
@@ -507,6 +522,21 @@ async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
             dedup_key=f"incident-page:{incident.id}:{person_id}",
         )
     log.warning("incident #%d paged as P0 (approval #%d)", incident.id, approval.id)
+
+
+class IncidentP0Kind:
+    """The `incident_p0` approval's effect (`on_p0_decided`)."""
+
+    name = "incident_p0"
+
+    async def settled(
+        self, session: AsyncSession, approval: Approval, policy: ApprovalPolicy
+    ) -> Outcome | None:
+        await on_p0_decided(session, approval)
+        return None
+
+
+INCIDENT_P0 = IncidentP0Kind()
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -523,8 +553,7 @@ async def _set(
     stmt = update(Incident).where(Incident.id == incident_id, Incident.status.in_(allowed))
     if extra is not None:
         stmt = stmt.where(extra)
-    result = await session.execute(stmt.values(**values))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return affected(await session.execute(stmt.values(**values))) > 0
 
 
 async def _fresh(session: AsyncSession, incident_id: int) -> Incident:
@@ -542,13 +571,3 @@ async def _reply(session: AsyncSession, alert_key: str, text: str, *, dedup_key:
         return
     to = outbox.Destination(row.chat_id, row.topic, row.feed)
     await outbox.enqueue(session, to, text, dedup_key=dedup_key, reply_to=alert_key)
-
-
-def _who(actor: str) -> str:
-    """ "agent:hub" -> "hub", "check:site" -> "check site", "person:1001" stays."""
-    kind, _, rest = actor.partition(":")
-    if kind == "agent":
-        return rest
-    if kind == "check":
-        return f"check {rest}"
-    return actor

@@ -7,7 +7,7 @@ calendar months in UTC, like the budgets they are compared with.
 A budget is the agent's `AgentState.budget_usd_month` when set (by /budget or a "Raise budget"
 press), else its `budget_usd_month` from the config. A raise is decided once: the stop posts a
 pending approval of kind "budget"; `storage.approvals.decide` approves it with a conditional
-update and then runs `apply_raise`, the budget effect, in the same transaction.
+update and then runs its effect (`BudgetKind`: `apply_raise`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,20 +18,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from html import escape
 from typing import Any
 
 from sqlalchemy import ColumnElement, Date, cast, func, literal, select
 from sqlalchemy import insert as sa_insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import bot.views.text as view
+from bot.views import budget as budget_view
 from storage import agents as agent_state
 from storage import approvals, outbox
+from storage.approval_kinds import SYSTEM, Outcome
+from storage.approval_policy import ApprovalPolicy
 from storage.db import touch
 from storage.models import AgentState, Approval, Outbox, Usage, utcnow
+from storage.statuses import ApprovalStatus
+from storage.transition import upsert
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,9 @@ BUDGET_ACTOR = "system:budget"  # who pauses an agent whose budget ran out
 BUDGET_TOPIC = "budget"  # `Database.on_commit` topic of transactions that change a budget
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
-PENDING = "pending"
-APPROVED = "approved"
-REJECTED = "rejected"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
+# A budget request names its approvers, has no deadline and posts no message of its own (the
+# stop is its message): nothing of the approval policy applies to asking for it.
+_REQUEST_POLICY = ApprovalPolicy()
 
 
 # -- months ----------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ async def standing(
 
 
 @dataclass(frozen=True)
-class BudgetChange:
+class BudgetChange(Outcome):
     """The outcome of /budget or a "Raise budget" press.
 
     `won` is False when the approval was decided already (`approval` says by whom and when)
@@ -307,7 +307,7 @@ async def pending_raise(session: AsyncSession, agent_id: str) -> Approval | None
     """The agent's budget approval still waiting for a press, if any."""
     found = await session.execute(
         select(Approval)
-        .where(Approval.kind == "budget", Approval.status == PENDING)
+        .where(Approval.kind == "budget", Approval.status == ApprovalStatus.PENDING)
         .order_by(Approval.id)
     )
     return next((a for a in found.scalars() if a.payload.get("agent") == agent_id), None)
@@ -329,6 +329,7 @@ async def request_raise(
         return existing, False
     approval = await approvals.request(
         session,
+        policy=_REQUEST_POLICY,
         kind="budget",
         payload={
             "agent": agent_id,
@@ -344,35 +345,64 @@ async def request_raise(
     return approval, True
 
 
+@dataclass(frozen=True)
+class BudgetKind:
+    """The `budget` approval's effect. Approved: raise the agent's budget by the step and
+    resume it. Rejected or expired: the stop says so and loses its button; the agent stays
+    paused. `configured`: each agent's budget in the config."""
+
+    configured: Mapping[str, float | None]
+    name: str = "budget"
+
+    async def settled(
+        self, session: AsyncSession, approval: Approval, policy: ApprovalPolicy
+    ) -> Outcome | None:
+        if approval.status != ApprovalStatus.APPROVED:
+            await close_stop(session, approval, policy)
+            return None
+        return await apply_raise(
+            session,
+            approval,
+            policy,
+            by=approval.decided_by or SYSTEM,
+            configured=self.configured,
+            now=approval.decided_at or utcnow(),
+        )
+
+
 async def apply_raise(
     session: AsyncSession,
     approval: Approval,
+    policy: ApprovalPolicy,
     *,
     by: str,
     configured: Mapping[str, float | None],
     now: datetime,
 ) -> BudgetChange:
-    """The effect of an approved budget approval (run by `storage.approvals.decide`): raise
-    the agent's budget by the approval's step, and resume the agent if its budget paused it
-    and it is now under the new budget."""
+    """The effect of an approved budget approval (`BudgetKind`): raise the agent's budget by
+    the approval's step, and resume the agent if its budget paused it and it is now under the
+    new budget."""
     payload = approval.payload
     agent_id = str(payload["agent"])
     step = Decimal(str(payload["step"]))
     base = effective_budget(None, configured.get(agent_id)) or ZERO
-    insert = _insert(session)
-    await session.execute(
-        insert(AgentState)
-        .values(agent_id=agent_id, paused=False, budget_usd_month=base + step, updated_at=now)
-        .on_conflict_do_update(
-            index_elements=["agent_id"],
-            set_={
-                "budget_usd_month": func.coalesce(AgentState.budget_usd_month, base) + step,
-            },
-        )
+    await upsert(
+        session,
+        AgentState,
+        {
+            "agent_id": agent_id,
+            "paused": False,
+            "budget_usd_month": base + step,
+            "updated_at": now,
+        },
+        keys=["agent_id"],
+        update_columns={
+            "budget_usd_month": func.coalesce(AgentState.budget_usd_month, base) + step
+        },
     )
     log.info("budget of %s raised by $%s by %s", agent_id, step, by)
     change = await _settle(session, agent_id, by, approval, now)
-    await close_stop(session, approval, change)
+    await close_stop(session, approval, policy, change)
     return change
 
 
@@ -381,6 +411,7 @@ async def set_budget(
     agent_id: str,
     usd: Decimal,
     *,
+    policy: ApprovalPolicy,
     by: str,
     now: datetime | None = None,
 ) -> BudgetChange:
@@ -388,17 +419,23 @@ async def set_budget(
     are settled (cancelled, naming who set the budget); the agent is resumed if its budget
     paused it and it is now under the new budget."""
     now = now or utcnow()
-    insert = _insert(session)
-    await session.execute(
-        insert(AgentState)
-        .values(agent_id=agent_id, paused=False, budget_usd_month=usd, updated_at=now)
-        .on_conflict_do_update(index_elements=["agent_id"], set_={"budget_usd_month": usd})
+    await upsert(
+        session,
+        AgentState,
+        {"agent_id": agent_id, "paused": False, "budget_usd_month": usd, "updated_at": now},
+        keys=["agent_id"],
+        update_columns={"budget_usd_month": usd},
     )
     stale = await pending_raise(session, agent_id)
     if stale is not None and await approvals.cancel(
-        session, stale.id, by=by, reason=f"budget set to {view.usd(usd)} with /budget", now=now
+        session,
+        stale.id,
+        policy=policy,
+        by=by,
+        reason=f"budget set to {view.usd(usd)} with /budget",
+        now=now,
     ):
-        await close_stop(session, stale)
+        await close_stop(session, stale, policy)
     log.info("budget of %s set to $%s by %s", agent_id, usd, by)
     return await _settle(session, agent_id, by, None, now)
 
@@ -425,26 +462,21 @@ async def _settle(
 
 
 def settlement(
-    approval: Approval, settings: approvals.Settings, change: BudgetChange | None = None
+    approval: Approval, policy: ApprovalPolicy, change: BudgetChange | None = None
 ) -> str:
-    """How a budget request was settled, as plain text: "raised to $11.00 by Ana at 14:02;
-    coder resumed". `change` is the raise this settlement made, if it made one."""
-    by = settings.name(approval.decided_by)
-    at = approvals.moment(approval.decided_at, settings)
-    agent = str(approval.payload.get("agent", "?"))
-    if approval.status == APPROVED:
-        if change is not None and change.won and change.budget is not None:
-            resumed = "resumed" if change.resumed else "not resumed"
-            return f"raised to {view.usd(change.budget)} by {by} at {at}; {agent} {resumed}"
-        return f"raised by {view.usd(approval.payload.get('step', 0))} by {by} at {at}"
-    if approval.status == CANCELLED:
-        reason = f" ({approval.reason})" if approval.reason else ""
-        return f"settled by {by} at {at}{reason}"
-    return approvals.outcome(approval, settings)
+    """How a budget request was settled, as plain text (`bot.views.budget.settlement`);
+    `change` is the raise this settlement made, if it made one."""
+    raised_to = change.budget if change is not None and change.won else None
+    return budget_view.settlement(
+        approval, policy, raised_to, change is not None and change.resumed
+    )
 
 
 async def close_stop(
-    session: AsyncSession, approval: Approval, change: BudgetChange | None = None
+    session: AsyncSession,
+    approval: Approval,
+    policy: ApprovalPolicy,
+    change: BudgetChange | None = None,
 ) -> None:
     """Edit the budget stop in `alerts` to say how its request was settled, without its
     button, however it was settled (the button, /approve, /reject or /budget)."""
@@ -453,16 +485,11 @@ async def close_stop(
     stop = found.scalar_one_or_none()
     if stop is None:
         return
-    said = settlement(approval, approvals.settings_of(session), change)
-    mark = {REJECTED: "❌", EXPIRED: "⌛"}.get(approval.status, "✅")
+    said = settlement(approval, policy, change)
     await outbox.enqueue(
         session,
         outbox.Destination(stop.chat_id, stop.topic, stop.feed),
-        f"{stop.text}\n\n{mark} {escape(said[:1].upper() + said[1:])}.",
+        budget_view.settled_stop(stop.text, approval, said),
         dedup_key=f"{key}:settled",
         edit_of=key,
     )
-
-
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert

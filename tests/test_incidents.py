@@ -20,10 +20,11 @@ from agents import tools
 from agents.org import OrgChart
 from bot.alerting import Alerting
 from bot.config import CheckConfig, Config, load_config
-from handlers.approvals import settings
-from storage import approvals, incidents, tasks
+from storage import incidents, tasks
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import Approval, InboxMessage, Incident, Outbox, TaskEvent, utcnow
+from storage.statuses import IncidentStatus
 from tests import pg
 from tests.fleet import (
     ALERTS_TOPIC,
@@ -96,7 +97,6 @@ async def env(
         db = Database(config.database.url)
         stack.push_async_callback(db.dispose)
         await db.migrate()
-        approvals.configure(db, settings(config))  # request() posts to the approvals feed
         async with db.claim() as session:
             task = await tasks.create(
                 session,
@@ -414,7 +414,14 @@ async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
         assert not await incidents.confirm_p1(session, incident.id, actor="agent:hub")
         page = incidents.Page(None, [])
         assert (
-            await incidents.request_p0(session, incident.id, actor="agent:hub", page=page) is None
+            await incidents.request_p0(
+                session,
+                incident.id,
+                policy=ApprovalPolicy.from_config(env.config),
+                actor="agent:hub",
+                page=page,
+            )
+            is None
         )
 
     # The one who asked for P1 on someone else's incident cannot confirm it either.
@@ -441,7 +448,7 @@ async def test_expired_silences_end_an_incident_silenced_before_its_alert_is_ann
     await shift(env.db, 31)
     await alerting.flush()
     [incident] = await env.rows(Incident)
-    assert incident.status == incidents.OPEN
+    assert incident.status == IncidentStatus.OPEN
     assert incident.confirmations[-1]["silence"] == "ended"
     [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
     assert alert.dedup_key == incident.alert_key and "site down" in alert.text
@@ -465,7 +472,7 @@ async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> N
     async with env.db.claim() as session:
         assert await incidents.acknowledge(session, incident.id, actor=f"person:{OPERATOR}")
     [incident] = await env.rows(Incident)
-    assert incident.status == incidents.ACKNOWLEDGED
+    assert incident.status == IncidentStatus.ACKNOWLEDGED
     await shift(env.db, 4 * 3600 + 1, alerted=True)
     await alerting.flush()
     assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))) == 1
@@ -475,7 +482,7 @@ async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> N
         await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
     await alerting.flush()
     [incident] = await env.rows(Incident)
-    assert incident.status == incidents.ACKNOWLEDGED
+    assert incident.status == IncidentStatus.ACKNOWLEDGED
     # A silenced one can be acknowledged directly (the silence may end before the next pass).
     async with env.db.claim() as session:
         await incidents.silence(session, "db", utcnow() + timedelta(hours=1), actor="t")
