@@ -384,7 +384,7 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         incident = await incidents.get(session, incident_id)
         if incident is None or incident.status not in incidents.LIVE:
             return refused(f"incident #{incident_id} is not open")
-        if incidents.requested_by(incident, ctx.actor):
+        if await incidents.requested_by(session, incident, ctx.actor):
             # Otherwise the hub could raise P1 and confirm it itself: one agent paging alone.
             return refused(
                 f"incident #{incident_id} was raised or escalated by you; you cannot also "

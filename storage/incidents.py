@@ -27,9 +27,9 @@ from bot.views import incidents as view
 from storage import approvals, outbox
 from storage.approval_kinds import Outcome
 from storage.approval_policy import ApprovalPolicy
-from storage.models import Approval, Incident, Outbox, Silence, utcnow
+from storage.models import Approval, Incident, IncidentConfirmation, Outbox, Silence, utcnow
 from storage.statuses import ApprovalStatus, IncidentStatus
-from storage.transition import affected
+from storage.transition import affected, upsert
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ async def open_incident(
         title=title[:200],
         details=details[:4000],
         source=source[:64],
-        confirmations=[],
     )
     session.add(incident)
     await session.flush()
@@ -141,27 +140,38 @@ async def _raise(
         )
         if won:
             events.append({"requested": asked, "by": source, "at": utcnow().isoformat()})
-    if events:
-        fresh = await _fresh(session, incident.id)
-        fresh.confirmations = [*fresh.confirmations, *events]
+    for event in events:
+        await _record(session, incident.id, event)
 
 
 async def note(session: AsyncSession, incident_id: int, *, actor: str, text: str) -> bool:
     """A person's note on an incident (a reply to its alert), kept with its other events.
     False if there is no such incident."""
-    incident = await session.get(Incident, incident_id, populate_existing=True)
-    if incident is None:
+    if await get(session, incident_id) is None:
         return False
-    entry = {"note": text[:2000], "by": actor, "at": utcnow().isoformat()}
-    incident.confirmations = [*incident.confirmations, entry]
+    await _record(
+        session, incident_id, {"note": text[:2000], "by": actor, "at": utcnow().isoformat()}
+    )
     return True
 
 
-def requested_by(incident: Incident, actor: str) -> bool:
+async def confirmations(session: AsyncSession, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's escalation record, oldest first: confirmations, requests, raises, P0
+    decisions, notes, ended silences (each a dict with "by" and "at", see the callers)."""
+    found = await session.execute(
+        select(IncidentConfirmation.entry)
+        .where(IncidentConfirmation.incident_id == incident_id)
+        .order_by(IncidentConfirmation.id)
+    )
+    return list(found.scalars())
+
+
+async def requested_by(session: AsyncSession, incident: Incident, actor: str) -> bool:
     """Whether `actor` opened the incident or asked for its escalation: it may not also be the
     one who confirms it (one agent alone never reaches P1)."""
     return incident.source == actor[:64] or any(
-        c.get("requested") and c.get("by") == actor for c in incident.confirmations
+        c.get("requested") and c.get("by") == actor
+        for c in await confirmations(session, incident.id)
     )
 
 
@@ -294,10 +304,11 @@ async def end_silences(session: AsyncSession, now: datetime) -> list[int]:
     ended = sorted(result.scalars())
     for incident_id in ended:
         incident = await _fresh(session, incident_id)
-        incident.confirmations = [
-            *incident.confirmations,
+        await _record(
+            session,
+            incident_id,
             {"silence": "ended", "status": incident.status, "at": now.isoformat()},
-        ]
+        )
         log.info("incident #%d: silence ended, %s again", incident_id, incident.status)
     return ended
 
@@ -405,7 +416,7 @@ async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> 
     """The hub confirms P1: the incident becomes P1 (announced as such, or the announcement
     gets a reply saying so). False also when `actor` raised it or asked for P1 itself."""
     incident = await get(session, incident_id)
-    if incident is None or requested_by(incident, actor):
+    if incident is None or await requested_by(session, incident, actor):
         return False
     won = await _set(
         session,
@@ -417,10 +428,9 @@ async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> 
     )
     if won:
         incident = await _fresh(session, incident_id)
-        incident.confirmations = [
-            *incident.confirmations,
-            {"by": actor, "severity": "P1", "at": utcnow().isoformat()},
-        ]
+        await _record(
+            session, incident_id, {"by": actor, "severity": "P1", "at": utcnow().isoformat()}
+        )
         if incident.alert_key is not None:
             await _reply(
                 session,
@@ -440,7 +450,7 @@ async def request_p0(
     incident = await get(session, incident_id)
     if incident is None or incident.status not in LIVE or incident.severity == "P0":
         return None
-    if requested_by(incident, actor):
+    if await requested_by(session, incident, actor):
         return None
     approval = await approvals.request(
         session,
@@ -459,12 +469,13 @@ async def request_p0(
     await _set(
         session, incident.id, LIVE, extra=Incident.severity != "P0", requested_severity="P0"
     )
-    incident = await _fresh(session, incident.id)
-    if not any(c.get("severity") == "P0" for c in incident.confirmations):
-        incident.confirmations = [
-            *incident.confirmations,
-            {"by": actor, "severity": "P0", "at": utcnow().isoformat(), "approval": approval.id},
-        ]
+    # Once per incident (the unique once_key), however many times the hub confirms it.
+    await _record(
+        session,
+        incident.id,
+        {"by": actor, "severity": "P0", "at": utcnow().isoformat(), "approval": approval.id},
+        once_key="P0",
+    )
     return approval
 
 
@@ -484,7 +495,7 @@ async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
         "approval": approval.id,
         "at": utcnow().isoformat(),
     }
-    incident.confirmations = [*incident.confirmations, decision]
+    await _record(session, incident.id, decision)
     if approval.status != ApprovalStatus.APPROVED:
         await _set(
             session,
@@ -554,6 +565,29 @@ async def _set(
     if extra is not None:
         stmt = stmt.where(extra)
     return affected(await session.execute(stmt.values(**values))) > 0
+
+
+async def _record(
+    session: AsyncSession,
+    incident_id: int,
+    entry: dict[str, Any],
+    *,
+    once_key: str | None = None,
+) -> None:
+    """Add one event to the incident's escalation record (a row, in this transaction). With
+    `once_key`, an event the incident already has is not added again."""
+    values = {
+        "incident_id": incident_id,
+        "actor": str(entry.get("by") or "")[:64],
+        "once_key": once_key,
+        "entry": entry,
+        "created_at": utcnow(),
+    }
+    if once_key is None:
+        session.add(IncidentConfirmation(**values))
+        await session.flush()
+    else:
+        await upsert(session, IncidentConfirmation, values, keys=["incident_id", "once_key"])
 
 
 async def _fresh(session: AsyncSession, incident_id: int) -> Incident:
