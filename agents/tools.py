@@ -26,6 +26,7 @@ from storage import (
     artifacts,
     deploys,
     inbox,
+    incident_gates,
     incidents,
     outbox,
     pipelines,
@@ -392,10 +393,10 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
                 "it); another agent's report or a person escalates it"
             )
         if severity == "P1":
-            if not await incidents.confirm_p1(session, incident_id, actor=ctx.actor):
+            if not await incident_gates.confirm_p1(session, incident_id, actor=ctx.actor):
                 return refused(f"incident #{incident_id} is {incident.severity} already")
             return ToolResult(True, f"incident #{incident_id} is now P1", changed=True)
-        approval = await incidents.request_p0(
+        approval = await incident_gates.request_p0(
             session,
             incident_id,
             policy=ctx.approval_policy,
@@ -409,7 +410,7 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
                 f"P0 for incident #{incident_id} was {approval.status} already "
                 f"(approval #{approval.id}); a person decided, do not ask again"
             )
-        # approvals.request (in incidents.request_p0) posted it, with its buttons.
+        # approvals.request (in incident_gates.request_p0) posted it, with its buttons.
     return ToolResult(
         True,
         f"P0 for incident #{incident_id} needs a person: approval #{approval.id} requested; "
@@ -652,11 +653,11 @@ async def _start_pipeline(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     )
 
 
-def _page(config: Config) -> incidents.Page:
+def _page(config: Config) -> incident_gates.Page:
     feed = config.feed("alerts")
     alerts = None if feed is None else outbox.Destination(feed.chat_id, feed.topic, "alerts")
     people = [(p.telegram_id, p.name) for p in config.people if p.role.allows(Role.operator)]
-    return incidents.Page(alerts, people)
+    return incident_gates.Page(alerts, people)
 
 
 def _reports(ctx: ToolContext) -> str:

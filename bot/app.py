@@ -50,7 +50,7 @@ from handlers import get_routers
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
 from integrations.publish import PublishWorker
-from storage import deploys, incidents, outbox, publications, usage
+from storage import budget_requests, deploys, incident_gates, outbox, publications
 from storage import exec as exec_runs
 from storage.approval_kinds import Kinds, Told
 from storage.approval_policy import ApprovalPolicy
@@ -93,8 +93,8 @@ def approval_kinds(config: Config) -> Kinds:
     return Kinds(
         [
             deploys.DEPLOY,
-            usage.BudgetKind(budgets),
-            incidents.INCIDENT_P0,
+            budget_requests.BudgetKind(budgets),
+            incident_gates.INCIDENT_P0,
             exec_runs.EXEC,
             publications.PUBLISH,
             Told("action"),

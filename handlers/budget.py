@@ -24,7 +24,7 @@ from bot.views.budget import RaiseBudget, percent
 from bot.views.text import clip, esc, usd
 from handlers.registry import command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
-from storage import approvals
+from storage import approvals, budget_requests
 from storage import usage as spend
 from storage.approval_kinds import Kinds
 from storage.approval_policy import APPROVE, ApprovalPolicy
@@ -89,7 +89,7 @@ async def set_budget(
         )
         return
     async with db.claim() as session:
-        change = await spend.set_budget(
+        change = await budget_requests.set_budget(
             session, agent_id, amount, policy=approval_policy, by=person_actor(person)
         )
     if change.resumed:
@@ -132,13 +132,13 @@ async def press_raise(
             kind="budget",
         )
         found = decided.approval
-        if isinstance(decided.effect, spend.BudgetChange):
+        if isinstance(decided.effect, budget_requests.BudgetChange):
             change = decided.effect
         else:
             agent = found.payload.get("agent") if found and found.kind == "budget" else None
-            change = spend.BudgetChange(False, agent, found if agent else None)
+            change = budget_requests.BudgetChange(False, agent, found if agent else None)
         approval = change.approval
-        said = spend.settlement(approval, approval_policy, change) if approval else ""
+        said = budget_requests.settlement(approval, approval_policy, change) if approval else ""
     if approval is None:
         await callback.answer(no_such("budget request", callback_data.approval), show_alert=True)
     elif approval.status == ApprovalStatus.PENDING:  # refused, not settled: say why

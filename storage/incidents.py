@@ -1,10 +1,8 @@
 """Incidents: one open incident per fingerprint, severities P3..P0 behind escalation gates.
 
 Gates (docs/design.md): an agent or a single failed check opens P3 (logged) or P2 (posted to
-`alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set: P1 needs the
-hub's confirmation (`confirm`), P0 needs the hub's confirmation (`request_p0`) and then a
-person's approval of kind `incident_p0` (its effect: `INCIDENT_P0`, registered at start). No
-single agent can page.
+`alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set, for the hub
+and a person to confirm (storage.incident_gates). No single agent can page.
 
 Every state change below is a conditional UPDATE that says whether it won; messages that go
 with it (resolved notices, reminders, pages) are outbox rows in the same transaction. A notice
@@ -16,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,11 +21,9 @@ from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.views import incidents as view
-from storage import approvals, outbox
-from storage.approval_kinds import Outcome
-from storage.approval_policy import ApprovalPolicy
-from storage.models import Approval, Incident, IncidentConfirmation, Outbox, Silence, utcnow
-from storage.statuses import ApprovalStatus, IncidentStatus
+from storage import outbox
+from storage.models import Incident, IncidentConfirmation, Outbox, Silence, utcnow
+from storage.statuses import IncidentStatus
 from storage.transition import affected, upsert
 
 log = logging.getLogger(__name__)
@@ -39,29 +34,6 @@ LIVE = (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED, IncidentStatus.SILENCE
 UNGATED = ("P3", "P2")
 ANNOUNCED = ("P2", "P1", "P0")  # P3 is logged only
 REMINDED = ("P1", "P0")
-
-
-@dataclass(frozen=True)
-class Page:
-    """Where a P0 page goes, captured when the approval is requested (see `request_p0`)."""
-
-    alerts: outbox.Destination | None
-    people: list[tuple[int, str]]  # (telegram id, name) of owners and operators
-
-    def to_payload(self) -> dict[str, Any]:
-        alerts = None
-        if self.alerts is not None:
-            alerts = {"chat_id": self.alerts.chat_id, "topic": self.alerts.topic}
-        return {"alerts": alerts, "people": [list(p) for p in self.people]}
-
-    @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> Page:
-        raw = data.get("alerts")
-        alerts = None
-        if isinstance(raw, dict):
-            alerts = outbox.Destination(int(raw["chat_id"]), raw.get("topic"), "alerts")
-        people = [(int(p[0]), str(p[1])) for p in data.get("people", [])]
-        return cls(alerts, people)
 
 
 async def open_incident(
@@ -120,7 +92,7 @@ async def _raise(
     P2 report of it logged only."""
     events: list[dict[str, Any]] = []
     if _above(granted, incident.severity):
-        won = await _set(
+        won = await set_if(
             session,
             incident.id,
             LIVE,
@@ -131,7 +103,7 @@ async def _raise(
             events.append({"raised": granted, "by": source, "at": utcnow().isoformat()})
             log.info("incident #%d raised to %s by %s", incident.id, granted, source)
     if asked != granted and _above(asked, incident.severity) and not incident.requested_severity:
-        won = await _set(
+        won = await set_if(
             session,
             incident.id,
             LIVE,
@@ -141,7 +113,7 @@ async def _raise(
         if won:
             events.append({"requested": asked, "by": source, "at": utcnow().isoformat()})
     for event in events:
-        await _record(session, incident.id, event)
+        await record(session, incident.id, event)
 
 
 async def note(session: AsyncSession, incident_id: int, *, actor: str, text: str) -> bool:
@@ -149,7 +121,7 @@ async def note(session: AsyncSession, incident_id: int, *, actor: str, text: str
     False if there is no such incident."""
     if await get(session, incident_id) is None:
         return False
-    await _record(
+    await record(
         session, incident_id, {"note": text[:2000], "by": actor, "at": utcnow().isoformat()}
     )
     return True
@@ -197,7 +169,7 @@ async def resolve_id(
     (saying `by`, a person's name, or else who `actor` is). One that resolves before it was
     announced (inside group_wait) is never posted at all."""
     now = utcnow()
-    won = await _set(
+    won = await set_if(
         session,
         incident_id,
         LIVE,
@@ -206,10 +178,10 @@ async def resolve_id(
         resolved_by=actor[:64],
     )
     if won:
-        incident = await _fresh(session, incident_id)
+        incident = await fresh(session, incident_id)
         log.info("incident #%d resolved by %s", incident_id, actor)
         if incident.alert_key is not None:
-            await _reply(
+            await reply_to_alert(
                 session,
                 incident.alert_key,
                 view.resolved(incident, by or view.who(actor)),
@@ -221,7 +193,7 @@ async def resolve_id(
 async def acknowledge(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
     """open (or silenced) -> acknowledged: reminders stop. From silenced too, as a silenced
     incident is reminded of once its silence ends and the alerts pass has not reopened it yet."""
-    return await _set(
+    return await set_if(
         session,
         incident_id,
         (IncidentStatus.OPEN, IncidentStatus.SILENCED),
@@ -240,7 +212,7 @@ async def silence(
     stmt = select(Incident).where(Incident.status.in_(LIVE), _matches(matcher))
     found = list((await session.execute(stmt)).scalars())
     for incident in found:
-        await _set(
+        await set_if(
             session, incident.id, LIVE, status=IncidentStatus.SILENCED, silenced_until=until
         )
     return found
@@ -303,8 +275,8 @@ async def end_silences(session: AsyncSession, now: datetime) -> list[int]:
     )
     ended = sorted(result.scalars())
     for incident_id in ended:
-        incident = await _fresh(session, incident_id)
-        await _record(
+        incident = await fresh(session, incident_id)
+        await record(
             session,
             incident_id,
             {"silence": "ended", "status": incident.status, "at": now.isoformat()},
@@ -400,7 +372,7 @@ async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bo
     )
     if not affected(result) or incident.alert_key is None:
         return False
-    await _reply(
+    await reply_to_alert(
         session,
         incident.alert_key,
         view.reminder(incident),
@@ -409,151 +381,10 @@ async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bo
     return True
 
 
-# --- escalation gates ------------------------------------------------------------------------
+# --- shared with storage.incident_gates -------------------------------------------------------
 
 
-async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
-    """The hub confirms P1: the incident becomes P1 (announced as such, or the announcement
-    gets a reply saying so). False also when `actor` raised it or asked for P1 itself."""
-    incident = await get(session, incident_id)
-    if incident is None or await requested_by(session, incident, actor):
-        return False
-    won = await _set(
-        session,
-        incident_id,
-        LIVE,
-        extra=Incident.severity.in_(UNGATED),
-        severity="P1",
-        requested_severity=None,
-    )
-    if won:
-        incident = await _fresh(session, incident_id)
-        await _record(
-            session, incident_id, {"by": actor, "severity": "P1", "at": utcnow().isoformat()}
-        )
-        if incident.alert_key is not None:
-            await _reply(
-                session,
-                incident.alert_key,
-                view.now_p1(incident, actor),
-                dedup_key=f"incident-p1:{incident.id}",
-            )
-    return won
-
-
-async def request_p0(
-    session: AsyncSession, incident_id: int, *, policy: ApprovalPolicy, actor: str, page: Page
-) -> Approval | None:
-    """The hub confirms P0: that asks a person (an approval of kind incident_p0). Nothing is
-    paged until the approval is decided (`on_p0_decided`). None if the incident is not live,
-    or if `actor` raised it or asked for its escalation itself."""
-    incident = await get(session, incident_id)
-    if incident is None or incident.status not in LIVE or incident.severity == "P0":
-        return None
-    if await requested_by(session, incident, actor):
-        return None
-    approval = await approvals.request(
-        session,
-        policy=policy,
-        kind="incident_p0",
-        payload={
-            "incident_id": incident.id,
-            "title": incident.title,
-            "summary": f"Page everyone for P0 incident #{incident.id}: {incident.title}",
-            "confirmed_by": actor,
-            "page": page.to_payload(),
-        },
-        requested_by=actor,
-        idempotency_key=f"incident-p0:{incident.id}",
-    )
-    await _set(
-        session, incident.id, LIVE, extra=Incident.severity != "P0", requested_severity="P0"
-    )
-    # Once per incident (the unique once_key), however many times the hub confirms it.
-    await _record(
-        session,
-        incident.id,
-        {"by": actor, "severity": "P0", "at": utcnow().isoformat(), "approval": approval.id},
-        once_key="P0",
-    )
-    return approval
-
-
-async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
-    """Called in the decision's transaction once an incident_p0 approval is approved,
-    rejected or expired. Approved: the incident becomes P0 and the page goes out (alerts feed
-    with every owner and operator mentioned, and each of them privately). Otherwise the
-    decision is recorded on the incident and the severity stays."""
-    incident_id = approval.payload.get("incident_id")
-    incident = await get(session, int(incident_id)) if incident_id is not None else None
-    if incident is None:
-        log.warning("approval #%d: no incident %r to page for", approval.id, incident_id)
-        return
-    decision = {
-        "p0": approval.status,
-        "by": approval.decided_by,
-        "approval": approval.id,
-        "at": utcnow().isoformat(),
-    }
-    await _record(session, incident.id, decision)
-    if approval.status != ApprovalStatus.APPROVED:
-        await _set(
-            session,
-            incident.id,
-            LIVE,
-            extra=Incident.requested_severity == "P0",
-            requested_severity=None,
-        )
-        log.info("incident #%d: P0 %s (approval #%d)", incident.id, approval.status, approval.id)
-        return
-    won = await _set(
-        session,
-        incident.id,
-        LIVE,
-        extra=Incident.severity != "P0",
-        severity="P0",
-        requested_severity=None,
-    )
-    if not won:
-        return
-    page = Page.from_payload(approval.payload.get("page") or {})
-    text = view.p0_page(
-        incident,
-        str(approval.payload.get("confirmed_by", "the hub")),
-        approval.decided_by or "a person",
-        page.people,
-    )
-    if page.alerts is not None:
-        await outbox.enqueue(session, page.alerts, text, dedup_key=f"incident-page:{incident.id}")
-    for person_id, _name in page.people:
-        await outbox.enqueue(
-            session,
-            outbox.Destination(person_id),
-            text,
-            dedup_key=f"incident-page:{incident.id}:{person_id}",
-        )
-    log.warning("incident #%d paged as P0 (approval #%d)", incident.id, approval.id)
-
-
-class IncidentP0Kind:
-    """The `incident_p0` approval's effect (`on_p0_decided`)."""
-
-    name = "incident_p0"
-
-    async def settled(
-        self, session: AsyncSession, approval: Approval, policy: ApprovalPolicy
-    ) -> Outcome | None:
-        await on_p0_decided(session, approval)
-        return None
-
-
-INCIDENT_P0 = IncidentP0Kind()
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-async def _set(
+async def set_if(
     session: AsyncSession,
     incident_id: int,
     allowed: Sequence[str],
@@ -561,13 +392,15 @@ async def _set(
     extra: Any = None,
     **values: Any,
 ) -> bool:
+    """Set `values` if the incident's status is in `allowed` (and `extra` holds): the one
+    conditional update of an incident; True when it won."""
     stmt = update(Incident).where(Incident.id == incident_id, Incident.status.in_(allowed))
     if extra is not None:
         stmt = stmt.where(extra)
     return affected(await session.execute(stmt.values(**values))) > 0
 
 
-async def _record(
+async def record(
     session: AsyncSession,
     incident_id: int,
     entry: dict[str, Any],
@@ -590,13 +423,15 @@ async def _record(
         await upsert(session, IncidentConfirmation, values, keys=["incident_id", "once_key"])
 
 
-async def _fresh(session: AsyncSession, incident_id: int) -> Incident:
+async def fresh(session: AsyncSession, incident_id: int) -> Incident:
     incident = await session.get(Incident, incident_id, populate_existing=True)
     assert incident is not None
     return incident
 
 
-async def _reply(session: AsyncSession, alert_key: str, text: str, *, dedup_key: str) -> None:
+async def reply_to_alert(
+    session: AsyncSession, alert_key: str, text: str, *, dedup_key: str
+) -> None:
     """A message to the chat of the alert `alert_key`, as a reply to it."""
     row = (
         await session.execute(select(Outbox).where(Outbox.dedup_key == alert_key))

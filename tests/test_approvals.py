@@ -28,7 +28,17 @@ from bot.config import Config, ConfigError, load_config
 from bot.views.approvals import ApprovalCb
 from integrations.deploy import DeployWorker, run_command, shown_command, target_of
 from storage import agents as agent_state
-from storage import approval_queries, approvals, deploys, incidents, outbox, tasks, usage
+from storage import (
+    approval_queries,
+    approvals,
+    budget_requests,
+    deploys,
+    incident_gates,
+    incidents,
+    outbox,
+    tasks,
+    usage,
+)
 from storage.approval_kinds import Kinds
 from storage.approval_policy import ApprovalPolicy
 from storage.approval_sweep import sweep
@@ -663,7 +673,7 @@ async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) 
     refused = await vote(env, approval.id, OPERATOR, "Ben")
     assert refused.refusal == f"budget approval #{approval.id} needs an owner"
     decided = await vote(env, approval.id, OWNER, "Ana")
-    assert decided.won and isinstance(decided.effect, usage.BudgetChange)
+    assert decided.won and isinstance(decided.effect, budget_requests.BudgetChange)
     assert decided.effect.budget == Decimal(10) and decided.effect.resumed
     async with env.db.session() as session:
         state = await session.get(AgentState, "coder")
@@ -784,8 +794,8 @@ async def test_a_p0_approval_is_decided_by_an_owner_and_pages_through_the_incide
         incident, _ = await incidents.open_incident(
             session, fingerprint="db-down", severity="P2", title="Database down", source="x"
         )
-        page = incidents.Page(None, [(OWNER, "Ana"), (OPERATOR, "Ben")])
-        approval = await incidents.request_p0(
+        page = incident_gates.Page(None, [(OWNER, "Ana"), (OPERATOR, "Ben")])
+        approval = await incident_gates.request_p0(
             session, incident.id, policy=env.policy, actor="agent:hub", page=page
         )
     assert approval is not None

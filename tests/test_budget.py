@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from agents.gateway import BudgetExceeded, Gateway
 from bot.config import AgentConfig, Config, load_config
-from storage import approvals, inbox, usage
+from storage import approvals, budget_requests, inbox, usage
 from storage.approval_kinds import Kinds
 from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
@@ -289,7 +289,7 @@ async def test_a_budget_of_one_dollar_is_exceeded_by_at_most_one_call(
 
         # The owner's raise: $11 now, the agent runs again; a second raise changes nothing.
         policy = ApprovalPolicy(people={1: ("Ana", "owner")})
-        kinds = Kinds([usage.BudgetKind({"coder": 1.0})])
+        kinds = Kinds([budget_requests.BudgetKind({"coder": 1.0})])
         async with env.db.claim() as session:
             raised = await approvals.decide(
                 session,
@@ -300,7 +300,7 @@ async def test_a_budget_of_one_dollar_is_exceeded_by_at_most_one_call(
                 person_name="Ana",
                 vote="approve",
             )
-        assert isinstance(raised.effect, usage.BudgetChange)
+        assert isinstance(raised.effect, budget_requests.BudgetChange)
         assert raised.effect.won and raised.effect.resumed
         assert raised.effect.budget == Decimal(11)
         async with env.db.claim() as session:

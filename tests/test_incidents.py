@@ -20,7 +20,7 @@ from agents import tools
 from agents.org import OrgChart
 from bot.alerting import Alerting
 from bot.config import CheckConfig, Config, load_config
-from storage import incidents, tasks
+from storage import incident_gates, incidents, tasks
 from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import Approval, InboxMessage, Incident, Outbox, TaskEvent, utcnow
@@ -124,7 +124,7 @@ async def decide(db: Database, approval_id: int, status: str, by: str) -> None:
         )
         approval = await session.get(Approval, approval_id, populate_existing=True)
         assert approval is not None
-        await incidents.on_p0_decided(session, approval)
+        await incident_gates.on_p0_decided(session, approval)
 
 
 async def test_an_agents_p0_is_refused_recorded_and_reported_to_the_hub(env: Env) -> None:
@@ -234,7 +234,7 @@ async def test_p0_posts_an_approval_and_pages_only_after_a_person_approves(env: 
     async with env.db.claim() as session:
         approval = await session.get(Approval, approvals[0].id)
         assert approval is not None
-        await incidents.on_p0_decided(session, approval)
+        await incident_gates.on_p0_decided(session, approval)
     assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-page:%"))) == 3
 
 
@@ -322,7 +322,7 @@ async def test_alerts_feed_groups_waits_silences_and_reminds(env: Env) -> None:
     assert not any("quiet" in o.text for o in await alerts())  # silenced before it fired
 
     async with env.db.claim() as session:
-        assert await incidents.confirm_p1(session, a.id, actor="agent:hub")
+        assert await incident_gates.confirm_p1(session, a.id, actor="agent:hub")
     [p1] = await env.rows(Outbox, Outbox.dedup_key == f"incident-p1:{a.id}")
     assert p1.reply_to == burst.dedup_key
     await shift(env.db, 4 * 3600 + 1, alerted=True)
@@ -418,10 +418,10 @@ async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
     assert (incident.severity, incident.source) == ("P2", "agent:hub")
     assert await env.rows(Approval) == []
     async with env.db.claim() as session:
-        assert not await incidents.confirm_p1(session, incident.id, actor="agent:hub")
-        page = incidents.Page(None, [])
+        assert not await incident_gates.confirm_p1(session, incident.id, actor="agent:hub")
+        page = incident_gates.Page(None, [])
         assert (
-            await incidents.request_p0(
+            await incident_gates.request_p0(
                 session,
                 incident.id,
                 policy=ApprovalPolicy.from_config(env.config),
@@ -439,7 +439,7 @@ async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
         await incidents.open_incident(
             session, fingerprint="db", severity="P1", title="db down", source="agent:hub"
         )
-        assert not await incidents.confirm_p1(session, other.id, actor="agent:hub")
+        assert not await incident_gates.confirm_p1(session, other.id, actor="agent:hub")
 
 
 async def test_expired_silences_end_an_incident_silenced_before_its_alert_is_announced(
@@ -470,7 +470,7 @@ async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> N
     await shift(env.db, 31)
     await alerting.flush()
     async with env.db.claim() as session:
-        assert await incidents.confirm_p1(session, incident.id, actor="agent:hub")
+        assert await incident_gates.confirm_p1(session, incident.id, actor="agent:hub")
         await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
     await shift(env.db, 4 * 3600 + 1, alerted=True)
     await alerting.flush()
