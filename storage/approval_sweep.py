@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.views import approvals as view
 from storage import outbox, tasks
+from storage.approval_kinds import SYSTEM, Kinds
 from storage.approval_policy import TOP, ApprovalPolicy
-from storage.approvals import SYSTEM, Kinds, record, settle, show
+from storage.approvals import record, settle, show
 from storage.models import Approval, utcnow
 from storage.statuses import ApprovalStatus
 from storage.transition import change

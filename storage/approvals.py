@@ -3,8 +3,9 @@
 `request` creates the row and posts it (with Approve / Reject / Details buttons, see
 bot.views.approvals) to the `approvals` feed through the outbox, dedup key `approval:<id>`.
 `decide` records one person's vote and, when it settles the approval, sets the status with one
-conditional update and runs the kind's effect in the same transaction. `sweep` is the
-`approvals-expire` job: a reminder at half time, then escalation to the next group or expiry.
+conditional update and runs the kind's effect in the same transaction. The `approvals-expire`
+job (reminders, escalation, expiry) is storage.approval_sweep; reads are
+storage.approval_queries.
 
 This module knows no kind: what a settled approval does is a `Kind` its owner defines
 (storage.deploys, storage.usage, storage.incidents, storage.exec, storage.publications; `Told`
@@ -33,7 +34,8 @@ from storage.transition import Changed, change
 
 log = logging.getLogger(__name__)
 
-__all__ = ["APPROVE", "REJECT", "SYSTEM", "ApprovalPolicy", "Kinds", "Outcome"]
+# The vote words and the system's actor name, for callers of `decide` and of the audit.
+__all__ = ["APPROVE", "REJECT", "SYSTEM"]
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from sqlalchemy import create_engine
 from storage.db import MIGRATIONS, Database, head_revision
 
 
-def upgrade_sync(url: str, revision: str) -> None:
+def upgrade_sync(url: str, revision: str, *, down: bool = False) -> None:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     engine = create_engine(url)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        (command.downgrade if down else command.upgrade)(cfg, revision)
     engine.dispose()
 
 
@@ -46,16 +46,6 @@ async def test_a_database_from_the_first_release_upgrades_and_keeps_its_rows(
         assert conn.execute("SELECT text, status, edit_of FROM outbox").fetchall() == [
             ("queued before the upgrade", "pending", None)
         ]
-
-
-def _downgrade_sync(url: str, revision: str) -> None:
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-    engine.dispose()
 
 
 async def test_incident_confirmations_move_from_a_json_list_to_rows_and_back(
@@ -96,7 +86,7 @@ async def test_incident_confirmations_move_from_a_json_list_to_rows_and_back(
     ]
     assert "confirmations" not in columns
     assert index is not None and "WHERE" in index[0]
-    _downgrade_sync(url, "0016_pipelines")
+    upgrade_sync(url, "0016_pipelines", down=True)
     with closing(sqlite3.connect(path)) as conn:
         [(restored,)] = conn.execute("SELECT confirmations FROM incidents").fetchall()
     assert [e.get("by") for e in json.loads(restored)] == ["agent:ops", "agent:hub", "person:1001"]
