@@ -35,7 +35,6 @@ from storage import approval_queries, approvals, deploys, outbox
 from storage.approval_kinds import Kinds
 from storage.approval_policy import APPROVE, REJECT, ApprovalPolicy
 from storage.db import Database
-from storage.models import Approval
 from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
@@ -256,38 +255,19 @@ async def reject_reason(
 # -- commands ---------------------------------------------------------------------------------
 
 
-def _line(approval: Approval, s: ApprovalPolicy) -> str:
-    deadline = f", deadline {view.moment(approval.deadline, s)}" if approval.deadline else ""
-    return (
-        f"#{approval.id} {esc(approval.kind)}: {esc(one_line(view.summary(approval), 120))}"
-        f" ({esc(s.name(approval.requested_by))}{deadline})"
-    )
-
-
 @command(router, "approvals", Role.viewer)
 async def list_approvals(message: Message, db: Database, approval_policy: ApprovalPolicy) -> None:
     """List pending approvals, with their buttons"""
-    s = approval_policy
     async with db.session() as session:
         waiting = await approval_queries.pending(session, limit=10)
     if not waiting:
         await message.answer("No approvals are pending.")
         return
     rows = [
-        [
-            InlineKeyboardButton(
-                text=f"✅ #{a.id}", callback_data=ApprovalCb(a="y", id=a.id).pack()
-            ),
-            InlineKeyboardButton(
-                text=f"❌ #{a.id}", callback_data=ApprovalCb(a="n", id=a.id).pack()
-            ),
-            InlineKeyboardButton(
-                text=f"ℹ️ #{a.id}", callback_data=ApprovalCb(a="d", id=a.id).pack()
-            ),
-        ]
-        for a in waiting
+        [InlineKeyboardButton.model_validate(b) for b in row]
+        for row in view.pending_buttons(waiting)
     ]
-    text = "Pending approvals:\n" + "\n".join(_line(a, s) for a in waiting)
+    text = "Pending approvals:\n" + "\n".join(view.line(a, approval_policy) for a in waiting)
     await message.answer(text, reply_markup=InlineKeyboardMarkup(inline_keyboard=rows))
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from aiogram.filters.callback_data import CallbackData
 
-from bot.views.text import usd, when
+from bot.views.text import one_line, usd, when
 from storage.models import Approval, ApprovalVote, DbId
 from storage.statuses import ApprovalStatus
 
@@ -169,6 +169,27 @@ def buttons(approval: Approval) -> list[list[Button]]:
             {"text": "Reject", "callback_data": ApprovalCb(a="n", id=approval.id).pack()},
             {"text": "Details", "callback_data": ApprovalCb(a="d", id=approval.id).pack()},
         ]
+    ]
+
+
+def line(approval: Approval, display: Display) -> str:
+    """One pending approval in /approvals (HTML)."""
+    deadline = f", deadline {moment(approval.deadline, display)}" if approval.deadline else ""
+    return (
+        f"#{approval.id} {escape(approval.kind)}: {escape(one_line(summary(approval), 120))}"
+        f" ({escape(display.name(approval.requested_by))}{deadline})"
+    )
+
+
+def pending_buttons(approvals: Sequence[Approval]) -> list[list[Button]]:
+    """Approve, reject and details of each approval /approvals lists, one row each."""
+    return [
+        [
+            {"text": f"✅ #{a.id}", "callback_data": ApprovalCb(a="y", id=a.id).pack()},
+            {"text": f"❌ #{a.id}", "callback_data": ApprovalCb(a="n", id=a.id).pack()},
+            {"text": f"ℹ️ #{a.id}", "callback_data": ApprovalCb(a="d", id=a.id).pack()},
+        ]
+        for a in approvals
     ]
 
 
