@@ -27,6 +27,7 @@ from storage import artifacts
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import ExecRun
+from storage.statuses import ExecStatus
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ class Result:
     def summary(self, run: ExecRun) -> str:
         """One line: what ran and how it ended."""
         line = " ".join(run.argv)
-        if self.status == exec_runs.FAILED:
+        if self.status == ExecStatus.FAILED:
             return f"command #{run.id} `{line}` did not run: {self.problem}"
-        if self.status == exec_runs.TIMED_OUT:
+        if self.status == ExecStatus.TIMED_OUT:
             ended = f"timed out after {run.timeout_s} s; killed with its children"
         else:
             ended = f"exit code {self.exit_code}"
@@ -59,7 +60,7 @@ class Result:
     def for_model(self, run: ExecRun) -> str:
         """The tool result: the output marked as data, never as instructions."""
         saved = f"; full output saved as workspace:commands/exec-{run.id}.log"
-        if self.status == exec_runs.FAILED:
+        if self.status == ExecStatus.FAILED:
             return self.summary(run)
         return (
             f"{self.summary(run)}{saved if self.artifact_id else ''}\n"
@@ -74,14 +75,14 @@ async def execute(config: Config, db: Database, run: ExecRun) -> Result:
     agent = next((a for a in config.agents if a.id == run.agent_id), None)
     if agent is None or agent.exec is None:
         return Result(
-            exec_runs.FAILED, None, 0.0, "", None, "the agent may no longer run commands"
+            ExecStatus.FAILED, None, 0.0, "", None, "the agent may no longer run commands"
         )
     try:
         cwd = Confinement(config, agent).resolve(run.cwd, write=True)
     except FileRefused as err:
-        return Result(exec_runs.FAILED, None, 0.0, "", None, str(err))
+        return Result(ExecStatus.FAILED, None, 0.0, "", None, str(err))
     if not cwd.path.is_dir():
-        return Result(exec_runs.FAILED, None, 0.0, "", None, f"{cwd.shown} is not a folder")
+        return Result(ExecStatus.FAILED, None, 0.0, "", None, f"{cwd.shown} is not a folder")
     env = process.minimal_environment(agent.exec.env, config.own_secrets())
     started = time.monotonic()
     try:
@@ -96,10 +97,10 @@ async def execute(config: Config, db: Database, run: ExecRun) -> Result:
             redact=Redactor(config.secret_values()),
         )
     except process.CommandError as err:
-        return Result(exec_runs.FAILED, None, time.monotonic() - started, "", None, str(err))
+        return Result(ExecStatus.FAILED, None, time.monotonic() - started, "", None, str(err))
     seconds = time.monotonic() - started
     output = done.output
-    status = exec_runs.TIMED_OUT if done.exit_code is None else exec_runs.FINISHED
+    status = ExecStatus.TIMED_OUT if done.exit_code is None else ExecStatus.FINISHED
     artifact_id = await _save(config, db, agent, run, output, done.exit_code, seconds)
     return Result(status, done.exit_code, seconds, output, artifact_id)
 

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents.prices import price_of
 from bot.config import AgentConfig, Config, Price
 from bot.redact import Redactor
+from bot.views.budget import RaiseBudget
 from bot.views.text import esc, percent, usd
-from handlers.budget import RaiseBudget
 from storage import agents as agent_state
 from storage import inbox, outbox
 from storage import usage as spend

@@ -24,7 +24,9 @@ from integrations.deploy import shown_command
 from storage import (
     approvals,
     artifacts,
+    deploys,
     inbox,
+    incident_gates,
     incidents,
     outbox,
     pipelines,
@@ -32,9 +34,10 @@ from storage import (
     tasks,
 )
 from storage import exec as exec_runs
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import MAX_ID
-from storage.statuses import ApprovalStatus, TaskStatus
+from storage.statuses import ApprovalStatus, ExecStatus, PublicationStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,11 @@ class ToolContext:
     @property
     def actor(self) -> str:
         return f"agent:{self.agent.id}"
+
+    @property
+    def approval_policy(self) -> ApprovalPolicy:
+        """Who decides what this run asks for, from the config the run reads."""
+        return ApprovalPolicy.from_config(self.config)
 
 
 @dataclass(frozen=True)
@@ -264,6 +272,7 @@ async def _request_approval(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         # approvals.request posts the message with its buttons to the approvals feed.
         approval = await approvals.request(
             session,
+            policy=ctx.approval_policy,
             kind=kind,
             payload={"summary": args["summary"], "details": args.get("details", "")},
             requested_by=ctx.actor,
@@ -284,23 +293,26 @@ async def _request_deploy(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         known = ", ".join(d.id for d in ctx.config.deploys) or "none configured"
         return refused(f'unknown deploy target "{args["target"]}" (known: {known})')
     ref = args.get("ref") or None
-    if ref is not None and not approvals.valid_ref(ref):
+    if ref is not None and not deploys.valid_ref(ref):
         return refused("ref must be a commit, tag or version: letters, digits and ._/-")
     key = f"deploy:{ctx.run_id}:{target.id}:{key_part(ref or '')}"
     async with ctx.db.claim() as session:
-        busy = await approvals.deploy_in_flight(session, target.id, idempotency_key=key)
+        busy = await deploys.in_flight(session, target.id, idempotency_key=key)
         if busy is not None:
             return refused(f"{busy}; wait for its report instead of asking again")
+        policy = ctx.approval_policy
+        approvers, required = policy.deploy_approvers(target.id)
         approval = await approvals.request(
             session,
+            policy=policy,
             kind="deploy",
-            payload=approvals.deploy_payload(
+            payload=deploys.payload(
                 target.id, ref, shown_command(ctx.config, target), args["reason"]
             ),
             requested_by=ctx.actor,
             task_id=ctx.task_id,
-            approvers=target.approval_approvers(),
-            required=target.required,
+            approvers=approvers,
+            required=required,
             idempotency_key=key,
         )
     return ToolResult(
@@ -375,7 +387,7 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
         incident = await incidents.get(session, incident_id)
         if incident is None or incident.status not in incidents.LIVE:
             return refused(f"incident #{incident_id} is not open")
-        if incidents.requested_by(incident, ctx.actor):
+        if await incidents.requested_by(session, incident, ctx.actor):
             # Otherwise the hub could raise P1 and confirm it itself: one agent paging alone.
             return refused(
                 f"incident #{incident_id} was raised or escalated by you; you cannot also "
@@ -383,11 +395,15 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
                 "it); another agent's report or a person escalates it"
             )
         if severity == "P1":
-            if not await incidents.confirm_p1(session, incident_id, actor=ctx.actor):
+            if not await incident_gates.confirm_p1(session, incident_id, actor=ctx.actor):
                 return refused(f"incident #{incident_id} is {incident.severity} already")
             return ToolResult(True, f"incident #{incident_id} is now P1", changed=True)
-        approval = await incidents.request_p0(
-            session, incident_id, actor=ctx.actor, page=_page(ctx.config)
+        approval = await incident_gates.request_p0(
+            session,
+            incident_id,
+            policy=ctx.approval_policy,
+            actor=ctx.actor,
+            page=_page(ctx.config),
         )
         if approval is None:
             return refused(f"incident #{incident_id} is P0 already")
@@ -396,7 +412,7 @@ async def _confirm_incident(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
                 f"P0 for incident #{incident_id} was {approval.status} already "
                 f"(approval #{approval.id}); a person decided, do not ask again"
             )
-        # approvals.request (in incidents.request_p0) posted it, with its buttons.
+        # approvals.request (in incident_gates.request_p0) posted it, with its buttons.
     return ToolResult(
         True,
         f"P0 for incident #{incident_id} needs a person: approval #{approval.id} requested; "
@@ -523,6 +539,7 @@ async def _run_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         async with ctx.db.claim() as session:
             approval = await approvals.request(
                 session,
+                policy=ctx.approval_policy,
                 kind="exec",
                 payload=exec_runs.payload(
                     argv=argv,
@@ -566,7 +583,7 @@ async def _run_command(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             artifact_id=result.artifact_id,
             note=commands.note(run, result),
         )
-    return ToolResult(result.status != exec_runs.FAILED, result.for_model(run), changed=True)
+    return ToolResult(result.status != ExecStatus.FAILED, result.for_model(run), changed=True)
 
 
 async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
@@ -592,6 +609,7 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         step = await pipelines.step_of_task(session, ctx.task_id)
         created = await publications.create(
             session,
+            policy=ctx.approval_policy,
             target=target.id,
             kind=target.kind,
             guards=publishing.guards(target),
@@ -604,7 +622,7 @@ async def _publish(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     publication = created.publication
     if created.refusal:
         return refused(f"publication #{publication.id} to {target.id}: {created.refusal}")
-    if publication.status == publications.AWAITING:
+    if publication.status == PublicationStatus.AWAITING:
         return ToolResult(
             True,
             f"publication #{publication.id} waits for approval #{publication.approval_id}; "
@@ -637,11 +655,11 @@ async def _start_pipeline(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     )
 
 
-def _page(config: Config) -> incidents.Page:
+def _page(config: Config) -> incident_gates.Page:
     feed = config.feed("alerts")
     alerts = None if feed is None else outbox.Destination(feed.chat_id, feed.topic, "alerts")
     people = [(p.telegram_id, p.name) for p in config.people if p.role.allows(Role.operator)]
-    return incidents.Page(alerts, people)
+    return incident_gates.Page(alerts, people)
 
 
 def _reports(ctx: ToolContext) -> str:

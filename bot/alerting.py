@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 
 from bot.config import CheckConfig, Config
 from bot.redact import Redactor
+from bot.views.incidents import alert_buttons
 from bot.views.text import esc, when
-from handlers.incidents import alert_buttons
 from integrations import checks
 from storage import checks as check_state
 from storage import incidents, outbox

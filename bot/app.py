@@ -47,11 +47,14 @@ from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
 from handlers import get_routers
-from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
 from integrations.publish import PublishWorker
-from storage import approvals, outbox
+from storage import budget_requests, deploys, incident_gates, outbox, publications
+from storage import exec as exec_runs
+from storage.approval_kinds import Kinds, Told
+from storage.approval_policy import ApprovalPolicy
+from storage.approval_sweep import sweep as sweep_approvals
 from storage.db import Database
 from storage.status import SummaryCache
 
@@ -81,6 +84,21 @@ def make_bot(
         token=config.telegram.token.get_secret_value(),
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+
+
+def approval_kinds(config: Config) -> Kinds:
+    """What a settled approval does, each kind's effect given by the module that owns it."""
+    budgets = {agent.id: agent.budget_usd_month for agent in config.agents}
+    return Kinds(
+        [
+            deploys.DEPLOY,
+            budget_requests.BudgetKind(budgets),
+            incident_gates.INCIDENT_P0,
+            exec_runs.EXEC,
+            publications.PUBLISH,
+            Told("action"),
+        ]
     )
 
 
@@ -176,11 +194,15 @@ async def _serve(config: Config, db: Database) -> int:
     runtime = Runtime(config, db, gateway)
     triage = Triage(config, db, gateway)
     scheduler = Scheduler(db)
+    approval_policy = ApprovalPolicy.from_config(config)
+    kinds = approval_kinds(config)
     dp = make_dispatcher(
         config,
         db,
         routers,
         in_flight,
+        approval_policy=approval_policy,
+        approval_kinds=kinds,
         poll_monitor=monitor,
         sender=sender,
         org=runtime.org,
@@ -194,7 +216,6 @@ async def _serve(config: Config, db: Database) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     db.on_commit("outbox", sender.wake)
-    approvals.configure(db, approval_settings(config))
     deployer = DeployWorker(config, db)
     db.on_commit("deploys", deployer.wake)
     executor = ExecWorker(config, db)
@@ -227,7 +248,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     async def expire_approvals() -> None:
         async with db.claim() as session:
-            await approvals.sweep(session)
+            await sweep_approvals(session, approval_policy, kinds)
 
     scheduler.every("approvals-expire", config.approvals.check_every, expire_approvals)
     for agent in config.agents:

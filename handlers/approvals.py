@@ -11,7 +11,6 @@ proves nothing: an agent can make the bot send any text.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 
 from aiogram import Bot, F, Router
@@ -26,14 +25,17 @@ from aiogram.types import (
 
 from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
 from bot.config import Config, Person, Role
+from bot.views import approvals as view
+from bot.views.approvals import REJECT_PROMPT, REJECT_PROMPT_PATTERN, ApprovalCb
 from bot.views.text import clip, esc, one_line, split_html, when, zone_note
 from handlers.common import person_actor, sentence, usage
 from handlers.registry import command
 from integrations.deploy import shown_command
-from storage import approvals, deploys, outbox
-from storage.approvals import ApprovalCb
+from storage import approval_queries, approvals, deploys, outbox
+from storage.approval_kinds import Kinds
+from storage.approval_policy import APPROVE, REJECT, ApprovalPolicy
 from storage.db import Database
-from storage.models import Approval
+from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -45,26 +47,7 @@ VIEWER = {"role": Role.viewer}
 # removed by the decision is answered from the database: who decided and when.
 OPERATOR_SETTLED = {**OPERATOR, "settled_press": True}
 VIEWER_SETTLED = {**VIEWER, "settled_press": True}
-# The prompt names the presser (a mention, so that a selective ForceReply opens their reply
-# field only) and the approval, for people; the reply finds its approval by the recorded
-# prompt (approvals.prompted), the text only spares a lookup for every other reply.
-PROMPT = "{who}: reason for rejecting approval #{id}? Reply to this message."
-_PROMPT = re.compile(r": reason for rejecting approval #(\d{1,19})\? Reply to this message\.$")
 MAX_AUDIT = 50
-
-
-def settings(config: Config) -> approvals.Settings:
-    """What storage.approvals needs from the config; `approvals.configure` stores it."""
-    feed = config.feed("approvals")
-    return approvals.Settings(
-        people={p.telegram_id: (p.name, p.role.value) for p in config.people},
-        feed=outbox.Destination(feed.chat_id, feed.topic, "approvals") if feed else None,
-        tz=config.tz,
-        deadline=config.approvals.deadline,
-        on_timeout=config.approvals.on_timeout,
-        notify_private=config.approvals.notify_private,
-        budgets={agent.id: agent.budget_usd_month for agent in config.agents},
-    )
 
 
 def _answer_text(decision: approvals.Decision) -> str:
@@ -72,20 +55,28 @@ def _answer_text(decision: approvals.Decision) -> str:
         return clip(sentence(decision.refusal), 200)
     approval = decision.approval
     assert approval is not None
-    if decision.status == approvals.PENDING:
+    if decision.status == ApprovalStatus.PENDING:
         return f"Your approval is counted: {decision.votes} of {approval.required}."
-    if decision.status == approvals.APPROVED and approval.kind == "deploy":
+    if decision.status == ApprovalStatus.APPROVED and approval.kind == "deploy":
         return f"Approved #{approval.id}: the deploy is queued."
     return f"{decision.status.capitalize()} #{approval.id}."
 
 
 async def _decide(
-    db: Database, approval_id: int, person: Person, vote: str, reason: str | None = None
+    db: Database,
+    approval_id: int,
+    person: Person,
+    vote: str,
+    policy: ApprovalPolicy,
+    kinds: Kinds,
+    reason: str | None = None,
 ) -> approvals.Decision:
     async with db.claim() as session:
         decision = await approvals.decide(
             session,
             approval_id,
+            policy=policy,
+            kinds=kinds,
             person_id=person.telegram_id,
             person_name=person.name,
             vote=vote,
@@ -103,9 +94,16 @@ async def _decide(
 
 @router.callback_query(ApprovalCb.filter(F.a == "y"), flags=OPERATOR_SETTLED)
 async def press_approve(
-    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
+    callback: CallbackQuery,
+    callback_data: ApprovalCb,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
 ) -> None:
-    decision = await _decide(db, callback_data.id, person, approvals.APPROVE)
+    decision = await _decide(
+        db, callback_data.id, person, APPROVE, approval_policy, approval_kinds
+    )
     if decision.approval is None:
         await callback.answer(no_such("approval", callback_data.id), show_alert=True)
         return
@@ -114,13 +112,19 @@ async def press_approve(
 
 @router.callback_query(ApprovalCb.filter(F.a == "n"), flags=OPERATOR_SETTLED)
 async def press_reject(
-    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
+    callback: CallbackQuery,
+    callback_data: ApprovalCb,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
 ) -> None:
     """Ask for the reason first; the rejection counts when the reply comes (and is checked
     again then)."""
     async with db.session() as session:
-        exists = await approvals.get(session, callback_data.id) is not None
-        refusal = await approvals.check(session, callback_data.id, person_id=person.telegram_id)
+        exists = await approval_queries.get(session, callback_data.id) is not None
+        refusal = await approvals.check(
+            session, callback_data.id, policy=approval_policy, person_id=person.telegram_id
+        )
     if not exists:
         await callback.answer(no_such("approval", callback_data.id), show_alert=True)
         return
@@ -135,7 +139,7 @@ async def press_reject(
         return
     who = f'<a href="tg://user?id={person.telegram_id}">{esc(person.name)}</a>'
     sent = await message.answer(
-        PROMPT.format(who=who, id=callback_data.id),
+        REJECT_PROMPT.format(who=who, id=callback_data.id),
         reply_markup=ForceReply(
             force_reply=True, selective=True, input_field_placeholder="reason"
         ),
@@ -156,17 +160,17 @@ async def press_details(
     callback: CallbackQuery,
     callback_data: ApprovalCb,
     db: Database,
-    config: Config,
+    approval_policy: ApprovalPolicy,
 ) -> None:
     async with db.session() as session:
-        approval = await approvals.get(session, callback_data.id)
-        votes = await approvals.votes_of(session, callback_data.id) if approval else []
+        approval = await approval_queries.get(session, callback_data.id)
+        votes = await approval_queries.votes_of(session, callback_data.id) if approval else []
     if approval is None:
         await callback.answer(no_such("approval", callback_data.id), show_alert=True)
         return
-    s = settings(config)
+    s = approval_policy
     parts = [
-        f"#{approval.id} {approval.kind}: {approvals.summary(approval)}",
+        f"#{approval.id} {approval.kind}: {view.summary(approval)}",
         approval.status,
         f"requested by {s.name(approval.requested_by)}",
     ]
@@ -215,7 +219,7 @@ async def our_prompt(message: Message, bot: Bot, db: Database) -> dict[str, int]
     if message.from_user is None:
         return False
     async with db.session() as session:
-        approval_id = await approvals.prompt_of(
+        approval_id = await approval_queries.prompt_of(
             session,
             person_id=message.from_user.id,
             chat_id=prompt.chat.id,
@@ -224,57 +228,58 @@ async def our_prompt(message: Message, bot: Bot, db: Database) -> dict[str, int]
     return False if approval_id is None else {"approval_id": approval_id}
 
 
-@router.message(F.reply_to_message.text.regexp(_PROMPT, mode="search"), our_prompt, flags=OPERATOR)
-async def reject_reason(message: Message, db: Database, person: Person, approval_id: int) -> None:
+@router.message(
+    F.reply_to_message.text.regexp(REJECT_PROMPT_PATTERN, mode="search"),
+    our_prompt,
+    flags=OPERATOR,
+)
+async def reject_reason(
+    message: Message,
+    db: Database,
+    person: Person,
+    approval_id: int,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
+) -> None:
     """The presser's reply to the reject prompt they were sent: the rejection."""
     reason = (message.text or "").strip()
     if not reason or reason.startswith("/"):
         await message.reply("A rejection needs a reason: reply to the prompt with it.")
         return
-    decision = await _decide(db, approval_id, person, approvals.REJECT, reason)
+    decision = await _decide(
+        db, approval_id, person, REJECT, approval_policy, approval_kinds, reason
+    )
     await message.reply(esc(_answer_text(decision)))
 
 
 # -- commands ---------------------------------------------------------------------------------
 
 
-def _line(approval: Approval, s: approvals.Settings) -> str:
-    deadline = f", deadline {approvals.moment(approval.deadline, s)}" if approval.deadline else ""
-    return (
-        f"#{approval.id} {esc(approval.kind)}: {esc(one_line(approvals.summary(approval), 120))}"
-        f" ({esc(s.name(approval.requested_by))}{deadline})"
-    )
-
-
 @command(router, "approvals", Role.viewer)
-async def list_approvals(message: Message, db: Database, config: Config) -> None:
+async def list_approvals(message: Message, db: Database, approval_policy: ApprovalPolicy) -> None:
     """List pending approvals, with their buttons"""
-    s = settings(config)
     async with db.session() as session:
-        waiting = await approvals.pending(session, limit=10)
+        waiting = await approval_queries.pending(session, limit=10)
     if not waiting:
         await message.answer("No approvals are pending.")
         return
     rows = [
-        [
-            InlineKeyboardButton(
-                text=f"✅ #{a.id}", callback_data=ApprovalCb(a="y", id=a.id).pack()
-            ),
-            InlineKeyboardButton(
-                text=f"❌ #{a.id}", callback_data=ApprovalCb(a="n", id=a.id).pack()
-            ),
-            InlineKeyboardButton(
-                text=f"ℹ️ #{a.id}", callback_data=ApprovalCb(a="d", id=a.id).pack()
-            ),
-        ]
-        for a in waiting
+        [InlineKeyboardButton.model_validate(b) for b in row]
+        for row in view.pending_buttons(waiting)
     ]
-    text = "Pending approvals:\n" + "\n".join(_line(a, s) for a in waiting)
+    text = "Pending approvals:\n" + "\n".join(view.line(a, approval_policy) for a in waiting)
     await message.answer(text, reply_markup=InlineKeyboardMarkup(inline_keyboard=rows))
 
 
 @command(router, "approve", Role.operator, usage="<id>")
-async def approve(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+async def approve(
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
+) -> None:
     """Approve a pending approval"""
     line = usage("approve", "<id>")
     parts = (command.args or "").split()
@@ -284,12 +289,19 @@ async def approve(message: Message, command: CommandObject, db: Database, person
     approval_id = await id_argument(message, parts[0], "approval", line)
     if approval_id is None:
         return
-    decision = await _decide(db, approval_id, person, approvals.APPROVE)
+    decision = await _decide(db, approval_id, person, APPROVE, approval_policy, approval_kinds)
     await message.answer(esc(_answer_text(decision)))
 
 
 @command(router, "reject", Role.operator, usage="<id> <reason>")
-async def reject(message: Message, command: CommandObject, db: Database, person: Person) -> None:
+async def reject(
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
+) -> None:
     """Reject a pending approval, saying why"""
     line = usage("reject", "<id> <reason>")
     parts = (command.args or "").strip().split(maxsplit=1)
@@ -299,13 +311,20 @@ async def reject(message: Message, command: CommandObject, db: Database, person:
     approval_id = await id_argument(message, parts[0], "approval", line)
     if approval_id is None:
         return
-    decision = await _decide(db, approval_id, person, approvals.REJECT, parts[1])
+    decision = await _decide(
+        db, approval_id, person, REJECT, approval_policy, approval_kinds, parts[1]
+    )
     await message.answer(esc(_answer_text(decision)))
 
 
 @command(router, "deploy", Role.operator, usage="<target> [ref]")
 async def request_deploy(
-    message: Message, command: CommandObject, db: Database, person: Person, config: Config
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    person: Person,
+    config: Config,
+    approval_policy: ApprovalPolicy,
 ) -> None:
     """Request a deploy of a configured target (an owner approves)"""
     line = usage("deploy", "<target> [ref]")
@@ -321,7 +340,7 @@ async def request_deploy(
         )
         return
     ref = parts[1] if len(parts) == 2 else None
-    if ref is not None and not approvals.valid_ref(ref):
+    if ref is not None and not deploys.valid_ref(ref):
         await message.answer(
             f"{esc(clip(ref, 40))} is not a commit, tag or version (letters, digits and ._/-, "
             f"at most 128).\n{line}"
@@ -334,19 +353,21 @@ async def request_deploy(
     key = f"deploy:{message.chat.id}:{message.message_id}"
     here = False
     async with db.claim() as session:
-        busy = await approvals.deploy_in_flight(session, target.id, idempotency_key=key)
+        busy = await deploys.in_flight(session, target.id, idempotency_key=key)
         if busy is None:
+            approvers, required = approval_policy.deploy_approvers(target.id)
             approval = await approvals.request(
                 session,
+                policy=approval_policy,
                 kind="deploy",
-                payload=approvals.deploy_payload(target.id, ref, shown_command(config, target)),
+                payload=deploys.payload(target.id, ref, shown_command(config, target)),
                 requested_by=person_actor(person),
-                approvers=target.approval_approvers(),
-                required=target.required,
+                approvers=approvers,
+                required=required,
                 idempotency_key=key,
                 copy_to=private,
             )
-            here = private is not None and approvals.may_decide(session, approval, private)
+            here = private is not None and approval_policy.may_decide(approval, private)
     if busy is not None:
         await message.answer(f"Not requested: {esc(busy)}. Wait for its report.")
         return
@@ -363,7 +384,9 @@ async def request_deploy(
 
 
 @command(router, "audit", Role.operator, usage="[n]")
-async def audit(message: Message, command: CommandObject, db: Database, config: Config) -> None:
+async def audit(
+    message: Message, command: CommandObject, db: Database, approval_policy: ApprovalPolicy
+) -> None:
     """The last approval decisions and deploys, with who and when"""
     word = (command.args or "").strip()
     limit = parse_count(word, 1, MAX_AUDIT) if word else 15
@@ -373,9 +396,9 @@ async def audit(message: Message, command: CommandObject, db: Database, config: 
             + usage("audit", "[n]")
         )
         return
-    s = settings(config)
+    s = approval_policy
     async with db.session() as session:
-        trail = await approvals.audit(session, limit)
+        trail = await approval_queries.audit(session, limit)
         runs = await deploys.recent(session, 5)
     if not trail and not runs:
         await message.answer("Nothing to audit yet.")

@@ -15,19 +15,21 @@ from decimal import Decimal, InvalidOperation
 
 from aiogram import Router
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
 
 from agents.org import OrgChart
 from bot.args import no_such
 from bot.config import Config, Person, Role
+from bot.views.budget import RaiseBudget
 from bot.views.text import clip, display_name, esc, percent, usd
 from handlers.common import person_actor, unknown_agent, usage
 from handlers.registry import command
-from storage import approvals
+from storage import approvals, budget_requests
 from storage import usage as spend
+from storage.approval_kinds import Kinds
+from storage.approval_policy import APPROVE, ApprovalPolicy
 from storage.db import Database
-from storage.models import DbId
+from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -35,12 +37,6 @@ router = Router(name=__name__)
 MAX_BUDGET = Decimal(1_000_000)
 CENT = Decimal("0.01")
 OWNER = {"role": Role.owner}
-
-
-class RaiseBudget(CallbackData, prefix="bud"):
-    """The button on a budget stop: approve budget approval `approval` (raise by its step)."""
-
-    approval: DbId
 
 
 def _configured(config: Config) -> dict[str, float | None]:
@@ -73,6 +69,7 @@ async def set_budget(
     person: Person,
     config: Config,
     org: OrgChart,
+    approval_policy: ApprovalPolicy,
 ) -> None:
     """Set an agent's monthly budget in USD (resumes it if its budget paused it)"""
     line = usage("budget", "<agent> <usd>")
@@ -92,7 +89,9 @@ async def set_budget(
         )
         return
     async with db.claim() as session:
-        change = await spend.set_budget(session, agent_id, amount, by=person_actor(person))
+        change = await budget_requests.set_budget(
+            session, agent_id, amount, policy=approval_policy, by=person_actor(person)
+        )
     if change.resumed:
         after = " It was paused by its budget and is resumed."
     elif change.paused_by == spend.BUDGET_ACTOR:
@@ -112,7 +111,12 @@ async def set_budget(
 # is gone answers how the request was settled.
 @router.callback_query(RaiseBudget.filter(), flags={**OWNER, "settled_press": True})
 async def press_raise(
-    callback: CallbackQuery, callback_data: RaiseBudget, db: Database, person: Person
+    callback: CallbackQuery,
+    callback_data: RaiseBudget,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
 ) -> None:
     # The press is the approval's decision (storage.approvals.decide runs the budget effect,
     # which also edits the stop through the outbox, however the request is settled).
@@ -120,24 +124,24 @@ async def press_raise(
         decided = await approvals.decide(
             session,
             callback_data.approval,
+            policy=approval_policy,
+            kinds=approval_kinds,
             person_id=person.telegram_id,
             person_name=person.name,
-            vote=approvals.APPROVE,
+            vote=APPROVE,
             kind="budget",
         )
         found = decided.approval
-        if isinstance(decided.effect, spend.BudgetChange):
+        if isinstance(decided.effect, budget_requests.BudgetChange):
             change = decided.effect
         else:
             agent = found.payload.get("agent") if found and found.kind == "budget" else None
-            change = spend.BudgetChange(False, agent, found if agent else None)
+            change = budget_requests.BudgetChange(False, agent, found if agent else None)
         approval = change.approval
-        said = (
-            spend.settlement(approval, approvals.settings_of(session), change) if approval else ""
-        )
+        said = budget_requests.settlement(approval, approval_policy, change) if approval else ""
     if approval is None:
         await callback.answer(no_such("budget request", callback_data.approval), show_alert=True)
-    elif approval.status == spend.PENDING:  # refused, not settled: say why
+    elif approval.status == ApprovalStatus.PENDING:  # refused, not settled: say why
         await callback.answer(clip(decided.refusal, 200), show_alert=True)
     elif change.won:
         await callback.answer(f"Budget of {change.agent_id} raised to {usd(change.budget or 0)}")

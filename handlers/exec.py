@@ -17,14 +17,16 @@ from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import Config, Person, Role
 from bot.views import exec as views
+from bot.views.approvals import ApprovalCb
 from bot.views.exec import RuleCb
 from bot.views.text import clip
 from handlers.common import person_actor, sentence, unknown_agent, usage
 from handlers.registry import command
-from storage import approvals
 from storage import exec as exec_runs
-from storage.approvals import ApprovalCb
+from storage.approval_kinds import Kinds
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
+from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -34,18 +36,28 @@ OWNER = {"role": Role.owner}
 
 @router.callback_query(ApprovalCb.filter(F.a == "w"), flags=OWNER)
 async def press_always_allow(
-    callback: CallbackQuery, callback_data: ApprovalCb, db: Database, person: Person
+    callback: CallbackQuery,
+    callback_data: ApprovalCb,
+    db: Database,
+    person: Person,
+    approval_policy: ApprovalPolicy,
+    approval_kinds: Kinds,
 ) -> None:
     """Always allow: approve (the command runs once now) and allow this exact argv for this
     agent from now on."""
     async with db.claim() as session:
         decision = await exec_runs.always_allow(
-            session, callback_data.id, person_id=person.telegram_id, person_name=person.name
+            session,
+            callback_data.id,
+            policy=approval_policy,
+            kinds=approval_kinds,
+            person_id=person.telegram_id,
+            person_name=person.name,
         )
     if not decision.won:
         await callback.answer(clip(sentence(decision.refusal), 200), show_alert=True)
         return
-    if decision.status == approvals.PENDING:
+    if decision.status == ApprovalStatus.PENDING:
         assert decision.approval is not None
         await callback.answer(
             f"Your approval is counted: {decision.votes} of {decision.approval.required}; the "

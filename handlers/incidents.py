@@ -7,17 +7,16 @@ is re-checked against the database: a stale or repeated press changes nothing an
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from datetime import timedelta
 
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
-from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.args import DurationError, id_argument, no_such, parse_duration_arg
 from bot.config import Config, Person, Role
+from bot.views.incidents import IncidentCb, alert_buttons
 from bot.views.text import clip, display_name, esc, when, zone_note
 from handlers.common import person_actor, usage
 from handlers.registry import command
@@ -25,7 +24,8 @@ from integrations import alertmanager
 from storage import incidents, outbox
 from storage import web as web_store
 from storage.db import Database
-from storage.models import DbId, Incident, utcnow
+from storage.models import Incident, utcnow
+from storage.statuses import IncidentStatus
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -33,31 +33,6 @@ router = Router(name=__name__)
 OPERATOR = {"role": Role.operator}
 SILENCE_MAX = timedelta(days=30)
 SILENCES = {"s1h": timedelta(hours=1), "s4h": timedelta(hours=4)}
-
-
-class IncidentCb(CallbackData, prefix="inc"):
-    """A button on an alert: `action` (ack, resolve, s1h, s4h) on the alert of incident `id`."""
-
-    action: str
-    id: DbId
-
-
-def alert_buttons(
-    incident_id: int, statuses: Collection[str] = (incidents.OPEN,)
-) -> list[list[outbox.Button]]:
-    """The buttons of the alert of `incident_id` while the incidents it lists are in `statuses`:
-    Ack while one is open, Silence while one is open or acknowledged, Resolve while one is not
-    resolved. An alert shows only what still applies; once all are resolved, no buttons."""
-
-    def button(text: str, action: str) -> outbox.Button:
-        return {"text": text, "callback_data": IncidentCb(action=action, id=incident_id).pack()}
-
-    live = set(statuses) - {incidents.RESOLVED}
-    first = [button("Ack", "ack")] if incidents.OPEN in live else []
-    first += [button("Resolve", "resolve")] if live else []
-    loud = live & {incidents.OPEN, incidents.ACKNOWLEDGED}
-    second = [button("Silence 1h", "s1h"), button("Silence 4h", "s4h")] if loud else []
-    return [row for row in (first, second) if row]
 
 
 def _markup(rows: list[list[outbox.Button]]) -> InlineKeyboardMarkup | None:
@@ -70,7 +45,7 @@ def _markup(rows: list[list[outbox.Button]]) -> InlineKeyboardMarkup | None:
 
 def _line(incident: Incident, config: Config) -> str:
     state = incident.status
-    if incident.status == incidents.SILENCED and incident.silenced_until is not None:
+    if incident.status == IncidentStatus.SILENCED and incident.silenced_until is not None:
         state = f"silenced until {when(incident.silenced_until, config.tz, zone=False)}"
     requested = f", {incident.requested_severity} requested" if incident.requested_severity else ""
     return (

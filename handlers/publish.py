@@ -18,7 +18,10 @@ router = Router(name=__name__)
 
 @command(router, "published", Role.viewer, usage="[target]")
 async def show_published(
-    message: Message, command: CommandObject, db: Database, config: Config
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    config: Config,
 ) -> None:
     """Publications (of one target): status, where they went, why not"""
     target = (command.args or "").strip() or None

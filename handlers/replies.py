@@ -23,7 +23,7 @@ from bot.views.replies import HINT, DraftCb, hint_buttons, task_made
 from bot.views.tasks import comment_added
 from bot.views.text import clip, esc
 from handlers.common import OPERATOR, person_actor, send_back, sentence, split_title
-from storage import approvals, incidents, links, tasks
+from storage import approval_queries, approvals, incidents, links, tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ async def reply_to_entity(
                 else esc(sentence(outcome.reason))
             )
         elif target.kind == links.APPROVAL:
-            if await approvals.get(session, target.entity_id) is None:
+            if await approval_queries.get(session, target.entity_id) is None:
                 answer = f"There is no approval #{target.entity_id}."
             else:
                 await approvals.record(session, target.entity_id, "note", actor, text)

@@ -26,8 +26,10 @@ from bot.redact import Redactor
 from bot.views import deploy as views
 from integrations import claim_loop, process
 from storage import approvals, deploys
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import DeployRun
+from storage.statuses import DeployStatus
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class DeployWorker:
         self.db = db
         self.idle_poll = idle_poll
         self.redactor = Redactor(config.secret_values())
+        self.approval_policy = ApprovalPolicy.from_config(config)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -122,7 +125,7 @@ class DeployWorker:
         target = target_of(self.config, run.target)
         if target is None:
             outcome = Outcome(
-                deploys.FAILED,
+                DeployStatus.FAILED,
                 [Step("command", False, 0.0, f'no deploy target "{run.target}" in the config')],
                 "",
             )
@@ -141,6 +144,7 @@ class DeployWorker:
                     run.approval_id,
                     views.progress(run, outcome.steps, None),
                     f"deploy:{run.id}:steps:end",
+                    policy=self.approval_policy,
                 )
             await deploys.finish(
                 session,
@@ -165,6 +169,7 @@ class DeployWorker:
                     run.approval_id,
                     views.progress(run, steps, running),
                     f"deploy:{run.id}:steps:{len(steps)}:{running or ''}",
+                    policy=self.approval_policy,
                 )
         except Exception:  # showing progress must never stop a deploy
             log.exception("deploy run #%d: could not show its progress", run.id)
@@ -185,15 +190,15 @@ class DeployWorker:
             await phase("verify")
             ok = await self._verify("verify", target, steps)
         if ok:
-            return Outcome(deploys.SUCCEEDED, steps, "\n".join(output))
+            return Outcome(DeployStatus.SUCCEEDED, steps, "\n".join(output))
         if not target.rollback:
-            return Outcome(deploys.FAILED, steps, "\n".join(output))
+            return Outcome(DeployStatus.FAILED, steps, "\n".join(output))
         await phase("rollback")
         rolled = await self._command("rollback", target.rollback, target, ref, steps, output)
         if rolled:
             await phase("verify-after-rollback")
             rolled = await self._verify("verify-after-rollback", target, steps)
-        status = deploys.ROLLED_BACK if rolled else deploys.FAILED
+        status = DeployStatus.ROLLED_BACK if rolled else DeployStatus.FAILED
         return Outcome(status, steps, "\n".join(output))
 
     async def _command(

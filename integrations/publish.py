@@ -24,7 +24,7 @@ from bot.config import Config, PublishTarget
 from storage import outbox, publications
 from storage.db import Database
 from storage.models import Publication
-from storage.statuses import OutboxStatus
+from storage.statuses import OutboxStatus, PublicationStatus
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class PublishWorker:
                 await self._finish(
                     publication,
                     Result(
-                        publications.UNKNOWN,
+                        PublicationStatus.UNKNOWN,
                         "the fleet stopped between the webhook call and recording its answer, "
                         "so it may or may not have been published.",
                     ),
@@ -147,7 +147,7 @@ class PublishWorker:
                 return True  # the outbox sends it; settle_telegram sees the outcome
         if publication.kind == "telegram":
             await self._finish(
-                publication, Result(publications.FAILED, "its target has no chat now")
+                publication, Result(PublicationStatus.FAILED, "its target has no chat now")
             )
         else:
             await self.carry_out(publication)
@@ -164,23 +164,27 @@ class PublishWorker:
             if row is None or row.status == OutboxStatus.PENDING:
                 continue
             if row.status == OutboxStatus.SENT and row.sent_message_ids:
-                result = Result(publications.PUBLISHED, message_id=int(row.sent_message_ids[-1]))
+                result = Result(
+                    PublicationStatus.PUBLISHED, message_id=int(row.sent_message_ids[-1])
+                )
             elif row.status == OutboxStatus.SENT:
-                result = Result(publications.UNVERIFIED, "Telegram returned no message id")
+                result = Result(PublicationStatus.UNVERIFIED, "Telegram returned no message id")
             elif row.last_error == outbox.IN_FLIGHT_ERROR:
                 result = Result(
-                    publications.UNKNOWN,
+                    PublicationStatus.UNKNOWN,
                     "Telegram gave no answer to the post (the fleet stopped, or the call timed "
                     "out), so it may or may not be in the channel.",
                 )
             else:
-                result = Result(publications.FAILED, f"Telegram refused it: {row.last_error}")
+                result = Result(PublicationStatus.FAILED, f"Telegram refused it: {row.last_error}")
             await self._finish(publication, result)
 
     async def carry_out(self, publication: Publication) -> None:
         target = self._target(publication)
         if target is None:
-            result = Result(publications.FAILED, f"no publish target {publication.target} now")
+            result = Result(
+                PublicationStatus.FAILED, f"no publish target {publication.target} now"
+            )
         elif target.kind == "webhook":
             result = await self._webhook(target, publication)
         else:
@@ -214,10 +218,10 @@ class PublishWorker:
             os.replace(partial, path)
             written = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         except OSError as err:
-            return Result(publications.FAILED, f"cannot write {path}: {err.strerror}")
+            return Result(PublicationStatus.FAILED, f"cannot write {path}: {err.strerror}")
         if written != publication.sha256:
-            return Result(publications.UNVERIFIED, f"{path} does not hold the text's sha256")
-        return Result(publications.PUBLISHED, location=str(path))
+            return Result(PublicationStatus.UNVERIFIED, f"{path} does not hold the text's sha256")
+        return Result(PublicationStatus.PUBLISHED, location=str(path))
 
     async def _webhook(self, target: PublishTarget, publication: Publication) -> Result:
         assert target.url is not None
@@ -236,31 +240,33 @@ class PublishWorker:
                 async with client.post(target.url, json=body, headers=headers) as response:
                     status = response.status
             except aiohttp.ClientConnectorError as err:
-                return Result(publications.FAILED, f"cannot reach the webhook: {err.strerror}")
+                return Result(
+                    PublicationStatus.FAILED, f"cannot reach the webhook: {err.strerror}"
+                )
             except (TimeoutError, aiohttp.ClientError) as err:
                 # The request may have arrived: not safe to call it failed and try again.
                 return Result(
-                    publications.UNKNOWN,
+                    PublicationStatus.UNKNOWN,
                     f"the webhook call broke off ({type(err).__name__}); it may have arrived.",
                 )
             if not 200 <= status < 300:
-                return Result(publications.FAILED, f"the webhook answered {status}")
+                return Result(PublicationStatus.FAILED, f"the webhook answered {status}")
             if target.verify_url is None:
-                return Result(publications.PUBLISHED, location=target.url)
+                return Result(PublicationStatus.PUBLISHED, location=target.url)
             try:
                 async with client.get(target.verify_url) as response:
                     page = (await response.content.read(MAX_BODY)).decode("utf-8", "replace")
                     seen = response.status
             except (TimeoutError, aiohttp.ClientError) as err:
                 return Result(
-                    publications.UNVERIFIED,
+                    PublicationStatus.UNVERIFIED,
                     f"the webhook answered {status}, but {target.verify_url} could not be read "
                     f"({type(err).__name__}).",
                 )
         if seen != 200 or not shows(page, publication.text):
             return Result(
-                publications.UNVERIFIED,
+                PublicationStatus.UNVERIFIED,
                 f"the webhook answered {status}, but {target.verify_url} (status {seen}) does "
                 "not show the text.",
             )
-        return Result(publications.PUBLISHED, location=target.verify_url)
+        return Result(PublicationStatus.PUBLISHED, location=target.verify_url)

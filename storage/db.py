@@ -65,10 +65,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        # Copied into every session's `info`: what storage functions need from the config
-        # (see storage.approvals.configure).
-        self.info: dict[str, Any] = {}
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
 
     def redact_with(self, redact: Callable[[str], str]) -> None:

@@ -1,5 +1,7 @@
-"""Deploy runs: one per approved deploy approval (its approval_id is the idempotency key),
-claimed one at a time per target, finished once, and found `interrupted` after a crash.
+"""Deploy requests and runs: a deploy approval is requested (`payload`, `in_flight`), its
+effect (`DEPLOY`, registered at start) queues one run per approved approval (its approval_id
+is the idempotency key), claimed one at a time per target, finished once, and found
+`interrupted` after a crash.
 
 The deploy worker (integrations/deploy.py) does the work; these are its transitions, each a
 conditional update that writes the approval's audit event and the report in one transaction.
@@ -7,51 +9,130 @@ conditional update that writes the approval's audit event and the report in one 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import approvals, inbox, outbox, tasks
+from storage import approvals
+from storage.agent_notes import tell_agent
+from storage.approval_kinds import Outcome, reply, requesting_agent, tell_task
+from storage.approval_policy import ApprovalPolicy
+from storage.db import touch
 from storage.models import Approval, DeployRun, utcnow
+from storage.statuses import ApprovalStatus, DeployStatus
+from storage.transition import change, claim_oldest, upsert
 
-PENDING = "pending"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-ROLLED_BACK = "rolled_back"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-
-FINISHED = (SUCCEEDED, ROLLED_BACK, FAILED, INTERRUPTED)
+FINISHED = (
+    DeployStatus.SUCCEEDED,
+    DeployStatus.ROLLED_BACK,
+    DeployStatus.FAILED,
+    DeployStatus.INTERRUPTED,
+)
 ACTOR = "system:deploy"
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def valid_ref(ref: str) -> bool:
+    """A commit, tag or version: no spaces, no shell metacharacters, at most 128 characters."""
+    return bool(_REF.match(ref))
+
+
+def payload(target: str, ref: str | None, command: str, reason: str = "") -> dict[str, Any]:
+    """A deploy approval's payload."""
+    return {"target": target, "ref": ref, "command": command, "details": reason}
+
+
+async def in_flight(
+    session: AsyncSession, target: str, *, idempotency_key: str | None = None
+) -> str | None:
+    """What keeps a new deploy of `target` from being requested: a deploy approval still
+    pending, or a deploy run pending or running; None if nothing. The pending approval made
+    with `idempotency_key` does not count: asking again with it is the same request."""
+    stmt = select(Approval).where(
+        Approval.kind == "deploy", Approval.status == ApprovalStatus.PENDING
+    )
+    if idempotency_key is not None:
+        stmt = stmt.where(
+            (Approval.idempotency_key != idempotency_key) | Approval.idempotency_key.is_(None)
+        )
+    waiting = await session.execute(stmt.order_by(Approval.id))
+    for approval in waiting.scalars():
+        if approval.payload.get("target") == target:
+            return f"approval #{approval.id} for a deploy of {target} is pending"
+    running = await session.execute(
+        select(DeployRun.id, DeployRun.status, DeployRun.approval_id)
+        .where(
+            DeployRun.target == target,
+            DeployRun.status.in_((DeployStatus.PENDING, DeployStatus.RUNNING)),
+        )
+        .order_by(DeployRun.id)
+        .limit(1)
+    )
+    row = running.first()
+    if row is not None:
+        return f"deploy run #{row[0]} of {target} (approval #{row[2]}) is {row[1]}"
+    return None
+
+
+class DeployKind:
+    """The `deploy` approval's effect. Approved: queue exactly one deploy run (approval_id is
+    unique: the idempotency key). The requesting task hears the decision either way; an
+    approved deploy wakes its agent only with its report (`finish`), so the agent never acts
+    on a deploy that has not run yet."""
+
+    name = "deploy"
+
+    async def settled(
+        self, session: AsyncSession, approval: Approval, policy: ApprovalPolicy
+    ) -> Outcome | None:
+        approved = approval.status == ApprovalStatus.APPROVED
+        await tell_task(session, approval, policy, wake=not approved)
+        if not approved:
+            return None
+        await upsert(
+            session,
+            DeployRun,
+            {
+                "target": str(approval.payload.get("target", "")),
+                "approval_id": approval.id,
+                "ref": approval.payload.get("ref"),
+                "status": DeployStatus.PENDING,
+                "steps": [],
+                "output_tail": "",
+                "created_at": utcnow(),
+            },
+            keys=["approval_id"],
+        )
+        touch(session, "deploys")
+        return None
+
+
+DEPLOY = DeployKind()
+
+
+# -- runs -------------------------------------------------------------------------------------
 
 
 async def claim_next(session: AsyncSession, now: datetime | None = None) -> DeployRun | None:
     """Start the oldest pending run whose target has no run in progress. Run in
     `Database.claim()`."""
     now = now or utcnow()
-    busy = select(DeployRun.target).where(DeployRun.status == RUNNING)
-    found = await session.execute(
-        select(DeployRun.id)
-        .where(DeployRun.status == PENDING, DeployRun.target.not_in(busy))
-        .order_by(DeployRun.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+    busy = select(DeployRun.target).where(DeployRun.status == DeployStatus.RUNNING)
+    run = await claim_oldest(
+        session,
+        DeployRun,
+        {"status": DeployStatus.RUNNING, "started_at": now},
+        only_from=DeployStatus.PENDING,
+        where=(DeployRun.target.not_in(busy),),
     )
-    run_id = found.scalar_one_or_none()
-    if run_id is None:
+    if run is None:
         return None
-    result = await session.execute(
-        update(DeployRun)
-        .where(DeployRun.id == run_id, DeployRun.status == PENDING)
-        .values(status=RUNNING, started_at=now)
-        .returning(DeployRun.id)
-    )
-    if result.first() is None:
-        return None
-    run = await session.get(DeployRun, run_id, populate_existing=True)
-    assert run is not None
     if run.approval_id is not None:
         await approvals.record(session, run.approval_id, "deploy", ACTOR, f"run #{run.id} started")
     return run
@@ -72,24 +153,29 @@ async def finish(
     approval message) and `note` (plain text, commented on the requesting task)."""
     if status not in FINISHED:
         raise ValueError(f"{status!r} is not a finished deploy status")
-    result = await session.execute(
-        update(DeployRun)
-        .where(DeployRun.id == run_id, DeployRun.status == RUNNING)
-        .values(status=status, steps=steps, output_tail=output_tail, finished_at=now or utcnow())
-        .returning(DeployRun.id)
+    finished = await change(
+        session,
+        DeployRun,
+        run_id,
+        {
+            "status": status,
+            "steps": steps,
+            "output_tail": output_tail,
+            "finished_at": now or utcnow(),
+        },
+        only_from=(DeployStatus.RUNNING,),
     )
-    if result.first() is None:
-        return False
-    run = await session.get(DeployRun, run_id, populate_existing=True)
-    assert run is not None
-    await _report(session, run, report, note)
-    return True
+    if finished.won and finished.row is not None:
+        await _report(session, finished.row, report, note)
+    return finished.won
 
 
 async def interrupt_running(session: AsyncSession, now: datetime | None = None) -> list[int]:
     """Runs found `running` at start died with the process: mark them interrupted and report
     them. They are never re-run: a half-done deploy needs a person to look."""
-    found = await session.execute(select(DeployRun.id).where(DeployRun.status == RUNNING))
+    found = await session.execute(
+        select(DeployRun.id).where(DeployRun.status == DeployStatus.RUNNING)
+    )
     done: list[int] = []
     for run_id in found.scalars().all():
         note = (
@@ -99,7 +185,7 @@ async def interrupt_running(session: AsyncSession, now: datetime | None = None) 
         if await finish(
             session,
             run_id,
-            INTERRUPTED,
+            DeployStatus.INTERRUPTED,
             steps=[],
             output_tail="",
             report=f"⚠️ {note}",
@@ -117,27 +203,16 @@ async def _report(session: AsyncSession, run: DeployRun, report: str, note: str)
     if approval is None:
         return
     await approvals.record(session, approval.id, "deploy", ACTOR, f"run #{run.id} {run.status}")
-    settings = approvals.settings_of(session)
-    if settings.feed is not None:
-        await outbox.enqueue(
-            session,
-            settings.feed,
-            report,
-            dedup_key=f"deploy:{run.id}:{run.status}",
-            reply_to=f"approval:{approval.id}",
-        )
-    # The report, not the approval, wakes the agent that asked (storage.approvals._deploy).
-    if approval.task_id is not None:
-        await tasks.comment(session, approval.task_id, actor=ACTOR, body=note)
-    elif approval.requested_by.startswith("agent:"):
-        await inbox.send(
-            session,
-            approval.requested_by.removeprefix("agent:"),
-            kind="message",
-            source=ACTOR,
-            body=note,
-            dedup_key=f"deploy:{run.id}:{run.status}",
-        )
+    await reply(session, approval.id, report, dedup_key=f"deploy:{run.id}:{run.status}")
+    # The report, not the approval, wakes the agent that asked (`DeployKind`).
+    await tell_agent(
+        session,
+        requesting_agent(approval),
+        approval.task_id,
+        actor=ACTOR,
+        body=note,
+        dedup_key=f"deploy:{run.id}:{run.status}",
+    )
 
 
 async def get(session: AsyncSession, run_id: int) -> DeployRun | None:

@@ -1,7 +1,7 @@
 """Exec runs and exec rules: the commands agents run with run_command.
 
 An allowed command runs inside the agent's run (`start`, then `finish`). An asked one becomes
-an approval of kind `exec`; its effect (`on_decided`, registered in storage.approvals.EFFECTS)
+an approval of kind `exec`; its effect (`EXEC`, registered at start, see bot/app.py)
 queues exactly one exec run when approved (approval_id is unique: the idempotency key), which
 the command worker claims (`claim_next`), runs once and finishes; the result is commented on
 the task, which wakes the agent. A run found `running` at start died with the process:
@@ -16,25 +16,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import approvals, inbox, outbox, tasks
+from storage import approvals
+from storage.agent_notes import tell_agent
+from storage.approval_kinds import SYSTEM, Kinds, Outcome, reply, tell_task
+from storage.approval_policy import APPROVE, ApprovalPolicy
 from storage.db import touch
-from storage.models import Approval, ExecRule, ExecRun, utcnow
+from storage.models import MAX_ID, Approval, ExecRule, ExecRun, utcnow
+from storage.statuses import ApprovalStatus, ExecStatus
+from storage.transition import change, claim_oldest, upsert
 
-PENDING = "pending"
-RUNNING = "running"
-FINISHED = "finished"  # the command exited (any exit code)
-TIMED_OUT = "timed_out"
-FAILED = "failed"  # it could not start (a missing program, a cwd gone)
-INTERRUPTED = "interrupted"
-
-ENDED = (FINISHED, TIMED_OUT, FAILED, INTERRUPTED)
+ENDED = (ExecStatus.FINISHED, ExecStatus.TIMED_OUT, ExecStatus.FAILED, ExecStatus.INTERRUPTED)
 ACTOR = "system:exec"
-MAX_ID = 2**31 - 1
 
 
 def payload(
@@ -56,28 +51,42 @@ def payload(
     }
 
 
-async def on_decided(session: AsyncSession, approval: Approval) -> object:
-    """An approved exec approval: queue its one exec run (storage.approvals calls this)."""
-    body = approval.payload
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(
-        insert(ExecRun)
-        .values(
-            approval_id=approval.id,
-            agent_id=str(body.get("agent", "")),
-            task_id=approval.task_id,
-            argv=[str(a) for a in body.get("argv", [])],
-            cwd=str(body.get("cwd", "workspace:")),
-            timeout_s=int(body.get("timeout_s", 120)),
-            status=PENDING,
-            allowed_by=approval.decided_by or approvals.SYSTEM,
-            output_tail="",
-            created_at=utcnow(),
+class ExecKind:
+    """The `exec` approval's effect. Approved: queue the command to run exactly once (its one
+    exec run; the agent hears the result once it ran). Rejected or expired: the agent is told
+    at once, with the reason."""
+
+    name = "exec"
+
+    async def settled(
+        self, session: AsyncSession, approval: Approval, policy: ApprovalPolicy
+    ) -> Outcome | None:
+        if approval.status != ApprovalStatus.APPROVED:
+            await tell_task(session, approval, policy)
+            return None
+        body = approval.payload
+        await upsert(
+            session,
+            ExecRun,
+            {
+                "approval_id": approval.id,
+                "agent_id": str(body.get("agent", "")),
+                "task_id": approval.task_id,
+                "argv": [str(a) for a in body.get("argv", [])],
+                "cwd": str(body.get("cwd", "workspace:")),
+                "timeout_s": int(body.get("timeout_s", 120)),
+                "status": ExecStatus.PENDING,
+                "allowed_by": approval.decided_by or SYSTEM,
+                "output_tail": "",
+                "created_at": utcnow(),
+            },
+            keys=["approval_id"],
         )
-        .on_conflict_do_nothing(index_elements=["approval_id"])
-    )
-    touch(session, "exec")
-    return None
+        touch(session, "exec")
+        return None
+
+
+EXEC = ExecKind()
 
 
 async def start(
@@ -100,7 +109,7 @@ async def start(
         argv=list(argv),
         cwd=cwd,
         timeout_s=timeout_s,
-        status=RUNNING,
+        status=ExecStatus.RUNNING,
         allowed_by=allowed_by,
         output_tail="",
         started_at=now,
@@ -113,26 +122,14 @@ async def start(
 
 async def claim_next(session: AsyncSession, now: datetime | None = None) -> ExecRun | None:
     """Start the oldest pending (approved) exec run. Run in `Database.claim()`."""
-    found = await session.execute(
-        select(ExecRun.id)
-        .where(ExecRun.status == PENDING)
-        .order_by(ExecRun.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+    run = await claim_oldest(
+        session,
+        ExecRun,
+        {"status": ExecStatus.RUNNING, "started_at": now or utcnow()},
+        only_from=ExecStatus.PENDING,
     )
-    run_id = found.scalar_one_or_none()
-    if run_id is None:
+    if run is None:
         return None
-    result = await session.execute(
-        update(ExecRun)
-        .where(ExecRun.id == run_id, ExecRun.status == PENDING)
-        .values(status=RUNNING, started_at=now or utcnow())
-        .returning(ExecRun.id)
-    )
-    if result.first() is None:
-        return None
-    run = await session.get(ExecRun, run_id, populate_existing=True)
-    assert run is not None
     if run.approval_id is not None:
         await approvals.record(
             session, run.approval_id, "exec", ACTOR, f"command #{run.id} started"
@@ -158,26 +155,24 @@ async def finish(
     the approvals feed."""
     if status not in ENDED:
         raise ValueError(f"{status!r} is not an ended exec status")
-    result = await session.execute(
-        update(ExecRun)
-        .where(ExecRun.id == run_id, ExecRun.status == RUNNING)
-        .values(
-            status=status,
-            exit_code=exit_code,
-            duration_s=duration_s,
-            output_tail=output_tail,
-            artifact_id=artifact_id,
-            finished_at=now or utcnow(),
-        )
-        .returning(ExecRun.id)
+    finished = await change(
+        session,
+        ExecRun,
+        run_id,
+        {
+            "status": status,
+            "exit_code": exit_code,
+            "duration_s": duration_s,
+            "output_tail": output_tail,
+            "artifact_id": artifact_id,
+            "finished_at": now or utcnow(),
+        },
+        only_from=(ExecStatus.RUNNING,),
     )
-    if result.first() is None:
-        return False
-    run = await session.get(ExecRun, run_id, populate_existing=True)
-    assert run is not None
-    if run.approval_id is not None:
+    run = finished.row
+    if finished.won and run is not None and run.approval_id is not None:
         await _report(session, run, note, report)
-    return True
+    return finished.won
 
 
 async def _report(session: AsyncSession, run: ExecRun, note: str, report: str | None) -> None:
@@ -185,32 +180,16 @@ async def _report(session: AsyncSession, run: ExecRun, note: str, report: str | 
     await approvals.record(
         session, run.approval_id, "exec", ACTOR, f"command #{run.id} {run.status}"
     )
-    settings = approvals.settings_of(session)
-    if report is not None and settings.feed is not None:
-        await outbox.enqueue(
-            session,
-            settings.feed,
-            report,
-            dedup_key=f"exec:{run.id}:{run.status}",
-            reply_to=f"approval:{run.approval_id}",
-        )
-    if run.task_id is not None:
-        await tasks.comment(session, run.task_id, actor=ACTOR, body=note)
-    else:
-        await inbox.send(
-            session,
-            run.agent_id,
-            kind="message",
-            source=ACTOR,
-            body=note,
-            dedup_key=f"exec:{run.id}:{run.status}",
-        )
+    key = f"exec:{run.id}:{run.status}"
+    if report is not None:
+        await reply(session, run.approval_id, report, dedup_key=key)
+    await tell_agent(session, run.agent_id, run.task_id, actor=ACTOR, body=note, dedup_key=key)
 
 
 async def interrupt_running(session: AsyncSession, now: datetime | None = None) -> list[int]:
     """Commands found `running` at start died with the process (or were left behind by it):
     mark them interrupted and tell their agents. They are never re-run."""
-    found = await session.execute(select(ExecRun.id).where(ExecRun.status == RUNNING))
+    found = await session.execute(select(ExecRun.id).where(ExecRun.status == ExecStatus.RUNNING))
     done: list[int] = []
     for run_id in found.scalars().all():
         note = (
@@ -220,7 +199,7 @@ async def interrupt_running(session: AsyncSession, now: datetime | None = None) 
         if await finish(
             session,
             run_id,
-            INTERRUPTED,
+            ExecStatus.INTERRUPTED,
             exit_code=None,
             duration_s=0.0,
             output_tail="",
@@ -284,19 +263,24 @@ async def revoke(session: AsyncSession, rule_id: int, *, by: str) -> ExecRule | 
     """Revoke a live rule; None when there is none by that id (or it was revoked already)."""
     if not 0 < rule_id <= MAX_ID:
         return None
-    result = await session.execute(
-        update(ExecRule)
-        .where(ExecRule.id == rule_id, ExecRule.revoked_at.is_(None))
-        .values(revoked_at=utcnow(), revoked_by=by)
-        .returning(ExecRule.id)
+    revoked = await change(
+        session,
+        ExecRule,
+        rule_id,
+        {"revoked_at": utcnow(), "revoked_by": by},
+        where=(ExecRule.revoked_at.is_(None),),
     )
-    if result.first() is None:
-        return None
-    return await session.get(ExecRule, rule_id, populate_existing=True)
+    return revoked.row if revoked.won else None
 
 
 async def always_allow(
-    session: AsyncSession, approval_id: int, *, person_id: int, person_name: str
+    session: AsyncSession,
+    approval_id: int,
+    *,
+    policy: ApprovalPolicy,
+    kinds: Kinds,
+    person_id: int,
+    person_name: str,
 ) -> approvals.Decision:
     """Approve an exec approval and add the exec rule for its agent and exact argv, in one
     transaction: the command runs once now, and the same argv later without asking."""
@@ -304,12 +288,14 @@ async def always_allow(
         session,
         approval_id,
         person_id=person_id,
+        policy=policy,
+        kinds=kinds,
         person_name=person_name,
-        vote=approvals.APPROVE,
+        vote=APPROVE,
         kind="exec",
     )
     approval = decision.approval
-    if decision.decided and decision.status == approvals.APPROVED and approval is not None:
+    if decision.decided and decision.status == ApprovalStatus.APPROVED and approval is not None:
         argv = [str(a) for a in approval.payload.get("argv", [])]
         agent_id = str(approval.payload.get("agent", ""))
         if not any(found == argv for _, found in await live_rules(session, agent_id)):

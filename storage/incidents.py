@@ -1,9 +1,8 @@
 """Incidents: one open incident per fingerprint, severities P3..P0 behind escalation gates.
 
 Gates (docs/design.md): an agent or a single failed check opens P3 (logged) or P2 (posted to
-`alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set: P1 needs the
-hub's confirmation (`confirm`), P0 needs the hub's confirmation (`request_p0`) and then a
-person's approval of kind `incident_p0` (`on_p0_decided`). No single agent can page.
+`alerts`). Anything asked above P2 is opened at P2 with `requested_severity` set, for the hub
+and a person to confirm (storage.incident_gates). No single agent can page.
 
 Every state change below is a conditional UPDATE that says whether it won; messages that go
 with it (resolved notices, reminders, pages) are outbox rows in the same transaction. A notice
@@ -13,59 +12,28 @@ about an incident already announced replies to the announcing message, found thr
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import approvals, outbox
-from storage.models import Approval, Incident, Outbox, Silence, utcnow
+from bot.views import incidents as view
+from storage import outbox
+from storage.models import Incident, IncidentConfirmation, Outbox, Silence, utcnow
+from storage.statuses import IncidentStatus
+from storage.transition import affected, upsert
 
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("P0", "P1", "P2", "P3")  # most severe first
-OPEN = "open"
-ACKNOWLEDGED = "acknowledged"
-SILENCED = "silenced"
-RESOLVED = "resolved"
-LIVE = (OPEN, ACKNOWLEDGED, SILENCED)
+LIVE = (IncidentStatus.OPEN, IncidentStatus.ACKNOWLEDGED, IncidentStatus.SILENCED)
 # The highest severity anything may open on its own; above it is a request behind a gate.
 UNGATED = ("P3", "P2")
 ANNOUNCED = ("P2", "P1", "P0")  # P3 is logged only
 REMINDED = ("P1", "P0")
-
-
-@dataclass(frozen=True)
-class Page:
-    """Where a P0 page goes, captured when the approval is requested (see `request_p0`)."""
-
-    alerts: outbox.Destination | None
-    people: list[tuple[int, str]]  # (telegram id, name) of owners and operators
-
-    def to_payload(self) -> dict[str, Any]:
-        alerts = None
-        if self.alerts is not None:
-            alerts = {"chat_id": self.alerts.chat_id, "topic": self.alerts.topic}
-        return {"alerts": alerts, "people": [list(p) for p in self.people]}
-
-    @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> Page:
-        raw = data.get("alerts")
-        alerts = None
-        if isinstance(raw, dict):
-            alerts = outbox.Destination(int(raw["chat_id"]), raw.get("topic"), "alerts")
-        people = [(int(p[0]), str(p[1])) for p in data.get("people", [])]
-        return cls(alerts, people)
-
-
-def esc(value: object) -> str:
-    """Telegram HTML escaping (as bot.views.text.esc; storage does not import the bot package)."""
-    return html.escape(str(value), quote=True)
 
 
 async def open_incident(
@@ -92,11 +60,10 @@ async def open_incident(
         fingerprint=fingerprint[:128],
         severity=granted,
         requested_severity=None if granted == severity else severity,
-        status=OPEN,
+        status=IncidentStatus.OPEN,
         title=title[:200],
         details=details[:4000],
         source=source[:64],
-        confirmations=[],
     )
     session.add(incident)
     await session.flush()
@@ -125,7 +92,7 @@ async def _raise(
     P2 report of it logged only."""
     events: list[dict[str, Any]] = []
     if _above(granted, incident.severity):
-        won = await _set(
+        won = await set_if(
             session,
             incident.id,
             LIVE,
@@ -136,7 +103,7 @@ async def _raise(
             events.append({"raised": granted, "by": source, "at": utcnow().isoformat()})
             log.info("incident #%d raised to %s by %s", incident.id, granted, source)
     if asked != granted and _above(asked, incident.severity) and not incident.requested_severity:
-        won = await _set(
+        won = await set_if(
             session,
             incident.id,
             LIVE,
@@ -145,27 +112,38 @@ async def _raise(
         )
         if won:
             events.append({"requested": asked, "by": source, "at": utcnow().isoformat()})
-    if events:
-        fresh = await _fresh(session, incident.id)
-        fresh.confirmations = [*fresh.confirmations, *events]
+    for event in events:
+        await record(session, incident.id, event)
 
 
 async def note(session: AsyncSession, incident_id: int, *, actor: str, text: str) -> bool:
     """A person's note on an incident (a reply to its alert), kept with its other events.
     False if there is no such incident."""
-    incident = await session.get(Incident, incident_id, populate_existing=True)
-    if incident is None:
+    if await get(session, incident_id) is None:
         return False
-    entry = {"note": text[:2000], "by": actor, "at": utcnow().isoformat()}
-    incident.confirmations = [*incident.confirmations, entry]
+    await record(
+        session, incident_id, {"note": text[:2000], "by": actor, "at": utcnow().isoformat()}
+    )
     return True
 
 
-def requested_by(incident: Incident, actor: str) -> bool:
+async def confirmations(session: AsyncSession, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's escalation record, oldest first: confirmations, requests, raises, P0
+    decisions, notes, ended silences (each a dict with "by" and "at", see the callers)."""
+    found = await session.execute(
+        select(IncidentConfirmation.entry)
+        .where(IncidentConfirmation.incident_id == incident_id)
+        .order_by(IncidentConfirmation.id)
+    )
+    return list(found.scalars())
+
+
+async def requested_by(session: AsyncSession, incident: Incident, actor: str) -> bool:
     """Whether `actor` opened the incident or asked for its escalation: it may not also be the
     one who confirms it (one agent alone never reaches P1)."""
     return incident.source == actor[:64] or any(
-        c.get("requested") and c.get("by") == actor for c in incident.confirmations
+        c.get("requested") and c.get("by") == actor
+        for c in await confirmations(session, incident.id)
     )
 
 
@@ -191,17 +169,22 @@ async def resolve_id(
     (saying `by`, a person's name, or else who `actor` is). One that resolves before it was
     announced (inside group_wait) is never posted at all."""
     now = utcnow()
-    won = await _set(
-        session, incident_id, LIVE, status=RESOLVED, resolved_at=now, resolved_by=actor[:64]
+    won = await set_if(
+        session,
+        incident_id,
+        LIVE,
+        status=IncidentStatus.RESOLVED,
+        resolved_at=now,
+        resolved_by=actor[:64],
     )
     if won:
-        incident = await _fresh(session, incident_id)
+        incident = await fresh(session, incident_id)
         log.info("incident #%d resolved by %s", incident_id, actor)
         if incident.alert_key is not None:
-            await _reply(
+            await reply_to_alert(
                 session,
                 incident.alert_key,
-                f"✅ Resolved: #{incident.id} {esc(incident.title)} ({esc(by or _who(actor))})",
+                view.resolved(incident, by or view.who(actor)),
                 dedup_key=f"incident-resolved:{incident.id}",
             )
     return won
@@ -210,11 +193,11 @@ async def resolve_id(
 async def acknowledge(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
     """open (or silenced) -> acknowledged: reminders stop. From silenced too, as a silenced
     incident is reminded of once its silence ends and the alerts pass has not reopened it yet."""
-    return await _set(
+    return await set_if(
         session,
         incident_id,
-        (OPEN, SILENCED),
-        status=ACKNOWLEDGED,
+        (IncidentStatus.OPEN, IncidentStatus.SILENCED),
+        status=IncidentStatus.ACKNOWLEDGED,
         acknowledged_by=actor[:64],
         acknowledged_at=utcnow(),
     )
@@ -229,7 +212,9 @@ async def silence(
     stmt = select(Incident).where(Incident.status.in_(LIVE), _matches(matcher))
     found = list((await session.execute(stmt)).scalars())
     for incident in found:
-        await _set(session, incident.id, LIVE, status=SILENCED, silenced_until=until)
+        await set_if(
+            session, incident.id, LIVE, status=IncidentStatus.SILENCED, silenced_until=until
+        )
     return found
 
 
@@ -278,20 +263,24 @@ async def end_silences(session: AsyncSession, now: datetime) -> list[int]:
     announced, and reminders and acks work again. Returns their ids."""
     result = await session.execute(
         update(Incident)
-        .where(Incident.status == SILENCED, Incident.silenced_until <= now)
+        .where(Incident.status == IncidentStatus.SILENCED, Incident.silenced_until <= now)
         .values(
-            status=case((Incident.acknowledged_at.is_not(None), ACKNOWLEDGED), else_=OPEN),
+            status=case(
+                (Incident.acknowledged_at.is_not(None), IncidentStatus.ACKNOWLEDGED),
+                else_=IncidentStatus.OPEN,
+            ),
             silenced_until=None,
         )
         .returning(Incident.id)
     )
     ended = sorted(result.scalars())
     for incident_id in ended:
-        incident = await _fresh(session, incident_id)
-        incident.confirmations = [
-            *incident.confirmations,
+        incident = await fresh(session, incident_id)
+        await record(
+            session,
+            incident_id,
             {"silence": "ended", "status": incident.status, "at": now.isoformat()},
-        ]
+        )
         log.info("incident #%d: silence ended, %s again", incident_id, incident.status)
     return ended
 
@@ -308,7 +297,7 @@ async def pending_alerts(session: AsyncSession, now: datetime) -> list[Incident]
     stmt = (
         select(Incident)
         .where(
-            Incident.status == OPEN,
+            Incident.status == IncidentStatus.OPEN,
             Incident.alert_key.is_(None),
             Incident.severity.in_(ANNOUNCED),
             ~silenced.exists(),
@@ -341,7 +330,11 @@ async def announce(
     now = utcnow()
     result = await session.execute(
         update(Incident)
-        .where(Incident.id.in_(ids), Incident.alert_key.is_(None), Incident.status == OPEN)
+        .where(
+            Incident.id.in_(ids),
+            Incident.alert_key.is_(None),
+            Incident.status == IncidentStatus.OPEN,
+        )
         .values(alert_key=key, alerted_at=now)
         .returning(Incident.id)
     )
@@ -358,8 +351,8 @@ async def due_reminders(session: AsyncSession, now: datetime, every: float) -> l
         Incident.severity.in_(REMINDED),
         Incident.alert_key.is_not(None),
         or_(
-            Incident.status == OPEN,
-            and_(Incident.status == SILENCED, Incident.silenced_until <= now),
+            Incident.status == IncidentStatus.OPEN,
+            and_(Incident.status == IncidentStatus.SILENCED, Incident.silenced_until <= now),
         ),
         func.coalesce(Incident.reminded_at, Incident.alerted_at) <= before,
     )
@@ -372,147 +365,26 @@ async def remind(session: AsyncSession, incident: Incident, now: datetime) -> bo
         update(Incident)
         .where(
             Incident.id == incident.id,
-            Incident.status.in_((OPEN, SILENCED)),
+            Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.SILENCED)),
             or_(Incident.reminded_at.is_(None), Incident.reminded_at == stamp),
         )
         .values(reminded_at=now)
     )
-    if not result.rowcount or incident.alert_key is None:  # type: ignore[attr-defined]
+    if not affected(result) or incident.alert_key is None:
         return False
-    await _reply(
+    await reply_to_alert(
         session,
         incident.alert_key,
-        f"⏰ Still open and not acknowledged: #{incident.id} {incident.severity} "
-        f"{esc(incident.title)}",
+        view.reminder(incident),
         dedup_key=f"incident-remind:{incident.id}:{int(now.timestamp())}",
     )
     return True
 
 
-# --- escalation gates ------------------------------------------------------------------------
+# --- shared with storage.incident_gates -------------------------------------------------------
 
 
-async def confirm_p1(session: AsyncSession, incident_id: int, *, actor: str) -> bool:
-    """The hub confirms P1: the incident becomes P1 (announced as such, or the announcement
-    gets a reply saying so). False also when `actor` raised it or asked for P1 itself."""
-    incident = await get(session, incident_id)
-    if incident is None or requested_by(incident, actor):
-        return False
-    won = await _set(
-        session,
-        incident_id,
-        LIVE,
-        extra=Incident.severity.in_(UNGATED),
-        severity="P1",
-        requested_severity=None,
-    )
-    if won:
-        incident = await _fresh(session, incident_id)
-        incident.confirmations = [
-            *incident.confirmations,
-            {"by": actor, "severity": "P1", "at": utcnow().isoformat()},
-        ]
-        if incident.alert_key is not None:
-            await _reply(
-                session,
-                incident.alert_key,
-                f"🟠 #{incident.id} {esc(incident.title)} is now P1 (confirmed by "
-                f"{esc(_who(actor))})",
-                dedup_key=f"incident-p1:{incident.id}",
-            )
-    return won
-
-
-async def request_p0(
-    session: AsyncSession, incident_id: int, *, actor: str, page: Page
-) -> Approval | None:
-    """The hub confirms P0: that asks a person (an approval of kind incident_p0). Nothing is
-    paged until the approval is decided (`on_p0_decided`). None if the incident is not live,
-    or if `actor` raised it or asked for its escalation itself."""
-    incident = await get(session, incident_id)
-    if incident is None or incident.status not in LIVE or incident.severity == "P0":
-        return None
-    if requested_by(incident, actor):
-        return None
-    approval = await approvals.request(
-        session,
-        kind="incident_p0",
-        payload={
-            "incident_id": incident.id,
-            "title": incident.title,
-            "summary": f"Page everyone for P0 incident #{incident.id}: {incident.title}",
-            "confirmed_by": actor,
-            "page": page.to_payload(),
-        },
-        requested_by=actor,
-        idempotency_key=f"incident-p0:{incident.id}",
-    )
-    incident.requested_severity = "P0"
-    if not any(c.get("severity") == "P0" for c in incident.confirmations):
-        incident.confirmations = [
-            *incident.confirmations,
-            {"by": actor, "severity": "P0", "at": utcnow().isoformat(), "approval": approval.id},
-        ]
-    return approval
-
-
-async def on_p0_decided(session: AsyncSession, approval: Approval) -> None:
-    """Called in the decision's transaction once an incident_p0 approval is approved,
-    rejected or expired. Approved: the incident becomes P0 and the page goes out (alerts feed
-    with every owner and operator mentioned, and each of them privately). Otherwise the
-    decision is recorded on the incident and the severity stays."""
-    incident_id = approval.payload.get("incident_id")
-    incident = await get(session, int(incident_id)) if incident_id is not None else None
-    if incident is None:
-        log.warning("approval #%d: no incident %r to page for", approval.id, incident_id)
-        return
-    decision = {
-        "p0": approval.status,
-        "by": approval.decided_by,
-        "approval": approval.id,
-        "at": utcnow().isoformat(),
-    }
-    incident.confirmations = [*incident.confirmations, decision]
-    if approval.status != "approved":
-        incident.requested_severity = None
-        log.info("incident #%d: P0 %s (approval #%d)", incident.id, approval.status, approval.id)
-        return
-    won = await _set(
-        session,
-        incident.id,
-        LIVE,
-        extra=Incident.severity != "P0",
-        severity="P0",
-        requested_severity=None,
-    )
-    if not won:
-        return
-    page = Page.from_payload(approval.payload.get("page") or {})
-    mentions = ", ".join(
-        f'<a href="tg://user?id={pid}">{esc(name)}</a>' for pid, name in page.people
-    )
-    text = (
-        f"🔴 <b>P0</b> #{incident.id} {esc(incident.title)}\n"
-        f"Confirmed by {esc(_who(str(approval.payload.get('confirmed_by', 'the hub'))))}, "
-        f"approved by {esc(_who(approval.decided_by or 'a person'))}."
-        + (f"\n{mentions}" if mentions else "")
-    )
-    if page.alerts is not None:
-        await outbox.enqueue(session, page.alerts, text, dedup_key=f"incident-page:{incident.id}")
-    for person_id, _name in page.people:
-        await outbox.enqueue(
-            session,
-            outbox.Destination(person_id),
-            text,
-            dedup_key=f"incident-page:{incident.id}:{person_id}",
-        )
-    log.warning("incident #%d paged as P0 (approval #%d)", incident.id, approval.id)
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-async def _set(
+async def set_if(
     session: AsyncSession,
     incident_id: int,
     allowed: Sequence[str],
@@ -520,20 +392,46 @@ async def _set(
     extra: Any = None,
     **values: Any,
 ) -> bool:
+    """Set `values` if the incident's status is in `allowed` (and `extra` holds): the one
+    conditional update of an incident; True when it won."""
     stmt = update(Incident).where(Incident.id == incident_id, Incident.status.in_(allowed))
     if extra is not None:
         stmt = stmt.where(extra)
-    result = await session.execute(stmt.values(**values))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return affected(await session.execute(stmt.values(**values))) > 0
 
 
-async def _fresh(session: AsyncSession, incident_id: int) -> Incident:
+async def record(
+    session: AsyncSession,
+    incident_id: int,
+    entry: dict[str, Any],
+    *,
+    once_key: str | None = None,
+) -> None:
+    """Add one event to the incident's escalation record (a row, in this transaction). With
+    `once_key`, an event the incident already has is not added again."""
+    values = {
+        "incident_id": incident_id,
+        "actor": str(entry.get("by") or "")[:64],
+        "once_key": once_key,
+        "entry": entry,
+        "created_at": utcnow(),
+    }
+    if once_key is None:
+        session.add(IncidentConfirmation(**values))
+        await session.flush()
+    else:
+        await upsert(session, IncidentConfirmation, values, keys=["incident_id", "once_key"])
+
+
+async def fresh(session: AsyncSession, incident_id: int) -> Incident:
     incident = await session.get(Incident, incident_id, populate_existing=True)
     assert incident is not None
     return incident
 
 
-async def _reply(session: AsyncSession, alert_key: str, text: str, *, dedup_key: str) -> None:
+async def reply_to_alert(
+    session: AsyncSession, alert_key: str, text: str, *, dedup_key: str
+) -> None:
     """A message to the chat of the alert `alert_key`, as a reply to it."""
     row = (
         await session.execute(select(Outbox).where(Outbox.dedup_key == alert_key))
@@ -542,13 +440,3 @@ async def _reply(session: AsyncSession, alert_key: str, text: str, *, dedup_key:
         return
     to = outbox.Destination(row.chat_id, row.topic, row.feed)
     await outbox.enqueue(session, to, text, dedup_key=dedup_key, reply_to=alert_key)
-
-
-def _who(actor: str) -> str:
-    """ "agent:hub" -> "hub", "check:site" -> "check site", "person:1001" stays."""
-    kind, _, rest = actor.partition(":")
-    if kind == "agent":
-        return rest
-    if kind == "check":
-        return f"check {rest}"
-    return actor

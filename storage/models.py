@@ -274,7 +274,6 @@ class Incident(Base):
     title: Mapped[str] = mapped_column(String(200))
     details: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(64))  # "check:<id>" or "agent:<id>"
-    confirmations: Mapped[list[Any]] = mapped_column(default=list)
     silenced_until: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -286,6 +285,26 @@ class Incident(Base):
     alerted_at: Mapped[datetime | None]
     reminded_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class IncidentConfirmation(Base):
+    """One event of an incident's escalation record: a confirmation (P1, P0), a request for a
+    higher severity, a raise, a P0 decision, a note, a silence that ended. Each is its own row,
+    added in the transaction of the change it records (never a rewrite of a list); `once_key`
+    names an event an incident has at most once (its P0 confirmation), so two racing writers
+    add it once."""
+
+    __tablename__ = "incident_confirmations"
+    __table_args__ = (UniqueConstraint("incident_id", "once_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    actor: Mapped[str] = mapped_column(String(64))  # who: the entry's "by", "" if none
+    once_key: Mapped[str | None] = mapped_column(String(32))
+    entry: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"by": ..., "at": ..., ...}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Silence(Base):

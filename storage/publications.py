@@ -3,8 +3,8 @@
 `create` runs the guards in order (limits, near-duplicates, quality gate) against the rows
 already in the database, so every process shares them, and records the publication
 `pending` its `publish` approval (or `approved` when the target needs none; `refused`, with
-the reason, when a guard said no). The approval's effect (`on_decided`, registered in
-storage.approvals.EFFECTS) approves or rejects it. The publish worker
+the reason, when a guard said no). The approval's effect (`PUBLISH`, registered at start,
+see bot/app.py) approves or rejects it. The publish worker
 (integrations/publish.py) then `claim`s it (`sending`, committed before the outside call:
 the publication id is the call's idempotency key) and `finish`es it `published` only once the
 result was verified, else `unverified` or `failed`. A row found `sending` after a crash
@@ -27,24 +27,27 @@ from sqlalchemy import func, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import approvals, inbox, outbox, tasks
+from storage import approvals, outbox
+from storage.agent_notes import tell_agent
+from storage.approval_kinds import Outcome, tell_task
+from storage.approval_policy import ApprovalPolicy
 from storage.db import touch
 from storage.models import MAX_ID, Approval, Publication, utcnow
-
-AWAITING = "pending"  # its approval is pending
-APPROVED = "approved"  # waits for the publish worker
-PUBLISHING = "sending"  # the outside call was (or is being) made
-PUBLISHED = "published"  # made and verified
-UNVERIFIED = "unverified"  # made, but the result could not be seen
-UNKNOWN = "unknown"  # a crash hid whether the call was made
-FAILED = "failed"
-REJECTED = "rejected"  # its approval was rejected or expired
-REFUSED = "refused"  # a guard said no
+from storage.statuses import ApprovalStatus
+from storage.statuses import PublicationStatus as Status
+from storage.transition import change, claim_oldest
 
 # Rows that count for the limits and the near-duplicate check: all that were, or may yet be,
 # published.
-LIVE = (AWAITING, APPROVED, PUBLISHING, PUBLISHED, UNVERIFIED, UNKNOWN)
-ENDED = (PUBLISHED, UNVERIFIED, UNKNOWN, FAILED)
+LIVE = (
+    Status.AWAITING,
+    Status.APPROVED,
+    Status.PUBLISHING,
+    Status.PUBLISHED,
+    Status.UNVERIFIED,
+    Status.UNKNOWN,
+)
+ENDED = (Status.PUBLISHED, Status.UNVERIFIED, Status.UNKNOWN, Status.FAILED)
 RECENT = 30  # publications of a target the near-duplicate check compares with
 ACTOR = "system:publish"
 PREVIEW = 3000  # characters of the text shown on the approval
@@ -177,6 +180,7 @@ class Created:
 async def create(
     session: AsyncSession,
     *,
+    policy: ApprovalPolicy,
     target: str,
     kind: str,
     guards: Guards,
@@ -203,7 +207,9 @@ async def create(
         problems = quality_problems(text, guards)
         if problems:
             refusal = "the quality gate: " + "; ".join(problems)
-    status = REFUSED if refusal else (AWAITING if guards.approve else APPROVED)
+    status = (
+        Status.REFUSED if refusal else (Status.AWAITING if guards.approve else Status.APPROVED)
+    )
     publication = Publication(
         target=target,
         kind=kind,
@@ -218,9 +224,10 @@ async def create(
     )
     session.add(publication)
     await session.flush()
-    if status == AWAITING:
+    if status == Status.AWAITING:
         approval = await approvals.request(
             session,
+            policy=policy,
             kind="publish",
             payload=approval_payload(publication, step),
             requested_by=f"agent:{agent_id}",
@@ -228,7 +235,7 @@ async def create(
             idempotency_key=f"publish:{publication.id}",
         )
         publication.approval_id = approval.id
-    elif status == APPROVED:
+    elif status == Status.APPROVED:
         touch(session, "publish")
     return Created(publication, refusal or "")
 
@@ -247,56 +254,53 @@ def approval_payload(publication: Publication, step: str | None) -> dict[str, ob
     }
 
 
-async def on_decided(session: AsyncSession, approval: Approval) -> object:
-    """The `publish` approval's effect: approved, the worker publishes it; otherwise it is
-    `rejected` and the agent hears why (storage.approvals calls this)."""
-    publication_id = int(approval.payload.get("publication", 0) or 0)
-    approved = approval.status == approvals.APPROVED
-    result = await session.execute(
-        update(Publication)
-        .where(Publication.id == publication_id, Publication.status == AWAITING)
-        .values(
-            status=APPROVED if approved else REJECTED,
-            reason="" if approved else (approval.reason or approval.status),
+class PublishKind:
+    """The `publish` approval's effect: approved, the publish worker publishes it once;
+    otherwise it is `rejected` and the agent hears why."""
+
+    name = "publish"
+
+    async def settled(
+        self, session: AsyncSession, approval: Approval, policy: ApprovalPolicy
+    ) -> Outcome | None:
+        publication_id = int(approval.payload.get("publication", 0) or 0)
+        approved = approval.status == ApprovalStatus.APPROVED
+        decided = await change(
+            session,
+            Publication,
+            publication_id,
+            {
+                "status": Status.APPROVED if approved else Status.REJECTED,
+                "reason": "" if approved else (approval.reason or approval.status),
+            },
+            only_from=(Status.AWAITING,),
         )
-        .returning(Publication.id)
-    )
-    if result.first() is not None and approved:
-        touch(session, "publish")
-    # Approved: the agent is woken by the publication's outcome, not by the approval.
-    await approvals.tell_task(session, approval, wake=not approved)
-    return None
+        if decided.won and approved:
+            touch(session, "publish")
+        # Approved: the agent is woken by the publication's outcome, not by the approval.
+        await tell_task(session, approval, policy, wake=not approved)
+        return None
+
+
+PUBLISH = PublishKind()
 
 
 async def claim_next(session: AsyncSession, now: datetime | None = None) -> Publication | None:
     """Mark the oldest approved publication `sending`. Run in `Database.claim()`; the
     caller commits before making the outside call."""
-    found = await session.execute(
-        select(Publication.id)
-        .where(Publication.status == APPROVED)
-        .order_by(Publication.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+    return await claim_oldest(
+        session,
+        Publication,
+        {"status": Status.PUBLISHING, "started_at": now or utcnow()},
+        only_from=Status.APPROVED,
     )
-    publication_id = found.scalar_one_or_none()
-    if publication_id is None:
-        return None
-    result = await session.execute(
-        update(Publication)
-        .where(Publication.id == publication_id, Publication.status == APPROVED)
-        .values(status=PUBLISHING, started_at=now or utcnow())
-        .returning(Publication.id)
-    )
-    if result.first() is None:
-        return None
-    return await get(session, publication_id)
 
 
 async def set_chat(session: AsyncSession, publication_id: int, chat_id: int) -> None:
     """Where a telegram publication goes (its outbox row is queued in the same transaction)."""
     await session.execute(
         update(Publication)
-        .where(Publication.id == publication_id, Publication.status == PUBLISHING)
+        .where(Publication.id == publication_id, Publication.status == Status.PUBLISHING)
         .values(chat_id=chat_id)
     )
 
@@ -317,54 +321,51 @@ async def finish(
     if status not in ENDED:
         raise ValueError(f"{status!r} is not an ended publication status")
     now = now or utcnow()
-    result = await session.execute(
-        update(Publication)
-        .where(Publication.id == publication_id, Publication.status == PUBLISHING)
-        .values(
-            status=status,
-            reason=reason,
-            message_id=message_id,
-            location=location,
-            published_at=now if status != FAILED else None,
-        )
-        .returning(Publication.id)
+    finished = await change(
+        session,
+        Publication,
+        publication_id,
+        {
+            "status": status,
+            "reason": reason,
+            "message_id": message_id,
+            "location": location,
+            "published_at": now if status != Status.FAILED else None,
+        },
+        only_from=(Status.PUBLISHING,),
     )
-    if result.first() is None:
+    publication = finished.row
+    if not finished.won or publication is None:
         return False
-    publication = await get(session, publication_id)
-    assert publication is not None
     note = outcome_note(publication)
     if publication.approval_id is not None:
         await approvals.record(session, publication.approval_id, "publish", ACTOR, note)
-    if status != PUBLISHED and alert_to is not None:
+    if status != Status.PUBLISHED and alert_to is not None:
         await outbox.enqueue(
             session, alert_to, f"⚠️ {escape(note)}", dedup_key=f"publication:{publication.id}:alert"
         )
-    if publication.task_id is not None:
-        await tasks.comment(session, publication.task_id, actor=ACTOR, body=note)
-    else:
-        await inbox.send(
-            session,
-            publication.agent_id,
-            kind="message",
-            source=ACTOR,
-            body=note,
-            dedup_key=f"publication:{publication.id}:{status}",
-        )
+    await tell_agent(
+        session,
+        publication.agent_id,
+        publication.task_id,
+        actor=ACTOR,
+        body=note,
+        dedup_key=f"publication:{publication.id}:{status}",
+    )
     return True
 
 
 def outcome_note(publication: Publication) -> str:
     """One line on how a publication ended, for the agent and the alerts feed."""
     head = f"Publication #{publication.id} to {publication.target}"
-    if publication.status == PUBLISHED:
+    if publication.status == Status.PUBLISHED:
         where = (
             f" (message {publication.message_id})"
             if publication.message_id is not None
             else (f" ({publication.location})" if publication.location else "")
         )
         return f"{head} is published and verified{where}."
-    if publication.status == UNKNOWN:
+    if publication.status == Status.UNKNOWN:
         return (
             f"{head} is unknown: {publication.reason} It is not re-published; check the "
             "target and publish again only if it is not there."
@@ -373,7 +374,7 @@ def outcome_note(publication: Publication) -> str:
 
 
 async def publishing(session: AsyncSession, kind: str | None = None) -> list[Publication]:
-    stmt = select(Publication).where(Publication.status == PUBLISHING)
+    stmt = select(Publication).where(Publication.status == Status.PUBLISHING)
     if kind is not None:
         stmt = stmt.where(Publication.kind == kind)
     found = await session.execute(stmt.order_by(Publication.id))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, inspect, update
+from sqlalchemy import ColumnElement, CursorResult, Result, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -88,6 +88,33 @@ async def change(
         elif added is not None:
             session.add_all(list(added))
     return Changed(won, row)
+
+
+async def claim_oldest(
+    session: AsyncSession,
+    model: type[M],
+    values: Mapping[str, Any],
+    *,
+    only_from: str,
+    where: Iterable[ColumnElement[bool]] = (),
+    status: str = "status",
+) -> M | None:
+    """The work queue's claim: lock the oldest row whose `status` is `only_from` (and every
+    `where` holds), skipping rows another transaction holds, and `change` it with `values`.
+    None when there is none to claim. Run in `Database.claim()`."""
+    table = cast(Any, model)
+    found = await session.execute(
+        select(table.id)
+        .where(getattr(table, status) == only_from, *where)
+        .order_by(table.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    row_id = found.scalar_one_or_none()
+    if row_id is None:
+        return None
+    claimed = await change(session, model, row_id, values, only_from=(only_from,), status=status)
+    return claimed.row if claimed.won else None
 
 
 def insert(session: AsyncSession, model: Any) -> Any:

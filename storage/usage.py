@@ -6,8 +6,9 @@ calendar months in UTC, like the budgets they are compared with.
 
 A budget is the agent's `AgentState.budget_usd_month` when set (by /budget or a "Raise budget"
 press), else its `budget_usd_month` from the config. A raise is decided once: the stop posts a
-pending approval of kind "budget"; `storage.approvals.decide` approves it with a conditional
-update and then runs `apply_raise`, the budget effect, in the same transaction.
+pending approval of kind "budget" (`request_raise`); `storage.approvals.decide` approves it
+with a conditional update and then runs its effect (storage.budget_requests) in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -18,20 +19,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from html import escape
 from typing import Any
 
 from sqlalchemy import ColumnElement, Date, cast, func, literal, select
 from sqlalchemy import insert as sa_insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import bot.views.text as view
-from storage import agents as agent_state
-from storage import approvals, outbox
-from storage.db import touch
-from storage.models import AgentState, Approval, Outbox, Usage, utcnow
+from storage import approvals
+from storage.approval_policy import ApprovalPolicy
+from storage.models import AgentState, Approval, Usage, utcnow
+from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +36,9 @@ BUDGET_ACTOR = "system:budget"  # who pauses an agent whose budget ran out
 BUDGET_TOPIC = "budget"  # `Database.on_commit` topic of transactions that change a budget
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
-PENDING = "pending"
-APPROVED = "approved"
-REJECTED = "rejected"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
+# A budget request names its approvers, has no deadline and posts no message of its own (the
+# stop is its message): nothing of the approval policy applies to asking for it.
+_REQUEST_POLICY = ApprovalPolicy()
 
 
 # -- months ----------------------------------------------------------------------------------
@@ -103,7 +98,7 @@ def month_days(month: date) -> list[date]:
 # -- spend -----------------------------------------------------------------------------------
 
 
-def _usd(value: Any) -> Decimal:
+def usd_of(value: Any) -> Decimal:
     return Decimal(str(value)) if value is not None else ZERO
 
 
@@ -125,13 +120,13 @@ async def spend_since(
         stmt = stmt.where(Usage.created_at < until)
     if agent_ids is not None:
         stmt = stmt.where(Usage.agent_id.in_(list(agent_ids)))
-    return {str(agent): _usd(total) for agent, total in (await session.execute(stmt)).all()}
+    return {str(agent): usd_of(total) for agent, total in (await session.execute(stmt)).all()}
 
 
 async def fleet_spend_since(session: AsyncSession, since: datetime) -> Decimal:
     """USD for every call made at or after `since`, whoever made it."""
     stmt = select(func.sum(Usage.cost_usd)).where(Usage.created_at >= since)
-    return _usd((await session.execute(stmt)).scalar_one_or_none())
+    return usd_of((await session.execute(stmt)).scalar_one_or_none())
 
 
 async def spend_this_month(
@@ -187,7 +182,7 @@ async def month_table(session: AsyncSession, month: date) -> list[Row]:
             output=int(out or 0),
             cache_write=int(write or 0),
             cache_read=int(read or 0),
-            usd=_usd(usd),
+            usd=usd_of(usd),
         )
         for agent, calls, inp, out, write, read, usd in (await session.execute(stmt)).all()
     ]
@@ -209,7 +204,7 @@ async def daily_spend(session: AsyncSession, month: date) -> dict[str, dict[date
     )
     out: dict[str, dict[date, Decimal]] = {}
     for agent, when, usd in (await session.execute(stmt)).all():
-        spent = _usd(usd)
+        spent = usd_of(usd)
         if spent <= 0:
             continue
         moment = when if isinstance(when, date) else date.fromisoformat(str(when))
@@ -237,7 +232,7 @@ async def budget_overrides(session: AsyncSession, agent_ids: Iterable[str]) -> d
     stmt = select(AgentState.agent_id, AgentState.budget_usd_month).where(
         AgentState.agent_id.in_(list(agent_ids)), AgentState.budget_usd_month.is_not(None)
     )
-    return {agent: _usd(usd) for agent, usd in (await session.execute(stmt)).all()}
+    return {agent: usd_of(usd) for agent, usd in (await session.execute(stmt)).all()}
 
 
 async def budgets(
@@ -281,33 +276,17 @@ async def standing(
     )
     row = (await session.execute(select(override, spent, fleet_spent))).one()
     return Standing(
-        override=_usd(row[0]) if row[0] is not None else None,
-        spent=_usd(row[1]),
-        fleet_spent=_usd(row[2]),
+        override=usd_of(row[0]) if row[0] is not None else None,
+        spent=usd_of(row[1]),
+        fleet_spent=usd_of(row[2]),
     )
-
-
-@dataclass(frozen=True)
-class BudgetChange:
-    """The outcome of /budget or a "Raise budget" press.
-
-    `won` is False when the approval was decided already (`approval` says by whom and when)
-    or does not exist (`approval` is None)."""
-
-    won: bool
-    agent_id: str | None
-    approval: Approval | None = None
-    budget: Decimal | None = None  # the agent's budget now
-    spent: Decimal = ZERO  # this month, so far
-    resumed: bool = False
-    paused_by: str | None = None  # who paused the agent, if it is still paused
 
 
 async def pending_raise(session: AsyncSession, agent_id: str) -> Approval | None:
     """The agent's budget approval still waiting for a press, if any."""
     found = await session.execute(
         select(Approval)
-        .where(Approval.kind == "budget", Approval.status == PENDING)
+        .where(Approval.kind == "budget", Approval.status == ApprovalStatus.PENDING)
         .order_by(Approval.id)
     )
     return next((a for a in found.scalars() if a.payload.get("agent") == agent_id), None)
@@ -329,6 +308,7 @@ async def request_raise(
         return existing, False
     approval = await approvals.request(
         session,
+        policy=_REQUEST_POLICY,
         kind="budget",
         payload={
             "agent": agent_id,
@@ -342,127 +322,3 @@ async def request_raise(
         announce=False,  # the budget stop in `alerts` is its message
     )
     return approval, True
-
-
-async def apply_raise(
-    session: AsyncSession,
-    approval: Approval,
-    *,
-    by: str,
-    configured: Mapping[str, float | None],
-    now: datetime,
-) -> BudgetChange:
-    """The effect of an approved budget approval (run by `storage.approvals.decide`): raise
-    the agent's budget by the approval's step, and resume the agent if its budget paused it
-    and it is now under the new budget."""
-    payload = approval.payload
-    agent_id = str(payload["agent"])
-    step = Decimal(str(payload["step"]))
-    base = effective_budget(None, configured.get(agent_id)) or ZERO
-    insert = _insert(session)
-    await session.execute(
-        insert(AgentState)
-        .values(agent_id=agent_id, paused=False, budget_usd_month=base + step, updated_at=now)
-        .on_conflict_do_update(
-            index_elements=["agent_id"],
-            set_={
-                "budget_usd_month": func.coalesce(AgentState.budget_usd_month, base) + step,
-            },
-        )
-    )
-    log.info("budget of %s raised by $%s by %s", agent_id, step, by)
-    change = await _settle(session, agent_id, by, approval, now)
-    await close_stop(session, approval, change)
-    return change
-
-
-async def set_budget(
-    session: AsyncSession,
-    agent_id: str,
-    usd: Decimal,
-    *,
-    by: str,
-    now: datetime | None = None,
-) -> BudgetChange:
-    """Set an agent's monthly budget (overriding the config's). Pending raise requests for it
-    are settled (cancelled, naming who set the budget); the agent is resumed if its budget
-    paused it and it is now under the new budget."""
-    now = now or utcnow()
-    insert = _insert(session)
-    await session.execute(
-        insert(AgentState)
-        .values(agent_id=agent_id, paused=False, budget_usd_month=usd, updated_at=now)
-        .on_conflict_do_update(index_elements=["agent_id"], set_={"budget_usd_month": usd})
-    )
-    stale = await pending_raise(session, agent_id)
-    if stale is not None and await approvals.cancel(
-        session, stale.id, by=by, reason=f"budget set to {view.usd(usd)} with /budget", now=now
-    ):
-        await close_stop(session, stale)
-    log.info("budget of %s set to $%s by %s", agent_id, usd, by)
-    return await _settle(session, agent_id, by, None, now)
-
-
-async def _settle(
-    session: AsyncSession, agent_id: str, by: str, approval: Approval | None, now: datetime
-) -> BudgetChange:
-    # The gateway keeps budgets in memory between calls; this tells it to read them again.
-    touch(session, BUDGET_TOPIC)
-    state = await agent_state.state(session, agent_id)
-    budget = _usd(state.budget_usd_month) if state and state.budget_usd_month is not None else None
-    spent = await spend_this_month(session, agent_id, now)
-    resumed = False
-    if (
-        state is not None
-        and state.paused
-        and state.paused_by == BUDGET_ACTOR
-        and budget is not None
-        and spent < budget
-    ):
-        resumed = (await agent_state.resume(session, agent_id, by=by)).won
-    paused_by = state.paused_by if state is not None and state.paused and not resumed else None
-    return BudgetChange(True, agent_id, approval, budget, spent, resumed, paused_by)
-
-
-def settlement(
-    approval: Approval, settings: approvals.Settings, change: BudgetChange | None = None
-) -> str:
-    """How a budget request was settled, as plain text: "raised to $11.00 by Ana at 14:02;
-    coder resumed". `change` is the raise this settlement made, if it made one."""
-    by = settings.name(approval.decided_by)
-    at = approvals.moment(approval.decided_at, settings)
-    agent = str(approval.payload.get("agent", "?"))
-    if approval.status == APPROVED:
-        if change is not None and change.won and change.budget is not None:
-            resumed = "resumed" if change.resumed else "not resumed"
-            return f"raised to {view.usd(change.budget)} by {by} at {at}; {agent} {resumed}"
-        return f"raised by {view.usd(approval.payload.get('step', 0))} by {by} at {at}"
-    if approval.status == CANCELLED:
-        reason = f" ({approval.reason})" if approval.reason else ""
-        return f"settled by {by} at {at}{reason}"
-    return approvals.outcome(approval, settings)
-
-
-async def close_stop(
-    session: AsyncSession, approval: Approval, change: BudgetChange | None = None
-) -> None:
-    """Edit the budget stop in `alerts` to say how its request was settled, without its
-    button, however it was settled (the button, /approve, /reject or /budget)."""
-    key = f"budget-stop:{approval.id}"
-    found = await session.execute(select(Outbox).where(Outbox.dedup_key == key))
-    stop = found.scalar_one_or_none()
-    if stop is None:
-        return
-    said = settlement(approval, approvals.settings_of(session), change)
-    mark = {REJECTED: "❌", EXPIRED: "⌛"}.get(approval.status, "✅")
-    await outbox.enqueue(
-        session,
-        outbox.Destination(stop.chat_id, stop.topic, stop.feed),
-        f"{stop.text}\n\n{mark} {escape(said[:1].upper() + said[1:])}.",
-        dedup_key=f"{key}:settled",
-        edit_of=key,
-    )
-
-
-def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert

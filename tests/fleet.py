@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from storage import approvals
+from storage.approval_policy import ApprovalPolicy
 from storage.models import utcnow
 
 if TYPE_CHECKING:
@@ -248,10 +249,16 @@ async def ask(botapi: BotAPIServer, user: int, text: str, chat_id: int | None = 
 
 
 async def request_action(
-    session: AsyncSession, summary: str, *, on_timeout: str | None = None, **overrides: Any
+    session: AsyncSession,
+    policy: ApprovalPolicy,
+    summary: str,
+    *,
+    on_timeout: str | None = None,
+    **overrides: Any,
 ) -> Approval:
-    """An action approval asked for by `agent:coder`; `overrides` replace any other argument
-    of `approvals.request`. With `on_timeout`, the deadline is two hours away."""
+    """An action approval asked for by `agent:coder`, under `policy`; `overrides` replace any
+    other argument of `approvals.request`. With `on_timeout`, the deadline is two hours
+    away."""
     if on_timeout is not None:
         overrides = {
             "deadline": utcnow() + timedelta(hours=2),
@@ -259,6 +266,7 @@ async def request_action(
             **overrides,
         }
     arguments: dict[str, Any] = {
+        "policy": policy,
         "kind": "action",
         "payload": {"summary": summary},
         "requested_by": "agent:coder",

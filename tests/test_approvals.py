@@ -23,11 +23,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents import tools
 from agents.org import OrgChart
 from agents.tools import ToolContext
+from bot.app import approval_kinds
 from bot.config import Config, ConfigError, load_config
-from handlers.approvals import settings
+from bot.views.approvals import ApprovalCb
 from integrations.deploy import DeployWorker, run_command, shown_command, target_of
 from storage import agents as agent_state
-from storage import approvals, deploys, incidents, outbox, tasks, usage
+from storage import (
+    approval_queries,
+    approvals,
+    budget_requests,
+    deploys,
+    incident_gates,
+    incidents,
+    outbox,
+    tasks,
+    usage,
+)
+from storage.approval_kinds import Kinds
+from storage.approval_policy import ApprovalPolicy
+from storage.approval_sweep import sweep
 from storage.db import Database
 from storage.models import (
     AgentState,
@@ -40,6 +54,7 @@ from storage.models import (
     TaskEvent,
     utcnow,
 )
+from storage.statuses import ApprovalStatus, DeployStatus
 from tests import pg
 from tests.fleet import OPERATOR, OWNER, TOKEN, VIEWER, request_action, write_config
 
@@ -114,6 +129,14 @@ class Env:
     tmp: Path
     site: Site
 
+    @property
+    def policy(self) -> ApprovalPolicy:
+        return ApprovalPolicy.from_config(self.config)
+
+    @property
+    def kinds(self) -> Kinds:
+        return approval_kinds(self.config)
+
     def runs_log(self) -> list[str]:
         path = self.tmp / "runs.log"
         return path.read_text().split() if path.exists() else []
@@ -146,11 +169,10 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 async def load_env(path: Path, site: Site) -> Env:
-    """The fleet configured at `path`, with its database migrated and approvals set up on it."""
+    """The fleet configured at `path`, with its database migrated."""
     config = load_config(path)
     db = Database(config.database.url)
     await db.migrate()
-    approvals.configure(db, settings(config))
     return Env(config, db, path.parent, site)
 
 
@@ -206,12 +228,13 @@ async def new_task(db: Database) -> int:
         return task.id
 
 
-async def request_deploy(db: Database, task_id: int | None = None, **kw: object) -> int:
-    async with db.claim() as session:
+async def request_deploy(env: Env, task_id: int | None = None, **kw: object) -> int:
+    async with env.db.claim() as session:
         approval = await approvals.request(
             session,
+            policy=env.policy,
             kind="deploy",
-            payload=approvals.deploy_payload("site", "abc123", "./deploy", "release"),
+            payload=deploys.payload("site", "abc123", "./deploy", "release"),
             requested_by="agent:coder",
             task_id=task_id,
             **kw,  # type: ignore[arg-type]
@@ -220,12 +243,14 @@ async def request_deploy(db: Database, task_id: int | None = None, **kw: object)
 
 
 async def vote(
-    db: Database, approval_id: int, person: int, name: str, how: str = "approve", **kw: object
+    env: Env, approval_id: int, person: int, name: str, how: str = "approve", **kw: object
 ) -> approvals.Decision:
-    async with db.claim() as session:
+    async with env.db.claim() as session:
         return await approvals.decide(
             session,
             approval_id,
+            policy=env.policy,
+            kinds=env.kinds,
             person_id=person,
             person_name=name,
             vote=how,
@@ -241,12 +266,14 @@ async def rows(db: Database, model: Any, *where: Any) -> list[Any]:
 
 async def trail(db: Database, approval_id: int) -> list[tuple[str, str, str]]:
     async with db.session() as session:
-        return [(e.kind, e.actor, e.body) for e in await approvals.events(session, approval_id)]
+        return [
+            (e.kind, e.actor, e.body) for e in await approval_queries.events(session, approval_id)
+        ]
 
 
 async def test_an_owner_approval_runs_the_deploy_once_and_verifies_it(env: Env) -> None:
     task_id = await new_task(env.db)
-    approval_id = await request_deploy(env.db, task_id)
+    approval_id = await request_deploy(env, task_id)
     [posted] = await rows(env.db, Outbox, Outbox.dedup_key == f"approval:{approval_id}")
     assert posted.feed == "approvals" and posted.buttons is not None
     assert [b["text"] for b in posted.buttons[0]] == ["Approve", "Reject", "Details"]
@@ -254,15 +281,15 @@ async def test_an_owner_approval_runs_the_deploy_once_and_verifies_it(env: Env) 
     assert "Command: <code>./deploy</code>" in posted.text and "coder" in posted.text
 
     # Operators and viewers cannot approve a deploy; nothing changes.
-    refused = await vote(env.db, approval_id, OPERATOR, "Ben")
+    refused = await vote(env, approval_id, OPERATOR, "Ben")
     assert not refused.won and refused.refusal == "deploys need an owner"
-    refused = await vote(env.db, approval_id, VIEWER, "Cy")
+    refused = await vote(env, approval_id, VIEWER, "Cy")
     assert not refused.won and refused.refusal == "viewers cannot decide approvals"
     assert await rows(env.db, DeployRun) == []
 
-    decided = await vote(env.db, approval_id, OWNER, "Ana")
-    assert decided.won and decided.status == approvals.APPROVED
-    again = await vote(env.db, approval_id, SECOND_OWNER, "Dee")
+    decided = await vote(env, approval_id, OWNER, "Ana")
+    assert decided.won and decided.status == ApprovalStatus.APPROVED
+    again = await vote(env, approval_id, SECOND_OWNER, "Dee")
     assert not again.won
     assert again.refusal.startswith("already approved by Ana at ")
     [run] = await rows(env.db, DeployRun)
@@ -280,7 +307,7 @@ async def test_an_owner_approval_runs_the_deploy_once_and_verifies_it(env: Env) 
     assert await worker.run_once()
     assert not await worker.run_once()  # exactly one run per approval
     [run] = await rows(env.db, DeployRun)
-    assert run.status == deploys.SUCCEEDED
+    assert run.status == DeployStatus.SUCCEEDED
     assert [(s["name"], s["ok"]) for s in run.steps] == [("command", True), ("verify", True)]
     assert env.runs_log() == ["v2"]
     assert env.site.hits == 1
@@ -307,11 +334,11 @@ async def test_a_failed_verification_rolls_back_and_verifies_again(
     tmp_path: Path, site: Site, open_env: OpenEnv
 ) -> None:
     env = await open_env(deploy_table(site, tmp_path, writes="broken"))
-    approval_id = await request_deploy(env.db)
-    assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+    approval_id = await request_deploy(env)
+    assert (await vote(env, approval_id, OWNER, "Ana")).won
     assert await DeployWorker(env.config, env.db).run_once()
     [run] = await rows(env.db, DeployRun)
-    assert run.status == deploys.ROLLED_BACK
+    assert run.status == DeployStatus.ROLLED_BACK
     assert [(s["name"], s["ok"]) for s in run.steps] == [
         ("command", True),
         ("verify", False),
@@ -338,17 +365,17 @@ async def test_without_a_rollback_a_failed_deploy_is_failed(
     tmp_path: Path, site: Site, open_env: OpenEnv
 ) -> None:
     env = await open_env(deploy_table(site, tmp_path, writes="broken", rollback=False))
-    approval_id = await request_deploy(env.db)
-    assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+    approval_id = await request_deploy(env)
+    assert (await vote(env, approval_id, OWNER, "Ana")).won
     assert await DeployWorker(env.config, env.db).run_once()
     [run] = await rows(env.db, DeployRun)
-    assert run.status == deploys.FAILED
+    assert run.status == DeployStatus.FAILED
     assert [s["name"] for s in run.steps] == ["command", "verify"]
 
 
 async def test_a_deploy_found_running_at_start_is_interrupted_and_not_rerun(env: Env) -> None:
-    approval_id = await request_deploy(env.db)
-    assert (await vote(env.db, approval_id, OWNER, "Ana")).won
+    approval_id = await request_deploy(env)
+    assert (await vote(env, approval_id, OWNER, "Ana")).won
     async with env.db.claim() as session:
         run = await deploys.claim_next(session)  # started, then the process "died"
     assert run is not None
@@ -356,18 +383,18 @@ async def test_a_deploy_found_running_at_start_is_interrupted_and_not_rerun(env:
     assert await worker.recover() == [run.id]
     assert not await worker.run_once()
     [run] = await rows(env.db, DeployRun)
-    assert run.status == deploys.INTERRUPTED
+    assert run.status == DeployStatus.INTERRUPTED
     assert env.runs_log() == []
     [report] = await rows(env.db, Outbox, Outbox.reply_to == f"approval:{approval_id}")
     assert "was interrupted" in report.text and "not re-run" in report.text
 
 
 async def test_concurrent_presses_make_one_decision(env: Env) -> None:
-    approval_id = await request_deploy(env.db)
+    approval_id = await request_deploy(env)
     results = await asyncio.gather(
-        vote(env.db, approval_id, OWNER, "Ana"),
-        vote(env.db, approval_id, SECOND_OWNER, "Dee"),
-        vote(env.db, approval_id, OWNER, "Ana"),
+        vote(env, approval_id, OWNER, "Ana"),
+        vote(env, approval_id, SECOND_OWNER, "Dee"),
+        vote(env, approval_id, OWNER, "Ana"),
     )
     assert sum(r.won for r in results) == 1
     assert len(await rows(env.db, DeployRun)) == 1
@@ -377,14 +404,17 @@ async def test_concurrent_presses_make_one_decision(env: Env) -> None:
 
 async def test_a_committee_voting_at_the_same_instant_decides_once(env: Env) -> None:
     async with env.db.claim() as session:
-        approval = await request_action(session, "Pay the invoice", required=2)
+        approval = await request_action(session, env.policy, "Pay the invoice", required=2)
     results = await asyncio.gather(
-        vote(env.db, approval.id, OPERATOR, "Ben"),
-        vote(env.db, approval.id, OWNER, "Ana"),
-        vote(env.db, approval.id, SECOND_OWNER, "Dee"),
+        vote(env, approval.id, OPERATOR, "Ben"),
+        vote(env, approval.id, OWNER, "Ana"),
+        vote(env, approval.id, SECOND_OWNER, "Dee"),
     )
     # Both of the first two count; the third finds it decided.
-    assert sorted(r.status for r in results if r.won) == [approvals.APPROVED, approvals.PENDING]
+    assert sorted(r.status for r in results if r.won) == [
+        ApprovalStatus.APPROVED,
+        ApprovalStatus.PENDING,
+    ]
     assert sum(not r.won for r in results) == 1
     kinds = [k for k, _, _ in await trail(env.db, approval.id)]
     assert kinds.count("decision") == 1 and kinds.count("vote") == 2
@@ -394,16 +424,16 @@ async def test_a_committee_needs_two_different_people(env: Env) -> None:
     task_id = await new_task(env.db)
     async with env.db.claim() as session:
         approval = await request_action(
-            session, "Email all customers", task_id=task_id, required=2
+            session, env.policy, "Email all customers", task_id=task_id, required=2
         )
-    first = await vote(env.db, approval.id, OPERATOR, "Ben")
-    assert first.won and first.status == approvals.PENDING and first.votes == 1
-    twice = await vote(env.db, approval.id, OPERATOR, "Ben")
+    first = await vote(env, approval.id, OPERATOR, "Ben")
+    assert first.won and first.status == ApprovalStatus.PENDING and first.votes == 1
+    twice = await vote(env, approval.id, OPERATOR, "Ben")
     assert not twice.won and twice.refusal.startswith("you already voted approve at ")
     [partial] = await rows(env.db, Outbox, Outbox.edit_of == f"approval:{approval.id}")
     assert "Approved so far (1 of 2): Ben" in partial.text and partial.buttons is not None
-    second = await vote(env.db, approval.id, OWNER, "Ana")
-    assert second.won and second.status == approvals.APPROVED and second.votes == 2
+    second = await vote(env, approval.id, OWNER, "Ana")
+    assert second.won and second.status == ApprovalStatus.APPROVED and second.votes == 2
     async with env.db.session() as session:
         comments = [e for e in await tasks.events(session, task_id) if e.kind == "comment"]
     [comment] = comments
@@ -416,12 +446,10 @@ async def test_a_rejection_records_the_reason_and_wakes_the_agent(env: Env) -> N
     async with env.db.claim() as session:
         await session.execute(delete(Run))  # the assignment's wake, consumed
         approval = await request_action(
-            session, "Post the launch note", kind="publish", task_id=task_id
+            session, env.policy, "Post the launch note", kind="publish", task_id=task_id
         )
-    decided = await vote(
-        env.db, approval.id, OPERATOR, "Ben", "reject", reason="Not before Monday"
-    )
-    assert decided.won and decided.status == approvals.REJECTED
+    decided = await vote(env, approval.id, OPERATOR, "Ben", "reject", reason="Not before Monday")
+    assert decided.won and decided.status == ApprovalStatus.REJECTED
     async with env.db.session() as session:
         [comment] = [e for e in await tasks.events(session, task_id) if e.kind == "comment"]
         woken = (await session.execute(select(Run).where(Run.agent_id == "coder"))).scalars()
@@ -432,36 +460,37 @@ async def test_a_rejection_records_the_reason_and_wakes_the_agent(env: Env) -> N
 
 
 async def test_unknown_ids_and_expired_approvals_are_refused(env: Env) -> None:
-    missing = await vote(env.db, 999_999, OWNER, "Ana")
+    missing = await vote(env, 999_999, OWNER, "Ana")
     assert not missing.won and missing.approval is None
     assert missing.refusal == "there is no approval #999999"
     for beyond in (2**31, 2**70, 0, -1):  # not a row id on either backend: no query fails
-        assert (
-            await vote(env.db, beyond, OWNER, "Ana")
-        ).refusal == f"there is no approval #{beyond}"
-    approval_id = await request_deploy(env.db, deadline=utcnow() - timedelta(seconds=1))
-    late = await vote(env.db, approval_id, OWNER, "Ana")
+        assert (await vote(env, beyond, OWNER, "Ana")).refusal == f"there is no approval #{beyond}"
+    approval_id = await request_deploy(env, deadline=utcnow() - timedelta(seconds=1))
+    late = await vote(env, approval_id, OWNER, "Ana")
     assert not late.won and late.refusal.startswith(f"approval #{approval_id} expired at ")
     assert await rows(env.db, DeployRun) == []
     with pytest.raises(ValueError):
-        approvals.ApprovalCb.unpack("ap:y:not-a-number")
+        ApprovalCb.unpack("ap:y:not-a-number")
 
 
 async def test_timeout_reminds_at_half_time_then_escalates_then_expires(env: Env) -> None:
     task_id = await new_task(env.db)
     async with env.db.claim() as session:
         approval = await request_action(
-            session, "Rotate the keys", task_id=task_id, on_timeout="escalate"
+            session, env.policy, "Rotate the keys", task_id=task_id, on_timeout="escalate"
         )
     start = approval.created_at
     async with env.db.claim() as session:
-        assert await approvals.sweep(session, start + timedelta(minutes=30)) == []
+        assert await sweep(session, env.policy, env.kinds, start + timedelta(minutes=30)) == []
     async with env.db.claim() as session:
-        assert await approvals.sweep(session, start + timedelta(hours=1, minutes=1)) == [
-            f"reminded #{approval.id}"
-        ]
+        assert await sweep(
+            session, env.policy, env.kinds, start + timedelta(hours=1, minutes=1)
+        ) == [f"reminded #{approval.id}"]
     async with env.db.claim() as session:  # a reminder is sent once
-        assert await approvals.sweep(session, start + timedelta(hours=1, minutes=2)) == []
+        assert (
+            await sweep(session, env.policy, env.kinds, start + timedelta(hours=1, minutes=2))
+            == []
+        )
     [reminder] = await rows(
         env.db, Outbox, Outbox.dedup_key.like(f"approval:{approval.id}:remind:%")
     )
@@ -469,30 +498,36 @@ async def test_timeout_reminds_at_half_time_then_escalates_then_expires(env: Env
 
     escalated_at = start + timedelta(hours=2, minutes=1)
     async with env.db.claim() as session:
-        assert await approvals.sweep(session, escalated_at) == [f"escalated #{approval.id}"]
+        assert await sweep(session, env.policy, env.kinds, escalated_at) == [
+            f"escalated #{approval.id}"
+        ]
     async with env.db.session() as session:
-        row = await approvals.get(session, approval.id)
-        assert row is not None and row.status == approvals.PENDING
+        row = await approval_queries.get(session, approval.id)
+        assert row is not None and row.status == ApprovalStatus.PENDING
         assert row.approvers == {"role": "owner"}
         assert row.deadline is not None  # a fresh window as long as the first one
         assert abs(row.deadline - (escalated_at + timedelta(hours=2))) < timedelta(seconds=1)
         comments = [e.body for e in await tasks.events(session, task_id) if e.kind == "comment"]
     assert any("escalated to the owners" in c for c in comments)
-    refused = await vote(env.db, approval.id, OPERATOR, "Ben", now=escalated_at)
+    refused = await vote(env, approval.id, OPERATOR, "Ben", now=escalated_at)
     assert refused.refusal == f"action approval #{approval.id} needs an owner"
 
     async with env.db.claim() as session:  # the second window has its own reminder
-        done = await approvals.sweep(session, escalated_at + timedelta(hours=1, minutes=1))
+        done = await sweep(
+            session, env.policy, env.kinds, escalated_at + timedelta(hours=1, minutes=1)
+        )
         assert done == [f"reminded #{approval.id}"]
     expired_at = escalated_at + timedelta(hours=2, minutes=1)
     async with env.db.claim() as session:
-        assert await approvals.sweep(session, expired_at) == [f"expired #{approval.id}"]
+        assert await sweep(session, env.policy, env.kinds, expired_at) == [
+            f"expired #{approval.id}"
+        ]
     async with env.db.session() as session:
-        row = await approvals.get(session, approval.id)
-        assert row is not None and row.status == approvals.EXPIRED
+        row = await approval_queries.get(session, approval.id)
+        assert row is not None and row.status == ApprovalStatus.EXPIRED
         comments = [e.body for e in await tasks.events(session, task_id) if e.kind == "comment"]
     assert "expired at" in comments[-1] and "with no decision" in comments[-1]
-    late = await vote(env.db, approval.id, OWNER, "Ana", now=expired_at)
+    late = await vote(env, approval.id, OWNER, "Ana", now=expired_at)
     assert not late.won and late.refusal.startswith(f"approval #{approval.id} expired at ")
     assert [k for k, _, _ in await trail(env.db, approval.id)] == [
         "request",
@@ -506,10 +541,10 @@ async def test_timeout_reminds_at_half_time_then_escalates_then_expires(env: Env
 async def test_expire_policy_expires_at_the_deadline_and_tells_the_task(env: Env) -> None:
     task_id = await new_task(env.db)
     approval_id = await request_deploy(
-        env.db, task_id, deadline=utcnow() + timedelta(minutes=10), on_timeout="expire"
+        env, task_id, deadline=utcnow() + timedelta(minutes=10), on_timeout="expire"
     )
     async with env.db.claim() as session:
-        done = await approvals.sweep(session, utcnow() + timedelta(minutes=11))
+        done = await sweep(session, env.policy, env.kinds, utcnow() + timedelta(minutes=11))
     assert done == [f"expired #{approval_id}"]
     assert await rows(env.db, DeployRun) == []
     events = await rows(
@@ -600,11 +635,11 @@ async def test_private_copies_go_to_each_approver_and_are_edited_too(
 ) -> None:
     extra = deploy_table(site, tmp_path, writes="v2") + "[approvals]\nnotify_private = true\n"
     env = await open_env(extra)
-    approval_id = await request_deploy(env.db)
+    approval_id = await request_deploy(env)
     copies = await rows(env.db, Outbox, Outbox.dedup_key.like(f"approval:{approval_id}:dm:%"))
     assert sorted(c.chat_id for c in copies) == [OWNER, SECOND_OWNER]  # owners only
     assert all(c.buttons is not None for c in copies)
-    assert (await vote(env.db, approval_id, SECOND_OWNER, "Dee")).won
+    assert (await vote(env, approval_id, SECOND_OWNER, "Dee")).won
     edits = await rows(env.db, Outbox, Outbox.edit_of.is_not(None))
     assert sorted((e.chat_id, e.edit_of) for e in edits) == sorted(
         [
@@ -635,15 +670,15 @@ async def test_a_budget_approval_decided_by_command_raises_the_budget(env: Env) 
     assert new
     # A budget stop is its own message (in alerts): nothing is posted to the approvals feed.
     assert await rows(env.db, Outbox) == []
-    refused = await vote(env.db, approval.id, OPERATOR, "Ben")
+    refused = await vote(env, approval.id, OPERATOR, "Ben")
     assert refused.refusal == f"budget approval #{approval.id} needs an owner"
-    decided = await vote(env.db, approval.id, OWNER, "Ana")
-    assert decided.won and isinstance(decided.effect, usage.BudgetChange)
+    decided = await vote(env, approval.id, OWNER, "Ana")
+    assert decided.won and isinstance(decided.effect, budget_requests.BudgetChange)
     assert decided.effect.budget == Decimal(10) and decided.effect.resumed
     async with env.db.session() as session:
         state = await session.get(AgentState, "coder")
         assert state is not None and not state.paused
-    wrong = await vote(env.db, approval.id, OWNER, "Ana", kind="deploy")
+    wrong = await vote(env, approval.id, OWNER, "Ana", kind="deploy")
     assert (
         wrong.approval is None and wrong.refusal == f"there is no deploy approval #{approval.id}"
     )
@@ -666,9 +701,9 @@ async def budget_stop(env: Env) -> Approval:
 
 async def test_a_budget_stop_settled_by_command_loses_its_button_and_says_how(env: Env) -> None:
     raised = await budget_stop(env)
-    assert (await vote(env.db, raised.id, OWNER, "Ana")).won
+    assert (await vote(env, raised.id, OWNER, "Ana")).won
     refused = await budget_stop(env)
-    assert (await vote(env.db, refused.id, OWNER, "Ana", "reject", reason="not this month")).won
+    assert (await vote(env, refused.id, OWNER, "Ana", "reject", reason="not this month")).won
     edits = await rows(env.db, Outbox, Outbox.edit_of.is_not(None))
     assert [(e.edit_of, e.chat_id, e.topic, e.buttons) for e in edits] == [
         (f"budget-stop:{raised.id}", -100500, 7, None),
@@ -683,8 +718,8 @@ async def test_a_budget_stop_settled_by_command_loses_its_button_and_says_how(en
 
 async def test_an_agent_that_asked_outside_a_task_hears_the_outcome_in_its_inbox(env: Env) -> None:
     async with env.db.claim() as session:
-        approval = await request_action(session, "Renew the domain")
-    decided = await vote(env.db, approval.id, OPERATOR, "Ben", "reject", reason="Already renewed")
+        approval = await request_action(session, env.policy, "Renew the domain")
+    decided = await vote(env, approval.id, OPERATOR, "Ben", "reject", reason="Already renewed")
     assert decided.won
     [message] = await rows(env.db, InboxMessage)
     assert message.agent_id == "coder" and message.source == f"person:{OPERATOR}"
@@ -696,10 +731,10 @@ async def test_an_agent_that_asked_outside_a_task_hears_the_outcome_in_its_inbox
 
 async def test_an_approval_already_with_the_owners_expires_instead_of_escalating(env: Env) -> None:
     approval_id = await request_deploy(
-        env.db, deadline=utcnow() + timedelta(minutes=10), on_timeout="escalate"
+        env, deadline=utcnow() + timedelta(minutes=10), on_timeout="escalate"
     )
     async with env.db.claim() as session:
-        done = await approvals.sweep(session, utcnow() + timedelta(minutes=11))
+        done = await sweep(session, env.policy, env.kinds, utcnow() + timedelta(minutes=11))
     assert done == [f"expired #{approval_id}"]
 
 
@@ -734,11 +769,12 @@ async def test_targets_deploy_side_by_side_and_each_one_at_a_time(
             async with env.db.claim() as session:
                 approval = await approvals.request(
                     session,
+                    policy=env.policy,
                     kind="deploy",
-                    payload=approvals.deploy_payload(target, None, "gated"),
+                    payload=deploys.payload(target, None, "gated"),
                     requested_by=f"person:{OWNER}",
                 )
-            assert (await vote(env.db, approval.id, OWNER, "Ana")).won
+            assert (await vote(env, approval.id, OWNER, "Ana")).won
         sql = "SELECT target, status FROM deploy_runs ORDER BY id"
         await wait_until(
             env.db, sql, [("site", "running"), ("site", "pending"), ("docs", "running")]
@@ -758,14 +794,16 @@ async def test_a_p0_approval_is_decided_by_an_owner_and_pages_through_the_incide
         incident, _ = await incidents.open_incident(
             session, fingerprint="db-down", severity="P2", title="Database down", source="x"
         )
-        page = incidents.Page(None, [(OWNER, "Ana"), (OPERATOR, "Ben")])
-        approval = await incidents.request_p0(session, incident.id, actor="agent:hub", page=page)
+        page = incident_gates.Page(None, [(OWNER, "Ana"), (OPERATOR, "Ben")])
+        approval = await incident_gates.request_p0(
+            session, incident.id, policy=env.policy, actor="agent:hub", page=page
+        )
     assert approval is not None
     [posted] = await rows(env.db, Outbox, Outbox.dedup_key == f"approval:{approval.id}")
     assert "Page everyone for P0 incident" in posted.text and posted.buttons is not None
-    refused = await vote(env.db, approval.id, OPERATOR, "Ben")
+    refused = await vote(env, approval.id, OPERATOR, "Ben")
     assert refused.refusal == "P0 incidents need an owner"
-    assert (await vote(env.db, approval.id, OWNER, "Ana")).won
+    assert (await vote(env, approval.id, OWNER, "Ana")).won
     [paged] = await rows(env.db, Incident)
     assert paged.severity == "P0"
     pages = await rows(env.db, Outbox, Outbox.dedup_key.like("incident-page:%"))
@@ -780,19 +818,21 @@ async def test_escalated_committee_does_not_count_operator_votes_toward_the_owne
 ) -> None:
     env = await open_env()
     async with env.db.claim() as session:
-        a = await request_action(session, "Rotate the keys", on_timeout="escalate", required=2)
-    first = await vote(env.db, a.id, OPERATOR, "Ben")
-    assert first.won and first.status == approvals.PENDING
+        a = await request_action(
+            session, env.policy, "Rotate the keys", on_timeout="escalate", required=2
+        )
+    first = await vote(env, a.id, OPERATOR, "Ben")
+    assert first.won and first.status == ApprovalStatus.PENDING
     later = a.created_at + timedelta(hours=2, minutes=1)
     async with env.db.claim() as session:
-        assert await approvals.sweep(session, later) == [f"escalated #{a.id}"]
-    one_owner = await vote(env.db, a.id, OWNER, "Ana", now=later)
-    assert one_owner.won and one_owner.status == approvals.PENDING
+        assert await sweep(session, env.policy, env.kinds, later) == [f"escalated #{a.id}"]
+    one_owner = await vote(env, a.id, OWNER, "Ana", now=later)
+    assert one_owner.won and one_owner.status == ApprovalStatus.PENDING
     assert one_owner.votes == 1
-    two_owners = await vote(env.db, a.id, SECOND_OWNER, "Dee", now=later)
+    two_owners = await vote(env, a.id, SECOND_OWNER, "Dee", now=later)
     async with env.db.session() as session:
-        trail = await approvals.events(session, a.id)
-    assert two_owners.status == approvals.APPROVED
+        trail = await approval_queries.events(session, a.id)
+    assert two_owners.status == ApprovalStatus.APPROVED
     assert any("no longer count" in e.body for e in trail if e.kind == "vote")
 
 
@@ -802,17 +842,19 @@ async def test_press_after_deadline_before_the_sweep_escalating_is_judged_as_esc
     env = await open_env()
     ben = {"people": ["Ben"]}
     async with env.db.claim() as session:
-        a = await request_action(session, "Rotate the keys", approvers=ben, on_timeout="escalate")
+        a = await request_action(
+            session, env.policy, "Rotate the keys", approvers=ben, on_timeout="escalate"
+        )
         b = await request_action(
-            session, "Rotate the other keys", approvers=ben, on_timeout="expire"
+            session, env.policy, "Rotate the other keys", approvers=ben, on_timeout="expire"
         )
     after = a.created_at + timedelta(hours=2, seconds=5)  # before the next sweep
-    too_late = await vote(env.db, a.id, OPERATOR, "Ben", now=after)
-    pressed = await vote(env.db, a.id, OWNER, "Ana", now=after)
-    expired = await vote(env.db, b.id, OWNER, "Ana", now=after)
+    too_late = await vote(env, a.id, OPERATOR, "Ben", now=after)
+    pressed = await vote(env, a.id, OWNER, "Ana", now=after)
+    expired = await vote(env, b.id, OWNER, "Ana", now=after)
     # Past the deadline the approval belongs to the owners it escalates to.
     assert not too_late.won and "needs an owner" in too_late.refusal
-    assert pressed.won and pressed.status == approvals.APPROVED
+    assert pressed.won and pressed.status == ApprovalStatus.APPROVED
     assert not expired.won and "expired" in expired.refusal
 
 
@@ -821,11 +863,11 @@ async def test_private_copies_are_edited_after_escalation_and_decision(
 ) -> None:
     env = await open_env("[approvals]\nnotify_private = true\n")
     async with env.db.claim() as session:
-        a = await request_action(session, "Rotate the keys", on_timeout="escalate")
+        a = await request_action(session, env.policy, "Rotate the keys", on_timeout="escalate")
     later = a.created_at + timedelta(hours=2, minutes=1)
     async with env.db.claim() as session:
-        await approvals.sweep(session, later)
-    assert (await vote(env.db, a.id, OWNER, "Ana", now=later)).status == approvals.APPROVED
+        await sweep(session, env.policy, env.kinds, later)
+    assert (await vote(env, a.id, OWNER, "Ana", now=later)).status == ApprovalStatus.APPROVED
     dm = f"approval:{a.id}:dm:{OPERATOR}"
     sent = await rows(env.db, Outbox, Outbox.dedup_key == dm)
     edits = await rows(env.db, Outbox, Outbox.edit_of == dm)
@@ -869,11 +911,11 @@ async def test_secret_in_deploy_command_stays_out_of_the_approval_and_the_output
     result = await tools.execute(coder, "request_deploy", {"target": "site", "reason": "go"})
     assert result.ok, result.content
     [posted] = await rows(env.db, Outbox, Outbox.dedup_key.like("approval:%"))
-    assert (await vote(env.db, 1, OWNER, "Ana")).won
+    assert (await vote(env, 1, OWNER, "Ana")).won
     assert await DeployWorker(env.config, env.db).run_once()
     [run] = await rows(env.db, DeployRun)
     assert DEPLOY_SECRET not in posted.text and "${DEPLOY_TOKEN}" in posted.text
-    assert run.status == deploys.SUCCEEDED
+    assert run.status == DeployStatus.SUCCEEDED
     assert DEPLOY_SECRET not in run.output_tail and "using ***" in run.output_tail
     # The fleet's own secrets are not in the command's environment; the rest is.
     assert "TELEGRAM_BOT_TOKEN unset" in run.output_tail
@@ -925,7 +967,7 @@ async def test_long_ref_and_long_texts_fit_the_idempotency_keys(env: Env) -> Non
     task_id = await new_task(env.db)
     coder = tool_context(env, "coder", task_id)
     ref = "release/2026-11-25/" + "hotfix-payment-webhook-retry-" * 3 + "a1b2c3d4e5f6"
-    assert len(ref) <= 128 and approvals.valid_ref(ref)
+    assert len(ref) <= 128 and deploys.valid_ref(ref)
     args = {"target": "site", "ref": ref, "reason": "go"}
     first = await tools.execute(coder, "request_deploy", args)
     assert first.ok, first.content

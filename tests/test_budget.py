@@ -20,7 +20,9 @@ from sqlalchemy import select
 
 from agents.gateway import BudgetExceeded, Gateway
 from bot.config import AgentConfig, Config, load_config
-from storage import approvals, inbox, usage
+from storage import approvals, budget_requests, inbox, usage
+from storage.approval_kinds import Kinds
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import AgentState, Approval, Outbox, Usage
 from tests.anthropic_server import AnthropicServer, Request, text, tool_use
@@ -286,19 +288,30 @@ async def test_a_budget_of_one_dollar_is_exceeded_by_at_most_one_call(
         assert button == {"text": "Raise budget by $10.00", "callback_data": f"bud:{approval.id}"}
 
         # The owner's raise: $11 now, the agent runs again; a second raise changes nothing.
-        approvals.configure(
-            env.db, approvals.Settings(people={1: ("Ana", "owner")}, budgets={"coder": 1.0})
-        )
+        policy = ApprovalPolicy(people={1: ("Ana", "owner")})
+        kinds = Kinds([budget_requests.BudgetKind({"coder": 1.0})])
         async with env.db.claim() as session:
             raised = await approvals.decide(
-                session, approval.id, person_id=1, person_name="Ana", vote="approve"
+                session,
+                approval.id,
+                policy=policy,
+                kinds=kinds,
+                person_id=1,
+                person_name="Ana",
+                vote="approve",
             )
-        assert isinstance(raised.effect, usage.BudgetChange)
+        assert isinstance(raised.effect, budget_requests.BudgetChange)
         assert raised.effect.won and raised.effect.resumed
         assert raised.effect.budget == Decimal(11)
         async with env.db.claim() as session:
             again = await approvals.decide(
-                session, approval.id, person_id=1, person_name="Ana", vote="approve"
+                session,
+                approval.id,
+                policy=policy,
+                kinds=kinds,
+                person_id=1,
+                person_name="Ana",
+                vote="approve",
             )
         assert not again.won and again.approval is not None
         assert again.approval.decided_by == "person:1"

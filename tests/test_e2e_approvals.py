@@ -393,7 +393,11 @@ async def test_a_reply_to_an_agent_message_mimicking_the_reject_prompt_rejects_n
 ) -> None:
     async with env.db.claim() as session:
         approval = await request_action(
-            session, "Publish the press release", requested_by="agent:hub", announce=False
+            session,
+            env.policy,
+            "Publish the press release",
+            requested_by="agent:hub",
+            announce=False,
         )
         task = await tasks.create(
             session,
@@ -442,7 +446,9 @@ async def test_audit_of_fifty_long_events_is_sent_in_parts(
     async with env.db.claim() as session:
         for n in range(50):
             summary = f"Publish press release {n} " + "with a long title " * 6
-            await request_action(session, summary, requested_by="agent:hub", announce=False)
+            await request_action(
+                session, env.policy, summary, requested_by="agent:hub", announce=False
+            )
     await env.db.dispose()  # the fleet is to be the database's only user from here
 
     fleet = await start_fleet(config, botapi)

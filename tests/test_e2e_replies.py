@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage import approvals, outbox
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from tests.botapi_server import BotAPIServer
 from tests.fleet import FEED_CHAT, OPERATOR, OWNER, VIEWER, FleetProcess, query, wait_query
@@ -85,13 +86,11 @@ async def test_replies_to_an_approval_card_and_a_task_status_message(
     config = fleet_config
     await pause_all(botapi)
     database = Database(f"sqlite+aiosqlite:///{config.parent / 'fleet.db'}")
-    approvals.configure(
-        database,
-        approvals.Settings(feed=outbox.Destination(FEED_CHAT, None, "approvals")),
-    )
+    policy = ApprovalPolicy(feed=outbox.Destination(FEED_CHAT, None, "approvals"))
     async with database.claim() as session:
         await approvals.request(
             session,
+            policy=policy,
             kind="action",
             payload={"summary": "Email the vendor"},
             requested_by="agent:hub",

@@ -14,13 +14,20 @@ from sqlalchemy import select
 from agents import exec_policy, tools
 from agents.commands import ExecWorker
 from bot.config import ExecPolicy, load_config
-from storage import approvals, tasks
+from bot.views.approvals import buttons
+from storage import approval_queries, approvals, tasks
 from storage import exec as exec_runs
+from storage.approval_kinds import Kinds
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import Approval, Artifact, ExecRun, TaskEvent
+from storage.statuses import ApprovalStatus, ExecStatus
 from tests import pg
 from tests.fleet import ANTHROPIC_KEY, OWNER, write_config
 from tests.test_files import context, new_task
+
+POLICY = ApprovalPolicy(people={OWNER: ("Ana", "owner")})
+KINDS = Kinds([exec_runs.EXEC])
 
 AGENTS = """
 [[agents]]
@@ -82,7 +89,6 @@ async def fleet(
     config = load_config(path)
     db = Database(config.database.url)
     await db.migrate()
-    approvals.configure(db, approvals.Settings(people={OWNER: ("Ana", "owner")}))
     yield path, db
     await db.dispose()
 
@@ -105,7 +111,7 @@ async def test_an_allowed_command_runs_once_without_the_fleet_secrets(
         [run] = (await session.execute(select(ExecRun))).scalars().all()
         [saved] = (await session.execute(select(Artifact))).scalars().all()
     assert (run.status, run.exit_code, run.allowed_by, run.approval_id) == (
-        exec_runs.FINISHED,
+        ExecStatus.FINISHED,
         0,
         'allow pattern "env"',
         None,
@@ -194,10 +200,10 @@ async def test_an_asked_command_waits_for_approval_and_runs_exactly_once_when_al
     assert asked.ok and asked.ends_run
     assert asked.content.startswith("waiting for approval #1:")
     async with db.session() as session:
-        approval = await approvals.get(session, 1)
+        approval = await approval_queries.get(session, 1)
     assert approval is not None and approval.kind == "exec"
     assert approval.payload["argv"] == argv and approval.payload["cwd"] == "workspace:"
-    assert [b["text"] for b in approvals.buttons(approval)[0]] == [
+    assert [b["text"] for b in buttons(approval)[0]] == [
         "Allow once",
         "Always allow",
         "Deny",
@@ -207,7 +213,9 @@ async def test_an_asked_command_waits_for_approval_and_runs_exactly_once_when_al
     assert again.content.startswith("waiting for approval #1:")
 
     async with db.claim() as session:
-        decision = await exec_runs.always_allow(session, 1, person_id=OWNER, person_name="Ana")
+        decision = await exec_runs.always_allow(
+            session, 1, policy=POLICY, kinds=KINDS, person_id=OWNER, person_name="Ana"
+        )
     assert decision.decided
     worker = ExecWorker(load_config(path), db)
     assert await worker.run_once()
@@ -216,7 +224,7 @@ async def test_an_asked_command_waits_for_approval_and_runs_exactly_once_when_al
         [run] = (await session.execute(select(ExecRun))).scalars().all()
         history = await tasks.events(session, task_id)
         rules = await exec_runs.live_rules(session, "coder")
-    assert run.approval_id == 1 and run.status in (exec_runs.FINISHED,)
+    assert run.approval_id == 1 and run.status in (ExecStatus.FINISHED,)
     assert run.allowed_by == f"person:{OWNER}"
     assert rules == [(1, argv)]
     [result] = [e for e in history if e.actor == exec_runs.ACTOR]
@@ -238,6 +246,7 @@ async def test_a_command_a_crash_left_running_is_interrupted_never_rerun(
     async with db.claim() as session:
         approval = await approvals.request(
             session,
+            policy=POLICY,
             kind="exec",
             payload=exec_runs.payload(
                 argv=["make"], cwd="workspace:", agent_id="coder", task_id=task_id, timeout_s=60
@@ -246,7 +255,13 @@ async def test_a_command_a_crash_left_running_is_interrupted_never_rerun(
             task_id=task_id,
         )
         await approvals.decide(
-            session, approval.id, person_id=OWNER, person_name="Ana", vote=approvals.APPROVE
+            session,
+            approval.id,
+            policy=POLICY,
+            kinds=KINDS,
+            person_id=OWNER,
+            person_name="Ana",
+            vote=approvals.APPROVE,
         )
     async with db.claim() as session:
         claimed = await exec_runs.claim_next(session)
@@ -258,8 +273,8 @@ async def test_a_command_a_crash_left_running_is_interrupted_never_rerun(
         run = await exec_runs.get(session, claimed.id)
         history = await tasks.events(session, task_id)
         decided = await session.get(Approval, approval.id)
-    assert run is not None and run.status == exec_runs.INTERRUPTED
-    assert decided is not None and decided.status == approvals.APPROVED
+    assert run is not None and run.status == ExecStatus.INTERRUPTED
+    assert decided is not None and decided.status == ApprovalStatus.APPROVED
     assert any("was interrupted" in (e.body or "") for e in history)
 
 
@@ -268,10 +283,10 @@ async def test_on_postgresql_an_approved_command_is_queued_once_and_claimed_once
         db = Database(url)
         try:
             await db.migrate()
-            approvals.configure(db, approvals.Settings(people={OWNER: ("Ana", "owner")}))
             async with db.claim() as session:
                 approval = await approvals.request(
                     session,
+                    policy=POLICY,
                     kind="exec",
                     payload=exec_runs.payload(
                         argv=["make", "test"],
@@ -284,14 +299,19 @@ async def test_on_postgresql_an_approved_command_is_queued_once_and_claimed_once
                 )
             async with db.claim() as session:
                 decision = await exec_runs.always_allow(
-                    session, approval.id, person_id=OWNER, person_name="Ana"
+                    session,
+                    approval.id,
+                    policy=POLICY,
+                    kinds=KINDS,
+                    person_id=OWNER,
+                    person_name="Ana",
                 )
             assert decision.decided
             async with db.claim() as session:
-                decided = await approvals.get(session, approval.id)
+                decided = await approval_queries.get(session, approval.id)
                 assert decided is not None
                 # The effect again (a replay) queues nothing more: approval_id is the key.
-                await exec_runs.on_decided(session, decided)
+                await exec_runs.EXEC.settled(session, decided, POLICY)
             async with db.claim() as session:
                 first = await exec_runs.claim_next(session)
             async with db.claim() as session:

@@ -20,10 +20,11 @@ from agents import tools
 from agents.org import OrgChart
 from bot.alerting import Alerting
 from bot.config import CheckConfig, Config, load_config
-from handlers.approvals import settings
-from storage import approvals, incidents, tasks
+from storage import incident_gates, incidents, tasks
+from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import Approval, InboxMessage, Incident, Outbox, TaskEvent, utcnow
+from storage.statuses import IncidentStatus
 from tests import pg
 from tests.fleet import (
     ALERTS_TOPIC,
@@ -96,7 +97,6 @@ async def env(
         db = Database(config.database.url)
         stack.push_async_callback(db.dispose)
         await db.migrate()
-        approvals.configure(db, settings(config))  # request() posts to the approvals feed
         async with db.claim() as session:
             task = await tasks.create(
                 session,
@@ -106,6 +106,12 @@ async def env(
                 max_retries=1,
             )
         yield Env(config, db, OrgChart(config), task.id)
+
+
+async def escalation(env: Env, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's escalation record (`incidents.confirmations`)."""
+    async with env.db.session() as session:
+        return await incidents.confirmations(session, incident_id)
 
 
 async def decide(db: Database, approval_id: int, status: str, by: str) -> None:
@@ -118,7 +124,7 @@ async def decide(db: Database, approval_id: int, status: str, by: str) -> None:
         )
         approval = await session.get(Approval, approval_id, populate_existing=True)
         assert approval is not None
-        await incidents.on_p0_decided(session, approval)
+        await incident_gates.on_p0_decided(session, approval)
 
 
 async def test_an_agents_p0_is_refused_recorded_and_reported_to_the_hub(env: Env) -> None:
@@ -171,7 +177,7 @@ async def test_p1_is_a_request_until_the_hub_confirms_it(env: Env) -> None:
     assert confirmed.ok, confirmed.content
     [incident] = await env.rows(Incident)
     assert (incident.severity, incident.requested_severity) == ("P1", None)
-    assert incident.confirmations[0]["by"] == "agent:hub"
+    assert (await escalation(env, incident.id))[0]["by"] == "agent:hub"
     twice = await tools.execute(
         env.ctx("hub"), "confirm_incident", {"incident_id": incident.id, "severity": "P1"}
     )
@@ -207,7 +213,8 @@ async def test_p0_posts_an_approval_and_pages_only_after_a_person_approves(env: 
 
     await decide(env.db, approvals[1].id, "rejected", f"person:{OWNER}")
     [rejected] = await env.rows(Incident, Incident.id == second.id)
-    assert rejected.severity == "P2" and rejected.confirmations[-1]["p0"] == "rejected"
+    assert rejected.severity == "P2"
+    assert (await escalation(env, rejected.id))[-1]["p0"] == "rejected"
     asked = await tools.execute(
         env.ctx("hub", run_id=10), "confirm_incident", {"incident_id": second.id, "severity": "P0"}
     )
@@ -227,7 +234,7 @@ async def test_p0_posts_an_approval_and_pages_only_after_a_person_approves(env: 
     async with env.db.claim() as session:
         approval = await session.get(Approval, approvals[0].id)
         assert approval is not None
-        await incidents.on_p0_decided(session, approval)
+        await incident_gates.on_p0_decided(session, approval)
     assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-page:%"))) == 3
 
 
@@ -315,7 +322,7 @@ async def test_alerts_feed_groups_waits_silences_and_reminds(env: Env) -> None:
     assert not any("quiet" in o.text for o in await alerts())  # silenced before it fired
 
     async with env.db.claim() as session:
-        assert await incidents.confirm_p1(session, a.id, actor="agent:hub")
+        assert await incident_gates.confirm_p1(session, a.id, actor="agent:hub")
     [p1] = await env.rows(Outbox, Outbox.dedup_key == f"incident-p1:{a.id}")
     assert p1.reply_to == burst.dedup_key
     await shift(env.db, 4 * 3600 + 1, alerted=True)
@@ -386,7 +393,7 @@ async def test_fingerprint_squatting_a_higher_report_raises_the_open_incident(en
     assert worse.ok and "now P2" in worse.content
     [incident] = await env.rows(Incident)
     assert (incident.severity, incident.requested_severity) == ("P2", "P1")
-    events = [c.get("raised") or c.get("requested") for c in incident.confirmations]
+    events = [c.get("raised") or c.get("requested") for c in await escalation(env, incident.id)]
     assert events == ["P2", "P1"]
     [request] = await env.rows(InboxMessage)
     assert request.agent_id == "hub" and "confirm_incident" in request.body
@@ -411,10 +418,17 @@ async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
     assert (incident.severity, incident.source) == ("P2", "agent:hub")
     assert await env.rows(Approval) == []
     async with env.db.claim() as session:
-        assert not await incidents.confirm_p1(session, incident.id, actor="agent:hub")
-        page = incidents.Page(None, [])
+        assert not await incident_gates.confirm_p1(session, incident.id, actor="agent:hub")
+        page = incident_gates.Page(None, [])
         assert (
-            await incidents.request_p0(session, incident.id, actor="agent:hub", page=page) is None
+            await incident_gates.request_p0(
+                session,
+                incident.id,
+                policy=ApprovalPolicy.from_config(env.config),
+                actor="agent:hub",
+                page=page,
+            )
+            is None
         )
 
     # The one who asked for P1 on someone else's incident cannot confirm it either.
@@ -425,7 +439,7 @@ async def test_hub_cannot_confirm_the_p1_it_raised_itself(env: Env) -> None:
         await incidents.open_incident(
             session, fingerprint="db", severity="P1", title="db down", source="agent:hub"
         )
-        assert not await incidents.confirm_p1(session, other.id, actor="agent:hub")
+        assert not await incident_gates.confirm_p1(session, other.id, actor="agent:hub")
 
 
 async def test_expired_silences_end_an_incident_silenced_before_its_alert_is_announced(
@@ -441,8 +455,8 @@ async def test_expired_silences_end_an_incident_silenced_before_its_alert_is_ann
     await shift(env.db, 31)
     await alerting.flush()
     [incident] = await env.rows(Incident)
-    assert incident.status == incidents.OPEN
-    assert incident.confirmations[-1]["silence"] == "ended"
+    assert incident.status == IncidentStatus.OPEN
+    assert (await escalation(env, incident.id))[-1]["silence"] == "ended"
     [alert] = await env.rows(Outbox, Outbox.feed == "alerts")
     assert alert.dedup_key == incident.alert_key and "site down" in alert.text
 
@@ -456,7 +470,7 @@ async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> N
     await shift(env.db, 31)
     await alerting.flush()
     async with env.db.claim() as session:
-        assert await incidents.confirm_p1(session, incident.id, actor="agent:hub")
+        assert await incident_gates.confirm_p1(session, incident.id, actor="agent:hub")
         await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
     await shift(env.db, 4 * 3600 + 1, alerted=True)
     await alerting.flush()
@@ -465,7 +479,7 @@ async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> N
     async with env.db.claim() as session:
         assert await incidents.acknowledge(session, incident.id, actor=f"person:{OPERATOR}")
     [incident] = await env.rows(Incident)
-    assert incident.status == incidents.ACKNOWLEDGED
+    assert incident.status == IncidentStatus.ACKNOWLEDGED
     await shift(env.db, 4 * 3600 + 1, alerted=True)
     await alerting.flush()
     assert len(await env.rows(Outbox, Outbox.dedup_key.like("incident-remind:%"))) == 1
@@ -475,7 +489,7 @@ async def test_expired_silences_a_reminded_p1_can_be_acknowledged(env: Env) -> N
         await incidents.silence(session, "db", utcnow() - timedelta(seconds=1), actor="t")
     await alerting.flush()
     [incident] = await env.rows(Incident)
-    assert incident.status == incidents.ACKNOWLEDGED
+    assert incident.status == IncidentStatus.ACKNOWLEDGED
     # A silenced one can be acknowledged directly (the silence may end before the next pass).
     async with env.db.claim() as session:
         await incidents.silence(session, "db", utcnow() + timedelta(hours=1), actor="t")

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from storage import incidents, links, outbox, runs, tasks
 from storage.db import Database
-from storage.models import Incident, utcnow
+from storage.models import utcnow
 from storage.statuses import RunStatus, TaskStatus
 
 CHAT = -100500
@@ -77,8 +77,7 @@ async def test_a_message_is_traced_to_the_task_approval_or_incident_it_shows(
         assert await incidents.note(session, incident.id, actor="person:1", text="on it")
         assert not await incidents.note(session, incident.id + 1, actor="person:1", text="x")
     async with db.session() as session:
-        row = await session.get(Incident, incident.id)
-        assert row is not None and row.confirmations[-1]["note"] == "on it"
+        assert (await incidents.confirmations(session, incident.id))[-1]["note"] == "on it"
 
 
 async def test_a_stop_request_is_taken_once_and_only_for_running_runs(db: Database) -> None:

@@ -25,7 +25,7 @@ from storage.models import (
     TaskEvent,
     utcnow,
 )
-from storage.statuses import ApprovalStatus, RunStatus
+from storage.statuses import ApprovalStatus, IncidentStatus, RunStatus
 
 PAGE = 50
 FEEDS = ("activity", "alerts")
@@ -200,7 +200,7 @@ async def incident_lists(session: AsyncSession) -> tuple[list[Incident], list[In
     live = await incidents.listing(session, limit=200)
     resolved = await session.execute(
         select(Incident)
-        .where(Incident.status == incidents.RESOLVED)
+        .where(Incident.status == IncidentStatus.RESOLVED)
         .order_by(Incident.id.desc())
         .limit(PAGE)
     )
