@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import functools
 import gc
+import importlib.metadata
 import logging
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
@@ -51,7 +53,7 @@ from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
 from integrations.publish import PublishWorker
-from storage import approvals, outbox
+from storage import approvals, nodes, outbox
 from storage.db import Database
 from storage.status import SummaryCache
 
@@ -158,14 +160,73 @@ async def run_fleet(config: Config) -> int:
         return EXIT_LOCKED
     try:
         await db.migrate()
+        try:
+            placement = await register_node(config, db, nodes.NodeRole.LEADER)
+        except nodes.NodeNameTaken as err:
+            log.error("%s", err)
+            return EXIT_LOCKED
         log.info("%s", startup_summary(config))
-        return await _serve(config, db)
+        renewer = asyncio.create_task(keep_node_alive(config, db, placement.node), name="node")
+        try:
+            return await _serve(config, db, placement)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            with contextlib.suppress(Exception):  # a dead database must not hide the exit
+                async with db.session() as session:
+                    await nodes.stop(session, placement.node)
     finally:
         await lock.release()
         await db.dispose()
 
 
-async def _serve(config: Config, db: Database) -> int:
+async def register_node(config: Config, db: Database, role: nodes.NodeRole) -> nodes.Placement:
+    """Register this process as node `[node] name` (raises `nodes.NodeNameTaken` when a live
+    process holds the name) and say what its workers leave to other nodes."""
+    me = nodes.Identity.this_process(config.node.name)
+    renew_every = timedelta(seconds=config.node.seconds("renew_every"))
+    async with db.session() as session:
+        await nodes.register(
+            session,
+            me,
+            role=role,
+            may_run=nodes.MayRun.of(config, me.name),
+            version=_version(),
+            alive_within=nodes.alive_within(renew_every),
+        )
+    log.info("node %s registered (pid %d on %s)", me.name, me.pid, me.host)
+    return nodes.Placement.of(config, me, shared=not db.is_sqlite)
+
+
+async def keep_node_alive(config: Config, db: Database, me: nodes.Identity) -> None:
+    """Renew the node's `last_seen` every `[node] renew_every` until cancelled."""
+    every = config.node.seconds("renew_every")
+    lost = False
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with db.session() as session:
+                ours = await nodes.renew(session, me)
+        except Exception:  # renewal must outlive a database hiccup
+            log.exception("node %s: could not renew", me.name)
+            continue
+        if not ours and not lost:
+            log.error(
+                "node %s: another process took this node name while this one was silent; "
+                "stop one of them",
+                me.name,
+            )
+        lost = not ours
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fleetbridge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def _serve(config: Config, db: Database, placement: nodes.Placement) -> int:
     monitor = PollMonitor()
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
@@ -173,7 +234,7 @@ async def _serve(config: Config, db: Database) -> int:
     in_flight = InFlight()
     sender = Sender(bot, db, pacer=pacer)
     gateway = Gateway(config, db)
-    runtime = Runtime(config, db, gateway)
+    runtime = Runtime(config, db, gateway, placement=placement)
     triage = Triage(config, db, gateway)
     scheduler = Scheduler(db)
     dp = make_dispatcher(
@@ -195,7 +256,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     db.on_commit("outbox", sender.wake)
     approvals.configure(db, approval_settings(config))
-    deployer = DeployWorker(config, db)
+    deployer = DeployWorker(config, db, placement=placement)
     db.on_commit("deploys", deployer.wake)
     executor = ExecWorker(config, db)
     db.on_commit("exec", executor.wake)
@@ -223,7 +284,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     scheduler.every("runs-prune", 3600, runtime.prune)
-    add_health_jobs(config, db, scheduler)
+    add_health_jobs(config, db, scheduler, placement)
 
     async def expire_approvals() -> None:
         async with db.claim() as session:
@@ -356,15 +417,21 @@ async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> N
         )
 
 
-def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
-    """Checks (`check:<id>`), the alerts feed (`alerts`), the `watchdog` and `config-watch`.
-    Saves the running config as last-known-good first."""
-    alerting = Alerting(config, db)
+def add_health_jobs(
+    config: Config, db: Database, scheduler: Scheduler, placement: nodes.Placement | None = None
+) -> None:
+    """Checks (`check:<id>`; not those whose `on` names another node), the alerts feed
+    (`alerts`), the `watchdog` and `config-watch`. Saves the running config as
+    last-known-good first."""
+    alerting = Alerting(config, db, placement=placement)
     if config.feed("alerts") is None:
         log.warning(
             "no alerts feed configured: incidents are recorded (see /incidents), not posted"
         )
+    elsewhere = placement.checks_elsewhere if placement is not None else frozenset()
     for check in config.checks:
+        if check.id in elsewhere:
+            continue
         scheduler.every(
             f"check:{check.id}",
             max(1, int(check.seconds("every"))),

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 
 from aiogram import Router
 from aiogram.types import Message
 
 from bot.config import Config, Role
 from bot.polling import PollMonitor
+from bot.views.nodes import node_lines
 from bot.views.text import esc, one_line, when
 from handlers.registry import command
-from storage.models import JobBeat, Run
+from storage.models import JobBeat, Run, utcnow
+from storage.nodes import alive_within
 from storage.status import OPEN_TASK_STATUSES, SummaryCache
 
 router = Router(name=__name__)
@@ -26,7 +28,7 @@ async def status(
     poll_monitor: PollMonitor,
     job_intervals: Mapping[str, int],
 ) -> None:
-    """Fleet summary: agents, tasks, approvals, incidents, runs in flight, jobs"""
+    """Fleet summary: agents, tasks, approvals, incidents, nodes, runs in flight, jobs"""
     summary = await status_cache.get()
     tz = config.tz
     agents = len(config.agents)
@@ -47,6 +49,18 @@ async def status(
     failed = summary.outbox.get("failed", 0)
     lines.append(f"Outbox: {waiting} waiting, {failed} failed")
     lines.append(f"Last completed poll: {when(poll_monitor.last_poll_at, tz, seconds=True)}")
+    renew_every = timedelta(seconds=config.node.seconds("renew_every"))
+    lines += [
+        esc(line)
+        for line in node_lines(
+            summary.nodes,
+            summary.node_runs,
+            config,
+            tz,
+            utcnow(),
+            alive_within(renew_every),
+        )
+    ]
     if summary.silences:
         lines.append(
             "Silences: "

@@ -25,7 +25,7 @@ import aiohttp
 from bot.config import Config, DeployConfig, parse_duration
 from bot.redact import Redactor
 from integrations import claim_loop, process
-from storage import approvals, deploys
+from storage import approvals, deploys, nodes
 from storage.db import Database
 from storage.models import DeployRun
 
@@ -71,10 +71,23 @@ class DeployWorker:
     """Executes pending deploy runs until stopped. Run one per process (the poller-lock
     holder); `recover` first, so runs a crash left `running` are reported, not re-run."""
 
-    def __init__(self, config: Config, db: Database, *, idle_poll: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        *,
+        idle_poll: float = 5.0,
+        placement: nodes.Placement | None = None,
+    ) -> None:
+        """`placement`: this node; it leaves the targets whose `on` names another node to
+        that node."""
         self.config = config
         self.db = db
         self.idle_poll = idle_poll
+        self.elsewhere = placement.deploys_elsewhere if placement is not None else frozenset()
+        # On a shared database each node recovers only the runs it claimed.
+        self.node = placement.node.name if placement is not None else None
+        self.own_only = placement is not None and placement.shared
         self.redactor = Redactor(config.secret_values())
         self._wake = asyncio.Event()
 
@@ -83,7 +96,9 @@ class DeployWorker:
 
     async def recover(self) -> list[int]:
         async with self.db.claim() as session:
-            interrupted = await deploys.interrupt_running(session)
+            interrupted = await deploys.interrupt_running(
+                session, node=self.node if self.own_only else None
+            )
         for run_id in interrupted:
             log.warning(
                 "deploy run #%d was interrupted by a restart; reported, not re-run", run_id
@@ -116,7 +131,7 @@ class DeployWorker:
 
     async def _claim(self) -> DeployRun | None:
         async with self.db.claim() as session:
-            return await deploys.claim_next(session)
+            return await deploys.claim_next(session, exclude=self.elsewhere, node=self.node)
 
     async def _carry_out(self, run: DeployRun) -> None:
         target = target_of(self.config, run.target)
