@@ -29,6 +29,7 @@ from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role, parse_duration
 from bot.config_watch import ConfigWatch, save_last_good
+from bot.leader import Leadership
 from bot.middlewares import (
     AuthMiddleware,
     CleanText,
@@ -38,7 +39,7 @@ from bot.middlewares import (
     RoleMiddleware,
 )
 from bot.pacing import MARGIN, Pacer, PacingMiddleware
-from bot.poller_lock import LockHeld, poller_lock
+from bot.poller_lock import AdvisoryLock, LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
@@ -150,23 +151,30 @@ async def run_fleet(config: Config) -> int:
     lock = poller_lock(
         db, config.telegram.token.get_secret_value(), config.sqlite_path(), config.path
     )
-    try:
-        await lock.acquire()
-    except LockHeld as err:
-        log.error("%s", err)
-        await db.dispose()
-        return EXIT_LOCKED
+    # On PostgreSQL a second node starts as a standby and takes the lock when it is free
+    # (bot.leader); on SQLite a second process refuses to start.
+    shared = lock if isinstance(lock, AdvisoryLock) else None
+    if shared is None:
+        try:
+            await lock.acquire()
+        except LockHeld as err:
+            log.error("%s", err)
+            await db.dispose()
+            return EXIT_LOCKED
     try:
         await db.migrate()
         log.info("%s", startup_summary(config))
-        return await _serve(config, db)
+        leadership = Leadership(
+            shared, node=config.node.name, takeover=config.node.seconds("leader_takeover")
+        )
+        return await _serve(config, db, leadership)
     finally:
         await lock.release()
         await db.dispose()
 
 
-async def _serve(config: Config, db: Database) -> int:
-    monitor = PollMonitor()
+async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
+    monitor = PollMonitor(before_poll=leadership.alive)
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
     routers = get_routers()
@@ -175,7 +183,7 @@ async def _serve(config: Config, db: Database) -> int:
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
     triage = Triage(config, db, gateway)
-    scheduler = Scheduler(db)
+    scheduler = Scheduler(db, leading=lambda: leadership.is_leader)
     dp = make_dispatcher(
         config,
         db,
@@ -265,10 +273,6 @@ async def _serve(config: Config, db: Database) -> int:
         me = None
     if me is not None:
         log.info("bot @%s (id %d) starting", me.username, me.id)
-        try:
-            await register_commands(bot, config, routers)
-        except TelegramAPIError as err:
-            log.warning("could not register the command menu: %s", err)
 
     web_server = None
     if config.web.listen:
@@ -291,9 +295,8 @@ async def _serve(config: Config, db: Database) -> int:
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
     gc.collect()
     gc.freeze()
-    await scheduler.register()
+    await scheduler.register(fleet_wide=False)
     scheduler.start()
-    sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
@@ -303,7 +306,12 @@ async def _serve(config: Config, db: Database) -> int:
     )
     code = EXIT_OK
     try:
-        await supervisor.run(stop)
+        await leadership.run(
+            stop,
+            functools.partial(
+                lead, config, routers, bot, scheduler, sender, supervisor, announce=me is not None
+            ),
+        )
     except TelegramTokenRejected:
         log.error("Telegram rejected the bot token (401 Unauthorized): check telegram.token")
         code = EXIT_TOKEN
@@ -330,8 +338,6 @@ async def _serve(config: Config, db: Database) -> int:
             await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(pipeline_task, SHUTDOWN_GRACE)
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await triage.close()
         await gateway.close()
         await bot.session.close()
@@ -339,6 +345,34 @@ async def _serve(config: Config, db: Database) -> int:
             loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
+
+
+async def lead(
+    config: Config,
+    routers: list[Router],
+    bot: Bot,
+    scheduler: Scheduler,
+    sender: Sender,
+    supervisor: PollingSupervisor,
+    term: asyncio.Event,
+    *,
+    announce: bool,
+) -> None:
+    """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
+    (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
+    await scheduler.register(fleet_wide=True)
+    if announce:
+        try:
+            await register_commands(bot, config, routers)
+        except TelegramAPIError as err:
+            log.warning("could not register the command menu: %s", err)
+    sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
+    try:
+        await supervisor.run(term)
+    finally:
+        term.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
 
 
 async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:
