@@ -10,6 +10,7 @@ import importlib.metadata
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role, parse_duration
 from bot.config_watch import ConfigWatch, save_last_good
+from bot.leader import Leadership
 from bot.middlewares import (
     AuthMiddleware,
     CleanText,
@@ -40,7 +42,7 @@ from bot.middlewares import (
     RoleMiddleware,
 )
 from bot.pacing import MARGIN, Pacer, PacingMiddleware
-from bot.poller_lock import LockHeld, poller_lock
+from bot.poller_lock import AdvisoryLock, LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
@@ -152,23 +154,32 @@ async def run_fleet(config: Config) -> int:
     lock = poller_lock(
         db, config.telegram.token.get_secret_value(), config.sqlite_path(), config.path
     )
-    try:
-        await lock.acquire()
-    except LockHeld as err:
-        log.error("%s", err)
-        await db.dispose()
-        return EXIT_LOCKED
+    # On PostgreSQL a second node starts as a standby and takes the lock when it is free
+    # (bot.leader); on SQLite a second process refuses to start.
+    shared = lock if isinstance(lock, AdvisoryLock) else None
+    if shared is None:
+        try:
+            await lock.acquire()
+        except LockHeld as err:
+            log.error("%s", err)
+            await db.dispose()
+            return EXIT_LOCKED
     try:
         await db.migrate()
         try:
-            placement = await register_node(config, db, nodes.NodeRole.LEADER)
+            # Every node starts as a standby on PostgreSQL; the lock makes one the leader.
+            role = nodes.NodeRole.STANDBY if shared is not None else nodes.NodeRole.LEADER
+            placement = await register_node(config, db, role)
         except nodes.NodeNameTaken as err:
             log.error("%s", err)
             return EXIT_LOCKED
         log.info("%s", startup_summary(config))
         renewer = asyncio.create_task(keep_node_alive(config, db, placement.node), name="node")
+        leadership = Leadership(
+            shared, node=config.node.name, takeover=config.node.seconds("leader_takeover")
+        )
         try:
-            return await _serve(config, db, placement)
+            return await _serve(config, db, leadership, placement)
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
@@ -219,6 +230,29 @@ async def keep_node_alive(config: Config, db: Database, me: nodes.Identity) -> N
         lost = not ours
 
 
+def with_role(
+    db: Database, me: nodes.Identity, duties: Callable[[asyncio.Event], Awaitable[None]]
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """The leader's `duties`, with the node's row saying `leader` while they run and
+    `standby` after (what /status and `fleet status` show)."""
+
+    async def mark(role: nodes.NodeRole) -> None:
+        try:
+            async with db.session() as session:
+                await nodes.set_role(session, me.name, role)
+        except Exception:  # only what /status shows: leading must not wait for it
+            log.exception("node %s: could not record the role %s", me.name, role)
+
+    async def run(term: asyncio.Event) -> None:
+        await mark(nodes.NodeRole.LEADER)
+        try:
+            await duties(term)
+        finally:
+            await mark(nodes.NodeRole.STANDBY)
+
+    return run
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("fleetbridge")
@@ -226,8 +260,10 @@ def _version() -> str:
         return "unknown"
 
 
-async def _serve(config: Config, db: Database, placement: nodes.Placement) -> int:
-    monitor = PollMonitor()
+async def _serve(
+    config: Config, db: Database, leadership: Leadership, placement: nodes.Placement
+) -> int:
+    monitor = PollMonitor(before_poll=leadership.alive)
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
     routers = get_routers()
@@ -236,7 +272,7 @@ async def _serve(config: Config, db: Database, placement: nodes.Placement) -> in
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway, placement=placement)
     triage = Triage(config, db, gateway)
-    scheduler = Scheduler(db)
+    scheduler = Scheduler(db, leading=lambda: leadership.is_leader)
     dp = make_dispatcher(
         config,
         db,
@@ -326,10 +362,6 @@ async def _serve(config: Config, db: Database, placement: nodes.Placement) -> in
         me = None
     if me is not None:
         log.info("bot @%s (id %d) starting", me.username, me.id)
-        try:
-            await register_commands(bot, config, routers)
-        except TelegramAPIError as err:
-            log.warning("could not register the command menu: %s", err)
 
     web_server = None
     if config.web.listen:
@@ -352,9 +384,8 @@ async def _serve(config: Config, db: Database, placement: nodes.Placement) -> in
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
     gc.collect()
     gc.freeze()
-    await scheduler.register()
+    await scheduler.register(fleet_wide=False)
     scheduler.start()
-    sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
@@ -364,7 +395,23 @@ async def _serve(config: Config, db: Database, placement: nodes.Placement) -> in
     )
     code = EXIT_OK
     try:
-        await supervisor.run(stop)
+        await leadership.run(
+            stop,
+            with_role(
+                db,
+                placement.node,
+                functools.partial(
+                    lead,
+                    config,
+                    routers,
+                    bot,
+                    scheduler,
+                    sender,
+                    supervisor,
+                    announce=me is not None,
+                ),
+            ),
+        )
     except TelegramTokenRejected:
         log.error("Telegram rejected the bot token (401 Unauthorized): check telegram.token")
         code = EXIT_TOKEN
@@ -391,8 +438,6 @@ async def _serve(config: Config, db: Database, placement: nodes.Placement) -> in
             await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(pipeline_task, SHUTDOWN_GRACE)
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await triage.close()
         await gateway.close()
         await bot.session.close()
@@ -400,6 +445,34 @@ async def _serve(config: Config, db: Database, placement: nodes.Placement) -> in
             loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
+
+
+async def lead(
+    config: Config,
+    routers: list[Router],
+    bot: Bot,
+    scheduler: Scheduler,
+    sender: Sender,
+    supervisor: PollingSupervisor,
+    term: asyncio.Event,
+    *,
+    announce: bool,
+) -> None:
+    """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
+    (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
+    await scheduler.register(fleet_wide=True)
+    if announce:
+        try:
+            await register_commands(bot, config, routers)
+        except TelegramAPIError as err:
+            log.warning("could not register the command menu: %s", err)
+    sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
+    try:
+        await supervisor.run(term)
+    finally:
+        term.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
 
 
 async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:
