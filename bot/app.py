@@ -505,10 +505,13 @@ def add_health_jobs(
     for check in config.checks:
         if check.id in elsewhere:
             continue
+        # Every node that may run a check schedules it; one probes per interval (see
+        # Alerting.run_check), so a check pinned to a standby runs there.
         scheduler.every(
             f"check:{check.id}",
             max(1, int(check.seconds("every"))),
             functools.partial(alerting.run_check, check),
+            everywhere=True,
         )
     scheduler.every("alerts", alerting.flush_every(), alerting.flush)
     watchdog = Watchdog(config, db, scheduler.intervals)
