@@ -131,7 +131,7 @@ async def test_three_nodes_run_300_runs_of_20_agents_each_where_it_may(
         assert len(model.requests) == RUNS
         # Never two runs of one agent at once.
         for agent in AGENT_IDS:
-            mine = sorted((r for r in rows if r.agent_id == agent), key=lambda r: r.started_at)
+            mine = sorted((r for r in rows if r.agent_id == agent), key=lambda r: r.id)
             for before, after in itertools.pairwise(mine):
                 assert before.finished_at is not None and after.started_at is not None
                 assert after.started_at >= before.finished_at, (agent, before.id, after.id)
