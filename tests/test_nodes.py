@@ -18,7 +18,7 @@ from sqlalchemy import select, text, update
 from bot.config import Config, load_config
 from bot.views.nodes import node_lines
 from bot.watchdog import silent_nodes
-from storage import checks, deploys, nodes, runs
+from storage import checks, deploys, nodes, runs, tasks
 from storage.db import Database
 from storage.models import Base, DeployRun, Node, Run, utcnow
 from tests import pg
@@ -503,3 +503,41 @@ async def test_status_lines_show_role_last_seen_runs_in_flight_and_what_a_node_r
     later = utcnow() + timedelta(minutes=1)
     assert "SILENT since" in node_lines(rows, in_flight, config, config.tz, later, ALIVE)[1]
     assert node_lines([], {}, config, config.tz, later, ALIVE) == ["Nodes: none registered"]
+
+
+async def test_the_runs_of_a_dead_node_are_retried_on_a_node_that_may_run_their_agent(
+    any_db: Database,
+) -> None:
+    """Node b dies holding a run of `ops` (may run on a or b) and one of `coder` (only b):
+    once their leases expire, ops is retried on node a; coder's retry waits for node b."""
+    async with any_db.claim() as session:
+        for agent in ("ops", "coder"):
+            await tasks.create(
+                session, title=f"{agent} work", assignee=agent, creator="person:1", max_retries=3
+            )
+    async with any_db.claim() as session:
+        held = await runs.claim_due(
+            session, "host-b:1", timedelta(seconds=30), exclude=set(), limit=5
+        )
+        for run in held:
+            await runs.set_task(session, run.run_id, run.task_id or 0)
+            await tasks.transition(session, run.task_id or 0, tasks.IN_PROGRESS, actor="x")
+    assert sorted(r.agent_id for r in held) == ["coder", "ops"]
+    # Node a, which may not run coder, reaps the expired leases and requeues the tasks.
+    later = utcnow() + timedelta(minutes=1)
+    async with any_db.claim() as session:
+        reaped = await runs.reap_expired(session, now=later)
+        for dead in reaped:
+            await runs.wake(session, dead.agent_id, "retry", task_id=dead.task_id)
+    assert sorted(r.agent_id for r in reaped) == ["coder", "ops"]
+    async with any_db.session() as session:  # no backoff for this test
+        await session.execute(
+            update(Run).where(Run.status == "queued").values(not_before=utcnow())
+        )
+    async with any_db.claim() as session:
+        retried = await runs.claim_due(
+            session, "host-a:1", timedelta(seconds=30), exclude={"coder"}, limit=5
+        )
+    assert [r.agent_id for r in retried] == ["ops"]
+    async with any_db.session() as session:
+        assert await runs.has_queued(session, "coder")  # waits for node b
