@@ -1,7 +1,9 @@
 """Nodes sharing one database (issue 16): registration and the refusal of a live name,
 renewal, clean stops, silent nodes, and claims of runs, deploys and check slots that honour
 `runs_on` / `on`, with several Database objects (as several processes would hold) on each
-backend. The same with real `fleet run` processes is tests/test_e2e_nodes.py."""
+backend. The same with real `fleet run` processes is tests/test_e2e_nodes.py. One file for
+the whole of nodes (so over 400 lines), in sections: registration, what a node may run, claims
+across nodes, seeing it."""
 
 from __future__ import annotations
 
