@@ -15,7 +15,9 @@ does) for `--warmup` seconds, then for `--seconds`. Runs per second = runs that 
 in the measured window / its length, read from the runs table. Each node runs at most
 `--concurrent` runs at once (`[runtime] max_concurrent_runs`, 4 by default), so with 200 ms per
 model call one node's ceiling is about 20 runs/s: the ratios say how much of that ceiling
-each added node adds (ideal: 2.0 and 3.0).
+each added node adds (ideal: 2.0 and 3.0). The nodes' CPU per run and the load average before
+each phase are printed too: all nodes share this machine's CPUs, so once they are busy, more
+nodes cannot add runs (on separate machines each brings its own).
 
 The exit code is 0 (a report), 1 when it could not measure.
 """
@@ -31,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from common import BenchmarkError, parse_args, parser_for, run
+from common import BenchmarkError, parse_args, parser_for, proc_cpu_seconds, run
 from sqlalchemy import func, select
 
 from storage import runs
@@ -98,6 +100,7 @@ async def finished_between(db: Database, start: Any, end: Any) -> int:
 
 
 async def one(workers: int, args: Any, botapi: BotAPIServer) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     async with (
         AnthropicServer(
             valid_keys={ANTHROPIC_KEY}, default=text("all quiet", delay=args.latency)
@@ -121,9 +124,12 @@ async def one(workers: int, args: Any, botapi: BotAPIServer) -> dict[str, Any]:
                 agents = [f"ag{i:03d}" for i in range(args.agents)]
                 feeder = asyncio.create_task(feed(db, agents, stop))
                 await asyncio.sleep(args.warmup)
+                pids = [fleet.proc.pid for fleet in fleets if fleet.proc is not None]
+                cpu_before = sum(proc_cpu_seconds(pid) for pid in pids)
                 start = utcnow()
                 await asyncio.sleep(args.seconds)
                 end = utcnow()
+                cpu = sum(proc_cpu_seconds(pid) for pid in pids) - cpu_before
                 done = await finished_between(db, start, end)
                 for fleet in fleets:
                     if fleet.proc is not None and fleet.proc.returncode is not None:
@@ -136,7 +142,15 @@ async def one(workers: int, args: Any, botapi: BotAPIServer) -> dict[str, Any]:
                     await fleet.stop()
                 await db.dispose()
     seconds = (end - start) / timedelta(seconds=1)
-    return {"workers": workers, "runs": done, "seconds": seconds, "runs_per_s": done / seconds}
+    return {
+        "workers": workers,
+        "runs": done,
+        "seconds": seconds,
+        "runs_per_s": done / seconds,
+        # CPU of the nodes per run: on a small machine the CPU, not the model, is the limit
+        "cpu_ms_per_run": cpu * 1000 / done if done else float("nan"),
+        "load_before": load_before,
+    }
 
 
 async def benchmark(args: Any) -> dict[str, Any]:
@@ -165,9 +179,12 @@ def print_table(found: dict[str, Any]) -> None:
         f"{found['agents']} agents, model latency {found['latency_s'] * 1000:.0f} ms, "
         f"{found['concurrent']} runs at once per node, {found['cpus']} CPUs"
     )
-    print(f"{'nodes':>5} {'runs':>6} {'runs/s':>8} {'ratio':>6}")
+    print(f"{'nodes':>5} {'runs':>6} {'runs/s':>8} {'ratio':>6} {'CPU ms/run':>11} {'load':>5}")
     for r in found["results"]:
-        print(f"{r['workers']:>5} {r['runs']:>6} {r['runs_per_s']:>8.2f} {r['ratio']:>6.2f}")
+        print(
+            f"{r['workers']:>5} {r['runs']:>6} {r['runs_per_s']:>8.2f} {r['ratio']:>6.2f} "
+            f"{r['cpu_ms_per_run']:>11.0f} {r['load_before']:>5.1f}"
+        )
     ratios = {r["workers"]: r["ratio"] for r in found["results"]}
     print(f"scaling: 2/1 = {ratios[2]:.2f}, 3/1 = {ratios[3]:.2f} (ideal 2.00, 3.00)")
 
