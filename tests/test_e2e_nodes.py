@@ -147,6 +147,12 @@ async def test_three_nodes_run_300_runs_of_20_agents_each_where_it_may(
             assert ran_on[run.id] in ALLOWED[run.agent_id], (run.agent_id, ran_on[run.id])
         assert set(ran_on.values()) == set(NAMES)
 
+        # A fourth process given a live node's name refuses to start and names the holder.
+        twin = FleetProcess(node_config(tmp_path / "twin", "b", botapi, url, model.base_url))
+        await twin.start()
+        assert await twin.wait(timeout=120) == 3, twin.log
+        assert "node name 'b' is held by a running fleet (pid" in twin.log, twin.log
+
         # /status (from the leader) and `fleet status` list the three nodes.
         status = await ask(botapi, OWNER, "/status")
         # One leader (a, unless a slow moment made it step down) and two standbys.
