@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -30,7 +28,7 @@ from bot.config import AgentConfig, Config
 from bot.views import runs as views
 from bot.views.buttons import stop_button
 from bot.views.text import when
-from storage import artifacts, inbox, outbox, queue, runs, tasks
+from storage import artifacts, inbox, nodes, outbox, queue, runs, tasks
 from storage.db import Database
 from storage.models import AgentState, Artifact, InboxMessage, Task, TaskEvent, utcnow
 from storage.statuses import RunStatus, TaskStatus
@@ -42,7 +40,16 @@ PROGRESS_EVERY = 3.0  # seconds between edits of a run's line in the activity fe
 
 
 class Runtime:
-    def __init__(self, config: Config, db: Database, gateway: Gateway) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        gateway: Gateway,
+        *,
+        placement: nodes.Placement | None = None,
+    ) -> None:
+        """`placement`: this node (its lease owner, the agents it leaves to other nodes);
+        None: this process, running every agent."""
         self.config = config
         self.db = db
         self.gateway = gateway
@@ -50,7 +57,10 @@ class Runtime:
         self.settings = config.runtime
         self.lease = timedelta(seconds=self.settings.lease_seconds)
         self.window = self.settings.wake_window
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        if placement is None:
+            placement = nodes.Placement(nodes.Identity.this_process("local"), shared=False)
+        self.owner = placement.node.owner
+        self.elsewhere = placement.agents_elsewhere
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         db.on_commit("runs", self._wake.set)
@@ -109,7 +119,9 @@ class Runtime:
                     last_reap = time.monotonic()
                 await self._claim()
                 async with self.db.session() as session:
-                    due = await runs.next_due_at(session, self.window)
+                    due = await runs.next_due_at(
+                        session, self.window, exclude=self.elsewhere, owner=self.owner
+                    )
                 if due is not None:
                     delay = min(delay, max(0.0, (due - utcnow()).total_seconds()))
             except Exception:  # the worker must outlive a database hiccup
@@ -166,7 +178,7 @@ class Runtime:
                 session,
                 self.owner,
                 self.lease,
-                exclude=set(self._running),
+                exclude=set(self._running) | self.elsewhere,
                 limit=free,
                 window=self.window,
             )

@@ -29,6 +29,7 @@ from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role
 from bot.config_watch import ConfigWatch, save_last_good
+from bot.leader import Leadership
 from bot.middlewares import (
     AuthMiddleware,
     CleanText,
@@ -37,8 +38,9 @@ from bot.middlewares import (
     PressedButtonCheck,
     RoleMiddleware,
 )
+from bot.node import keep_node_alive, register_node, with_role
 from bot.pacing import MARGIN, Pacer, PacingMiddleware
-from bot.poller_lock import LockHeld, poller_lock
+from bot.poller_lock import AdvisoryLock, LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
@@ -50,7 +52,7 @@ from handlers import get_routers
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
 from integrations.publish import PublishWorker
-from storage import budget_requests, deploys, incident_gates, outbox, publications
+from storage import budget_requests, deploys, incident_gates, nodes, outbox, publications
 from storage import exec as exec_runs
 from storage.approval_kinds import Kinds, Told
 from storage.approval_policy import ApprovalPolicy
@@ -168,32 +170,56 @@ async def run_fleet(config: Config) -> int:
     lock = poller_lock(
         db, config.telegram.token.get_secret_value(), config.sqlite_path(), config.path
     )
-    try:
-        await lock.acquire()
-    except LockHeld as err:
-        log.error("%s", err)
-        await db.dispose()
-        return EXIT_LOCKED
+    # On PostgreSQL a second node starts as a standby and takes the lock when it is free
+    # (bot.leader); on SQLite a second process refuses to start.
+    shared = lock if isinstance(lock, AdvisoryLock) else None
+    if shared is None:
+        try:
+            await lock.acquire()
+        except LockHeld as err:
+            log.error("%s", err)
+            await db.dispose()
+            return EXIT_LOCKED
     try:
         await db.migrate()
+        try:
+            # Every node starts as a standby on PostgreSQL; the lock makes one the leader.
+            role = nodes.NodeRole.STANDBY if shared is not None else nodes.NodeRole.LEADER
+            placement = await register_node(config, db, role)
+        except nodes.NodeNameTaken as err:
+            log.error("%s", err)
+            return EXIT_LOCKED
         log.info("%s", startup_summary(config))
-        return await _serve(config, db)
+        renewer = asyncio.create_task(keep_node_alive(config, db, placement.node), name="node")
+        leadership = Leadership(
+            shared, node=config.node.name, takeover=config.node.leader_takeover.total_seconds()
+        )
+        try:
+            return await _serve(config, db, leadership, placement)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            with contextlib.suppress(Exception):  # a dead database must not hide the exit
+                async with db.session() as session:
+                    await nodes.stop(session, placement.node)
     finally:
         await lock.release()
         await db.dispose()
 
 
-async def _serve(config: Config, db: Database) -> int:
-    monitor = PollMonitor()
+async def _serve(
+    config: Config, db: Database, leadership: Leadership, placement: nodes.Placement
+) -> int:
+    monitor = PollMonitor(before_poll=leadership.alive)
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
     routers = get_routers()
     in_flight = InFlight()
     sender = Sender(bot, db, pacer=pacer)
     gateway = Gateway(config, db)
-    runtime = Runtime(config, db, gateway)
+    runtime = Runtime(config, db, gateway, placement=placement)
     triage = Triage(config, db, gateway)
-    scheduler = Scheduler(db)
+    scheduler = Scheduler(db, leading=lambda: leadership.is_leader)
     approval_policy = ApprovalPolicy.from_config(config)
     kinds = approval_kinds(config)
     dp = make_dispatcher(
@@ -216,7 +242,7 @@ async def _serve(config: Config, db: Database) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     db.on_commit("outbox", sender.wake)
-    deployer = DeployWorker(config, db)
+    deployer = DeployWorker(config, db, placement=placement)
     db.on_commit("deploys", deployer.wake)
     executor = ExecWorker(config, db)
     db.on_commit("exec", executor.wake)
@@ -244,7 +270,7 @@ async def _serve(config: Config, db: Database) -> int:
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     scheduler.every("runs-prune", 3600, runtime.prune)
-    add_health_jobs(config, db, scheduler)
+    add_health_jobs(config, db, scheduler, placement)
 
     async def expire_approvals() -> None:
         async with db.claim() as session:
@@ -286,10 +312,6 @@ async def _serve(config: Config, db: Database) -> int:
         me = None
     if me is not None:
         log.info("bot @%s (id %d) starting", me.username, me.id)
-        try:
-            await register_commands(bot, config, routers)
-        except TelegramAPIError as err:
-            log.warning("could not register the command menu: %s", err)
 
     web_server = None
     if config.web.listen:
@@ -312,9 +334,8 @@ async def _serve(config: Config, db: Database) -> int:
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
     gc.collect()
     gc.freeze()
-    await scheduler.register()
+    await scheduler.register(fleet_wide=False)
     scheduler.start()
-    sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
@@ -324,7 +345,23 @@ async def _serve(config: Config, db: Database) -> int:
     )
     code = EXIT_OK
     try:
-        await supervisor.run(stop)
+        await leadership.run(
+            stop,
+            with_role(
+                db,
+                placement.node,
+                functools.partial(
+                    lead,
+                    config,
+                    routers,
+                    bot,
+                    scheduler,
+                    sender,
+                    supervisor,
+                    announce=me is not None,
+                ),
+            ),
+        )
     except TelegramTokenRejected:
         log.error("Telegram rejected the bot token (401 Unauthorized): check telegram.token")
         code = EXIT_TOKEN
@@ -351,8 +388,6 @@ async def _serve(config: Config, db: Database) -> int:
             await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(pipeline_task, SHUTDOWN_GRACE)
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
         await triage.close()
         await gateway.close()
         await bot.session.close()
@@ -360,6 +395,34 @@ async def _serve(config: Config, db: Database) -> int:
             loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
+
+
+async def lead(
+    config: Config,
+    routers: list[Router],
+    bot: Bot,
+    scheduler: Scheduler,
+    sender: Sender,
+    supervisor: PollingSupervisor,
+    term: asyncio.Event,
+    *,
+    announce: bool,
+) -> None:
+    """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
+    (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
+    await scheduler.register(fleet_wide=True)
+    if announce:
+        try:
+            await register_commands(bot, config, routers)
+        except TelegramAPIError as err:
+            log.warning("could not register the command menu: %s", err)
+    sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
+    try:
+        await supervisor.run(term)
+    finally:
+        term.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
 
 
 async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:
@@ -377,19 +440,28 @@ async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> N
         )
 
 
-def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
-    """Checks (`check:<id>`), the alerts feed (`alerts`), the `watchdog` and `config-watch`.
-    Saves the running config as last-known-good first."""
-    alerting = Alerting(config, db)
+def add_health_jobs(
+    config: Config, db: Database, scheduler: Scheduler, placement: nodes.Placement | None = None
+) -> None:
+    """Checks (`check:<id>`; not those whose `on` names another node), the alerts feed
+    (`alerts`), the `watchdog` and `config-watch`. Saves the running config as
+    last-known-good first."""
+    alerting = Alerting(config, db, placement=placement)
     if config.feed("alerts") is None:
         log.warning(
             "no alerts feed configured: incidents are recorded (see /incidents), not posted"
         )
+    elsewhere = placement.checks_elsewhere if placement is not None else frozenset()
     for check in config.checks:
+        if check.id in elsewhere:
+            continue
+        # Every node that may run a check schedules it; one probes per interval (see
+        # Alerting.run_check), so a check pinned to a standby runs there.
         scheduler.every(
             f"check:{check.id}",
             max(1, int(check.every.total_seconds())),
             functools.partial(alerting.run_check, check),
+            everywhere=True,
         )
     scheduler.every("alerts", alerting.flush_every(), alerting.flush)
     watchdog = Watchdog(config, db, scheduler.intervals)

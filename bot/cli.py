@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "init": _init,
         "send": _send,
         "costs": _costs,
+        "status": _status,
         "watchdog": _watchdog,
         "config": _config,
         "systemd": _systemd,
@@ -87,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     costs.add_argument("--month", help="YYYY-MM (default: this month, UTC)")
     costs.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    sub.add_parser(
+        "status", parents=[common], help="the nodes sharing the database and what each runs"
+    )
     watchdog = sub.add_parser(
         "watchdog", parents=[common], help="check the fleet from outside (for a systemd timer)"
     )
@@ -262,6 +266,36 @@ def _costs(args: argparse.Namespace) -> int:
         return csv_text(found) if args.csv else cli_table(found)
 
     sys.stdout.write(asyncio.run(report()))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+
+    from bot.views.nodes import node_lines
+    from storage import nodes
+    from storage.db import Database
+    from storage.models import utcnow
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    configure_logging(config.secret_values())
+
+    async def report() -> list[str]:
+        db = Database(config.database.url)
+        db.redact_with(Redactor(config.secret_values()))
+        try:
+            await db.migrate()
+            async with db.session() as session:
+                rows = await nodes.all_nodes(session)
+                in_flight = await nodes.runs_in_flight(session, rows)
+        finally:
+            await db.dispose()
+        renew_every = config.node.renew_every
+        alive = nodes.alive_within(renew_every)
+        return node_lines(rows, in_flight, config, config.tz, utcnow(), alive)
+
+    print("\n".join(asyncio.run(report())))
     return 0
 
 

@@ -1,13 +1,17 @@
-"""One poller per bot token: a second `fleet run` on the same database refuses to poll.
+"""One poller per bot token.
 
 Two processes polling one token make Telegram answer 409 Conflict to both, forever. SQLite
-deployments hold an exclusive file lock beside the database; PostgreSQL deployments hold a
-session advisory lock on a connection kept open for the life of the process (a pooled
-connection would be returned and the lock with it).
+deployments hold an exclusive file lock beside the database, and a second `fleet run` refuses
+to start. PostgreSQL deployments hold a session advisory lock on a connection kept open for the
+life of the process (a pooled connection would be returned and the lock with it); there a
+second `fleet run` starts as a standby (see bot.leader) and `try_acquire`s the lock until the
+leader is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -20,6 +24,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database
+
+# Seconds to wait for a dead lock connection to close before leaving it behind.
+ALIVE_CLOSE_TIMEOUT = 2.0
 
 
 class LockHeld(Exception):
@@ -76,41 +83,92 @@ class AdvisoryLock:
         self._conn: AsyncConnection | None = None
 
     async def acquire(self) -> None:
-        conn = await self.db.engine.connect()
-        await conn.execute(
-            text("SELECT set_config('application_name', :name, false)"),
-            {"name": f"fleet run ({describe_self()})"[:63]},
-        )
-        won = (
-            await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key})
-        ).scalar_one()
-        await conn.commit()
-        if won:
-            self._conn = conn
+        if await self.try_acquire():
             return
-        holder = (
-            await conn.execute(
-                text(
-                    "SELECT a.application_name, a.client_addr FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                    "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"
-                ),
-                {"hi": (self.key >> 32) & 0xFFFFFFFF, "lo": self.key & 0xFFFFFFFF},
-            )
-        ).first()
-        await conn.close()
-        who = f"{holder[0]} from {holder[1] or 'local socket'}" if holder else "another process"
         raise LockHeld(
-            f"another fleet run is already polling this bot ({who}; PostgreSQL advisory lock "
-            f"{self.key}). Stop it first: two pollers on one token make Telegram refuse both."
+            f"another fleet run is already polling this bot ({await self.holder()}; PostgreSQL "
+            f"advisory lock {self.key}). Stop it first: two pollers on one token make Telegram "
+            "refuse both."
         )
 
-    async def release(self) -> None:
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def try_acquire(self) -> bool:
+        """Take the lock if it is free; False when another process holds it."""
         if self._conn is not None:
+            return True
+        conn = await self.db.engine.connect()
+        try:
+            await conn.execute(
+                text("SELECT set_config('application_name', :name, false)"),
+                {"name": f"fleet run ({describe_self()})"[:63]},
+            )
+            won = (
+                await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key})
+            ).scalar_one()
+            await conn.commit()
+        except BaseException:
+            await conn.close()
+            raise
+        if won:
+            self._conn = conn
+            return True
+        await conn.close()
+        return False
+
+    async def holder(self) -> str:
+        """Who holds the lock, as pg_stat_activity names it (its application_name)."""
+        async with self.db.engine.connect() as conn:
+            holder = (
+                await conn.execute(
+                    text(
+                        "SELECT a.application_name, a.client_addr FROM pg_locks l "
+                        "JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                        "AND l.classid::bigint = :hi AND l.objid::bigint = :lo"
+                    ),
+                    {"hi": (self.key >> 32) & 0xFFFFFFFF, "lo": self.key & 0xFFFFFFFF},
+                )
+            ).first()
+        return f"{holder[0]} from {holder[1] or 'local socket'}" if holder else "another process"
+
+    async def alive(self, within: float) -> bool:
+        """Whether the lock's connection answers within `within` seconds (so the lock is
+        still ours: PostgreSQL drops it only with the session)."""
+        if self._conn is None:
+            return False
+        try:
+            async with asyncio.timeout(within):
+                await self._conn.execute(text("SELECT 1"))
+                await self._conn.commit()
+        except Exception:  # noqa: BLE001 - any failure means the lock may be gone
+            return False
+        return True
+
+    async def abandon(self) -> None:
+        """Drop the lock connection without waiting on it (after `alive` failed): a session
+        that still lives on the server lets the lock go when the connection closes."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ALIVE_CLOSE_TIMEOUT):
+                await conn.invalidate()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ALIVE_CLOSE_TIMEOUT):
+                await conn.close()
+
+    async def release(self) -> None:
+        if self._conn is None:
+            return
+        try:
             await self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
             await self._conn.close()
             self._conn = None
+        except Exception:  # noqa: BLE001 - the connection died: the lock went with it
+            await self.abandon()
 
 
 def poller_lock(

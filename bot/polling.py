@@ -50,7 +50,10 @@ class Throttle:
 class PollMonitor(BaseRequestMiddleware):
     """A bot-session middleware that records every completed getUpdates."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_poll: Callable[[], Awaitable[bool]] | None = None) -> None:
+        # Asked before each getUpdates whether this node may poll (bot.leader: the lock
+        # connection still answers); False stops the call.
+        self.before_poll = before_poll
         self.last_poll_at: datetime | None = None
         self.last_poll_monotonic: float | None = None
         self.polls = 0
@@ -73,6 +76,8 @@ class PollMonitor(BaseRequestMiddleware):
         polling = isinstance(method, GetUpdates)
         if not polling:
             return await make_request(bot, method)
+        if self.before_poll is not None and not await self.before_poll():
+            raise NotLeading("this node no longer holds the poller lock; not polling")
         try:
             response = await make_request(bot, method)
         except TelegramConflictError:
@@ -201,6 +206,10 @@ class PollingSupervisor:
             pass
         except Exception as err:  # noqa: BLE001 - already reported by the loop; stopping anyway
             log.debug("polling task ended with %s during stop", type(err).__name__)
+
+
+class NotLeading(Exception):
+    """A getUpdates was stopped: this node lost the poller lock (see bot.leader)."""
 
 
 class TelegramTokenRejected(Exception):

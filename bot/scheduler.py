@@ -30,18 +30,24 @@ class JobFailed(Exception):
 
 
 class Scheduler:
-    def __init__(self, db: Database) -> None:
+    """Jobs are fleet-wide (the default: run by the leader only, see bot.leader) or, with
+    `everywhere=True`, run by every node that schedules them (checks)."""
+
+    def __init__(self, db: Database, leading: Callable[[], bool] = lambda: True) -> None:
         self.db = db
+        self.leading = leading
+        # ids of the jobs only the leader runs
+        self.fleet_wide: set[str] = set()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[Any]] = set()
         # job id -> interval in seconds of every `every` job, for the watchdog.
         self.intervals: dict[str, int] = {}
 
-    def every(self, job_id: str, seconds: int, func: JobFunc) -> None:
+    def every(self, job_id: str, seconds: int, func: JobFunc, *, everywhere: bool = False) -> None:
         """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
         self.intervals[job_id] = seconds
         self.scheduler.add_job(
-            self._tracked(self._with_beat(job_id, seconds, func)),
+            self._tracked(self._gated(job_id, self._with_beat(job_id, seconds, func), everywhere)),
             IntervalTrigger(seconds=seconds, timezone=UTC),
             id=job_id,
             name=job_id,
@@ -65,7 +71,7 @@ class Scheduler:
             start = datetime.now(UTC) + timedelta(seconds=offset)
             trigger = IntervalTrigger(seconds=seconds, start_date=start, timezone=UTC)
         self.scheduler.add_job(
-            self._tracked(func),
+            self._tracked(self._gated(f"heartbeat:{agent_id}", func)),
             trigger,
             id=f"heartbeat:{agent_id}",
             name=f"heartbeat:{agent_id}",
@@ -78,7 +84,7 @@ class Scheduler:
     def cron(self, job_id: str, line: str, tz: tzinfo, func: JobFunc) -> None:
         """Run `func` at the times of a crontab line (a coding agent's nightly queue)."""
         self.scheduler.add_job(
-            self._tracked(func),
+            self._tracked(self._gated(job_id, func)),
             crontab_trigger(line, tz),
             id=job_id,
             name=job_id,
@@ -106,6 +112,18 @@ class Scheduler:
 
         return run
 
+    def _gated(self, job_id: str, func: JobFunc, everywhere: bool = False) -> JobFunc:
+        """A fleet-wide job runs only while this node leads."""
+        if everywhere:
+            return func
+        self.fleet_wide.add(job_id)
+
+        async def run() -> None:
+            if self.leading():
+                await func()
+
+        return run
+
     def _tracked(self, func: JobFunc) -> JobFunc:
         """Remember the job's task while it runs, so shutdown can let it finish instead of
         cancelling it half-way through a database write."""
@@ -122,14 +140,15 @@ class Scheduler:
 
         return run
 
-    async def register(self) -> None:
+    async def register(self, *, fleet_wide: bool) -> None:
         """Record that this process runs each `every` job from now on, so the watchdog outside
         (`fleet watchdog --once`) gives a job just started its first interval before it counts
-        as late."""
+        as late. The fleet-wide jobs are registered when this node becomes the leader."""
         now = datetime.now(UTC)
         async with self.db.session() as session:
             for job_id, seconds in self.intervals.items():
-                await jobs.registered(session, job_id, now, seconds)
+                if (job_id in self.fleet_wide) == fleet_wide:
+                    await jobs.registered(session, job_id, now, seconds)
 
     def start(self) -> None:
         self.scheduler.start()

@@ -1,11 +1,12 @@
 """The watchdog: monitoring the monitoring.
 
-`find_problems` reads the database (job beats, run leases, agent heartbeats) and the clock of a
-configured HTTP endpoint. Inside `fleet run` the `watchdog` job turns each problem into an
-incident (fingerprint `watchdog:<key>`, P2, resolved when the problem clears) and an oversight
-notice for the hub. Because the watchdog dies with the process, `fleet watchdog --once` runs
-the same checks from outside and, when the main process is down or stuck, posts straight to
-the Bot API (the outbox sender is dead then); its exit code is 1 when it found problems.
+`find_problems` reads the database (job beats, run leases, agent heartbeats, nodes that
+stopped renewing) and the clock of a configured HTTP endpoint. Inside `fleet run` the
+`watchdog` job turns each problem into an incident (fingerprint `watchdog:<key>`, P2, resolved
+when the problem clears) and an oversight notice for the hub. Because the watchdog dies with
+the process, `fleet watchdog --once` runs the same checks from outside and, when the main
+process is down or stuck, posts straight to the Bot API (the outbox sender is dead then); its
+exit code is 1 when it found problems.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Config, duration_text
 from bot.redact import Redactor
 from bot.views import watchdog as views
-from storage import inbox, incidents, jobs, outbox
+from storage import inbox, incidents, jobs, nodes, outbox
 from storage.db import Database
 from storage.models import AgentState, Incident, Run, utcnow
 from storage.statuses import RunStatus
@@ -137,6 +138,8 @@ async def find_problems(
                 )
             )
 
+    found += await silent_nodes(db, config)
+
     skew = await clock_skew(config)
     if skew is not None and abs(skew) > config.watchdog.max_clock_skew.total_seconds():
         found.append(
@@ -146,6 +149,34 @@ async def find_problems(
                 f"{config.watchdog.clock_url}",
             )
         )
+    return found
+
+
+async def silent_nodes(db: Database, config: Config) -> list[Problem]:
+    """A problem per node that stopped renewing without a clean stop (one incident each,
+    resolved when it renews again): its runs' leases expire and are retried on a node that
+    may run their agent; the agents only it may run wait for it."""
+    renew_every = config.node.renew_every
+    async with db.session() as session:
+        every = await nodes.all_nodes(session, stopped=False)
+        gone = await nodes.silent(session, alive_within=nodes.alive_within(renew_every))
+    alive = {node.name for node in every} - {node.name for node in gone}
+    now = utcnow()
+    found: list[Problem] = []
+    for node in gone:
+        waiting = sorted(
+            agent.id
+            for agent in config.agents
+            if node.name in agent.runs_on and not alive & set(agent.runs_on)
+        )
+        text = (
+            f"node {node.name} (pid {node.pid} on {node.host}) has not renewed for "
+            f"{_age((now - node.last_seen).total_seconds())}; its runs are retried on the "
+            "other nodes"
+        )
+        if waiting:
+            text += f", except those of {', '.join(waiting)}, which wait for it"
+        found.append(Problem(f"node:{node.name}", text))
     return found
 
 

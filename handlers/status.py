@@ -11,6 +11,8 @@ from bot.config import Config, Role
 from bot.polling import PollMonitor
 from bot.views import status as views
 from handlers.registry import command
+from storage.models import utcnow
+from storage.nodes import alive_within
 from storage.status import SummaryCache
 
 router = Router(name=__name__)
@@ -24,6 +26,8 @@ async def status(
     poll_monitor: PollMonitor,
     job_intervals: Mapping[str, int],
 ) -> None:
-    """Fleet summary: agents, tasks, approvals, incidents, runs in flight, jobs"""
+    """Fleet summary: agents, tasks, approvals, incidents, nodes, runs in flight, jobs"""
     summary = await status_cache.get()
-    await message.answer(views.status(summary, config, poll_monitor.last_poll_at, job_intervals))
+    last_poll = poll_monitor.last_poll_at
+    alive = alive_within(config.node.renew_every)
+    await message.answer(views.status(summary, config, last_poll, job_intervals, utcnow(), alive))

@@ -25,7 +25,7 @@ from bot.config import Config, DeployConfig
 from bot.redact import Redactor
 from bot.views import deploy as views
 from integrations import claim_loop, process
-from storage import approvals, deploys
+from storage import approvals, deploys, nodes
 from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from storage.models import DeployRun
@@ -73,10 +73,23 @@ class DeployWorker:
     """Executes pending deploy runs until stopped. Run one per process (the poller-lock
     holder); `recover` first, so runs a crash left `running` are reported, not re-run."""
 
-    def __init__(self, config: Config, db: Database, *, idle_poll: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        *,
+        idle_poll: float = 5.0,
+        placement: nodes.Placement | None = None,
+    ) -> None:
+        """`placement`: this node; it leaves the targets whose `on` names another node to
+        that node."""
         self.config = config
         self.db = db
         self.idle_poll = idle_poll
+        self.elsewhere = placement.deploys_elsewhere if placement is not None else frozenset()
+        # On a shared database each node recovers only the runs it claimed.
+        self.node = placement.node.name if placement is not None else None
+        self.own_only = placement is not None and placement.shared
         self.redactor = Redactor(config.secret_values())
         self.approval_policy = ApprovalPolicy.from_config(config)
         self._wake = asyncio.Event()
@@ -86,7 +99,9 @@ class DeployWorker:
 
     async def recover(self) -> list[int]:
         async with self.db.claim() as session:
-            interrupted = await deploys.interrupt_running(session)
+            interrupted = await deploys.interrupt_running(
+                session, node=self.node if self.own_only else None
+            )
         for run_id in interrupted:
             log.warning(
                 "deploy run #%d was interrupted by a restart; reported, not re-run", run_id
@@ -119,7 +134,7 @@ class DeployWorker:
 
     async def _claim(self) -> DeployRun | None:
         async with self.db.claim() as session:
-            return await deploys.claim_next(session)
+            return await deploys.claim_next(session, exclude=self.elsewhere, node=self.node)
 
     async def _carry_out(self, run: DeployRun) -> None:
         target = target_of(self.config, run.target)

@@ -9,11 +9,13 @@ conditional update that writes the approval's audit event and the report in one 
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import approvals
@@ -117,19 +119,34 @@ DEPLOY = DeployKind()
 
 
 # -- runs -------------------------------------------------------------------------------------
+# pg_advisory_xact_lock key held while a node claims a deploy run.
+_CLAIM_KEY = int.from_bytes(
+    hashlib.sha256(b"fleetbridge-deploy-claim").digest()[:8], "big", signed=True
+)
 
 
-async def claim_next(session: AsyncSession, now: datetime | None = None) -> DeployRun | None:
-    """Start the oldest pending run whose target has no run in progress. Run in
+async def claim_next(
+    session: AsyncSession,
+    now: datetime | None = None,
+    *,
+    exclude: Collection[str] = (),
+    node: str | None = None,
+) -> DeployRun | None:
+    """Start the oldest pending run whose target has no run in progress and is not in
+    `exclude` (the targets whose `on` names another node), for `node`. Run in
     `Database.claim()`."""
     now = now or utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        # Nodes claim one at a time (SQLite's claim() is serialized already): two nodes
+        # skipping each other's locked rows could otherwise start two runs of one target.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_KEY})
     busy = select(DeployRun.target).where(DeployRun.status == DeployStatus.RUNNING)
     run = await claim_oldest(
         session,
         DeployRun,
-        {"status": DeployStatus.RUNNING, "started_at": now},
+        {"status": DeployStatus.RUNNING, "started_at": now, "node": node},
         only_from=DeployStatus.PENDING,
-        where=(DeployRun.target.not_in(busy),),
+        where=(DeployRun.target.not_in(busy), DeployRun.target.not_in(exclude or {""})),
     )
     if run is None:
         return None
@@ -170,12 +187,16 @@ async def finish(
     return finished.won
 
 
-async def interrupt_running(session: AsyncSession, now: datetime | None = None) -> list[int]:
+async def interrupt_running(
+    session: AsyncSession, now: datetime | None = None, *, node: str | None = None
+) -> list[int]:
     """Runs found `running` at start died with the process: mark them interrupted and report
-    them. They are never re-run: a half-done deploy needs a person to look."""
-    found = await session.execute(
-        select(DeployRun.id).where(DeployRun.status == DeployStatus.RUNNING)
-    )
+    them. They are never re-run: a half-done deploy needs a person to look. With `node`,
+    only the runs that node claimed (other nodes' runs are alive)."""
+    running = select(DeployRun.id).where(DeployRun.status == DeployStatus.RUNNING)
+    if node is not None:
+        running = running.where(DeployRun.node == node)
+    found = await session.execute(running)
     done: list[int] = []
     for run_id in found.scalars().all():
         note = (

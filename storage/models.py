@@ -251,6 +251,7 @@ class DeployRun(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    node: Mapped[str | None] = mapped_column(String(63))  # the node that claimed it
 
 
 class Incident(Base):
@@ -465,6 +466,10 @@ class CheckState(Base):
     next_recover_at: Mapped[datetime | None]
     last_recover_at: Mapped[datetime | None]
     last_recover_outcome: Mapped[str | None] = mapped_column(Text)
+    # The interval slot (seconds since the epoch // the check's interval) last probed, and by
+    # which node: a check without `on` is probed by one node per slot (storage.checks).
+    probe_slot: Mapped[int | None] = mapped_column(BigInteger)
+    probed_by: Mapped[str | None] = mapped_column(String(63))
 
 
 class MailboxState(Base):
@@ -681,3 +686,21 @@ class ExternalAlert(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     silence_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Node(Base):
+    """One `fleet run` process sharing the database: who it is, when it last said it was
+    alive, its role (leader or standby) and what it may run (storage.nodes)."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]  # a clean stop: not reported as a node gone silent
+    role: Mapped[str] = mapped_column(String(16))
+    # {"agents": [...], "checks": [...], "deploys": [...]}: the ids this node may run
+    may_run: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -8,6 +8,7 @@ process claims it. Idle heartbeats are storage/heartbeats.py. Both are re-export
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -86,9 +87,12 @@ async def claim_due(
     limit: int,
     window: timedelta = timedelta(0),
 ) -> list[Claimed]:
-    """Take due queued runs of agents that are not running now; a `WINDOWED` wake is due
-    once it has been queued for `window`. Call inside `Database.claim()` so SQLite holds the
-    write lock and PostgreSQL claimers skip each other's rows."""
+    """Take due queued runs of agents that are not running now and not in `exclude` (the
+    agents running in this process, and those this node may not run: their `runs_on` names
+    other nodes); a `WINDOWED` wake is due once it has been queued for `window`. Call inside
+    `Database.claim()` so SQLite holds the write lock and PostgreSQL claimers skip each
+    other's rows (on any number of nodes: the unique index on running runs per agent keeps
+    one run of an agent at a time fleet-wide)."""
     now = utcnow()
     running = select(Run.agent_id).where(Run.status == RunStatus.RUNNING)
     stmt = (
@@ -124,9 +128,25 @@ async def claim_due(
     return claimed
 
 
-async def next_due_at(session: AsyncSession, window: timedelta = timedelta(0)) -> datetime | None:
-    """When the next queued run is due (see `claim_due`); one row per queued agent."""
+async def next_due_at(
+    session: AsyncSession,
+    window: timedelta = timedelta(0),
+    *,
+    exclude: Collection[str] = (),
+    owner: str | None = None,
+) -> datetime | None:
+    """When the next queued run is due (see `claim_due`); one row per queued agent. With
+    `owner`, runs of agents running under another owner (another node) are left out, as are
+    the agents in `exclude` (those this node may not run): the worker would only wake for
+    runs it cannot claim."""
     stmt = select(Run.not_before, Run.queued_at, Run.trigger).where(Run.status == RunStatus.QUEUED)
+    if exclude:
+        stmt = stmt.where(Run.agent_id.not_in(exclude))
+    if owner is not None:
+        elsewhere = select(Run.agent_id).where(
+            Run.status == RunStatus.RUNNING, Run.lease_owner != owner
+        )
+        stmt = stmt.where(Run.agent_id.not_in(elsewhere))
     due = [
         max(not_before, queued_at + window) if trigger in WINDOWED else not_before
         for not_before, queued_at, trigger in (await session.execute(stmt)).all()

@@ -9,9 +9,19 @@ from dataclasses import dataclass, field
 from sqlalchemy import String, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import incidents, jobs
+from storage import incidents, jobs, nodes
 from storage.db import Database
-from storage.models import AgentState, Approval, Incident, JobBeat, Outbox, Run, Silence, Task
+from storage.models import (
+    AgentState,
+    Approval,
+    Incident,
+    JobBeat,
+    Node,
+    Outbox,
+    Run,
+    Silence,
+    Task,
+)
 from storage.statuses import ApprovalStatus, IncidentStatus, OutboxStatus, RunStatus
 from storage.task_queries import OPEN
 
@@ -30,10 +40,12 @@ class FleetSummary:
     outbox: dict[str, int] = field(default_factory=dict)
     silences: list[Silence] = field(default_factory=list)
     running: list[Run] = field(default_factory=list)  # runs in flight, oldest first
+    nodes: list[Node] = field(default_factory=list)
+    node_runs: dict[str, int] = field(default_factory=dict)  # runs in flight per node name
 
 
 async def fleet_summary(session: AsyncSession) -> FleetSummary:
-    """Everything /status shows, in four queries (it is the most frequent command)."""
+    """Everything /status shows, in six queries (it is the most frequent command)."""
     statement = union_all(
         select(literal_column("'paused'", String), AgentState.agent_id, func.count())
         .where(AgentState.paused)
@@ -74,6 +86,8 @@ async def fleet_summary(session: AsyncSession) -> FleetSummary:
         .limit(RUNNING_SHOWN)
     )
     summary.running = list(found.scalars())
+    summary.nodes = await nodes.all_nodes(session)
+    summary.node_runs = await nodes.runs_in_flight(session, summary.nodes)
     return summary
 
 

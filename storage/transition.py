@@ -132,10 +132,13 @@ async def upsert(
     keys: Sequence[str],
     update_columns: Sequence[str] | Mapping[str, Any] | None = None,
     index_where: ColumnElement[bool] | None = None,
+    only_if: ColumnElement[bool] | None = None,
 ) -> bool:
     """Insert `values`, or on a conflict on `keys` update `update_columns` (a list of the
     columns to take from `values`, or a mapping of column to new value); with no
-    `update_columns`, a conflict leaves the row alone. True when a row was written."""
+    `update_columns`, a conflict leaves the row alone. `only_if` limits the update to an
+    existing row for which it holds (a claim: the row is taken only when free). True when a
+    row was written."""
     stmt = insert(session, model).values(**values)
     if update_columns is None:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys), index_where=index_where)
@@ -146,7 +149,7 @@ async def upsert(
             else {name: getattr(stmt.excluded, name) for name in update_columns}
         )
         stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys), index_where=index_where, set_=new
+            index_elements=list(keys), index_where=index_where, set_=new, where=only_if
         )
     return affected(await session.execute(stmt)) > 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import touch
@@ -52,8 +52,9 @@ async def wake(
             "queued_at": now,
         },
         keys=["agent_id"],
-        # The partial unique index "one queued run per agent".
-        index_where=Run.status == RunStatus.QUEUED,
+        # The partial unique index "one queued run per agent", spelled as literal SQL:
+        # PostgreSQL infers the index only from the same predicate, not from a bound value.
+        index_where=text("status = 'queued'"),
     )
     if queued_now:
         return True

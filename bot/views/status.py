@@ -7,13 +7,14 @@ The summary is `storage.status.FleetSummary`, read here through the `Summary` pr
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
 from bot.config import Config
+from bot.views.nodes import node_lines
 from bot.views.tasks import CLOSED
 from bot.views.text import esc, one_line, when
-from storage.models import JobBeat, Run, Silence
+from storage.models import JobBeat, Node, Run, Silence
 from storage.statuses import TaskStatus
 
 OPEN_TASK_STATUSES = tuple(s for s in TaskStatus if s not in CLOSED)
@@ -28,6 +29,10 @@ class Summary(Protocol):
     def open_tasks(self) -> Mapping[str, int]: ...
     @property
     def pending_approvals(self) -> int: ...
+    @property
+    def nodes(self) -> Sequence[Node]: ...
+    @property
+    def node_runs(self) -> Mapping[str, int]: ...
     @property
     def open_incidents(self) -> Mapping[str, int]: ...
     @property
@@ -45,8 +50,11 @@ def status(
     config: Config,
     last_poll_at: datetime | None,
     job_intervals: Collection[str],
+    now: datetime,
+    alive_within: timedelta,
 ) -> str:
-    """The /status message."""
+    """The /status message. `alive_within`: how recently a node must have renewed to count
+    as alive."""
     tz = config.tz
     agents = len(config.agents)
     paused = sorted(set(summary.paused_agents) & {a.id for a in config.agents})
@@ -66,6 +74,10 @@ def status(
     failed = summary.outbox.get("failed", 0)
     lines.append(f"Outbox: {waiting} waiting, {failed} failed")
     lines.append(f"Last completed poll: {when(last_poll_at, tz, seconds=True)}")
+    lines += [
+        esc(line)
+        for line in node_lines(summary.nodes, summary.node_runs, config, tz, now, alive_within)
+    ]
     if summary.silences:
         lines.append(
             "Silences: "

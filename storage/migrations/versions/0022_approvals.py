@@ -1,7 +1,7 @@
 """incident_confirmations: an incident's escalation record as rows, not a JSON list
 
 Revision ID: 0022_approvals
-Revises: 0016_pipelines
+Revises: 0020_nodes
 Create Date: 2026-12-04 23:05:00
 
 Each entry of `incidents.confirmations` becomes a row (in list order, so ids keep it), and the
@@ -21,7 +21,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0022_approvals"
-down_revision: str | None = "0016_pipelines"
+down_revision: str | None = "0020_nodes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
