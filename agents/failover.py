@@ -9,7 +9,9 @@ known state, so that a node does not call a pair another node has seen limited.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,6 +27,8 @@ from storage.models import utcnow
 if TYPE_CHECKING:
     import anthropic
 
+log = logging.getLogger(__name__)
+
 DEFAULT_COOLDOWN = timedelta(seconds=30)
 CALL_TIMEOUT = 120.0  # seconds one request may take before it counts as unreachable
 
@@ -38,6 +42,7 @@ class Failover:
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
         self._cooldown: dict[Pair, datetime] = {}
         self._rejected: dict[str, str] = {}  # profile -> digest of the key Anthropic rejected
+        self._sharing: set[asyncio.Task[None]] = set()  # cooldowns being written
 
     def pairs(self, agent: AgentConfig) -> list[Pair]:
         """(model, profile) in the order tried: the model on each profile, then fallbacks."""
@@ -73,8 +78,11 @@ class Failover:
         return bool(self._clients)
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        try:
+            await self.shared()
+        finally:
+            for client in self._clients.values():
+                await client.close()
 
     # -- the shared state ---------------------------------------------------------------------
 
@@ -114,11 +122,26 @@ class Failover:
         if known is None or until > known:
             self._cooldown[pair] = until
 
-    async def cool_down_everywhere(self, pair: Pair, until: datetime) -> None:
-        """Cool `pair` down on every node."""
+    def cool_down_everywhere(self, pair: Pair, until: datetime) -> None:
+        """Cool `pair` down on every node. The row is written beside the call, which moves on
+        to the next pair at once (see `shared`)."""
         self.cool_down(pair, until)
-        async with self.db.session() as session:
-            await model_state.cool_down(session, pair[0], pair[1], until)
+        task = asyncio.create_task(self._share(pair, until))
+        self._sharing.add(task)
+        task.add_done_callback(self._sharing.discard)
+
+    async def _share(self, pair: Pair, until: datetime) -> None:
+        try:
+            async with self.db.session() as session:
+                await model_state.cool_down(session, pair[0], pair[1], until)
+        except Exception:
+            # This node still respects the cooldown; the others may call the pair once.
+            log.exception("the cooldown of %s@%s could not be shared", *pair)
+
+    async def shared(self) -> None:
+        """Wait until the cooldowns of this process are written for every node to see."""
+        if self._sharing:
+            await asyncio.gather(*self._sharing)
 
     def all_cooling(self, agent: AgentConfig) -> datetime | None:
         """When the first pair stops cooling down, if every pair not rejected is cooling

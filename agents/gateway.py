@@ -118,6 +118,7 @@ class Gateway:
             if standing.hold is not None:
                 # Queued right after the call's usage row: both go in one transaction.
                 self.usage.release(standing.hold)
+            await self.failover.shared()
 
     async def _call(
         self,
@@ -167,9 +168,7 @@ class Gateway:
                 self._record(agent, run_id, purpose, model, profile, None, started, err)
                 status = err.status_code
                 if status == 429:
-                    await failover.cool_down_everywhere(
-                        (model, profile), utcnow() + retry_after(err)
-                    )
+                    failover.cool_down_everywhere((model, profile), utcnow() + retry_after(err))
                     problems.append(f"{model}@{profile} rate-limited (429)")
                     transient = True
                     continue
