@@ -17,6 +17,10 @@ together. At 80% of the agent's (or the fleet's) month the `alerts` feed is warn
 100% no call is made, the agent is paused, and `alerts` gets a stop with a "Raise budget"
 button for the owner. One call can cross the line, never two. The 80% warning is also checked
 as each call's usage is recorded, so a run whose last call crosses it is warned about at once.
+
+A little over 400 lines: the call loop, and the budget stops that build the "Raise budget"
+button (`handlers.budget.RaiseBudget`, which must move to bot/views before the stops can join
+agents/budget.py without an upward import).
 """
 
 from __future__ import annotations
@@ -29,11 +33,10 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 import bot.views.models as view
 from agents.budget import Ledger, Standing
 from agents.failover import CALL_TIMEOUT, Failover, retry_after
+from agents.model_alerts import ModelAlerts
 from agents.model_errors import BudgetExceeded, GatewayError
 from agents.prices import cache_writes, cost_of, input_bound, price_of, worst_case
 from agents.usage_writer import UsageWriter, usage_row
@@ -41,7 +44,7 @@ from bot.config import AgentConfig, Config
 from bot.redact import Redactor
 from handlers.budget import RaiseBudget, percent
 from storage import agents as agent_state
-from storage import inbox, outbox
+from storage import budget_holds
 from storage import usage as spend
 from storage.db import Database
 from storage.models import utcnow
@@ -76,7 +79,8 @@ class Gateway:
         self.redact = Redactor(config.secret_values())
         self.failover = Failover(config, db)
         self.ledger = Ledger(config, db)
-        self.usage = UsageWriter(db, unpriced=self._alert_unpriced, written=self._warn_crossed)
+        self.alerts = ModelAlerts(config, db)
+        self.usage = UsageWriter(db, unpriced=self.alerts.unpriced, written=self._warn_crossed)
         self._warned: set[str] = set()  # budget warnings queued by this process
 
     async def close(self) -> None:
@@ -175,7 +179,7 @@ class Gateway:
                 if status in (401, 403):
                     # Calling it again cannot help until the key changes: the next profile
                     # is tried at once, and this one is left alone until then.
-                    await self._key_rejected(profile, status)
+                    await self.alerts.key_rejected(self.failover, profile, status)
                     problems.append(
                         f"the key of profile {profile} was rejected ({status}); fix its api_key"
                     )
@@ -378,7 +382,7 @@ class Gateway:
             return
         share = percent(spent, limit) if limit else "all"
         async with self.db.session() as session:
-            await self._alert(
+            await self.alerts.alert(
                 session, view.budget_warning(agent_id, share, month, spent, limit), key
             )
         self._warned.add(key)
@@ -389,6 +393,8 @@ class Gateway:
         step = Decimal(str(self.config.budget.raise_step_usd))
         reason = view.budget_reason(month, spent, limit)
         async with self.db.claim() as session:
+            # Nodes stopping the agent at once make one request (and one stop) between them.
+            await budget_holds.lock(session, agent.id, fleet=False)
             await agent_state.pause(session, agent.id, by=spend.BUDGET_ACTOR, reason=reason)
             approval, new = await spend.request_raise(
                 session, agent.id, month=month, budget=limit, spent=spent, step=step
@@ -398,13 +404,13 @@ class Gateway:
                     "text": view.budget_button(step),
                     "callback_data": RaiseBudget(approval=approval.id).pack(),
                 }
-                await self._alert(
+                await self.alerts.alert(
                     session,
                     view.budget_stop(agent.id, month, spent, limit),
                     f"budget-stop:{approval.id}",
                     buttons=[[button]],
                 )
-                await self._tell_hub(
+                await self.alerts.tell_hub(
                     session,
                     agent.id,
                     view.budget_stop_notice(agent.id, reason),
@@ -419,12 +425,12 @@ class Gateway:
         reason = view.budget_reason(month, spent, limit, fleet=True)
         async with self.db.claim() as session:
             await agent_state.pause(session, agent.id, by=spend.BUDGET_ACTOR, reason=reason)
-            await self._alert(
+            await self.alerts.alert(
                 session,
                 view.fleet_stop(month, spent, limit),
                 f"budget-stop:*fleet:{month:%Y-%m}:{limit:.2f}",
             )
-            await self._tell_hub(
+            await self.alerts.tell_hub(
                 session,
                 agent.id,
                 view.fleet_stop_notice(reason),
@@ -432,47 +438,3 @@ class Gateway:
             )
         log.warning("%s: %s; paused", agent.id, reason)
         raise BudgetExceeded(f"{reason}; paused", alerted=True)
-
-    # -- alerts ---------------------------------------------------------------------------
-
-    async def _alert_unpriced(self, session: AsyncSession, model: str) -> None:
-        await self._alert(
-            session, view.unpriced(model), f"price-unknown:{model}:{utcnow():%Y-%m-%d}"
-        )
-
-    async def _key_rejected(self, profile: str, status: int) -> None:
-        """Mark `profile` rejected on every node until its key changes (a new config); one
-        alert per key."""
-        log.error("Anthropic rejected the key for profile %s (%d)", profile, status)
-        async with self.db.session() as session:
-            key = await self.failover.reject(session, profile)
-            await self._alert(
-                session, view.key_rejected(profile, status), f"key-rejected:{profile}:{key}"
-            )
-
-    async def _tell_hub(self, session: AsyncSession, agent_id: str, body: str, key: str) -> None:
-        """An oversight notice for the hub, which routes work and must stop sending it to a
-        paused agent. None when the paused agent is the hub itself: it reads nothing now."""
-        hub = self.config.hub
-        if hub is not None and hub.id != agent_id:
-            await inbox.oversight(session, hub.id, body, key)
-
-    async def _alert(
-        self,
-        session: AsyncSession,
-        text: str,
-        key: str,
-        *,
-        buttons: list[list[outbox.Button]] | None = None,
-    ) -> None:
-        feed = self.config.feed("alerts")
-        if feed is None:
-            log.warning("no alerts feed configured; not posted: %s", text)
-            return
-        await outbox.enqueue(
-            session,
-            outbox.Destination(feed.chat_id, feed.topic, "alerts"),
-            text,
-            buttons=buttons,
-            dedup_key=key,
-        )
