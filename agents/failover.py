@@ -9,7 +9,6 @@ known state, so that a node does not call a pair another node has seen limited.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -42,7 +41,7 @@ class Failover:
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
         self._cooldown: dict[Pair, datetime] = {}
         self._rejected: dict[str, str] = {}  # profile -> digest of the key Anthropic rejected
-        self._sharing: set[asyncio.Task[None]] = set()  # cooldowns being written
+        self._unshared: dict[Pair, datetime] = {}  # cooldowns not yet written
 
     def pairs(self, agent: AgentConfig) -> list[Pair]:
         """(model, profile) in the order tried: the model on each profile, then fallbacks."""
@@ -123,25 +122,23 @@ class Failover:
             self._cooldown[pair] = until
 
     def cool_down_everywhere(self, pair: Pair, until: datetime) -> None:
-        """Cool `pair` down on every node. The row is written beside the call, which moves on
-        to the next pair at once (see `shared`)."""
+        """Cool `pair` down on every node. The row is written when the call ends (see
+        `shared`): the call moves on to the next pair at once, as with one node."""
         self.cool_down(pair, until)
-        task = asyncio.create_task(self._share(pair, until))
-        self._sharing.add(task)
-        task.add_done_callback(self._sharing.discard)
-
-    async def _share(self, pair: Pair, until: datetime) -> None:
-        try:
-            async with self.db.session() as session:
-                await model_state.cool_down(session, pair[0], pair[1], until)
-        except Exception:
-            # This node still respects the cooldown; the others may call the pair once.
-            log.exception("the cooldown of %s@%s could not be shared", *pair)
+        self._unshared[pair] = until
 
     async def shared(self) -> None:
-        """Wait until the cooldowns of this process are written for every node to see."""
-        if self._sharing:
-            await asyncio.gather(*self._sharing)
+        """Write the cooldowns this process learnt for every node to see, in one transaction.
+        A failure is logged, not raised: this node still respects them."""
+        pending, self._unshared = self._unshared, {}
+        if not pending:
+            return
+        try:
+            async with self.db.session() as session:
+                for (model, profile), until in pending.items():
+                    await model_state.cool_down(session, model, profile, until)
+        except Exception:
+            log.exception("cooldowns of %d pair(s) could not be shared", len(pending))
 
     def all_cooling(self, agent: AgentConfig) -> datetime | None:
         """When the first pair stops cooling down, if every pair not rejected is cooling
