@@ -9,23 +9,29 @@ cannot pass its budget together (each reserves its worst case under a lock first
 from __future__ import annotations
 
 import asyncio
+import random
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
 from agents.gateway import BudgetExceeded, Gateway, GatewayError, Reply
-from bot.config import AgentConfig, Config, load_config
+from agents.prices import MAX_CONTEXT, cost_of, input_bound, worst_case
+from bot.config import AgentConfig, Config, Price, load_config
 from storage import budget_holds
 from storage.db import Database
 from storage.models import Approval, BudgetHold, Outbox, Usage, utcnow
 from tests import pg
 from tests.anthropic_server import AnthropicServer, error, text
 from tests.fleet import ANTHROPIC_KEY, TOKEN, write_config
+from tests.test_migrations import upgrade_sync
 
 MODEL = "claude-sonnet-4-6"  # $3 / $15 per million tokens
 SECONDARY_KEY = "sk-ant-test-secondary-5e4d3c"
@@ -275,3 +281,60 @@ async def test_a_key_rejected_on_one_node_is_not_called_by_the_others(fleet: Fle
         )
     assert len(alerts) == 1 and "profile <b>backup</b> (401)" in alerts[0]
     assert all(BAD_KEY not in alert for alert in alerts)
+
+
+# -- the worst case a hold reserves ------------------------------------------------------------
+
+
+def test_the_worst_case_is_never_below_the_real_cost() -> None:
+    rng = random.Random(20261204)
+    price = Price(input=3.0, output=15.0)
+    custom = Price(input=0.8, output=4.0, cache_write=1.0, cache_read=0.08)
+    for _ in range(500):
+        content = "x" * rng.randint(1, 50_000)
+        max_tokens = rng.randint(1, 64_000)
+        bound = input_bound("You are coder.", [{"role": "user", "content": content}], None)
+        assert bound >= len(content)
+        # However the input splits between plain, cached and cache-written tokens.
+        one_hour = rng.randint(0, bound)
+        five_min = rng.randint(0, bound - one_hour)
+        read = rng.randint(0, bound - one_hour - five_min)
+        usage = SimpleNamespace(
+            input_tokens=bound - one_hour - five_min - read,
+            output_tokens=rng.randint(0, max_tokens),
+            cache_creation_input_tokens=one_hour + five_min,
+            cache_creation=SimpleNamespace(ephemeral_1h_input_tokens=one_hour),
+            cache_read_input_tokens=read,
+        )
+        for p in (price, custom):
+            assert cost_of(p, usage) <= worst_case(p, bound, max_tokens)
+
+
+def test_the_input_bound_counts_the_blocks_of_earlier_replies_and_is_capped() -> None:
+    from anthropic.types import TextBlock
+
+    block = TextBlock(type="text", text="y" * 10_000, citations=None)
+    messages = [{"role": "assistant", "content": [block]}, {"role": "user", "content": "go"}]
+    assert input_bound("", messages, None) > 10_000
+    assert input_bound("z" * (MAX_CONTEXT + 10), [], None) == MAX_CONTEXT
+
+
+# -- the upgrade keeps the keys rejected before it ----------------------------------------------
+
+
+def test_keys_rejected_before_the_upgrade_stay_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.db"
+    upgrade_sync(f"sqlite:///{path}", "0016_pipelines")
+    with closing(sqlite3.connect(path)) as conn, conn:
+        for key in ("key-rejected:backup:0123456789abcdef", "price-unknown:m:2026-12-01"):
+            conn.execute(
+                "INSERT INTO outbox (chat_id, text, dedup_key, status, attempts,"
+                " next_attempt_at, parts_sent, sent_message_ids, created_at)"
+                " VALUES (-1, 'alert', ?, 'sent', 1, '2026-12-01 10:00:00', 1, '[]',"
+                " '2026-12-01 10:00:00')",
+                (key,),
+            )
+    upgrade_sync(f"sqlite:///{path}", "head")
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT profile, model, rejected_key FROM profile_state").fetchall()
+    assert rows == [("backup", "", "0123456789abcdef")]
