@@ -72,8 +72,7 @@ from common import (  # before the project's imports: it puts the root on sys.pa
 from sqlalchemy import func, insert, select
 
 from agents.gateway import Gateway
-from agents.prices import cost_of
-from agents.prices import price_of
+from agents.prices import cost_of, price_of
 from agents.tools import definitions
 from bot.config import AgentConfig, Config, load_config
 from storage.db import Database
