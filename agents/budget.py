@@ -72,7 +72,7 @@ class Ledger:
         now = utcnow()
         fleet = fleet_limit is not None
         await budget_holds.lock(session, agent.id, fleet=fleet)
-        found = await self._standing(session, agent, fleet_limit)
+        found = await self.read(session, agent)
         if found.over or found.fleet_over or worst <= 0:
             return found
         if found.limit is None and not fleet:
@@ -85,11 +85,11 @@ class Ledger:
     async def standing(self, agent: AgentConfig) -> Standing:
         """What counts against the agent's budget and the fleet's now (no lock)."""
         async with self.db.session() as session:
-            return await self._standing(session, agent, self._fleet_limit())
+            return await self.read(session, agent)
 
-    async def _standing(
-        self, session: AsyncSession, agent: AgentConfig, fleet_limit: Decimal | None
-    ) -> Standing:
+    async def read(self, session: AsyncSession, agent: AgentConfig) -> Standing:
+        """What counts against the agent's budget and the fleet's, as `session` sees it."""
+        fleet_limit = self._fleet_limit()
         now = utcnow()
         since = spend.month_start(now)
         seen = await budget_holds.standing(

@@ -338,6 +338,14 @@ class Gateway:
     async def _reserve(self, agent: AgentConfig, worst: Decimal, ttl: timedelta) -> Standing:
         """Reserve `worst` against the budgets (see agents.budget) and learn the profiles'
         shared state, in one transaction."""
+        if agent.budget_usd_month is None and self.config.budget.fleet_usd_month is None:
+            # No budget in the config: only one set with /budget can bound this agent, and a
+            # read (no lock, no hold) says whether there is one.
+            async with self.db.session() as session:
+                standing = await self.ledger.read(session, agent)
+                await self.failover.refresh(session, agent.profiles)
+            if standing.limit is None:
+                return standing
         if self.usage.holding:
             await self.flush()  # the holds of calls that returned count at their real cost
         async with self.db.claim() as session:

@@ -328,6 +328,8 @@ class Usage(Base):
     """One LLM call."""
 
     __tablename__ = "usage"
+    # Every budgeted model call sums the agent's month (agents.budget): from the index alone.
+    __table_args__ = (Index("ix_usage_agent_month", "agent_id", "created_at", "cost_usd"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_id: Mapped[str | None] = mapped_column(String(32), index=True)

@@ -1,8 +1,9 @@
 """profile_state, budget_holds: model state shared by every node
 
 Key-profile cooldowns and the "key rejected" mark move from one process's memory to the
-database; a model call reserves its worst-case cost as a budget hold before it is made. The
-marks of keys rejected before this migration (known from their alerts' dedup keys) are kept.
+database; a model call reserves its worst-case cost as a budget hold before it is made (and
+sums its agent's month from a new covering index on usage). The marks of keys rejected
+before this migration (known from their alerts' dedup keys) are kept.
 
 Revision ID: 0021_model_state
 Revises: 0016_pipelines
@@ -42,6 +43,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_budget_holds")),
     )
     op.create_index("ix_budget_holds_agent_id", "budget_holds", ["agent_id", "expires_at"])
+    # Each budgeted call sums its agent's month: a covering index keeps that off the table.
+    op.create_index("ix_usage_agent_month", "usage", ["agent_id", "created_at", "cost_usd"])
     # Before this revision a rejected key was remembered by its alert, keyed
     # "key-rejected:<profile>:<digest>"; the newest alert of each profile is its mark.
     found = op.get_bind().execute(
@@ -69,6 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_agent_month", table_name="usage")
     op.drop_index("ix_budget_holds_agent_id", table_name="budget_holds")
     op.drop_table("budget_holds")
     op.drop_table("profile_state")
