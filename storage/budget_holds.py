@@ -16,12 +16,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, or_, select, text
+from sqlalchemy import ColumnElement, delete, func, insert, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import usage
-from storage.models import AgentState, BudgetHold, utcnow
+from storage.models import AgentState, BudgetHold, Usage, utcnow
 from storage.transition import upsert
 
 # pg_advisory_xact_lock key of the fleet budget (any constant other code does not use).
@@ -62,23 +62,38 @@ async def lock(session: AsyncSession, agent_id: str, *, fleet: bool) -> None:
 async def standing(
     session: AsyncSession, agent_id: str, since: datetime, *, fleet: bool, now: datetime
 ) -> Standing:
-    recorded = await usage.standing(session, agent_id, since, fleet=fleet)
+    """What a budget check needs, in one statement (it runs before every model call).
+    Without `fleet` (no fleet budget) the fleet's spend is not summed and reads 0."""
     in_force = BudgetHold.expires_at > now
+    override = (
+        select(AgentState.budget_usd_month)
+        .where(AgentState.agent_id == agent_id)
+        .scalar_subquery()
+    )
+    spent = (
+        select(func.sum(Usage.cost_usd))
+        .where(Usage.agent_id == agent_id, Usage.created_at >= since)
+        .scalar_subquery()
+    )
     held = (
         select(func.sum(BudgetHold.usd))
         .where(BudgetHold.agent_id == agent_id, in_force)
         .scalar_subquery()
     )
-    fleet_held = (
-        select(func.sum(BudgetHold.usd)).where(in_force).scalar_subquery()
-        if fleet
-        else literal(None)
-    )
-    row = (await session.execute(select(held, fleet_held))).one()
+    if fleet:
+        fleet_spent: ColumnElement[Any] = (
+            select(func.sum(Usage.cost_usd)).where(Usage.created_at >= since).scalar_subquery()
+        )
+        fleet_held: ColumnElement[Any] = (
+            select(func.sum(BudgetHold.usd)).where(in_force).scalar_subquery()
+        )
+    else:
+        fleet_spent = fleet_held = literal(None)
+    row = (await session.execute(select(override, spent, held, fleet_spent, fleet_held))).one()
     return Standing(
-        override=recorded.override,
-        spent=recorded.spent + _usd(row[0]),
-        fleet_spent=recorded.fleet_spent + _usd(row[1]),
+        override=_usd(row[0]) if row[0] is not None else None,
+        spent=_usd(row[1]) + _usd(row[2]),
+        fleet_spent=_usd(row[3]) + _usd(row[4]),
     )
 
 
