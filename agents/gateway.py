@@ -346,8 +346,9 @@ class Gateway:
                 await self.failover.refresh(session, agent.profiles)
             if standing.limit is None:
                 return standing
-        if self.usage.holding:
-            await self.flush()  # the holds of calls that returned count at their real cost
+        if self.usage.pending or self.usage.holding:
+            # The calls that returned count at their real cost, and all of them count.
+            await self.flush()
         async with self.db.claim() as session:
             standing = await self.ledger.reserve(session, agent, worst, ttl)
             await self.failover.refresh(session, agent.profiles)
