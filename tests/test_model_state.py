@@ -113,8 +113,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
+def extra() -> str:
+    """More config (a test parametrizes it to add a [budget] table)."""
+    return ""
+
+
+@pytest.fixture
 async def fleet(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Fleet]:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
@@ -126,6 +132,7 @@ async def fleet(
             anthropic_base=server.base_url,
             agents=AGENTS,
             profiles={"secondary": SECONDARY_KEY, "backup": BAD_KEY},
+            extra=extra,
         )
         config = load_config(path)
         nodes: list[Node] = []
@@ -152,21 +159,27 @@ async def spent(fleet: Fleet, agent_id: str = "coder") -> Decimal:
 # -- budgets: exact across nodes --------------------------------------------------------------
 
 
-async def test_three_nodes_calling_at_once_with_one_dollar_left_overshoot_by_at_most_one_call(
-    fleet: Fleet,
-) -> None:
-    # $4 of coder's $5 are spent already: $1 left.
+async def spend_before(fleet: Fleet, agent_id: str, usd: Decimal) -> None:
     fleet.nodes[0].gateway.record_external(
-        fleet.agent("coder"),
+        fleet.agent(agent_id),
         None,
         purpose="turn",
         model=MODEL,
         profile="primary",
         input_tokens=0,
         output_tokens=0,
-        cost=Decimal(4),
+        cost=usd,
     )
     await fleet.flush()
+
+
+# $1 left of coder's $5; and less than a call's cost left, where calls that read the budget
+# at once without the lock would all pass it.
+@pytest.mark.parametrize("left", [Decimal(1), Decimal("0.05")])
+async def test_three_nodes_calling_at_once_with_one_dollar_left_overshoot_by_at_most_one_call(
+    fleet: Fleet, left: Decimal
+) -> None:
+    await spend_before(fleet, "coder", Decimal(5) - left)
     # Slow answers, so that the calls of the three nodes are in flight together.
     fleet.server.script(*(text("ok", usage=USAGE, delay=0.3) for _ in range(60)))
 
@@ -183,8 +196,8 @@ async def test_three_nodes_calling_at_once_with_one_dollar_left_overshoot_by_at_
     assert made and all(cost == CALL_COST for cost in made)
     assert len(fleet.server.requests) == len(made)  # a refused call reaches no server
     total = await spent(fleet)
-    assert total == Decimal(4) + sum(made, Decimal(0))
-    assert total <= Decimal(5) + CALL_COST  # $1 left: at most one call past it
+    assert total == Decimal(5) - left + sum(made, Decimal(0))
+    assert total <= Decimal(5) + CALL_COST  # at most one call past the budget
     # Nor far short: the last holds refused calls that would have fitted.
     assert total >= Decimal(5) - 2 * CALL_COST
     async with fleet.db.session() as session:
@@ -201,6 +214,27 @@ async def test_three_nodes_calling_at_once_with_one_dollar_left_overshoot_by_at_
     # The nodes that found the budget used up made one stop between them.
     assert [a.kind for a in approvals] == ["budget"]
     assert stops == 1
+
+
+@pytest.mark.parametrize("extra", ["[budget]\nfleet_usd_month = 1\n"])
+async def test_the_fleet_budget_holds_across_nodes_and_agents(fleet: Fleet) -> None:
+    await spend_before(fleet, "hub", Decimal("0.95"))  # $0.05 of the fleet's $1 left
+    fleet.server.script(*(text("ok", usage=USAGE, delay=0.3) for _ in range(40)))
+
+    async def one(i: int) -> Decimal | None:
+        try:
+            return (await fleet.call(i % NODES, "hub" if i % 2 else "coder")).cost_usd
+        except BudgetExceeded as err:
+            assert "fleet budget used up" in str(err)
+            return None
+
+    results = await asyncio.gather(*(one(i) for i in range(40)))
+    await fleet.flush()
+    made = [cost for cost in results if cost is not None]
+    assert len(fleet.server.requests) == len(made)
+    total = await spent(fleet, "coder") + await spent(fleet, "hub")
+    assert total == Decimal("0.95") + sum(made, Decimal(0))
+    assert made and total <= Decimal(1) + CALL_COST
 
 
 async def test_a_hold_left_by_a_crash_counts_until_it_expires(fleet: Fleet) -> None:
