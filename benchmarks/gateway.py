@@ -12,9 +12,11 @@ with "ok" at once):
   `await client.messages.create(...)`, the cheapest way to make the call;
 - **gateway**: the real `agents.gateway.Gateway` (real Config from a TOML file, `Database` on a
   temporary SQLite file, migrated) and `await gateway.create(agent, ...)` for an agent with one
-  key profile: the same request, plus what the gateway adds (failover bookkeeping, the budget
-  check against the month-to-date spend it keeps in memory, a usage row with its cost per call,
-  queued in the call and written behind it in batches; every row is counted at the end).
+  key profile: the same request, plus what the gateway adds (failover bookkeeping, a read of
+  the shared key-profile state and of the agent's budget standing before each call (for a
+  budgeted agent, under a lock, with a hold of the call's worst case), a usage row with its
+  cost per call, queued in the call and written behind it in batches; every row is counted at
+  the end).
 
 Two requests are measured: **turn** (the agent's tool definitions, a system prompt of a few KB
 and a brief, as a real agent turn sends) and **minimal** (one short user message, no tools: the
@@ -71,8 +73,8 @@ from common import (  # before the project's imports: it puts the root on sys.pa
 )
 from sqlalchemy import func, insert, select
 
-from agents.gateway import Gateway, cost_of
-from agents.prices import price_of
+from agents.gateway import Gateway
+from agents.prices import cost_of, price_of
 from agents.tools import definitions
 from bot.config import AgentConfig, Config, load_config
 from storage.db import Database

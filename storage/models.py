@@ -365,6 +365,8 @@ class Usage(Base):
     """One LLM call."""
 
     __tablename__ = "usage"
+    # Every budgeted model call sums the agent's month (agents.budget): from the index alone.
+    __table_args__ = (Index("ix_usage_agent_month", "agent_id", "created_at", "cost_usd"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_id: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -704,3 +706,34 @@ class Node(Base):
     role: Mapped[str] = mapped_column(String(16))
     # {"agents": [...], "checks": [...], "deploys": [...]}: the ids this node may run
     may_run: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ProfileState(Base):
+    """What every node knows about one key profile: a (model, profile) pair cooling down after
+    a 429, and (`model` empty) the mark of a key Anthropic rejected. Shared through the
+    database so that a 429 or a 401 seen by one node is respected by all of them."""
+
+    __tablename__ = "profile_state"
+
+    profile: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)  # "": the profile itself
+    cooling_until: Mapped[datetime | None]
+    # A digest of the key that was rejected (agents.failover.key_digest): a new key in the
+    # config is not covered by the mark of the old one.
+    rejected_key: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BudgetHold(Base):
+    """The worst-case cost of a model call in flight, counted against its agent's (and the
+    fleet's) budget until the call's usage row replaces it. A hold left by a crash stops
+    counting at `expires_at`."""
+
+    __tablename__ = "budget_holds"
+    __table_args__ = (Index("ix_budget_holds_agent_id", "agent_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(32))
+    usd: Mapped[Decimal] = mapped_column(Numeric(12, 6))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, inspect, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, TextClause, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -131,7 +131,7 @@ async def upsert(
     *,
     keys: Sequence[str],
     update_columns: Sequence[str] | Mapping[str, Any] | None = None,
-    index_where: ColumnElement[bool] | None = None,
+    index_where: ColumnElement[bool] | TextClause | None = None,
     only_if: ColumnElement[bool] | None = None,
 ) -> bool:
     """Insert `values`, or on a conflict on `keys` update `update_columns` (a list of the
