@@ -478,7 +478,8 @@ async def test_advisory_lock_allows_one_poller_per_token(
                 await s.execute(
                     text(
                         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                        "AND pid <> pg_backend_pid()"
+                        "AND pid <> pg_backend_pid() AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
                     )
                 )
             ).scalar_one()
