@@ -49,9 +49,11 @@ from storage import budget_holds
 from storage import usage as spend
 from storage.db import Database
 from storage.models import utcnow
+from storage.usage import BUDGET_TOPIC
 
 if TYPE_CHECKING:
     from anthropic.types import Message
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = ["BudgetExceeded", "Gateway", "GatewayError", "Reply"]
 
@@ -83,6 +85,16 @@ class Gateway:
         self.alerts = ModelAlerts(config, db)
         self.usage = UsageWriter(db, unpriced=self.alerts.unpriced, written=self._warn_crossed)
         self._warned: set[str] = set()  # budget warnings queued by this process
+        # One process owns a SQLite database (the poller lock refuses a second), so there
+        # what this process knows is all there is to know: the profiles' state needs no
+        # read, and an agent found without a budget stays so until a transaction of this
+        # process changes a budget (the BUDGET_TOPIC commit clears it). Several nodes on
+        # PostgreSQL read both before every call.
+        self._alone = db.is_sqlite
+        self._unbounded: dict[str, Standing] = {}
+        self._loaded = False  # alone: the marks written before this process started are read
+        if self._alone:
+            db.on_commit(BUDGET_TOPIC, self._unbounded.clear)
 
     async def close(self) -> None:
         try:
@@ -342,18 +354,32 @@ class Gateway:
         if agent.budget_usd_month is None and self.config.budget.fleet_usd_month is None:
             # No budget in the config: only one set with /budget can bound this agent, and a
             # read (no lock, no hold) says whether there is one.
+            known = self._unbounded.get(agent.id)
+            if known is not None and known.month == spend.month_of():
+                return known
             async with self.db.session() as session:
                 standing = await self.ledger.read(session, agent)
-                await self.failover.refresh(session, agent.profiles)
+                await self._refresh(session, agent)
             if standing.limit is None:
+                if self._alone:
+                    self._unbounded[agent.id] = standing
                 return standing
         if self.usage.pending or self.usage.holding:
             # The calls that returned count at their real cost, and all of them count.
             await self.flush()
         async with self.db.claim() as session:
             standing = await self.ledger.reserve(session, agent, worst, ttl)
-            await self.failover.refresh(session, agent.profiles)
+            await self._refresh(session, agent)
         return standing
+
+    async def _refresh(self, session: AsyncSession, agent: AgentConfig) -> None:
+        """Learn the profiles' shared state: before every call with other nodes; alone, once
+        (for every profile), since then only this process writes it."""
+        if not self._alone:
+            await self.failover.refresh(session, agent.profiles)
+        elif not self._loaded:
+            await self.failover.refresh(session, self.config.anthropic.profiles)
+            self._loaded = True
 
     async def _judge(self, agent: AgentConfig, standing: Standing) -> None:
         """Refuse the call (BudgetExceeded) when the agent's or the fleet's month is spent;
