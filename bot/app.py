@@ -12,10 +12,6 @@ import time
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
-from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
 from sqlalchemy.engine import URL, make_url
@@ -37,12 +33,13 @@ from bot.middlewares import (
     PressedButtonCheck,
     RoleMiddleware,
 )
-from bot.pacing import MARGIN, Pacer, PacingMiddleware
+from bot.pacing import MARGIN, Pacer
 from bot.poller_lock import LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
+from bot.telegram import make_bot
 from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
@@ -66,28 +63,13 @@ SHUTDOWN_GRACE = 10.0
 TRIAGE_TICK_SECONDS = 60  # snoozes wake and the daily digest goes out within a minute
 
 
-def make_bot(
-    config: Config, monitor: PollMonitor | None = None, pacer: Pacer | None = None
-) -> Bot:
-    """The Bot; with `pacer`, every message it sends (direct replies too) takes a slot of
-    Telegram's limits from it (see bot.pacing)."""
-    api = config.telegram.api_base
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
-    if monitor is not None:
-        session.middleware(monitor)
-    if pacer is not None:
-        session.middleware(PacingMiddleware(pacer))
-    return Bot(
-        token=config.telegram.token.get_secret_value(),
-        session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
-    )
-
-
 def make_dispatcher(
-    config: Config, db: Database, routers: list[Router], in_flight: InFlight, **services: object
+    config: Config, db: Database, in_flight: InFlight, **services: object
 ) -> Dispatcher:
-    """Handlers receive `config`, `db`, `routers` and each of `services` by naming them."""
+    """Handlers receive `config`, `db`, `routers` and each of `services` by naming them. The
+    routers are built afresh (see handlers.registry.Routes), so one process may assemble more
+    than one Dispatcher (the in-process fleets of the tests do)."""
+    routers = get_routers()
     dp = Dispatcher()
     dp.workflow_data.update(config=config, db=db, routers=routers, **services)
     dp.update.outer_middleware(in_flight)
@@ -169,7 +151,6 @@ async def _serve(config: Config, db: Database) -> int:
     monitor = PollMonitor()
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
-    routers = get_routers()
     in_flight = InFlight()
     sender = Sender(bot, db, pacer=pacer)
     gateway = Gateway(config, db)
@@ -179,7 +160,6 @@ async def _serve(config: Config, db: Database) -> int:
     dp = make_dispatcher(
         config,
         db,
-        routers,
         in_flight,
         poll_monitor=monitor,
         sender=sender,
@@ -266,7 +246,7 @@ async def _serve(config: Config, db: Database) -> int:
     if me is not None:
         log.info("bot @%s (id %d) starting", me.username, me.id)
         try:
-            await register_commands(bot, config, routers)
+            await register_commands(bot, config, dp["routers"])
         except TelegramAPIError as err:
             log.warning("could not register the command menu: %s", err)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import tzinfo
 from decimal import Decimal
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +19,7 @@ from agents.org import OrgChart
 from bot.config import Config, Person, Role
 from bot.views.buttons import RunCb
 from bot.views.text import clip, esc, one_line, split_html, usd, when
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import agents as agent_state
 from storage import runs, tasks
@@ -27,7 +27,7 @@ from storage.db import Database
 from storage.models import Run
 from storage.usage import spend_this_month
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 RUNS_SHOWN = 5
 

@@ -14,7 +14,7 @@ import logging
 import re
 from datetime import timedelta
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.filters import CommandObject
 from aiogram.types import (
     CallbackQuery,
@@ -27,7 +27,7 @@ from aiogram.types import (
 from bot.args import INVALID_BUTTON, id_argument, no_such, parse_count
 from bot.config import Config, Person, Role, parse_duration
 from bot.views.text import clip, esc, one_line, split_html, when, zone_note
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import person_actor, sentence, usage
 from integrations.deploy import shown_command
 from storage import approvals, deploys, outbox
@@ -36,7 +36,7 @@ from storage.db import Database
 from storage.models import Approval
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 VIEWER = {"role": Role.viewer}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
@@ -22,7 +21,7 @@ from agents.org import OrgChart
 from bot.args import no_such
 from bot.config import Config, Person, Role
 from bot.views.text import clip, esc, usd
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import actor_name, person_actor, unknown_agent, usage
 from storage import approvals
 from storage import usage as spend
@@ -30,7 +29,7 @@ from storage.db import Database
 from storage.models import DbId
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 MAX_BUDGET = Decimal(1_000_000)
 CENT = Decimal("0.01")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -17,7 +17,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from agents.org import OrgChart
 from bot.config import Config, Person, Role
 from bot.views.text import clip, esc
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import sentence, unknown_agent, usage
 from storage import queue as task_queue
 from storage import tasks
@@ -25,7 +25,7 @@ from storage.db import Database
 from storage.models import Task
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 SHOWN = 15  # tasks listed (and given buttons) in /queue

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,11 +22,11 @@ from bot import charts
 from bot.config import Config, Role
 from bot.views.text import TELEGRAM_LIMIT, clip, esc, money, usd, when, zone_name
 from handlers.budget import percent
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import usage
 from storage import usage as spend
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 AGENT_WIDTH = 14
 MESSAGE_ROOM = TELEGRAM_LIMIT - 300  # the table's share of one message, after title and notes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -19,7 +19,7 @@ from bot.args import id_argument, no_such
 from bot.config import Config, Person, Role
 from bot.views.text import clip, esc
 from handlers.approvals import settings
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import sentence, unknown_agent, usage
 from storage import approvals
 from storage import exec as exec_runs
@@ -28,7 +28,7 @@ from storage.db import Database
 from storage.models import DbId
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OWNER = {"role": Role.owner}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
@@ -25,14 +25,14 @@ from agents.files import Confinement, FileRefused, sha256_of
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
 from bot.views.text import clip, esc
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import usage
 from storage import artifacts, tasks
 from storage.db import Database
 from storage.models import DbId
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 VIEWER = {"role": Role.viewer}
 MAX_SEND = 50 * 1024 * 1024  # what the Bot API lets a bot upload

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Collection
 from datetime import timedelta
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
@@ -19,7 +19,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from bot.args import DurationError, id_argument, no_such, parse_duration_arg
 from bot.config import Config, Person, Role
 from bot.views.text import clip, esc, when, zone_note
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import actor_name, person_actor, usage
 from integrations import alertmanager
 from storage import incidents, outbox
@@ -28,7 +28,7 @@ from storage.db import Database
 from storage.models import DbId, Incident, utcnow
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 SILENCE_MAX = timedelta(days=30)

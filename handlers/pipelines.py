@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
@@ -11,12 +11,12 @@ from bot.args import no_such
 from bot.config import Config, Person, Role
 from bot.views.pipelines import PipelineCb, buttons, render
 from bot.views.text import esc
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import person_actor, sentence
 from storage import pipelines
 from storage.db import Database
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 USAGE = (

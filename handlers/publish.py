@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.types import Message
 
 from bot.config import Config, Role
 from bot.views.text import esc, one_line
 from handlers.approvals import settings
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import approvals, publications
 from storage.db import Database
 from storage.models import Publication
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 MARKS = {
     publications.PUBLISHED: "✅",

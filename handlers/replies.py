@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -21,12 +21,13 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from agents.org import OrgChart
 from bot.config import Person, Role
 from bot.views.text import clip, esc, one_line
+from handlers.registry import Routes
 from handlers.tasks import person_actor, send_back, sentence, split_title
 from storage import approvals, incidents, links, tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 TEXT_LIMIT = 4000

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from datetime import tzinfo
 
-from aiogram import Router
 from aiogram.types import Message
 
 from bot.config import Config, Role
 from bot.polling import PollMonitor
 from bot.views.text import esc, one_line, when
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage.models import JobBeat, Run
 from storage.status import OPEN_TASK_STATUSES, SummaryCache
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "status", Role.viewer)

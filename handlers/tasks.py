@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Annotated
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
@@ -43,14 +43,14 @@ from agents.org import OrgChart
 from bot.args import id_argument, no_such
 from bot.config import AgentConfig, Config, Person, Role
 from bot.views.text import TELEGRAM_LIMIT, clip, esc, one_line, plain, visible_len, when
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import agents as agent_state
 from storage import links, tasks
 from storage.db import Database
 from storage.models import DbId, Task, TaskEvent
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 PAGE_SIZE = 8
 MAX_PAGE = 10**6

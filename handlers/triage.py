@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, Message
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Config, Person, Role
 from bot.views.text import clip, esc, one_line, when
-from handlers.registry import command
+from handlers.registry import Routes, command
 from handlers.tasks import actor_name, person_actor, sentence
 from storage import triage as items
 from storage.models import DbId
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from agents.triage import Triage
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 ACTIONS = {

@@ -61,7 +61,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("agents.process_adapter", "handlers.coding"),
     ("agents.triage", "handlers.triage"),
     ("bot.alerting", "handlers.incidents"),
-    ("bot.watchdog", "bot.app"),
     ("storage.triage", "integrations.mailbox"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = {
@@ -74,7 +73,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
             "storage.usage",
         }
     ),
-    frozenset({"bot.app", "bot.watchdog"}),
     frozenset({"agents.process_adapter", "handlers.coding"}),
     frozenset({"agents.triage", "handlers.triage"}),
 }
