@@ -126,7 +126,10 @@ def startup_summary(config: Config) -> str:
     )
 
 
-async def run_fleet(config: Config) -> int:
+async def run_fleet(config: Config, *, stop: asyncio.Event | None = None) -> int:
+    """`fleet run`: until SIGINT or SIGTERM. With `stop`, until it is set instead, and
+    without the process-wide settings (signal handlers, a frozen garbage collector): the
+    tests run fleets inside their own process this way (tests/inproc.py)."""
     db = Database(config.database.url)
     db.redact_with(Redactor(config.secret_values()))
     lock = poller_lock(
@@ -141,13 +144,13 @@ async def run_fleet(config: Config) -> int:
     try:
         await db.migrate()
         log.info("%s", startup_summary(config))
-        return await _serve(config, db)
+        return await _serve(config, db, stop)
     finally:
         await lock.release()
         await db.dispose()
 
 
-async def _serve(config: Config, db: Database) -> int:
+async def _serve(config: Config, db: Database, stop_when: asyncio.Event | None) -> int:
     monitor = PollMonitor()
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
@@ -168,10 +171,12 @@ async def _serve(config: Config, db: Database) -> int:
         job_intervals=scheduler.intervals,  # filled below; /status counts the jobs in it
         triage=triage,
     )
-    stop = asyncio.Event()
+    own_process = stop_when is None
+    stop = asyncio.Event() if stop_when is None else stop_when
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if own_process:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
     db.on_commit("outbox", sender.wake)
     approvals.configure(db, approval_settings(config))
@@ -269,8 +274,9 @@ async def _serve(config: Config, db: Database) -> int:
             web_server = None
     # The process's long-lived objects are all built now. Freezing them keeps the garbage
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
-    gc.collect()
-    gc.freeze()
+    if own_process:
+        gc.collect()
+        gc.freeze()
     await scheduler.register()
     scheduler.start()
     sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
@@ -315,8 +321,9 @@ async def _serve(config: Config, db: Database) -> int:
         await triage.close()
         await gateway.close()
         await bot.session.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        if own_process:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
 

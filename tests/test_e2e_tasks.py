@@ -13,7 +13,8 @@ from typing import Any
 
 from bot.middlewares import NOT_ON_MESSAGE
 from tests.botapi_server import BotAPIServer, Call
-from tests.fleet import OPERATOR, VIEWER, FleetProcess, query, wait_query
+from tests.fleet import OPERATOR, VIEWER, query, wait_query
+from tests.inproc import InProcessFleet
 
 
 def _to(chat_id: int) -> Any:
@@ -82,7 +83,7 @@ async def pause_all(botapi: BotAPIServer) -> None:
 
 
 async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     config = fleet_config
     await pause_all(botapi)
@@ -256,7 +257,7 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
 
 
 async def test_tasks_listing_pages_and_filters(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     await pause_all(botapi)
     for n in range(1, 10):
@@ -304,7 +305,7 @@ async def test_tasks_listing_pages_and_filters(
 
 
 async def test_agents_pause_resume_wake_and_spend(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     config = fleet_config
     text = await reply(botapi, VIEWER, "/agents")
