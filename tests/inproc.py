@@ -28,7 +28,7 @@ from bot.app import run_fleet
 from bot.config import Config, load_config
 from bot.config_check import startup_warnings
 from bot.logs import FirstPollingLines, QuietPollingErrors, RedactingFormatter
-from tests.fleet import fleet_env
+from tests.fleet import FleetProcess, fleet_env
 
 # Which fleet a log record comes from: set in the fleet's task, and so inherited by every task
 # and thread it starts (asyncio copies the context), never by the test or the fake servers.
@@ -185,3 +185,7 @@ class InProcessFleet:
                     await fleet.task
             fleet._restore()
         cls.started.clear()
+
+
+# Either kind, for helpers that start one or the other.
+Fleet = FleetProcess | InProcessFleet

@@ -75,7 +75,7 @@ async def test_server_errors_are_retried_then_given_up_with_a_log_line(
 ) -> None:
     config = write_config(tmp_path, botapi.base_url)
     botapi.fail_next("sendMessage", status=500, times=3)
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=20)
     await send_alert(config, "flaky network")
@@ -172,7 +172,7 @@ async def test_a_rejected_token_stops_with_a_clear_message(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
     config = write_config(tmp_path, botapi.base_url)
-    fleet = FleetProcess(config, env=fleet_env(TELEGRAM_BOT_TOKEN="999:WRONG-token-value"))
+    fleet = InProcessFleet(config, env=fleet_env(TELEGRAM_BOT_TOKEN="999:WRONG-token-value"))
     await fleet.start()
     assert await fleet.wait() == 4
     assert "Telegram rejected the bot token" in fleet.log

@@ -28,6 +28,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 
 RESEARCHER = "claude-haiku-4-5"  # each agent a model of its own: replies are scripted per model
 WRITER = "claude-opus-4-6"
@@ -90,12 +91,17 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 
 async def start(
-    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, agents: str
-) -> FleetProcess:
+    tmp_path: Path,
+    botapi: BotAPIServer,
+    anthropic: AnthropicServer,
+    agents: str,
+    *,
+    real: bool = False,
+) -> Fleet:
     config = write_config(
         tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=agents
     )
-    fleet = FleetProcess(config)
+    fleet = FleetProcess(config) if real else InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -348,7 +354,7 @@ async def test_a_command_cut_off_by_kill_9_is_reported_interrupted_and_never_run
         text("It was interrupted; I will check."),
         model=CODER,
     )
-    fleet = await start(tmp_path, botapi, anthropic, EXEC_AGENTS)
+    fleet = await start(tmp_path, botapi, anthropic, EXEC_AGENTS, real=True)
     botapi.push_message(OPERATOR, "/assign coder Run the slow command")
     posted = await approval_message(botapi, 1)
     await press(botapi, OWNER, "ap:y:1", posted.result["message_id"])
@@ -358,7 +364,7 @@ async def test_a_command_cut_off_by_kill_9_is_reported_interrupted_and_never_run
         await asyncio.sleep(0.05)
     await fleet.kill()  # ... and the fleet dies before it ends
 
-    again = FleetProcess(fleet.config)
+    again = InProcessFleet(fleet.config)
     await again.start()
     await again.wait_log("command #1 was interrupted by a restart; reported, not re-run", 30)
     await wait_query(again.config, "SELECT status FROM exec_runs", [("interrupted",)])
