@@ -32,13 +32,13 @@ from tests.fleet import (
     OPERATOR,
     OWNER,
     VIEWER,
-    FleetProcess,
     ask,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 KEY = "sk-ant-budget-test"
 MILLION = Decimal(1_000_000)
@@ -417,7 +417,7 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         config = write_config(
             tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=E2E_AGENTS
         )
-        fleet = FleetProcess(config)
+        fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
         insert_spend(config, "coder", "0.95")  # past 80% already, under 100%
@@ -488,7 +488,7 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
         config = write_config(
             tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=E2E_AGENTS
         )
-        fleet = FleetProcess(config)
+        fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
         insert_spend(config, "coder", "1.50")  # over budget before any call

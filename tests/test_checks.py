@@ -26,13 +26,13 @@ from tests.fleet import (
     FEED_CHAT,
     OPERATOR,
     VIEWER,
-    FleetProcess,
     ask,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 def free_port() -> int:
@@ -109,7 +109,7 @@ recover = "echo attempt >> {recovered}; echo still broken; exit 3"
 recover_max_per_hour = 2
 """,
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     await wait_query(
@@ -192,7 +192,7 @@ failures_before_alert = 1
 
 {checks}""",
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     try:
         await botapi.wait_until_polling(timeout=30)

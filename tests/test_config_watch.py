@@ -22,13 +22,13 @@ from tests.fleet import (
     FEED_CHAT,
     TOKEN,
     VIEWER,
-    FleetProcess,
     ask,
     query,
     run_cli,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 def to_alerts(call: Call) -> bool:
@@ -43,7 +43,7 @@ async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restor
 ) -> None:
     config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nconfig_poll = "1s"\n')
     original = config.read_text()
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     good = config.with_name("fleet.toml.last-good")

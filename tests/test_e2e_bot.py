@@ -139,7 +139,7 @@ async def test_handler_error_gives_a_reference_and_polling_goes_on(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
     config = write_config(tmp_path, botapi.base_url)
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=20)
     query(config, "DROP TABLE job_beats")  # a broken database under a running bot
