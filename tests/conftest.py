@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,11 +20,27 @@ async def _no_leftover_processes() -> AsyncIterator[None]:
     await InProcessFleet.stop_leftovers()
 
 
+_migrated: list[Path] = []  # this worker's migrated SQLite file, made by the first `db`
+
+
+async def _migrated_copy(tmp_path_factory: pytest.TempPathFactory, target: Path) -> None:
+    """Put a migrated, empty SQLite database at `target`: the migrations run once per worker
+    and each test gets a copy of their result (tests/test_migrations.py tests them)."""
+    if not _migrated:
+        template = tmp_path_factory.mktemp("migrated") / "fleet.db"
+        database = Database(f"sqlite+aiosqlite:///{template}")
+        await database.migrate()
+        await database.dispose()  # the last connection's close folds the WAL into the file
+        _migrated.append(template)
+    shutil.copyfile(_migrated[0], target)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+async def db(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
     """A migrated SQLite database of the test's own."""
+    await _migrated_copy(tmp_path_factory, tmp_path / "fleet.db")
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
-    await database.migrate()
+    await database.migrate()  # finds the newest schema there: a quick check
     yield database
     await database.dispose()
 
