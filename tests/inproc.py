@@ -72,6 +72,9 @@ class InProcessFleet:
     its test ends is stopped (see `stop_leftovers`)."""
 
     started: ClassVar[list[InProcessFleet]] = []
+    # The root logger's level before the first of the fleets running now raised it to INFO.
+    _logging: ClassVar[list[InProcessFleet]] = []
+    _level_before: ClassVar[int] = logging.NOTSET
 
     def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
         self.config = config
@@ -81,9 +84,9 @@ class InProcessFleet:
         self._stop = asyncio.Event()
         self._handler: _FleetLog | None = None
         self._saved_env: dict[str, str | None] = {}
-        self._saved_level = logging.NOTSET
 
     async def start(self) -> None:
+        InProcessFleet.started.append(self)  # from here on, `stop_leftovers` undoes it all
         self.log_path.touch()
         # The config's ${VARS} and the fleet's child processes read the environment, which a
         # process would have had of its own.
@@ -96,9 +99,10 @@ class InProcessFleet:
         self._handler = _FleetLog(self, config.secret_values())
         root = logging.getLogger()
         root.addHandler(self._handler)
-        self._saved_level = root.level
-        if root.getEffectiveLevel() > logging.INFO:
-            root.setLevel(logging.INFO)
+        if not InProcessFleet._logging:
+            InProcessFleet._level_before = root.level
+            root.setLevel(min(root.level or logging.INFO, logging.INFO))
+        InProcessFleet._logging.append(self)
         for name in _QUIET:
             logging.getLogger(name).setLevel(logging.WARNING)
         self._stop = asyncio.Event()
@@ -107,7 +111,6 @@ class InProcessFleet:
         self.task = asyncio.get_running_loop().create_task(
             self._run(config), name=f"fleet {self.config}", context=context
         )
-        InProcessFleet.started.append(self)
 
     async def _run(self, config: Config) -> int:
         cli = logging.getLogger("bot.cli")
@@ -168,7 +171,9 @@ class InProcessFleet:
             logging.getLogger().removeHandler(self._handler)
             self._handler.close()
             self._handler = None
-            logging.getLogger().setLevel(self._saved_level)
+            InProcessFleet._logging.remove(self)
+            if not InProcessFleet._logging:
+                logging.getLogger().setLevel(InProcessFleet._level_before)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
