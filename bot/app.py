@@ -354,16 +354,16 @@ def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
     for check in config.checks:
         scheduler.every(
             f"check:{check.id}",
-            max(1, int(check.seconds("every"))),
+            check.seconds("every"),
             functools.partial(alerting.run_check, check),
         )
     scheduler.every("alerts", alerting.flush_every(), alerting.flush)
     watchdog = Watchdog(config, db, scheduler.intervals)
-    scheduler.every("watchdog", int(config.watchdog.seconds("every")), watchdog.run)
+    scheduler.every("watchdog", config.watchdog.seconds("every"), watchdog.run)
     try:
         loaded = save_last_good(config)
     except OSError as err:
         log.warning("could not save the last-known-good config: %s", err)
         return
     watch = ConfigWatch(config, db, loaded)
-    scheduler.every("config-watch", int(config.watchdog.seconds("config_poll")), watch.run)
+    scheduler.every("config-watch", config.watchdog.seconds("config_poll"), watch.run)

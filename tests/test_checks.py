@@ -101,7 +101,7 @@ group_interval = "1s"
 id = "site"
 http = "http://127.0.0.1:{health.port}/health"
 expect_text = "ok"
-every = "1s"
+every = "250ms"
 timeout = "2s"
 failures_before_alert = 2
 successes_before_resolve = 2
@@ -172,7 +172,7 @@ async def test_twenty_checks_failing_within_group_wait_make_one_message(
     alive = listener.sockets[0].getsockname()[1]
     dead = [free_port() for _ in range(20)]
     checks = "".join(
-        f'[[checks]]\nid = "svc{i:02d}"\ntcp = "127.0.0.1:{port}"\nevery = "1s"\n'
+        f'[[checks]]\nid = "svc{i:02d}"\ntcp = "127.0.0.1:{port}"\nevery = "250ms"\n'
         "failures_before_alert = 1\n"
         for i, port in enumerate(dead)
     )
@@ -187,7 +187,7 @@ group_interval = "1h"
 [[checks]]
 id = "alive"
 tcp = "127.0.0.1:{alive}"
-every = "1s"
+every = "250ms"
 failures_before_alert = 1
 
 {checks}""",

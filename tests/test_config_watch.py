@@ -41,7 +41,7 @@ def to_alerts(call: Call) -> bool:
 async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restores_it(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
-    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nconfig_poll = "1s"\n')
+    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nconfig_poll = "250ms"\n')
     original = config.read_text()
     fleet = InProcessFleet(config)
     await fleet.start()

@@ -185,7 +185,7 @@ def to_alerts(call: Call) -> bool:
 async def test_watchdog_once_reports_a_stopped_fleet_run(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
-    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nevery = "1s"\n')
+    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nevery = "250ms"\n')
     fleet = FleetProcess(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
