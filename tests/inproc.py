@@ -24,6 +24,8 @@ import signal
 from pathlib import Path
 from typing import ClassVar
 
+import agents.process_adapter
+import handlers.tasks
 from bot.app import run_fleet
 from bot.config import Config, load_config
 from bot.config_check import startup_warnings
@@ -35,6 +37,17 @@ from tests.fleet import FleetProcess, fleet_env
 _current: contextvars.ContextVar[InProcessFleet | None] = contextvars.ContextVar(
     "inproc_fleet", default=None
 )
+
+
+def _fresh_process_state() -> None:
+    """What a new `fleet run` process starts without: the few module-level records of the
+    process (listed here; a fleet's own objects are built afresh by run_fleet). Without this,
+    a fleet would find what an earlier fleet of the test process recorded (message ids start
+    at 1 on each local Bot API server)."""
+    handlers.tasks._last_edits = handlers.tasks._LastEdits()
+    agents.process_adapter._running.clear()
+    agents.process_adapter._stopped.clear()
+
 
 # Loggers `fleet run` quietens (bot.logs.configure_logging); set once for the test process.
 _QUIET = ("aiogram.event", "apscheduler", "httpx", "alembic")
@@ -96,6 +109,7 @@ class InProcessFleet:
             if name not in self.env:
                 self._saved_env[name] = os.environ.pop(name)
         config = load_config(self.config)
+        _fresh_process_state()
         self._handler = _FleetLog(self, config.secret_values())
         root = logging.getLogger()
         root.addHandler(self._handler)

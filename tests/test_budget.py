@@ -33,6 +33,7 @@ from tests.fleet import (
     OWNER,
     VIEWER,
     ask,
+    execute,
     press,
     query,
     wait_query,
@@ -380,9 +381,9 @@ budget_usd_month = 1
 """
 
 
-def insert_spend(config: Path, agent: str, usd: str, when: datetime | None = None) -> None:
+async def insert_spend(config: Path, agent: str, usd: str, when: datetime | None = None) -> None:
     moment = (when or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S.%f")
-    query(
+    await execute(
         config,
         "INSERT INTO usage (agent_id, purpose, model, profile, input_tokens, output_tokens, "
         "cache_write_tokens, cache_read_tokens, cost_usd, price_known, latency_ms, "
@@ -420,7 +421,7 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
-        insert_spend(config, "coder", "0.95")  # past 80% already, under 100%
+        await insert_spend(config, "coder", "0.95")  # past 80% already, under 100%
         anthropic.default = text("Noted.")  # the hub, told that coder is paused
         anthropic.script(
             tool_use("comment", {"text": "Started."}, usage={"input_tokens": 20_000}),
@@ -491,7 +492,7 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
         fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
-        insert_spend(config, "coder", "1.50")  # over budget before any call
+        await insert_spend(config, "coder", "1.50")  # over budget before any call
         anthropic.default = text("Noted.")  # the hub, told that coder is paused; later coder
         botapi.push_message(OPERATOR, "/assign coder Write the changelog")
         [stop] = await botapi.wait_for_call(

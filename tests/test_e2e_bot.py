@@ -15,7 +15,7 @@ from tests.fleet import (
     STRANGER,
     VIEWER,
     FleetProcess,
-    query,
+    execute,
     write_config,
 )
 from tests.inproc import InProcessFleet
@@ -142,7 +142,7 @@ async def test_handler_error_gives_a_reference_and_polling_goes_on(
     fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=20)
-    query(config, "DROP TABLE job_beats")  # a broken database under a running bot
+    await execute(config, "DROP TABLE job_beats")  # a broken database under a running bot
     text = await reply_to(botapi, OWNER, "/status")
     ref = re.search(r"ref ([0-9a-f]{8})", text)
     assert ref, text

@@ -26,6 +26,7 @@ from tests.fleet import (
     ANTHROPIC_KEY,
     OPERATOR,
     VIEWER,
+    FleetProcess,
     ask,
     fleet_env,
     press,
@@ -164,7 +165,9 @@ async def test_stop_during_a_run_kills_the_cli_and_ends_it_cancelled(
         'adapter = "process"', 'adapter = "process"\ntimeout = "10m"'
     )
     path = await seed(tmp_path, botapi, agents, [("dev", "Hang around", "FAKE:hang", 2)])
-    fleet = InProcessFleet(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    # A real process: the stale press below must arrive before the activity line loses its
+    # Stop button, which the subprocess's slower start of the edit makes likely.
+    fleet = FleetProcess(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
     await fleet.start()
     [line] = await botapi.wait_for_call(
         "sendMessage",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests.fleet import (
     VIEWER,
     FleetProcess,
     ask,
+    execute,
     press,
     query,
     wait_query,
@@ -210,12 +210,12 @@ async def test_a_researcher_hands_a_brief_to_the_writer_through_a_shared_folder(
     big = tmp_path / "shared" / "drafts" / "big.bin"
     with big.open("wb") as out:
         out.truncate(51 * 1024 * 1024)
-    with sqlite3.connect(fleet.config.parent / "fleet.db") as db:
-        db.execute(
-            "INSERT INTO artifacts (task_id, run_id, agent_id, root, path, bytes, sha256, kind, "
-            "created_at) VALUES (2, NULL, 'writer', 'drafts', 'big.bin', 1, '', 'file', "
-            "'2026-12-04 12:00:00')"
-        )
+    await execute(
+        fleet.config,
+        "INSERT INTO artifacts (task_id, run_id, agent_id, root, path, bytes, sha256, kind, "
+        "created_at) VALUES (2, NULL, 'writer', 'drafts', 'big.bin', 1, '', 'file', "
+        "'2026-12-04 12:00:00')",
+    )
     [(big_id,)] = query(fleet.config, "SELECT id FROM artifacts WHERE path = 'big.bin'")
     # A new listing carries the new file's button (a press acts only with a button it shows).
     after = botapi.mark()
