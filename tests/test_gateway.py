@@ -31,12 +31,11 @@ from tests.fleet import (
     FEED_CHAT,
     OPERATOR,
     TOKEN,
-    FleetProcess,
     query,
     wait_query,
     write_config,
 )
-from tests.inproc import Fleet, InProcessFleet
+from tests.inproc import InProcessFleet
 
 MODEL = "claude-sonnet-4-6"
 FALLBACK = "claude-haiku-4-5"
@@ -429,10 +428,8 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 
 async def start_fleet(
-    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, *, real: bool = False
-) -> Fleet:
-    """The fleet in the test's process; `real`: a `fleet run` process, where the timing of
-    the model calls is not shared with the local Messages API server's event loop."""
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> InProcessFleet:
     config = write_config(
         tmp_path,
         botapi.base_url,
@@ -440,13 +437,13 @@ async def start_fleet(
         agents=AGENTS,
         profiles={"secondary": SECONDARY_KEY, "backup": BAD_KEY},
     )
-    fleet = FleetProcess(config) if real else InProcessFleet(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
 
 
-async def stop(fleet: Fleet) -> None:
+async def stop(fleet: InProcessFleet) -> None:
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log, fleet.log
     for secret in (ANTHROPIC_KEY, SECONDARY_KEY, BAD_KEY):
@@ -480,7 +477,7 @@ async def test_e2e_every_pair_rate_limited_defers_the_run_and_retries_after(
         for key in (ANTHROPIC_KEY, SECONDARY_KEY):
             anthropic.script(error(429, retry_after=2), model=model, api_key=key)
     anthropic.script(DONE, model=MODEL)  # served once the (model, key) queues are empty
-    fleet = await start_fleet(tmp_path, botapi, anthropic, real=True)  # timing: see start_fleet
+    fleet = await start_fleet(tmp_path, botapi, anthropic)
     botapi.push_message(OPERATOR, "/assign coder Fix the typo on the login page")
     await wait_query(fleet.config, "SELECT status FROM tasks", [("done",)], timeout=20)
     runs = "SELECT status FROM runs WHERE agent_id = 'coder' ORDER BY id"
