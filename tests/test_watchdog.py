@@ -25,11 +25,11 @@ from tests.fleet import (
     ANTHROPIC_KEY,
     FEED_CHAT,
     TOKEN,
-    FleetProcess,
     run_cli,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ async def test_watchdog_once_reports_a_stopped_fleet_run(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
     config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nevery = "250ms"\n')
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     await wait_query(
