@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.botapi_server import BotAPIServer
 from tests.fleet import OWNER, FleetProcess, run_cli, write_config
+from tests.inproc import InProcessFleet
 from tests.pg import require_pg_url, temporary_database
 
 
@@ -15,7 +16,7 @@ async def test_fleet_run_on_postgres_answers_and_a_second_instance_refuses(
     require_pg_url()
     async with temporary_database("e2e") as url:
         config = write_config(tmp_path, botapi.base_url, database_url=url)
-        first = FleetProcess(config)
+        first = InProcessFleet(config)
         await first.start()
         await botapi.wait_until_polling(timeout=30)
 
