@@ -12,10 +12,6 @@ import time
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
-from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
 from sqlalchemy.engine import URL, make_url
@@ -39,12 +35,13 @@ from bot.middlewares import (
     RoleMiddleware,
 )
 from bot.node import keep_node_alive, register_node, with_role
-from bot.pacing import MARGIN, Pacer, PacingMiddleware
+from bot.pacing import MARGIN, Pacer
 from bot.poller_lock import AdvisoryLock, LockHeld, poller_lock
 from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
+from bot.telegram import make_bot
 from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
@@ -71,24 +68,6 @@ SHUTDOWN_GRACE = 10.0
 TRIAGE_TICK_SECONDS = 60  # snoozes wake and the daily digest goes out within a minute
 
 
-def make_bot(
-    config: Config, monitor: PollMonitor | None = None, pacer: Pacer | None = None
-) -> Bot:
-    """The Bot; with `pacer`, every message it sends (direct replies too) takes a slot of
-    Telegram's limits from it (see bot.pacing)."""
-    api = config.telegram.api_base
-    session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
-    if monitor is not None:
-        session.middleware(monitor)
-    if pacer is not None:
-        session.middleware(PacingMiddleware(pacer))
-    return Bot(
-        token=config.telegram.token.get_secret_value(),
-        session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
-    )
-
-
 def approval_kinds(config: Config) -> Kinds:
     """What a settled approval does, each kind's effect given by the module that owns it."""
     budgets = {agent.id: agent.budget_usd_month for agent in config.agents}
@@ -105,9 +84,12 @@ def approval_kinds(config: Config) -> Kinds:
 
 
 def make_dispatcher(
-    config: Config, db: Database, routers: list[Router], in_flight: InFlight, **services: object
+    config: Config, db: Database, in_flight: InFlight, **services: object
 ) -> Dispatcher:
-    """Handlers receive `config`, `db`, `routers` and each of `services` by naming them."""
+    """Handlers receive `config`, `db`, `routers` and each of `services` by naming them. The
+    routers are built afresh (see handlers.registry.Routes), so one process may assemble more
+    than one Dispatcher (the in-process fleets of the tests do)."""
+    routers = get_routers()
     dp = Dispatcher()
     dp.workflow_data.update(config=config, db=db, routers=routers, **services)
     dp.update.outer_middleware(in_flight)
@@ -164,7 +146,10 @@ def startup_summary(config: Config) -> str:
     )
 
 
-async def run_fleet(config: Config) -> int:
+async def run_fleet(config: Config, *, stop: asyncio.Event | None = None) -> int:
+    """`fleet run`: until SIGINT or SIGTERM. With `stop`, until it is set instead, and
+    without the process-wide settings (signal handlers, a frozen garbage collector): the
+    tests run fleets inside their own process this way (tests/inproc.py)."""
     db = Database(config.database.url)
     db.redact_with(Redactor(config.secret_values()))
     lock = poller_lock(
@@ -195,7 +180,7 @@ async def run_fleet(config: Config) -> int:
             shared, node=config.node.name, takeover=config.node.leader_takeover.total_seconds()
         )
         try:
-            return await _serve(config, db, leadership, placement)
+            return await _serve(config, db, leadership, placement, stop)
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
@@ -208,12 +193,15 @@ async def run_fleet(config: Config) -> int:
 
 
 async def _serve(
-    config: Config, db: Database, leadership: Leadership, placement: nodes.Placement
+    config: Config,
+    db: Database,
+    leadership: Leadership,
+    placement: nodes.Placement,
+    stop_when: asyncio.Event | None,
 ) -> int:
     monitor = PollMonitor(before_poll=leadership.alive)
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
-    routers = get_routers()
     in_flight = InFlight()
     sender = Sender(bot, db, pacer=pacer)
     gateway = Gateway(config, db)
@@ -225,7 +213,6 @@ async def _serve(
     dp = make_dispatcher(
         config,
         db,
-        routers,
         in_flight,
         approval_policy=approval_policy,
         approval_kinds=kinds,
@@ -236,10 +223,12 @@ async def _serve(
         job_intervals=scheduler.intervals,  # filled below; /status counts the jobs in it
         triage=triage,
     )
-    stop = asyncio.Event()
+    own_process = stop_when is None
+    stop = asyncio.Event() if stop_when is None else stop_when
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if own_process:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
     db.on_commit("outbox", sender.wake)
     deployer = DeployWorker(config, db, placement=placement)
@@ -332,8 +321,9 @@ async def _serve(
             web_server = None
     # The process's long-lived objects are all built now. Freezing them keeps the garbage
     # collector from walking ~400k objects (pauses of 200+ ms) on every full collection.
-    gc.collect()
-    gc.freeze()
+    if own_process:
+        gc.collect()
+        gc.freeze()
     await scheduler.register(fleet_wide=False)
     scheduler.start()
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
@@ -353,7 +343,7 @@ async def _serve(
                 functools.partial(
                     lead,
                     config,
-                    routers,
+                    dp["routers"],
                     bot,
                     scheduler,
                     sender,
@@ -391,8 +381,9 @@ async def _serve(
         await triage.close()
         await gateway.close()
         await bot.session.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        if own_process:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
 
@@ -459,17 +450,17 @@ def add_health_jobs(
         # Alerting.run_check), so a check pinned to a standby runs there.
         scheduler.every(
             f"check:{check.id}",
-            max(1, int(check.every.total_seconds())),
+            check.every.total_seconds(),
             functools.partial(alerting.run_check, check),
             everywhere=True,
         )
     scheduler.every("alerts", alerting.flush_every(), alerting.flush)
     watchdog = Watchdog(config, db, scheduler.intervals)
-    scheduler.every("watchdog", int(config.watchdog.every.total_seconds()), watchdog.run)
+    scheduler.every("watchdog", config.watchdog.every.total_seconds(), watchdog.run)
     try:
         loaded = save_last_good(config)
     except OSError as err:
         log.warning("could not save the last-known-good config: %s", err)
         return
     watch = ConfigWatch(config, db, loaded)
-    scheduler.every("config-watch", int(config.watchdog.config_poll.total_seconds()), watch.run)
+    scheduler.every("config-watch", config.watchdog.config_poll.total_seconds(), watch.run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -43,17 +44,22 @@ class Scheduler:
         # job id -> interval in seconds of every `every` job, for the watchdog.
         self.intervals: dict[str, int] = {}
 
-    def every(self, job_id: str, seconds: int, func: JobFunc, *, everywhere: bool = False) -> None:
-        """Run `func` every `seconds`; overlapping and missed runs are merged into one."""
-        self.intervals[job_id] = seconds
+    def every(
+        self, job_id: str, seconds: float, func: JobFunc, *, everywhere: bool = False
+    ) -> None:
+        """Run `func` every `seconds`; overlapping and missed runs are merged into one.
+        An interval under a second ("200ms", in tests) counts as one second in the job beats
+        and for the watchdog, which keep whole seconds."""
+        whole = max(1, math.ceil(seconds))
+        self.intervals[job_id] = whole
         self.scheduler.add_job(
-            self._tracked(self._gated(job_id, self._with_beat(job_id, seconds, func), everywhere)),
+            self._tracked(self._gated(job_id, self._with_beat(job_id, whole, func), everywhere)),
             IntervalTrigger(seconds=seconds, timezone=UTC),
             id=job_id,
             name=job_id,
             coalesce=True,
             max_instances=1,
-            misfire_grace_time=max(1, seconds // 2),
+            misfire_grace_time=max(1, whole // 2),
             replace_existing=True,
         )
 

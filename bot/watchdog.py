@@ -269,7 +269,7 @@ class Watchdog:
 async def once(config: Config) -> int:
     """`fleet watchdog --once`: 0 when all is well, 1 with problems (printed, and posted
     straight to the alerts feed when the main process looks down or stuck)."""
-    from bot.app import make_bot
+    from bot.telegram import make_bot
 
     db = Database(config.database.url)
 

@@ -1,4 +1,5 @@
-"""Telegram handlers: one Router per feature. `get_routers` is used by the process and tests."""
+"""Telegram handlers: one Router per feature. `get_routers` is used by the process and tests;
+it builds new Routers on each call (see handlers.registry.Routes)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from handlers import (
 
 
 def get_routers() -> list[Router]:
-    """Feature routers in order; the fallback for unknown commands comes last."""
-    return [
+    """Feature routers in order, newly built; the fallback for unknown commands comes last."""
+    features = [
         errors.router,
         start.router,
         status.router,
@@ -50,3 +51,4 @@ def get_routers() -> list[Router]:
         replies.router,
         fallback.router,
     ]
+    return [routes.build() for routes in features]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +20,7 @@ from bot.views import agents as views
 from bot.views.buttons import RunCb
 from bot.views.text import clip, esc, split_html, when
 from handlers.common import person_actor, unknown_agent, usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import agents as agent_state
 from storage import runs, tasks
 from storage.db import Database
@@ -29,7 +29,7 @@ from storage.statuses import RunStatus
 from storage.usage import spend_this_month
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 RUNS_SHOWN = 5
 

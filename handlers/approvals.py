@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.filters import CommandObject
 from aiogram.types import (
     CallbackQuery,
@@ -29,7 +29,7 @@ from bot.views import approvals as view
 from bot.views.approvals import REJECT_PROMPT, REJECT_PROMPT_PATTERN, ApprovalCb
 from bot.views.text import clip, esc, one_line, split_html, when, zone_note
 from handlers.common import person_actor, sentence, usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from integrations.deploy import shown_command
 from storage import approval_queries, approvals, deploys, outbox
 from storage.approval_kinds import Kinds
@@ -38,7 +38,7 @@ from storage.db import Database
 from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 VIEWER = {"role": Role.viewer}

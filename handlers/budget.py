@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from decimal import Decimal, InvalidOperation
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 
@@ -23,7 +22,7 @@ from bot.config import Config, Person, Role
 from bot.views.budget import RaiseBudget
 from bot.views.text import clip, display_name, esc, percent, usd
 from handlers.common import person_actor, unknown_agent, usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import approvals, budget_requests
 from storage import usage as spend
 from storage.approval_kinds import Kinds
@@ -32,7 +31,7 @@ from storage.db import Database
 from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 MAX_BUDGET = Decimal(1_000_000)
 CENT = Decimal("0.01")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 
@@ -19,13 +19,13 @@ from bot.config import Config, Person, Role
 from bot.views.coding import SHOWN, QueueCb, queue_view
 from bot.views.text import clip
 from handlers.common import OPERATOR, person_actor, sentence, unknown_agent, usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import queue as task_queue
 from storage import tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "queue", Role.viewer, usage="<agent>")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.types import BufferedInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,10 +20,10 @@ from bot.costs import month_report
 from bot.views import costs as views
 from bot.views.text import esc
 from handlers.common import usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import usage as spend
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "costs", Role.viewer, usage="[YYYY-MM]")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import secrets
 
-from aiogram import Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
 
+from handlers.registry import Routes
+
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @router.errors()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 
@@ -21,7 +21,7 @@ from bot.views.approvals import ApprovalCb
 from bot.views.exec import RuleCb
 from bot.views.text import clip
 from handlers.common import person_actor, sentence, unknown_agent, usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import exec as exec_runs
 from storage.approval_kinds import Kinds
 from storage.approval_policy import ApprovalPolicy
@@ -29,7 +29,7 @@ from storage.db import Database
 from storage.statuses import ApprovalStatus
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OWNER = {"role": Role.owner}
 

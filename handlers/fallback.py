@@ -5,13 +5,14 @@ Commands only in private chats: in a feed group, a command may be meant for anot
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.types import CallbackQuery, Message
 
 from bot.args import INVALID_BUTTON
 from bot.views.text import esc
+from handlers.registry import Routes
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @router.message(F.chat.type == "private", F.text.startswith("/"))

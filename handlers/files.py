@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import CommandObject
 from aiogram.types import (
@@ -25,12 +25,12 @@ from bot.views import files as views
 from bot.views.files import FileCb
 from bot.views.text import clip
 from handlers.common import usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import artifacts, tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 VIEWER = {"role": Role.viewer}
 MAX_SEND = 50 * 1024 * 1024  # what the Bot API lets a bot upload

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -19,7 +19,7 @@ from bot.config import Config, Person, Role
 from bot.views.incidents import IncidentCb, alert_buttons
 from bot.views.text import clip, display_name, esc, when, zone_note
 from handlers.common import person_actor, usage
-from handlers.registry import command
+from handlers.registry import Routes, command
 from integrations import alertmanager
 from storage import incidents, outbox
 from storage import web as web_store
@@ -28,7 +28,7 @@ from storage.models import Incident, utcnow
 from storage.statuses import IncidentStatus
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 OPERATOR = {"role": Role.operator}
 SILENCE_MAX = timedelta(days=30)

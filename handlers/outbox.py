@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,10 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.args import id_argument, no_such
 from bot.config import Config, Role
 from bot.views import outbox as views
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import outbox
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "outbox", Role.viewer)

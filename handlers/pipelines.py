@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 
@@ -13,11 +13,11 @@ from bot.views.buttons import keyboard
 from bot.views.pipelines import PipelineCb, buttons, render
 from bot.views.text import esc
 from handlers.common import OPERATOR, person_actor, sentence
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import pipelines
 from storage.db import Database
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 USAGE = (
     "Usage: /pipeline &lt;pipeline&gt; &lt;topic&gt; to start a run, /pipeline &lt;run&gt; "

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from aiogram import Router
 from aiogram.filters import CommandObject
 from aiogram.types import Message
 
 from bot.config import Config, Role
 from bot.views import publish as views
 from bot.views.text import esc
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import publications
 from storage.db import Database
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "published", Role.viewer, usage="[target]")

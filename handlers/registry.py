@@ -1,7 +1,12 @@
-"""How a command is declared: its name, the minimum role, and its docstring as the help line.
+"""How a feature's handlers are declared (`Routes`), and how a command is: its name, the
+minimum role, and its docstring as the help line.
 
 `RoleMiddleware` enforces the `role` flag; `/help` and setMyCommands read the same flags, so a
 command is described in exactly one place.
+
+A handlers module declares `router = Routes(__name__)` rather than an aiogram Router: an aiogram
+Router can join only one Dispatcher in a process, while `Routes.build()` makes a fresh Router
+each time, so tests can run several fleets (each with its own Dispatcher) in one process.
 """
 
 from __future__ import annotations
@@ -19,6 +24,55 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
+class _Registration:
+    observer: str
+    handler: Callable[..., Any]
+    filters: tuple[Any, ...]
+    flags: dict[str, Any]
+
+
+class _Observer:
+    """Records `@routes.message(...)` (and `.register(...)`) like aiogram's observer does."""
+
+    def __init__(self, routes: Routes, name: str) -> None:
+        self._routes = routes
+        self._name = name
+
+    def register(self, handler: F, *filters: Any, flags: dict[str, Any] | None = None) -> F:
+        self._routes.registrations.append(
+            _Registration(self._name, handler, filters, dict(flags or {}))
+        )
+        return handler
+
+    def __call__(self, *filters: Any, flags: dict[str, Any] | None = None) -> Callable[[F], F]:
+        def register(handler: F) -> F:
+            return self.register(handler, *filters, flags=flags)
+
+        return register
+
+
+class Routes:
+    """A feature's handlers, recorded in order at import; `build()` makes an aiogram Router of
+    them (a new one per call, since a Router joins only one Dispatcher)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.registrations: list[_Registration] = []
+        self.message = _Observer(self, "message")
+        self.callback_query = _Observer(self, "callback_query")
+        self.errors = _Observer(self, "errors")
+
+    def build(self) -> Router:
+        router = Router(name=self.name)
+        for item in self.registrations:
+            # A copy of the flags: aiogram adds to them (e.g. a Command filter's "commands").
+            getattr(router, item.observer).register(
+                item.handler, *item.filters, flags=dict(item.flags)
+            )
+        return router
+
+
+@dataclass(frozen=True)
 class CommandSpec:
     name: str
     role: Role
@@ -26,7 +80,7 @@ class CommandSpec:
     usage: str
 
 
-def command(router: Router, name: str, role: Role, usage: str = "") -> Callable[[F], F]:
+def command(router: Routes, name: str, role: Role, usage: str = "") -> Callable[[F], F]:
     """Register `handler` for /name, allowed to `role` and above. The handler's docstring
     (first line) is its /help text; `usage` shows the arguments, e.g. "<agent> <text>"."""
 

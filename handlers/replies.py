@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
 
@@ -23,11 +23,12 @@ from bot.views.replies import HINT, DraftCb, hint_buttons, task_made
 from bot.views.tasks import comment_added
 from bot.views.text import clip, esc
 from handlers.common import OPERATOR, person_actor, send_back, sentence, split_title
+from handlers.registry import Routes
 from storage import approval_queries, approvals, incidents, links, tasks
 from storage.db import Database
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 TEXT_LIMIT = 4000
 

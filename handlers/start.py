@@ -7,9 +7,9 @@ from aiogram.types import Message
 
 from bot.config import Config, Person, Role
 from bot.views import start as views
-from handlers.registry import command, commands_for
+from handlers.registry import Routes, command, commands_for
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "start", Role.viewer)

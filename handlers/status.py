@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aiogram import Router
 from aiogram.types import Message
 
 from bot.config import Config, Role
 from bot.polling import PollMonitor
 from bot.views import status as views
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage.models import utcnow
 from storage.nodes import alive_within
 from storage.status import SummaryCache
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "status", Role.viewer)

@@ -24,7 +24,7 @@ import difflib
 import logging
 import re
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, ForceReply, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,7 +46,7 @@ from handlers.common import (
     usage,
 )
 from handlers.edits import edit
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import agents as agent_state
 from storage import links, tasks
 from storage.db import Database
@@ -54,7 +54,7 @@ from storage.models import Task
 from storage.statuses import TaskStatus
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 ANSWER_LIMIT = 200  # answerCallbackQuery text
 

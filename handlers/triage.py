@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from aiogram import F, Router
+from aiogram import F
 from aiogram.filters import CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +22,7 @@ from bot.views import triage as views
 from bot.views.text import clip, display_name, esc, when
 from bot.views.triage import ACTIONS, TriageCb
 from handlers.common import OPERATOR, person_actor, sentence
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage import triage as items
 from storage.statuses import TriageStatus
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from agents.triage import Triage
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 # The message is edited through the outbox, never by the press: a press on a message whose

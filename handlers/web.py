@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from aiogram import Router
 from aiogram.types import LinkPreviewOptions, Message
 
 from bot.config import Config, Person, Role
 from bot.views.text import esc
 from bot.web.auth import LINK, LINK_SECONDS
 from bot.web.server import signer_for
-from handlers.registry import command
+from handlers.registry import Routes, command
 from storage.db import Database
 
-router = Router(name=__name__)
+router = Routes(__name__)
 
 
 @command(router, "web", Role.viewer)

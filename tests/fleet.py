@@ -210,6 +210,12 @@ def query(config: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return db.execute(sql, params).fetchall()
 
 
+async def execute(config: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """`query` in a thread: for writes while a fleet runs in the test's process, whose open
+    transaction needs the event loop (which a blocking write would hold) to end."""
+    return await asyncio.to_thread(query, config, sql, *params)
+
+
 async def wait_query(
     config: Path, sql: str, expected: list[tuple[Any, ...]], timeout: float = 15.0
 ) -> None:

@@ -34,13 +34,14 @@ from tests.fleet import (
     OPERATOR,
     OWNER,
     VIEWER,
-    FleetProcess,
     ask,
+    execute,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 KEY = "sk-ant-budget-test"
 MILLION = Decimal(1_000_000)
@@ -393,9 +394,9 @@ budget_usd_month = 1
 """
 
 
-def insert_spend(config: Path, agent: str, usd: str, when: datetime | None = None) -> None:
+async def insert_spend(config: Path, agent: str, usd: str, when: datetime | None = None) -> None:
     moment = (when or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S.%f")
-    query(
+    await execute(
         config,
         "INSERT INTO usage (agent_id, purpose, model, profile, input_tokens, output_tokens, "
         "cache_write_tokens, cache_read_tokens, cost_usd, price_known, latency_ms, "
@@ -430,10 +431,10 @@ async def test_a_budget_stop_in_a_run_and_the_owners_raise(
         config = write_config(
             tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=E2E_AGENTS
         )
-        fleet = FleetProcess(config)
+        fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
-        insert_spend(config, "coder", "0.95")  # past 80% already, under 100%
+        await insert_spend(config, "coder", "0.95")  # past 80% already, under 100%
         anthropic.default = text("Noted.")  # the hub, told that coder is paused
         anthropic.script(
             tool_use("comment", {"text": "Started."}, usage={"input_tokens": 20_000}),
@@ -501,10 +502,10 @@ async def test_budget_command_sets_a_budget_and_settles_a_pending_stop(
         config = write_config(
             tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=E2E_AGENTS
         )
-        fleet = FleetProcess(config)
+        fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
-        insert_spend(config, "coder", "1.50")  # over budget before any call
+        await insert_spend(config, "coder", "1.50")  # over budget before any call
         anthropic.default = text("Noted.")  # the hub, told that coder is paused; later coder
         botapi.push_message(OPERATOR, "/assign coder Write the changelog")
         [stop] = await botapi.wait_for_call(

@@ -26,13 +26,13 @@ from tests.fleet import (
     FEED_CHAT,
     OPERATOR,
     VIEWER,
-    FleetProcess,
     ask,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 def free_port() -> int:
@@ -109,7 +109,7 @@ recover = "echo attempt >> {recovered}; echo still broken; exit 3"
 recover_max_per_hour = 2
 """,
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     await wait_query(
@@ -172,7 +172,7 @@ async def test_twenty_checks_failing_within_group_wait_make_one_message(
     alive = listener.sockets[0].getsockname()[1]
     dead = [free_port() for _ in range(20)]
     checks = "".join(
-        f'[[checks]]\nid = "svc{i:02d}"\ntcp = "127.0.0.1:{port}"\nevery = "1s"\n'
+        f'[[checks]]\nid = "svc{i:02d}"\ntcp = "127.0.0.1:{port}"\nevery = "250ms"\n'
         "failures_before_alert = 1\n"
         for i, port in enumerate(dead)
     )
@@ -187,12 +187,12 @@ group_interval = "1h"
 [[checks]]
 id = "alive"
 tcp = "127.0.0.1:{alive}"
-every = "1s"
+every = "250ms"
 failures_before_alert = 1
 
 {checks}""",
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     try:
         await botapi.wait_until_polling(timeout=30)

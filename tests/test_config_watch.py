@@ -22,13 +22,13 @@ from tests.fleet import (
     FEED_CHAT,
     TOKEN,
     VIEWER,
-    FleetProcess,
     ask,
     query,
     run_cli,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 def to_alerts(call: Call) -> bool:
@@ -41,9 +41,9 @@ def to_alerts(call: Call) -> bool:
 async def test_a_broken_edit_keeps_the_old_config_and_alerts_and_rollback_restores_it(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
-    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nconfig_poll = "1s"\n')
+    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nconfig_poll = "250ms"\n')
     original = config.read_text()
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     good = config.with_name("fleet.toml.last-good")

@@ -29,6 +29,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 from tests.test_approvals import GATED_SCRIPT, SECOND_OWNER, Env, Site, load_env, tool_context
 
 
@@ -81,14 +82,15 @@ async def ask_in_reply(botapi: BotAPIServer, user: int, text: str, to: Call) -> 
     return str(sent.params["text"])
 
 
-async def start_fleet(config: Path, botapi: BotAPIServer) -> FleetProcess:
-    fleet = FleetProcess(config)
+async def start_fleet(config: Path, botapi: BotAPIServer, *, real: bool = False) -> Fleet:
+    """The fleet in the test's process; `real`: a `fleet run` process (to kill -9)."""
+    fleet = FleetProcess(config) if real else InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
 
 
-async def stop_cleanly(fleet: FleetProcess) -> None:
+async def stop_cleanly(fleet: Fleet) -> None:
     """SIGTERM, as a service manager stops the fleet: it must exit 0, with no traceback."""
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log
@@ -335,14 +337,14 @@ async def test_reject_asks_for_a_reason_and_text_commands_work(
 async def test_a_deploy_cut_off_by_a_crash_is_reported_interrupted_and_not_rerun(
     tmp_path: Path, botapi: BotAPIServer, config: Path
 ) -> None:
-    fleet = await start_fleet(config, botapi)
+    fleet = await start_fleet(config, botapi, real=True)
     await ask(botapi, OWNER, "/deploy site v2")
     await posted_approval(botapi, 1)
     assert await ask(botapi, OWNER, "/approve 1") == "Approved #1: the deploy is queued."
     await wait_query(config, "SELECT status FROM deploy_runs", [("running",)])
     await fleet.kill()  # the deploy process is left waiting at its gate, never released
 
-    again = FleetProcess(config)
+    again = InProcessFleet(config)
     await again.start()
     [report] = await botapi.wait_for_call(
         "sendMessage", lambda c: to_feed(c) and "was interrupted" in c.params["text"], timeout=30

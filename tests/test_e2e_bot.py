@@ -15,9 +15,10 @@ from tests.fleet import (
     STRANGER,
     VIEWER,
     FleetProcess,
-    query,
+    execute,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 def to_chat(chat_id: int) -> Callable[[Call], bool]:
@@ -34,7 +35,9 @@ async def reply_to(botapi: BotAPIServer, user: int, text: str, *, count: int = 1
     return str(calls[-1].params["text"])
 
 
-async def test_owner_gets_start_help_and_whoami(fleet: FleetProcess, botapi: BotAPIServer) -> None:
+async def test_owner_gets_start_help_and_whoami(
+    fleet: InProcessFleet, botapi: BotAPIServer
+) -> None:
     assert "owner" in await reply_to(botapi, OWNER, "/start")
     help_text = await reply_to(botapi, OWNER, "/help")
     assert "/status" in help_text and "/resend" in help_text
@@ -42,7 +45,7 @@ async def test_owner_gets_start_help_and_whoami(fleet: FleetProcess, botapi: Bot
 
 
 async def test_help_lists_only_what_the_role_may_use(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     help_text = await reply_to(botapi, VIEWER, "/help")
     assert "/status" in help_text
@@ -50,7 +53,7 @@ async def test_help_lists_only_what_the_role_may_use(
 
 
 async def test_viewer_is_refused_an_operator_command(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     text = await reply_to(botapi, VIEWER, "/resend 1")
     assert text == "/resend needs the operator role; you are viewer."
@@ -58,7 +61,7 @@ async def test_viewer_is_refused_an_operator_command(
 
 
 async def test_unknown_user_is_refused_once_an_hour_and_logged(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     botapi.push_message(STRANGER, "/status")
     botapi.push_message(STRANGER, "/start")
@@ -76,7 +79,7 @@ async def test_unknown_user_is_refused_once_an_hour_and_logged(
 
 
 async def test_group_chats_other_than_feeds_are_ignored(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     botapi.push_message(OWNER, "/status", chat_id=-100999, chat_type="supergroup")
     botapi.push_message(OWNER, "/status", chat_id=FEED_CHAT, chat_type="supergroup")
@@ -86,7 +89,7 @@ async def test_group_chats_other_than_feeds_are_ignored(
 
 
 async def test_status_reads_the_database_and_shows_the_last_poll(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     text = await reply_to(botapi, VIEWER, "/status")
     assert "Agents: 2" in text
@@ -100,7 +103,7 @@ async def test_status_reads_the_database_and_shows_the_last_poll(
 
 
 async def test_malformed_and_unknown_commands_get_a_specific_answer(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     assert "Usage: /resend" in await reply_to(botapi, OPERATOR, "/resend abc")
     assert "Unknown command /frobnicate" in await reply_to(botapi, OWNER, "/frobnicate now")
@@ -109,7 +112,7 @@ async def test_malformed_and_unknown_commands_get_a_specific_answer(
 
 
 async def test_command_menu_is_registered_per_role(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     calls = await botapi.wait_for_call("setMyCommands", count=4)
     by_scope = {str(c.params.get("scope")): c.params["commands"] for c in calls}
@@ -120,7 +123,7 @@ async def test_command_menu_is_registered_per_role(
 
 
 async def test_a_second_fleet_run_on_the_same_database_refuses_to_poll(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet_process: FleetProcess, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     second = FleetProcess(fleet_config)
     await second.start()
@@ -136,10 +139,10 @@ async def test_handler_error_gives_a_reference_and_polling_goes_on(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
     config = write_config(tmp_path, botapi.base_url)
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=20)
-    query(config, "DROP TABLE job_beats")  # a broken database under a running bot
+    await execute(config, "DROP TABLE job_beats")  # a broken database under a running bot
     text = await reply_to(botapi, OWNER, "/status")
     ref = re.search(r"ref ([0-9a-f]{8})", text)
     assert ref, text
@@ -150,7 +153,7 @@ async def test_handler_error_gives_a_reference_and_polling_goes_on(
 
 
 async def test_sigterm_while_handling_finishes_cleanly(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet_process: FleetProcess, botapi: BotAPIServer
 ) -> None:
     for _ in range(5):
         botapi.push_message(OWNER, "/status")

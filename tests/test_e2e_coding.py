@@ -34,6 +34,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 from tests.test_process_adapter import BIN, alive, make_remote, remote_log
 
 AGENTS = """
@@ -66,11 +67,11 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 async def start(
     tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, agents: str
-) -> FleetProcess:
+) -> InProcessFleet:
     config = write_config(
         tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=agents
     )
-    fleet = FleetProcess(config, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    fleet = InProcessFleet(config, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -164,6 +165,8 @@ async def test_stop_during_a_run_kills_the_cli_and_ends_it_cancelled(
         'adapter = "process"', 'adapter = "process"\ntimeout = "10m"'
     )
     path = await seed(tmp_path, botapi, agents, [("dev", "Hang around", "FAKE:hang", 2)])
+    # A real process: the stale press below must arrive before the activity line loses its
+    # Stop button, which the subprocess's slower start of the edit makes likely.
     fleet = FleetProcess(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
     await fleet.start()
     [line] = await botapi.wait_for_call(
@@ -272,7 +275,7 @@ async def test_the_nightly_queue_takes_the_most_urgent_task_and_none_when_out_of
             ],
         )
     await db.dispose()
-    fleet = FleetProcess(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    fleet = InProcessFleet(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     # Assigned todo tasks wait for the night: their runs are skipped, no CLI starts.
@@ -343,7 +346,7 @@ async def test_a_limited_cli_hands_over_in_the_same_run_and_all_limited_defers(
             ("dev", "Second", "FAKE:limit-codex", tasks.PRIORITIES["normal"]),
         ],
     )
-    fleet = FleetProcess(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
+    fleet = InProcessFleet(path, env=fleet_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"))
     await fleet.start()
     await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 1", [("done",)], 60)
     done = "SELECT outcome FROM runs WHERE task_id = 1 AND status = 'succeeded'"

@@ -20,13 +20,13 @@ from tests.fleet import (
     FEED_CHAT,
     OPERATOR,
     OWNER,
-    FleetProcess,
     ask,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 from tests.test_approvals import GATED_SCRIPT, Site
 from tests.test_e2e_review import AGENTS, CODER
 
@@ -80,7 +80,7 @@ verify_text = "site"
         text("Waiting for the deploy's report."),
         model=CODER,
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     botapi.push_message(OPERATOR, "/assign coder Ship the login fix")

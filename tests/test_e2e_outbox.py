@@ -18,6 +18,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 def in_feed(call: Call) -> bool:
@@ -30,7 +31,7 @@ async def send_alert(config: Path, text: str, *extra: str) -> None:
 
 
 async def test_alert_reaches_the_feed_topic(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     await send_alert(fleet_config, "disk <90%> & rising")
     [call] = await botapi.wait_for_call("sendMessage", in_feed)
@@ -40,7 +41,7 @@ async def test_alert_reaches_the_feed_topic(
 
 
 async def test_429_retry_after_is_waited_out_and_the_message_arrives_once(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     botapi.fail_next("sendMessage", status=429, retry_after=2)
     started = time.monotonic()
@@ -57,7 +58,7 @@ async def test_429_retry_after_is_waited_out_and_the_message_arrives_once(
 
 
 async def test_a_5000_character_alert_arrives_as_two_valid_messages(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     lines = [f"<b>check {i}</b> failed: <code>HTTP 503</code>" for i in range(120)]
     text = "\n".join(lines)
@@ -74,7 +75,7 @@ async def test_server_errors_are_retried_then_given_up_with_a_log_line(
 ) -> None:
     config = write_config(tmp_path, botapi.base_url)
     botapi.fail_next("sendMessage", status=500, times=3)
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=20)
     await send_alert(config, "flaky network")
@@ -84,7 +85,7 @@ async def test_server_errors_are_retried_then_given_up_with_a_log_line(
 
 
 async def test_a_refused_message_is_marked_failed_never_dropped(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     botapi.fail_next("sendMessage", status=400, description="Bad Request: chat not found")
     await send_alert(fleet_config, "to nowhere")
@@ -145,7 +146,7 @@ async def test_a_send_cut_short_by_kill_9_is_sent_again_and_the_log_says_so(
 
 
 async def test_a_stalled_poll_is_restarted_and_alerted(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     polls_before = botapi.polls
     botapi.stall("getUpdates", 60)
@@ -157,7 +158,7 @@ async def test_a_stalled_poll_is_restarted_and_alerted(
 
 
 async def test_409_conflict_is_logged_once_a_minute(
-    fleet: FleetProcess, botapi: BotAPIServer
+    fleet: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     botapi.fail_next("getUpdates", status=409, times=4)
     while len([c for c in botapi.calls if c.method == "getUpdates" and c.status == 409]) < 4:
@@ -171,7 +172,7 @@ async def test_a_rejected_token_stops_with_a_clear_message(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
     config = write_config(tmp_path, botapi.base_url)
-    fleet = FleetProcess(config, env=fleet_env(TELEGRAM_BOT_TOKEN="999:WRONG-token-value"))
+    fleet = InProcessFleet(config, env=fleet_env(TELEGRAM_BOT_TOKEN="999:WRONG-token-value"))
     await fleet.start()
     assert await fleet.wait() == 4
     assert "Telegram rejected the bot token" in fleet.log

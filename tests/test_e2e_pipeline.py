@@ -28,6 +28,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 from tests.pg import require_pg_url, temporary_database
 
 RESEARCHER = "claude-haiku-4-5"
@@ -135,11 +136,14 @@ def tool_result(anthropic: AnthropicServer, model: str, index: int) -> str:
     return str(last["content"][0]["content"])
 
 
-async def start(tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer) -> FleetProcess:
+async def start(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, *, real: bool = False
+) -> Fleet:
+    """The fleet in the test's process; `real`: a `fleet run` process (to kill -9)."""
     config = write_config(
         tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=AGENTS, extra=PIPELINE
     )
-    fleet = FleetProcess(config)
+    fleet = FleetProcess(config) if real else InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -222,14 +226,14 @@ async def test_a_pipeline_killed_mid_step_resumes_at_that_step(
     anthropic.script(write("brief.md", BRIEF), done("brief.md"), model=RESEARCHER)
     # The writer's second call hangs: the fleet is killed in the middle of the draft step.
     anthropic.script(read("brief.md"), write("post.md", POST, delay=60), model=WRITER)
-    fleet = await start(tmp_path, botapi, anthropic)
+    fleet = await start(tmp_path, botapi, anthropic, real=True)
     await ask(botapi, OPERATOR, "/pipeline content Resumable runs")
     await requests_of(anthropic, WRITER, 2)
     await fleet.kill()
 
     anthropic.script(read("brief.md"), write("post.md", POST), done("post.md"), model=WRITER)
     script_rest(anthropic)
-    again = FleetProcess(fleet.config)
+    again = InProcessFleet(fleet.config)
     await again.start()
     await wait_query(again.config, "SELECT status FROM pipeline_runs", [("done",)], timeout=90)
     # The draft step resumed on its own subtask: no step ran twice.
@@ -360,7 +364,7 @@ async def test_the_content_pipeline_runs_on_postgres(
             extra=PIPELINE,
             database_url=url,
         )
-        fleet = FleetProcess(config)
+        fleet = InProcessFleet(config)
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
         await ask(botapi, OPERATOR, "/pipeline content On PostgreSQL")

@@ -11,7 +11,8 @@ from storage import approvals, outbox
 from storage.approval_policy import ApprovalPolicy
 from storage.db import Database
 from tests.botapi_server import BotAPIServer
-from tests.fleet import FEED_CHAT, OPERATOR, OWNER, VIEWER, FleetProcess, query, wait_query
+from tests.fleet import FEED_CHAT, OPERATOR, OWNER, VIEWER, query, wait_query
+from tests.inproc import InProcessFleet
 from tests.test_e2e_tasks import buttons, events_of, pause_all, press, reply, send
 
 
@@ -26,7 +27,7 @@ async def answer_to_reply(botapi: BotAPIServer, user: int, text: str, to: int, c
 
 
 async def test_a_reply_to_a_task_card_is_a_comment_and_plain_text_gets_a_hint(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     config = fleet_config
     await pause_all(botapi)
@@ -81,7 +82,7 @@ async def test_a_reply_to_a_task_card_is_a_comment_and_plain_text_gets_a_hint(
 
 
 async def test_replies_to_an_approval_card_and_a_task_status_message(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     config = fleet_config
     await pause_all(botapi)

@@ -13,7 +13,8 @@ import pytest
 
 from tests.anthropic_server import AnthropicServer, text, tool_use
 from tests.botapi_server import BotAPIServer, Call
-from tests.fleet import ANTHROPIC_KEY, OPERATOR, FleetProcess, query, wait_query, write_config
+from tests.fleet import ANTHROPIC_KEY, OPERATOR, query, wait_query, write_config
+from tests.inproc import InProcessFleet
 from tests.test_e2e_tasks import buttons, press, reply, send
 
 AGENTS = """
@@ -40,11 +41,13 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
         yield server
 
 
-async def start(tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer) -> FleetProcess:
+async def start(
+    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
+) -> InProcessFleet:
     config = write_config(
         tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=AGENTS
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -63,7 +66,7 @@ def first_prompt(anthropic: AnthropicServer, index: int) -> str:
     return content if isinstance(content, str) else str(content)
 
 
-async def delivered(fleet: FleetProcess) -> None:
+async def delivered(fleet: InProcessFleet) -> None:
     """Wait until the operator's notices (e.g. "ready for review") are delivered, so a
     command's answer is the next message in the chat."""
     await wait_query(
@@ -73,7 +76,7 @@ async def delivered(fleet: FleetProcess) -> None:
     )
 
 
-async def idle(fleet: FleetProcess) -> None:
+async def idle(fleet: InProcessFleet) -> None:
     """No run of coder queued or running."""
     await wait_query(
         fleet.config,

@@ -23,6 +23,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 
 HUB_MODEL = "claude-sonnet-4-6"
 CODER_MODEL = "claude-haiku-4-5"  # a model of its own, so replies can be scripted per agent
@@ -57,7 +58,8 @@ async def start_fleet(
     *,
     agents: str = AGENTS,
     runtime: str = "",
-) -> FleetProcess:
+    real: bool = False,
+) -> Fleet:
     config = write_config(
         tmp_path,
         botapi.base_url,
@@ -65,7 +67,7 @@ async def start_fleet(
         agents=agents,
         extra=f"[runtime]\n{runtime}" if runtime else "",
     )
-    fleet = FleetProcess(config)
+    fleet = FleetProcess(config) if real else InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -244,7 +246,7 @@ async def test_a_killed_run_is_retried_after_its_lease_then_blocked(
 ) -> None:
     slow = Reply(content=[{"type": "text", "text": "slow"}], delay=60)
     anthropic.script(slow, slow)
-    fleet = await start_fleet(tmp_path, botapi, anthropic, runtime="lease_seconds = 3")
+    fleet = await start_fleet(tmp_path, botapi, anthropic, runtime="lease_seconds = 3", real=True)
     botapi.push_message(OPERATOR, "/assign coder Long job")
     await anthropic_request(anthropic, 1)
     await fleet.kill()
@@ -260,7 +262,7 @@ async def test_a_killed_run_is_retried_after_its_lease_then_blocked(
     await second.kill()
 
     anthropic.script(text("Looking at the blocked task."))
-    third = FleetProcess(fleet.config)
+    third = InProcessFleet(fleet.config)
     await third.start()
     await wait_query(fleet.config, "SELECT status, retries FROM tasks", [("blocked", 2)], 30)
     timed_out = query(fleet.config, "SELECT count(*) FROM runs WHERE status = 'timed_out'")

@@ -19,12 +19,12 @@ from tests.fleet import (
     ANTHROPIC_KEY,
     FEED_CHAT,
     OPERATOR,
-    FleetProcess,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 from tests.test_e2e_review import AGENTS, CODER
 
 TURNS = 10
@@ -39,7 +39,7 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 async def looping_fleet(
     tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
-) -> FleetProcess:
+) -> InProcessFleet:
     """coder, given task #1, comments on it turn after turn (each reply takes 0.4 s)."""
     anthropic.script(
         *(
@@ -55,7 +55,7 @@ async def looping_fleet(
         agents=AGENTS,
         extra=f"[runtime]\nmax_turns = {TURNS}",
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     botapi.push_message(OPERATOR, "/assign coder Loop forever")
@@ -70,7 +70,7 @@ async def looping_fleet(
 
 
 async def assert_stopped(
-    fleet: FleetProcess, anthropic: AnthropicServer, answered: float, events_then: int
+    fleet: InProcessFleet, anthropic: AnthropicServer, answered: float, events_then: int
 ) -> None:
     await wait_query(
         fleet.config,

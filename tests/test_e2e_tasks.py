@@ -13,7 +13,8 @@ from typing import Any
 
 from bot.middlewares import NOT_ON_MESSAGE
 from tests.botapi_server import BotAPIServer, Call
-from tests.fleet import OPERATOR, VIEWER, FleetProcess, query, wait_query
+from tests.fleet import OPERATOR, VIEWER, execute, query, wait_query
+from tests.inproc import InProcessFleet
 
 
 def _to(chat_id: int) -> Any:
@@ -82,7 +83,7 @@ async def pause_all(botapi: BotAPIServer) -> None:
 
 
 async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     config = fleet_config
     await pause_all(botapi)
@@ -216,7 +217,7 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
     # Unblock: only on a blocked task, back to todo.
     assert (await reply(botapi, OPERATOR, "/assign coder Rotate the keys")).startswith("Task #4")
     await wait_query(config, "SELECT status FROM tasks WHERE id = 4", [("todo",)])
-    query(
+    await execute(
         config,
         "UPDATE tasks SET status = 'blocked', blocked_reason = 'waiting for <keys>' WHERE id = 4",
     )
@@ -256,7 +257,7 @@ async def test_tasks_are_created_commented_cancelled_and_acted_on_by_buttons(
 
 
 async def test_tasks_listing_pages_and_filters(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     await pause_all(botapi)
     for n in range(1, 10):
@@ -304,7 +305,7 @@ async def test_tasks_listing_pages_and_filters(
 
 
 async def test_agents_pause_resume_wake_and_spend(
-    fleet: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    fleet: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     config = fleet_config
     text = await reply(botapi, VIEWER, "/agents")
@@ -346,7 +347,7 @@ async def test_agents_pause_resume_wake_and_spend(
         seconds=1
     )
     for cost, at in (("1.25", now), ("0.5", now), ("7", last_month)):
-        query(
+        await execute(
             config,
             "INSERT INTO usage (agent_id, purpose, model, profile, input_tokens, output_tokens,"
             " cache_write_tokens, cache_read_tokens, cost_usd, price_known, latency_ms,"
@@ -361,7 +362,7 @@ async def test_agents_pause_resume_wake_and_spend(
     assert "Next task: #1 todo · Ship it" in text
     assert "skipped · assignment · " in text and ": paused" in text
     assert "Spend this month: $1.75 (no monthly budget)" in text
-    query(config, "UPDATE agent_state SET budget_usd_month = 10 WHERE agent_id = 'coder'")
+    await execute(config, "UPDATE agent_state SET budget_usd_month = 10 WHERE agent_id = 'coder'")
     assert "Spend this month: $1.75 of $10.00 (18%)" in await reply(botapi, VIEWER, "/agent coder")
     assert 'Unknown agent "cod". Did you mean: coder?' in await reply(botapi, VIEWER, "/agent cod")
 
@@ -370,7 +371,7 @@ async def test_agents_pause_resume_wake_and_spend(
         botapi, OPERATOR, "/wake coder"
     )
     later = sql_time(now + timedelta(hours=1))
-    query(
+    await execute(
         config,
         "INSERT INTO runs (agent_id, trigger, status, not_before, queued_at, input_tokens,"
         " output_tokens, cost_usd, turns) VALUES ('hub', 'schedule', 'queued', ?, ?, 0, 0, 0, 0)",

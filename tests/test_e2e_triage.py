@@ -25,6 +25,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 from tests.mailfake import HimalayaState, message
 
 TOPIC = 4
@@ -81,7 +82,7 @@ async def test_urgent_email_in_order_and_buttons_act_once(tmp_path: Path) -> Non
     mail.account("work", mails)
     async with BotAPIServer("123456:TEST-token") as botapi:
         config = triage_config(tmp_path, botapi, "http://127.0.0.1:9")
-        fleet = FleetProcess(config, env=mail.env(fleet_env()))
+        fleet = InProcessFleet(config, env=mail.env(fleet_env()))
         await fleet.start()
         posted = await botapi.wait_for_call("sendMessage", to_triage, count=10, timeout=30)
         assert numbers(posted) == list(range(3, 31, 3))
@@ -164,7 +165,7 @@ async def test_a_kill_mid_pass_judges_nothing_twice_and_keeps_order(tmp_path: Pa
         ]
         assert len(cut_short) <= 1
 
-        restarted = FleetProcess(config, env=mail.env(fleet_env()))
+        restarted = InProcessFleet(config, env=mail.env(fleet_env()))
         await restarted.start()
         await wait_query(
             config, "SELECT count(*) FROM triage_items WHERE verdict IS NOT NULL", [(80,)], 90

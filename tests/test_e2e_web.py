@@ -28,7 +28,6 @@ from tests.fleet import (
     FEED_CHAT,
     OWNER,
     TOKEN,
-    FleetProcess,
     ask,
     fleet_env,
     press,
@@ -36,6 +35,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 from tests.webtools import ALERT_TOKEN, CHROMEDRIVER, CHROMIUM, free_port, web_extra
 
 AGENTS = """
@@ -72,7 +72,7 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 async def start_fleet(
     tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, *, am_url: str = ""
-) -> tuple[FleetProcess, int]:
+) -> tuple[InProcessFleet, int]:
     port = free_port()
     config = write_config(
         tmp_path,
@@ -81,14 +81,14 @@ async def start_fleet(
         agents=AGENTS,
         extra=web_extra(port, alertmanager_url=am_url),
     )
-    fleet = FleetProcess(config, env=fleet_env(ALERT_TOKEN=ALERT_TOKEN))
+    fleet = InProcessFleet(config, env=fleet_env(ALERT_TOKEN=ALERT_TOKEN))
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     await fleet.wait_log("web: serving", timeout=30)
     return fleet, port
 
 
-async def stop_fleet(fleet: FleetProcess) -> None:
+async def stop_fleet(fleet: InProcessFleet) -> None:
     assert await fleet.stop() == 0, fleet.log
     assert "Traceback" not in fleet.log, fleet.log
     assert TOKEN not in fleet.log
@@ -365,7 +365,7 @@ receivers:
             agents=AGENTS,
             extra=web_extra(fleet_port, alertmanager_url=am),
         )
-        fleet = FleetProcess(config, env=fleet_env(ALERT_TOKEN=ALERT_TOKEN))
+        fleet = InProcessFleet(config, env=fleet_env(ALERT_TOKEN=ALERT_TOKEN))
         await fleet.start()
         await botapi.wait_until_polling(timeout=30)
         await fleet.wait_log("web: serving", timeout=30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,11 +22,13 @@ from tests.fleet import (
     VIEWER,
     FleetProcess,
     ask,
+    execute,
     press,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 
 RESEARCHER = "claude-haiku-4-5"  # each agent a model of its own: replies are scripted per model
 WRITER = "claude-opus-4-6"
@@ -90,12 +91,17 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 
 async def start(
-    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, agents: str
-) -> FleetProcess:
+    tmp_path: Path,
+    botapi: BotAPIServer,
+    anthropic: AnthropicServer,
+    agents: str,
+    *,
+    real: bool = False,
+) -> Fleet:
     config = write_config(
         tmp_path, botapi.base_url, anthropic_base=anthropic.base_url, agents=agents
     )
-    fleet = FleetProcess(config)
+    fleet = FleetProcess(config) if real else InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -204,12 +210,12 @@ async def test_a_researcher_hands_a_brief_to_the_writer_through_a_shared_folder(
     big = tmp_path / "shared" / "drafts" / "big.bin"
     with big.open("wb") as out:
         out.truncate(51 * 1024 * 1024)
-    with sqlite3.connect(fleet.config.parent / "fleet.db") as db:
-        db.execute(
-            "INSERT INTO artifacts (task_id, run_id, agent_id, root, path, bytes, sha256, kind, "
-            "created_at) VALUES (2, NULL, 'writer', 'drafts', 'big.bin', 1, '', 'file', "
-            "'2026-12-04 12:00:00')"
-        )
+    await execute(
+        fleet.config,
+        "INSERT INTO artifacts (task_id, run_id, agent_id, root, path, bytes, sha256, kind, "
+        "created_at) VALUES (2, NULL, 'writer', 'drafts', 'big.bin', 1, '', 'file', "
+        "'2026-12-04 12:00:00')",
+    )
     [(big_id,)] = query(fleet.config, "SELECT id FROM artifacts WHERE path = 'big.bin'")
     # A new listing carries the new file's button (a press acts only with a button it shows).
     after = botapi.mark()
@@ -348,7 +354,7 @@ async def test_a_command_cut_off_by_kill_9_is_reported_interrupted_and_never_run
         text("It was interrupted; I will check."),
         model=CODER,
     )
-    fleet = await start(tmp_path, botapi, anthropic, EXEC_AGENTS)
+    fleet = await start(tmp_path, botapi, anthropic, EXEC_AGENTS, real=True)
     botapi.push_message(OPERATOR, "/assign coder Run the slow command")
     posted = await approval_message(botapi, 1)
     await press(botapi, OWNER, "ap:y:1", posted.result["message_id"])
@@ -358,7 +364,7 @@ async def test_a_command_cut_off_by_kill_9_is_reported_interrupted_and_never_run
         await asyncio.sleep(0.05)
     await fleet.kill()  # ... and the fleet dies before it ends
 
-    again = FleetProcess(fleet.config)
+    again = InProcessFleet(fleet.config)
     await again.start()
     await again.wait_log("command #1 was interrupted by a restart; reported, not re-run", 30)
     await wait_query(again.config, "SELECT status FROM exec_runs", [("interrupted",)])

@@ -24,6 +24,7 @@ from storage.models import utcnow
 from tests import pg
 from tests.botapi_server import BotAPIServer, PacingLimits
 from tests.fleet import FEED_CHAT, FleetProcess, query, run_cli, wait_query, write_config
+from tests.inproc import InProcessFleet
 
 # Requests on a loaded test machine do not all take the same time from the sender to the server.
 LIMITS = PacingLimits(tolerance=0.05)
@@ -75,10 +76,11 @@ async def wait_all_sent(config: Path, count: int, timeout: float = 120.0) -> Non
 
 
 @pytest.fixture
-async def started(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[FleetProcess]:
-    """`fleet run` under Telegram's limits; must stop cleanly (exit 0, no traceback)."""
+async def started(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[InProcessFleet]:
+    """A fleet (in the test's process) under Telegram's limits; must stop cleanly (exit 0, no
+    traceback)."""
     botapi.enforce_limits(LIMITS)
-    process = FleetProcess(fleet_config)
+    process = InProcessFleet(fleet_config)
     await process.start()
     await botapi.wait_until_polling(timeout=30)
     yield process
@@ -88,7 +90,7 @@ async def started(fleet_config: Path, botapi: BotAPIServer) -> AsyncIterator[Fle
 
 
 async def test_a_burst_to_many_chats_is_delivered_in_order_within_the_limits(
-    started: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    started: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     messages = burst(6)
     await queue(fleet_config, messages)
@@ -115,7 +117,7 @@ async def test_kill_9_during_sends_loses_nothing_and_logs_the_possible_duplicate
     await first.kill()
     botapi.clear_faults()
 
-    second = FleetProcess(fleet_config)
+    second = InProcessFleet(fleet_config)
     await second.start()
     await wait_all_sent(fleet_config, len(messages))
     assert await second.stop() == 0, second.log
@@ -131,7 +133,7 @@ async def test_kill_9_during_sends_loses_nothing_and_logs_the_possible_duplicate
 
 
 async def test_429_and_5xx_are_waited_out_and_each_message_arrives_once(
-    started: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    started: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     botapi.fail_next("sendMessage", status=429, retry_after=1, times=2)
     messages = burst(2, PRIVATE[:3])
@@ -147,7 +149,7 @@ async def test_429_and_5xx_are_waited_out_and_each_message_arrives_once(
 
 
 async def test_a_stalled_call_holds_up_only_its_own_chat(
-    started: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    started: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     botapi.stall("sendMessage", 60)
     await queue(fleet_config, [(PRIVATE[0], "stuck"), (PRIVATE[0], "behind it")])
@@ -163,7 +165,7 @@ async def test_a_stalled_call_holds_up_only_its_own_chat(
 
 
 async def test_409_on_polling_does_not_stop_delivery(
-    started: FleetProcess, fleet_config: Path, botapi: BotAPIServer
+    started: InProcessFleet, fleet_config: Path, botapi: BotAPIServer
 ) -> None:
     botapi.fail_next("getUpdates", status=409, times=3)
     messages = burst(2, (PRIVATE[0], GROUPS[0]))
@@ -238,7 +240,7 @@ async def test_watchdog_once_right_after_a_start_reports_nothing_then_a_kill(
 
 
 async def test_a_storm_of_direct_replies_stays_within_the_overall_limit(
-    started: FleetProcess, botapi: BotAPIServer
+    started: InProcessFleet, botapi: BotAPIServer
 ) -> None:
     strangers = range(7001, 7046)  # each gets one refusal: 45 replies at once
     for user in strangers:

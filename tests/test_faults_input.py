@@ -29,12 +29,12 @@ from tests.fleet import (
     OWNER,
     STRANGER,
     TOKEN,
-    FleetProcess,
     ask,
     press,
     run_cli,
     write_config,
 )
+from tests.inproc import InProcessFleet
 from tests.pg import temporary_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -49,7 +49,7 @@ command = "{sys.executable} -c pass"
 @dataclass
 class Fleet:
     botapi: BotAPIServer
-    process: FleetProcess
+    process: InProcessFleet
     card: int  # the message id of task #1's card in the operator's chat
     approval: int  # the message id of approval #1 in the feed group
 
@@ -73,10 +73,10 @@ async def fleet(
 
 async def _run(folder: Path, botapi: BotAPIServer, url: str | None) -> AsyncIterator[Fleet]:
     config = write_config(folder, botapi.base_url, database_url=url, extra=DEPLOY)
-    process = FleetProcess(config)
+    process = InProcessFleet(config)
     await process.start()
-    # The module's process outlives each test: conftest's per-test sweep must not kill it.
-    FleetProcess.started.remove(process)
+    # The module's fleet outlives each test: conftest's per-test sweep must not stop it.
+    InProcessFleet.started.remove(process)
     try:
         await botapi.wait_until_polling(timeout=30)
         for agent in ("hub", "coder"):

@@ -27,6 +27,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 
 SECONDARY_KEY = "sk-ant-test-secondary-0f9e8d"
 CHECK_TOKEN = "chk-9f8e7d6c5b4a"
@@ -74,9 +75,11 @@ async def start(
     env: dict[str, str] | None = None,
     agents: str = AGENTS,
     lease: int = 120,
-) -> FleetProcess:
+    real: bool = False,
+) -> Fleet:
     """`lease`: seconds; short only where a killed run must be found soon, since a loaded
-    machine can miss a short lease's renewal and a live run would be reaped."""
+    machine can miss a short lease's renewal and a live run would be reaped. The fleet runs
+    in the test's process; `real`: a `fleet run` process (to kill -9)."""
     config = write_config(
         tmp_path,
         botapi.base_url,
@@ -85,7 +88,7 @@ async def start(
         profiles={"secondary": SECONDARY_KEY},
         extra=FAST.format(lease=lease) + extra,
     )
-    fleet = FleetProcess(config, env=env)
+    fleet = FleetProcess(config, env=env) if real else InProcessFleet(config, env=env)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -113,7 +116,7 @@ def coder_requests(anthropic: AnthropicServer) -> list[Any]:
     return [r for r in anthropic.requests if r.model == CODER]
 
 
-async def assign_and_finish(fleet: FleetProcess, botapi: BotAPIServer, text: str) -> None:
+async def assign_and_finish(fleet: Fleet, botapi: BotAPIServer, text: str) -> None:
     botapi.push_message(OPERATOR, f"/assign coder {text}")
     await wait_query(fleet.config, "SELECT status FROM tasks WHERE id = 1", [("done",)], 60)
 
@@ -144,7 +147,7 @@ async def test_a_revoked_primary_key_fails_over_to_the_secondary_once_per_key(
 
     # Same config after a restart: the rejected key is still not called.
     anthropic.script(DONE, model=CODER, api_key=SECONDARY_KEY)
-    again = FleetProcess(fleet.config)
+    again = InProcessFleet(fleet.config)
     await again.start()
     botapi.push_message(OPERATOR, "/assign coder Second task")
     await wait_query(again.config, "SELECT status FROM tasks WHERE id = 2", [("done",)], 60)
@@ -255,7 +258,7 @@ async def test_kill_9_during_a_run_records_each_comment_once_and_the_agent_goes_
         model=CODER,
     )
     agents = AGENTS.replace("max_retries = 1", "max_retries = 0")
-    fleet = await start(tmp_path, botapi, anthropic, agents=agents, lease=3)
+    fleet = await start(tmp_path, botapi, anthropic, agents=agents, lease=3, real=True)
     botapi.push_message(OPERATOR, "/assign coder Fix the typo")
     await wait_query(
         fleet.config, "SELECT count(*) FROM task_events WHERE kind = 'comment'", [(1,)], 30
@@ -267,7 +270,7 @@ async def test_kill_9_during_a_run_records_each_comment_once_and_the_agent_goes_
     await fleet.kill()
 
     anthropic.script(DONE, model=CODER)
-    again = FleetProcess(fleet.config, env=fleet_env())
+    again = InProcessFleet(fleet.config, env=fleet_env())
     await again.start()
     await wait_query(again.config, "SELECT status FROM tasks WHERE id = 1", [("blocked",)], 60)
     await wait_query(again.config, "SELECT status FROM tasks WHERE id = 2", [("done",)], 60)

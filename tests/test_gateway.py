@@ -31,11 +31,11 @@ from tests.fleet import (
     FEED_CHAT,
     OPERATOR,
     TOKEN,
-    FleetProcess,
     query,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 MODEL = "claude-sonnet-4-6"
 FALLBACK = "claude-haiku-4-5"
@@ -429,7 +429,7 @@ async def anthropic() -> AsyncIterator[AnthropicServer]:
 
 async def start_fleet(
     tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer
-) -> FleetProcess:
+) -> InProcessFleet:
     config = write_config(
         tmp_path,
         botapi.base_url,
@@ -437,13 +437,13 @@ async def start_fleet(
         agents=AGENTS,
         profiles={"secondary": SECONDARY_KEY, "backup": BAD_KEY},
     )
-    fleet = FleetProcess(config)
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
 
 
-async def stop(fleet: FleetProcess) -> None:
+async def stop(fleet: InProcessFleet) -> None:
     assert await fleet.stop() == 0
     assert "Traceback" not in fleet.log, fleet.log
     for secret in (ANTHROPIC_KEY, SECONDARY_KEY, BAD_KEY):

@@ -53,16 +53,6 @@ PLACES: dict[str, str] = {
     "bot.systemd": "assembly",
 }
 
-# Known violations being removed (issue 11). Each entry is (importer, imported); a fixed one
-# must be deleted from here, and the test fails if an entry no longer occurs.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("bot.watchdog", "bot.app"),
-}
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"bot.app", "bot.watchdog"}),
-}
-KNOWN_AIOGRAM_IN_STORAGE: set[str] = set()
-
 
 def _modules() -> dict[str, Path]:
     found: dict[str, Path] = {}
@@ -176,17 +166,14 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
     }
     described = [
         f"{module} ({LAYERS[layer_of(module)]}) imports {target} ({LAYERS[layer_of(target)]})"
-        for module, target in sorted(upward - KNOWN_UPWARD)
+        for module, target in sorted(upward)
     ]
     assert not described, "upward imports:\n" + "\n".join(described)
-    assert not KNOWN_UPWARD - upward, f"fixed, remove from KNOWN_UPWARD: {KNOWN_UPWARD - upward}"
 
 
 def test_no_import_cycles() -> None:
-    cycles = set(_cycles(_edges()))
-    new = [sorted(cycle) for cycle in cycles - KNOWN_CYCLES]
-    assert not new, f"import cycles: {new}"
-    assert not KNOWN_CYCLES - cycles, f"fixed, remove from KNOWN_CYCLES: {KNOWN_CYCLES - cycles}"
+    cycles = [sorted(cycle) for cycle in _cycles(_edges())]
+    assert not cycles, f"import cycles: {cycles}"
 
 
 def test_storage_does_not_import_aiogram() -> None:
@@ -196,8 +183,7 @@ def test_storage_does_not_import_aiogram() -> None:
         if module.startswith("storage")
         and any(name.split(".")[0] == "aiogram" for name in _imports(module, path))
     }
-    assert using <= KNOWN_AIOGRAM_IN_STORAGE, f"storage modules importing aiogram: {using}"
-    assert using == KNOWN_AIOGRAM_IN_STORAGE, "fixed, update KNOWN_AIOGRAM_IN_STORAGE"
+    assert not using, f"storage modules importing aiogram: {using}"
 
 
 @pytest.mark.parametrize("package", PACKAGES)

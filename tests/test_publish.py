@@ -32,6 +32,7 @@ from tests.fleet import (
     wait_query,
     write_config,
 )
+from tests.inproc import Fleet, InProcessFleet
 from tests.pg import require_pg_url, temporary_database
 
 WRITER = "claude-opus-4-6"
@@ -141,8 +142,13 @@ async def webhook() -> AsyncIterator[Webhook]:
 
 
 async def start(
-    tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, webhook: Webhook
-) -> FleetProcess:
+    tmp_path: Path,
+    botapi: BotAPIServer,
+    anthropic: AnthropicServer,
+    webhook: Webhook,
+    *,
+    real: bool = False,
+) -> Fleet:
     config = write_config(
         tmp_path,
         botapi.base_url,
@@ -150,11 +156,13 @@ async def start(
         agents=AGENTS,
         extra=targets(webhook.url),
     )
-    return await restart(config, botapi)
+    return await restart(config, botapi, real=real)
 
 
-async def restart(config: Path, botapi: BotAPIServer) -> FleetProcess:
-    fleet = FleetProcess(config, env=fleet_env(HOOK_TOKEN=HOOK_TOKEN))
+async def restart(config: Path, botapi: BotAPIServer, *, real: bool = False) -> Fleet:
+    """The fleet in the test's process; `real`: a `fleet run` process (to kill -9)."""
+    env = fleet_env(HOOK_TOKEN=HOOK_TOKEN)
+    fleet = FleetProcess(config, env=env) if real else InProcessFleet(config, env=env)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     return fleet
@@ -306,7 +314,7 @@ async def test_a_webhook_that_answers_200_but_does_not_show_the_text_is_unverifi
 async def test_kill_9_while_the_channel_post_is_in_flight_is_unknown_never_posted_twice(
     tmp_path: Path, botapi: BotAPIServer, anthropic: AnthropicServer, webhook: Webhook
 ) -> None:
-    fleet = await start(tmp_path, botapi, anthropic, webhook)
+    fleet = await start(tmp_path, botapi, anthropic, webhook, real=True)
     await publish(botapi, anthropic, {"target": "channel", "text": DRAFT}, woken=False)
     [card] = await botapi.wait_for_call(
         "sendMessage",

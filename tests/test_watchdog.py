@@ -25,11 +25,11 @@ from tests.fleet import (
     ANTHROPIC_KEY,
     FEED_CHAT,
     TOKEN,
-    FleetProcess,
     run_cli,
     wait_query,
     write_config,
 )
+from tests.inproc import InProcessFleet
 
 
 @pytest.fixture
@@ -185,8 +185,8 @@ def to_alerts(call: Call) -> bool:
 async def test_watchdog_once_reports_a_stopped_fleet_run(
     tmp_path: Path, botapi: BotAPIServer
 ) -> None:
-    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nevery = "1s"\n')
-    fleet = FleetProcess(config)
+    config = write_config(tmp_path, botapi.base_url, extra='[watchdog]\nevery = "250ms"\n')
+    fleet = InProcessFleet(config)
     await fleet.start()
     await botapi.wait_until_polling(timeout=30)
     await wait_query(

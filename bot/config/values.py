@@ -31,8 +31,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticKnownEr
 
 from bot.config.problems import CROSS_FIELD
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$", re.ASCII)
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$", re.ASCII)
+# Milliseconds per unit: "ms" lets a test (or an impatient setup) say "200ms".
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 # The longest any duration may be: beyond it a typo ("99999999999d") would overflow timedelta
 # and the scheduler; keys with a tighter bound say so with `at_most`.
@@ -45,14 +46,14 @@ def parse_duration(text: str, *, at_most: str = MAX_DURATION) -> timedelta:
     if not match or not match.group(1).strip("0"):
         raise ValueError(f'"{text}" is not a duration like "45s", "10m", "2h" or "1d"')
     digits, unit = match.group(1).lstrip("0"), match.group(2)
-    limit = _duration_seconds(at_most)
+    limit = _duration_ms(at_most)
     # Compared before any timedelta is built: a long digit string would overflow it.
-    if len(digits) > 12 or int(digits) * _DURATION_UNITS[unit] > limit:
+    if len(digits) > 15 or int(digits) * _DURATION_UNITS[unit] > limit:
         raise ValueError(f'"{text}" is too long: must be at most {at_most}')
-    return timedelta(seconds=int(digits) * _DURATION_UNITS[unit])
+    return timedelta(milliseconds=int(digits) * _DURATION_UNITS[unit])
 
 
-def _duration_seconds(text: str) -> int:
+def _duration_ms(text: str) -> int:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"bad duration bound {text!r}")
