@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
@@ -44,6 +45,7 @@ from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
+from bot.update_ledger import UpdateLedger
 from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
@@ -52,7 +54,7 @@ from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
 from integrations.publish import PublishWorker
-from storage import approvals, outbox
+from storage import approvals, outbox, slots, updates
 from storage.db import Database
 from storage.status import SummaryCache
 
@@ -94,6 +96,7 @@ def make_dispatcher(
     dp.update.outer_middleware(in_flight)
     dp.update.outer_middleware(AuthMiddleware())
     dp.update.outer_middleware(DbSessionMiddleware())
+    dp.update.outer_middleware(UpdateLedger(config.node.name))
     dp.message.outer_middleware(CleanText())
     dp.message.middleware(RoleMiddleware())
     dp.callback_query.middleware(PressedButtonCheck())
@@ -183,7 +186,13 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway)
     triage = Triage(config, db, gateway)
-    scheduler = Scheduler(db, leading=lambda: leadership.is_leader)
+    scheduler = Scheduler(
+        db,
+        leading=lambda: leadership.is_leader,
+        node=config.node.name,
+        # A slot missed while no node led falls within the takeover and a long poll.
+        catch_up=max(60.0, 2 * leadership.takeover + config.telegram.polling_timeout),
+    )
     dp = make_dispatcher(
         config,
         db,
@@ -222,15 +231,16 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
     supervisor = PollingSupervisor(
         dp, bot, monitor, polling_timeout=config.telegram.polling_timeout, on_stall=on_stall
     )
-    started = time.monotonic()
 
     async def poll_beat() -> None:
-        last = monitor.last_poll_monotonic or started
+        # Since this node leads: a standby that just took over has not polled before.
+        last = max(monitor.last_poll_monotonic or 0.0, leadership.since)
         if time.monotonic() - last > supervisor.stall_after:
             raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     scheduler.every("runs-prune", 3600, runtime.prune)
+    scheduler.every("ledgers-prune", 3600, functools.partial(prune_ledgers, db))
     add_health_jobs(config, db, scheduler)
 
     async def expire_approvals() -> None:
@@ -361,6 +371,7 @@ async def lead(
     """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
     (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
     await scheduler.register(fleet_wide=True)
+    await scheduler.take_over()
     if announce:
         try:
             await register_commands(bot, config, routers)
@@ -373,6 +384,14 @@ async def lead(
         term.set()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
+
+
+async def prune_ledgers(db: Database) -> None:
+    """Forget old updates and job slots (the ledgers are read only around a takeover)."""
+    now = datetime.now(UTC)
+    async with db.session() as session:
+        await updates.prune(session, now)
+        await slots.prune(session, now)
 
 
 async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
@@ -43,6 +44,7 @@ class Leadership:
         self.try_every = max(0.5, takeover / 3)
         self.role = NodeRole.standby
         self.changes = 0  # role changes so far (the first lead counts)
+        self.since = time.monotonic()  # when this node last became the leader (or started)
         self._term: asyncio.Event | None = None
 
     @property
@@ -69,6 +71,7 @@ class Leadership:
             term = asyncio.Event()
             self._term = term
             self.role = NodeRole.leader
+            self.since = time.monotonic()
             self.changes += 1
             log.info("role: leader (node %s holds the poller lock; polling Telegram)", self.node)
             watcher = asyncio.create_task(self._watch(stop, term), name="leader-watch")

@@ -645,3 +645,26 @@ class ExternalAlert(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     silence_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TelegramUpdate(Base):
+    """An update this fleet took to handle (storage.updates): after a leader takeover Telegram
+    delivers again what the old leader had not confirmed, and the ledger drops it."""
+
+    __tablename__ = "telegram_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class JobSlot(Base):
+    """One scheduled time of one fleet-wide job, claimed by the node that runs it
+    (storage.slots): a takeover neither skips nor doubles a slot."""
+
+    __tablename__ = "job_slots"
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(primary_key=True, index=True)
+    node: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)

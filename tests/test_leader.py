@@ -1,0 +1,231 @@
+"""One leader on PostgreSQL, and the two ledgers that make a takeover run things once: the
+update ledger (storage.updates) and the slot ledger (storage.slots), on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import text
+
+from bot.cron import crontab_trigger
+from bot.leader import Duties, Leadership, NodeRole
+from bot.poller_lock import AdvisoryLock
+from bot.scheduler import EPOCH, JobFunc, Scheduler, due_slot
+from storage import slots, updates
+from storage.db import Database
+from tests import pg
+
+pg_database = pg.pg_database
+
+TOKEN = "4242:leader-test"
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest_asyncio.fixture
+async def any_db(backend_url: str) -> AsyncIterator[Database]:
+    db = Database(backend_url)
+    await db.migrate()
+    async with db.session() as s:
+        await s.execute(text("DELETE FROM telegram_updates"))
+        await s.execute(text("DELETE FROM job_slots"))
+    yield db
+    await db.dispose()
+
+
+# --- the update ledger ------------------------------------------------------------------------
+
+
+async def test_an_update_is_recorded_once_and_its_duplicate_is_dropped(any_db: Database) -> None:
+    async with any_db.session() as s:
+        assert await updates.record(s, 1001, "a", T0)
+    async with any_db.session() as s:
+        assert not await updates.record(s, 1001, "b", T0 + timedelta(seconds=5))
+        assert await updates.record(s, 1002, "b", T0 + timedelta(seconds=5))
+    async with any_db.session() as s:
+        rows = (await s.execute(text("SELECT update_id, node FROM telegram_updates"))).all()
+    assert sorted(rows) == [(1001, "a"), (1002, "b")]
+
+
+async def test_old_updates_are_pruned(any_db: Database) -> None:
+    async with any_db.session() as s:
+        await updates.record(s, 1, "a", T0 - updates.KEEP - timedelta(minutes=1))
+        await updates.record(s, 2, "a", T0 - updates.KEEP + timedelta(minutes=1))
+    async with any_db.session() as s:
+        assert await updates.prune(s, T0) == 1
+    async with any_db.session() as s:
+        assert await updates.record(s, 1, "a", T0)  # forgotten: it would be handled again
+        assert not await updates.record(s, 2, "a", T0)
+
+
+async def test_an_update_of_a_node_that_died_mid_update_is_handled_by_the_next(
+    pg_database: str,
+) -> None:
+    # On PostgreSQL the row is written in the update's own transaction: while the first node
+    # holds it uncommitted the second waits; a rollback (the node died) lets the second have it,
+    # a commit makes the second drop it.
+    one, two = Database(pg_database), Database(pg_database)
+    try:
+        await one.migrate()
+        for update_id, first_commits in ((5001, False), (5002, True)):
+            async with one.sessions() as first:
+                await first.begin()
+                assert await updates.record(first, update_id, "a", T0)
+
+                async def second(update_id: int) -> bool:
+                    async with two.session() as s:
+                        return await updates.record(s, update_id, "b", T0)
+
+                waiting = asyncio.create_task(second(update_id))
+                await asyncio.sleep(0.3)
+                assert not waiting.done()  # blocked on the first node's uncommitted row
+                if first_commits:
+                    await first.commit()
+                else:
+                    await first.rollback()
+            assert await waiting is (not first_commits)
+    finally:
+        await one.dispose()
+        await two.dispose()
+
+
+# --- the slot ledger --------------------------------------------------------------------------
+
+
+async def test_a_slot_is_claimed_once(any_db: Database) -> None:
+    async with any_db.session() as s:
+        assert await slots.claim(s, "watchdog", T0, "a", T0)
+        assert not await slots.claim(s, "watchdog", T0, "b", T0)
+        assert await slots.claim(s, "watchdog", T0 + timedelta(minutes=1), "b", T0)
+        assert await slots.claim(s, "alerts", T0, "b", T0)
+    async with any_db.session() as s:
+        assert await slots.latest(s, "watchdog") == T0 + timedelta(minutes=1)
+        assert await slots.latest(s, "nothing") is None
+        assert await slots.claimed(s, "watchdog", T0) == [T0, T0 + timedelta(minutes=1)]
+
+
+async def test_old_slots_are_pruned(any_db: Database) -> None:
+    async with any_db.session() as s:
+        await slots.claim(s, "j", T0 - slots.KEEP - timedelta(hours=1), "a", T0)
+        await slots.claim(s, "j", T0 - timedelta(hours=1), "a", T0)
+    async with any_db.session() as s:
+        assert await slots.prune(s, T0) == 1
+        assert await slots.claimed(s, "j", T0 - slots.KEEP * 2) == [T0 - timedelta(hours=1)]
+
+
+def test_due_slot_is_the_latest_fire_time_within_the_lookback() -> None:
+    every_minute = IntervalTrigger(seconds=60, start_date=EPOCH, timezone=UTC)
+    now = T0 + timedelta(seconds=75)
+    assert due_slot(every_minute, now, timedelta(seconds=90)) == T0 + timedelta(seconds=60)
+    assert due_slot(every_minute, T0, timedelta(seconds=1)) == T0  # a slot at `now` is due
+    assert due_slot(every_minute, now, timedelta(seconds=10)) is None
+    nightly = crontab_trigger("30 2 * * *", UTC)
+    at = datetime(2026, 12, 5, 2, 30, 20, tzinfo=UTC)
+    assert due_slot(nightly, at, timedelta(minutes=5)) == datetime(2026, 12, 5, 2, 30, tzinfo=UTC)
+    assert due_slot(nightly, at + timedelta(hours=1), timedelta(minutes=5)) is None
+
+
+async def test_a_new_leader_runs_a_missed_slot_once_and_a_new_job_not_at_all(
+    any_db: Database,
+) -> None:
+    ran: list[str] = []
+
+    def job(name: str) -> JobFunc:
+        async def run() -> None:
+            ran.append(name)
+
+        return run
+
+    scheduler = Scheduler(any_db, node="b", catch_up=120)
+    scheduler.every("missed", 30, job("missed"))
+    scheduler.every("fresh", 30, job("fresh"))
+    scheduler.every("checked", 30, job("checked"), everywhere=True)
+    now = datetime.now(UTC)
+    missed = due_slot(scheduler.fleet_wide["missed"].trigger, now, timedelta(seconds=30))
+    assert missed is not None
+    async with any_db.session() as s:
+        # The old leader ran "missed" one slot before, then died; "fresh" never ran.
+        assert await slots.claim(s, "missed", missed - timedelta(seconds=30), "a", now)
+        assert await slots.claim(s, "checked", missed - timedelta(seconds=30), "a", now)
+    await asyncio.gather(*await scheduler.take_over())
+    assert await scheduler.take_over() == []  # a second takeover finds the slot claimed
+    assert ran == ["missed"]
+    async with any_db.session() as s:
+        assert await slots.latest(s, "missed") == missed
+        assert await slots.latest(s, "fresh") is None
+
+
+# --- one leader -------------------------------------------------------------------------------
+
+
+async def test_one_node_leads_and_a_standby_takes_over_when_its_connection_dies(
+    pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.leader")
+    dbs = [Database(pg_database), Database(pg_database)]
+    nodes = [
+        Leadership(AdvisoryLock(db, TOKEN), node=name, takeover=1.5)
+        for db, name in zip(dbs, ("a", "b"), strict=True)
+    ]
+    led: list[str] = []
+    stop = asyncio.Event()
+
+    def duties(name: str) -> Duties:
+        async def lead(term: asyncio.Event) -> None:
+            led.append(name)
+            await term.wait()
+
+        return lead
+
+    a = asyncio.create_task(nodes[0].run(stop, duties("a")))
+    while not nodes[0].is_leader:
+        await asyncio.sleep(0.05)
+    b = asyncio.create_task(nodes[1].run(stop, duties("b")))
+    await asyncio.sleep(1.0)
+    assert (nodes[0].role, nodes[1].role) == (NodeRole.leader, NodeRole.standby)
+    assert await nodes[0].alive()
+    assert not await nodes[1].alive()
+
+    # The leader's lock connection is cut (as a lost network or a killed server session).
+    async with dbs[1].session() as s:
+        await s.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'fleet run (%' AND pid <> pg_backend_pid()"
+            )
+        )
+    assert not await nodes[0].alive()  # it steps down at once
+    assert nodes[0].role is NodeRole.standby
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not nodes[1].is_leader:
+        assert loop.time() < deadline, caplog.text
+        await asyncio.sleep(0.05)
+    assert led == ["a", "b"]
+    await asyncio.sleep(1.0)
+    assert not nodes[0].is_leader  # the old leader stays a standby while b leads
+    stop.set()
+    await asyncio.gather(a, b)
+    for node in nodes:
+        if node.lock is not None:
+            await node.lock.release()
+    for db in dbs:
+        await db.dispose()
+    assert "role: leader (node a" in caplog.text
+    assert "stepping down" in caplog.text
+    assert "role: standby (node a stopped leading" in caplog.text
+    assert "role: leader (node b" in caplog.text
