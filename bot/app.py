@@ -307,6 +307,7 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
     gc.freeze()
     await scheduler.register(fleet_wide=False)
     scheduler.start()
+    wakes_task = asyncio.create_task(db.relay_wakes(stop), name="wake-relay")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
@@ -348,6 +349,8 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
             await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(pipeline_task, SHUTDOWN_GRACE)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(wakes_task, SHUTDOWN_GRACE)
         await triage.close()
         await gateway.close()
         await bot.session.close()

@@ -19,7 +19,7 @@ from bot.leader import Duties, Leadership, NodeRole
 from bot.poller_lock import AdvisoryLock
 from bot.scheduler import EPOCH, JobFunc, Scheduler, due_slot
 from storage import slots, updates
-from storage.db import Database
+from storage.db import Database, touch
 from tests import pg
 
 pg_database = pg.pg_database
@@ -167,6 +167,46 @@ async def test_a_new_leader_runs_a_missed_slot_once_and_a_new_job_not_at_all(
     async with any_db.session() as s:
         assert await slots.latest(s, "missed") == missed
         assert await slots.latest(s, "fresh") is None
+
+
+# --- wakes across nodes ------------------------------------------------------------------------
+
+
+async def test_a_commit_on_one_node_wakes_the_listeners_of_the_other(pg_database: str) -> None:
+    one, two = Database(pg_database), Database(pg_database)
+    await one.migrate()
+    woken = {"one": asyncio.Event(), "two": asyncio.Event()}
+    one.on_commit("outbox", woken["one"].set)
+    two.on_commit("outbox", woken["two"].set)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(two.relay_wakes(stop))
+    await asyncio.wait_for(woken["two"].wait(), 10)  # woken once when it starts listening
+    woken["two"].clear()
+
+    async with two.session() as s:  # its own commit wakes it directly, not twice
+        touch(s, "outbox")
+    assert woken["two"].is_set()
+    woken["two"].clear()
+    await asyncio.sleep(0.3)
+    assert not woken["two"].is_set()
+
+    with pytest.raises(RuntimeError):  # a rolled-back transaction wakes nobody
+        async with one.session() as s:
+            touch(s, "outbox")
+            raise RuntimeError
+    async with one.session() as s:
+        touch(s, "deploys")  # a topic nobody listens to on `two`
+    await asyncio.sleep(0.3)
+    assert not woken["two"].is_set()
+
+    async with one.session() as s:
+        touch(s, "outbox")
+    assert woken["one"].is_set()
+    await asyncio.wait_for(woken["two"].wait(), 10)
+    stop.set()
+    await relay
+    await one.dispose()
+    await two.dispose()
 
 
 # --- one leader -------------------------------------------------------------------------------
