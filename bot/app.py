@@ -45,7 +45,7 @@ from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
-from bot.update_ledger import UpdateLedger
+from bot.update_ledger import Receiver, UpdateLedger, replay
 from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
@@ -94,9 +94,11 @@ def make_dispatcher(
     dp = Dispatcher()
     dp.workflow_data.update(config=config, db=db, routers=routers, **services)
     dp.update.outer_middleware(in_flight)
-    dp.update.outer_middleware(AuthMiddleware())
+    # The ledger takes each update in its session, before AuthMiddleware may refuse it: a
+    # refused update is handled too, and must not be handled again after a takeover.
     dp.update.outer_middleware(DbSessionMiddleware())
     dp.update.outer_middleware(UpdateLedger(config.node.name))
+    dp.update.outer_middleware(AuthMiddleware())
     dp.message.outer_middleware(CleanText())
     dp.message.middleware(RoleMiddleware())
     dp.callback_query.middleware(PressedButtonCheck())
@@ -177,7 +179,7 @@ async def run_fleet(config: Config) -> int:
 
 
 async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
-    monitor = PollMonitor(before_poll=leadership.alive)
+    monitor = PollMonitor(before_poll=leadership.alive, on_updates=Receiver(db, config.node.name))
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
     routers = get_routers()
@@ -320,7 +322,14 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
         await leadership.run(
             stop,
             functools.partial(
-                lead, config, routers, bot, scheduler, sender, supervisor, announce=me is not None
+                lead,
+                config,
+                routers,
+                bot,
+                scheduler,
+                sender,
+                supervisor,
+                announce=me is not None,
             ),
         )
     except TelegramTokenRejected:
@@ -373,8 +382,11 @@ async def lead(
 ) -> None:
     """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
     (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
-    await scheduler.register(fleet_wide=True)
-    await scheduler.take_over()
+    try:
+        await scheduler.register(fleet_wide=True)
+        await scheduler.take_over()
+    except Exception as err:  # noqa: BLE001 - the jobs still run at their next slots
+        log.error("could not catch up the fleet-wide jobs: %s: %s", type(err).__name__, err)
     if announce:
         try:
             await register_commands(bot, config, routers)
@@ -382,6 +394,11 @@ async def lead(
             log.warning("could not register the command menu: %s", err)
     sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
     try:
+        try:
+            # What a dead leader (or this process before a crash) received, not handled.
+            await replay(supervisor.dp, bot, supervisor.dp["db"])
+        except Exception as err:  # noqa: BLE001 - the next leader or restart tries again
+            log.error("could not read the unhandled updates: %s: %s", type(err).__name__, err)
         await supervisor.run(term)
     finally:
         term.set()

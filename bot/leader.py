@@ -89,7 +89,7 @@ class Leadership:
             if self.lock is not None:
                 await self.lock.abandon()
             log.warning(
-                "role: standby (node %s stopped leading; trying the lock every %.0f s)",
+                "role: standby (node %s stopped leading; trying the lock every %g s)",
                 self.node,
                 self.try_every,
             )
@@ -107,7 +107,7 @@ class Leadership:
                 log.warning("could not try the poller lock: %s: %s", type(err).__name__, err)
             if not announced:
                 log.info(
-                    "role: standby (node %s: %s polls this bot; trying the lock every %.0f s)",
+                    "role: standby (node %s: %s polls this bot; trying the lock every %g s)",
                     self.node,
                     await self._holder(),
                     self.try_every,

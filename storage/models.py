@@ -648,14 +648,17 @@ class ExternalAlert(Base):
 
 
 class TelegramUpdate(Base):
-    """An update this fleet took to handle (storage.updates): after a leader takeover Telegram
-    delivers again what the old leader had not confirmed, and the ledger drops it."""
+    """An update the leader received (storage.updates), recorded before Telegram is told it
+    arrived; `handled_at` is set in the transaction that handles it. A new leader handles the
+    ones a dead leader had not, and drops one Telegram delivers again."""
 
     __tablename__ = "telegram_updates"
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    node: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))  # the node that received (then handled) it
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    payload: Mapped[dict[str, Any] | None]  # the update as Telegram sent it; None if fed
+    handled_at: Mapped[datetime | None]
 
 
 class JobSlot(Base):

@@ -25,6 +25,8 @@ def upgrade() -> None:
         sa.Column("update_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("node", sa.String(64), nullable=False),
         sa.Column("received_at", storage.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=True),
+        sa.Column("handled_at", storage.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("update_id", name=op.f("pk_telegram_updates")),
     )
     op.create_index(op.f("ix_telegram_updates_received_at"), "telegram_updates", ["received_at"])
