@@ -438,10 +438,12 @@ def add_health_jobs(config: Config, db: Database, scheduler: Scheduler) -> None:
             "no alerts feed configured: incidents are recorded (see /incidents), not posted"
         )
     for check in config.checks:
+        # On every node (a standby too): each slot runs once, on the node that claims it.
         scheduler.every(
             f"check:{check.id}",
             max(1, int(check.seconds("every"))),
             functools.partial(alerting.run_check, check),
+            everywhere=True,
         )
     scheduler.every("alerts", alerting.flush_every(), alerting.flush)
     watchdog = Watchdog(config, db, scheduler.intervals)

@@ -123,8 +123,8 @@ async def test_kill_9_of_the_leader_during_a_burst(tmp_path: Path, botapi: BotAP
             assert sent[answer(command)] == 1, command
         in_flight = set(re.findall(r"outbox (\d+) to chat -?\d+: the process stopped", b.log))
         async with db.session() as session:
-            rows = (await session.execute(text("SELECT text, id FROM outbox"))).tuples().all()
-        ids: dict[str, int] = dict(rows)
+            rows = (await session.execute(text("SELECT text, id FROM outbox"))).all()
+        ids: dict[str, int] = {body: row_id for body, row_id in rows}
         for body in texts:
             assert sent[body] == 1 or (sent[body] == 2 and str(ids[body]) in in_flight), body
 
