@@ -11,16 +11,23 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiogram import Dispatcher, Router
+from aiogram.types import Message
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 
 from bot.cron import crontab_trigger
 from bot.leader import Duties, Leadership, NodeRole
+from bot.middlewares import DbSessionMiddleware
 from bot.poller_lock import AdvisoryLock
+from bot.polling import NotLeading, PollMonitor
 from bot.scheduler import EPOCH, JobFunc, Scheduler, due_slot
+from bot.update_ledger import Receiver, UpdateLedger, replay
 from storage import slots, updates
 from storage.db import Database, touch
 from tests import pg
+from tests.botapi_server import BotAPIServer
+from tests.fleet import OWNER
 
 pg_database = pg.pg_database
 
@@ -287,3 +294,58 @@ async def test_one_node_leads_and_steps_down_when_its_lock_connection_dies(
     assert "stepping down" in caplog.text
     assert "role: standby (node a stopped leading" in caplog.text
     assert f"role: leader (node {led[1]}" in caplog.text
+
+
+# --- polling through the ledger ---------------------------------------------------------------
+
+
+async def test_a_received_batch_is_replayed_once_and_a_redelivery_dropped(
+    tmp_path: Path, botapi: BotAPIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}")
+    await db.migrate()
+    leading = True
+
+    async def may_poll() -> bool:
+        return leading
+
+    monitor = PollMonitor(before_poll=may_poll, on_updates=Receiver(db, "a"))
+    bot = botapi.make_bot()
+    bot.session.middleware(monitor)
+    handled: list[str] = []
+    router = Router()
+
+    @router.message()
+    async def note(message: Message) -> None:
+        handled.append(message.text or "")
+
+    dp = Dispatcher()
+    dp.workflow_data.update(db=db)
+    dp.update.outer_middleware(DbSessionMiddleware())
+    dp.update.outer_middleware(UpdateLedger("b"))
+    dp.include_router(router)
+    try:
+        first = botapi.push_message(OWNER, "/one")
+        botapi.push_message(OWNER, "/two")
+        # The leader gets the batch and dies before handling it (nothing confirms it yet).
+        batch = await bot.get_updates(timeout=0)
+        assert [u.update_id for u in batch] == [first, first + 1]
+        assert monitor.polls == 1
+
+        assert await replay(dp, bot, db) == 2  # the next leader handles both
+        assert handled == ["/one", "/two"]
+        assert await replay(dp, bot, db) == 0
+        # Telegram delivers the unconfirmed batch again: recorded already, dropped when fed.
+        for update in await bot.get_updates(timeout=0):
+            await dp.feed_update(bot, update)
+        assert handled == ["/one", "/two"]
+        assert f"update {first} dropped: it was handled already" in caplog.text
+
+        leading = False  # lost the lock: no getUpdates reaches Telegram
+        polls = len(botapi.calls_of("getUpdates"))
+        with pytest.raises(NotLeading):
+            await bot.get_updates(timeout=0)
+        assert len(botapi.calls_of("getUpdates")) == polls
+    finally:
+        await bot.session.close()
+        await db.dispose()
