@@ -98,6 +98,8 @@ class Scheduler:
         self.scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": _SlotExecutor()})
         self._running: set[asyncio.Task[Any]] = set()
         self._catching_up: set[asyncio.Task[None]] = set()
+        # Jobs with a run going (scheduled or catch-up): never two runs of one job at once.
+        self._busy: set[str] = set()
         # job id -> interval in seconds of every `every` job, for the watchdog.
         self.intervals: dict[str, int] = {}
 
@@ -177,10 +179,17 @@ class Scheduler:
         async def run() -> None:
             if not everywhere and not self.leading():
                 return
+            if job_id in self._busy:  # a catch-up run of it still going: as max_instances=1
+                log.info("job %s: still running; this slot is skipped", job_id)
+                return
             now = datetime.now(UTC)
             slot = _SCHEDULED.get() or now  # always set when APScheduler runs it
-            if await self._claim(job_id, slot, now):
-                await func()
+            self._busy.add(job_id)
+            try:
+                if await self._claim(job_id, slot, now):
+                    await func()
+            finally:
+                self._busy.discard(job_id)
 
         return run
 
@@ -210,19 +219,28 @@ class Scheduler:
                     due.append((job_id, slot, job.func))
         started: list[asyncio.Task[None]] = []
         for job_id, slot, func in due:
+            if job_id in self._busy:
+                continue  # it runs right now: that run is the catch-up
+            # Marked busy before the claim's await, so a scheduled run starting meanwhile
+            # does not run beside this one.
+            self._busy.add(job_id)
             if not await self._claim(job_id, slot, now):
+                self._busy.discard(job_id)
                 continue
             log.warning(
                 "job %s: running slot %s, missed while no node led", job_id, slot.isoformat()
             )
-            task = asyncio.create_task(self._run_once(func), name=f"catch-up:{job_id}")
+            task = asyncio.create_task(self._run_once(job_id, func), name=f"catch-up:{job_id}")
             self._catching_up.add(task)
             task.add_done_callback(self._catching_up.discard)
             started.append(task)
         return started
 
-    async def _run_once(self, func: JobFunc) -> None:
-        await self._tracked(func)()
+    async def _run_once(self, job_id: str, func: JobFunc) -> None:
+        try:
+            await self._tracked(func)()
+        finally:
+            self._busy.discard(job_id)
 
     def _tracked(self, func: JobFunc) -> JobFunc:
         """Remember the job's task while it runs, so shutdown can let it finish instead of
