@@ -349,3 +349,31 @@ async def test_a_received_batch_is_replayed_once_and_a_redelivery_dropped(
     finally:
         await bot.session.close()
         await db.dispose()
+
+
+async def test_a_scheduled_run_does_not_start_beside_a_catch_up_of_the_same_job(
+    any_db: Database,
+) -> None:
+    release = asyncio.Event()
+    runs = 0
+
+    async def slow() -> None:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+
+    scheduler = Scheduler(any_db, node="b", catch_up=120)
+    scheduler.every("triage:work", 30, slow)
+    now = datetime.now(UTC)
+    slot = due_slot(scheduler.fleet_wide["triage:work"].trigger, now, timedelta(seconds=30))
+    assert slot is not None
+    async with any_db.session() as s:
+        await slots.claim(s, "triage:work", slot - timedelta(seconds=30), "a", now)
+    [catch_up] = await scheduler.take_over()
+    await asyncio.sleep(0.1)
+    assert runs == 1
+    job = scheduler.scheduler.get_job("triage:work")
+    await job.func()  # APScheduler fires the next slot while the catch-up still runs
+    assert runs == 1
+    release.set()
+    await catch_up
