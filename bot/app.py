@@ -9,7 +9,6 @@ import gc
 import logging
 import signal
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from aiogram import Bot, Dispatcher, Router
@@ -30,7 +29,7 @@ from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role, parse_duration
 from bot.config_watch import ConfigWatch, save_last_good
-from bot.leader import Leadership
+from bot.leader import Leadership, lead, prune_ledgers
 from bot.middlewares import (
     AuthMiddleware,
     CleanText,
@@ -45,7 +44,7 @@ from bot.polling import PollingSupervisor, PollMonitor, TelegramTokenRejected
 from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
-from bot.update_ledger import Receiver, UpdateLedger, replay
+from bot.update_ledger import Receiver, UpdateLedger
 from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
@@ -54,7 +53,7 @@ from handlers.approvals import settings as approval_settings
 from handlers.registry import commands_for
 from integrations.deploy import DeployWorker
 from integrations.publish import PublishWorker
-from storage import approvals, outbox, slots, updates
+from storage import approvals, outbox
 from storage.db import Database
 from storage.status import SummaryCache
 
@@ -317,20 +316,19 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
     pipeline_task = asyncio.create_task(
         PipelineWorker(config, db).run(stop), name="pipeline-worker"
     )
+
+    async def announce() -> None:
+        if me is not None:  # the menu is the leader's to set, each time a node leads
+            try:
+                await register_commands(bot, config, routers)
+            except TelegramAPIError as err:
+                log.warning("could not register the command menu: %s", err)
+
     code = EXIT_OK
     try:
         await leadership.run(
             stop,
-            functools.partial(
-                lead,
-                config,
-                routers,
-                bot,
-                scheduler,
-                sender,
-                supervisor,
-                announce=me is not None,
-            ),
+            functools.partial(lead, scheduler, sender, supervisor, on_lead=announce),
         )
     except TelegramTokenRejected:
         log.error("Telegram rejected the bot token (401 Unauthorized): check telegram.token")
@@ -367,51 +365,6 @@ async def _serve(config: Config, db: Database, leadership: Leadership) -> int:
             loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
-
-
-async def lead(
-    config: Config,
-    routers: list[Router],
-    bot: Bot,
-    scheduler: Scheduler,
-    sender: Sender,
-    supervisor: PollingSupervisor,
-    term: asyncio.Event,
-    *,
-    announce: bool,
-) -> None:
-    """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
-    (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
-    try:
-        await scheduler.register(fleet_wide=True)
-        await scheduler.take_over()
-    except Exception as err:  # noqa: BLE001 - the jobs still run at their next slots
-        log.error("could not catch up the fleet-wide jobs: %s: %s", type(err).__name__, err)
-    if announce:
-        try:
-            await register_commands(bot, config, routers)
-        except TelegramAPIError as err:
-            log.warning("could not register the command menu: %s", err)
-    sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
-    try:
-        try:
-            # What a dead leader (or this process before a crash) received, not handled.
-            await replay(supervisor.dp, bot, supervisor.dp["db"])
-        except Exception as err:  # noqa: BLE001 - the next leader or restart tries again
-            log.error("could not read the unhandled updates: %s: %s", type(err).__name__, err)
-        await supervisor.run(term)
-    finally:
-        term.set()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
-
-
-async def prune_ledgers(db: Database) -> None:
-    """Forget old updates and job slots (the ledgers are read only around a takeover)."""
-    now = datetime.now(UTC)
-    async with db.session() as session:
-        await updates.prune(session, now)
-        await slots.prune(session, now)
 
 
 async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:
