@@ -25,7 +25,7 @@ from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role
 from bot.config_watch import ConfigWatch, save_last_good
-from bot.leader import Leadership
+from bot.leader import Leadership, lead, prune_ledgers
 from bot.middlewares import (
     AuthMiddleware,
     CleanText,
@@ -42,6 +42,7 @@ from bot.redact import Redactor
 from bot.scheduler import JobFailed, Scheduler
 from bot.sender import Sender
 from bot.telegram import make_bot
+from bot.update_ledger import Receiver, UpdateLedger
 from bot.views.text import esc
 from bot.watchdog import Watchdog
 from bot.web.server import WebServer, WebState
@@ -93,8 +94,11 @@ def make_dispatcher(
     dp = Dispatcher()
     dp.workflow_data.update(config=config, db=db, routers=routers, **services)
     dp.update.outer_middleware(in_flight)
-    dp.update.outer_middleware(AuthMiddleware())
+    # The ledger takes each update in its session, before AuthMiddleware may refuse it: a
+    # refused update is handled too, and must not be handled again after a takeover.
     dp.update.outer_middleware(DbSessionMiddleware())
+    dp.update.outer_middleware(UpdateLedger(config.node.name))
+    dp.update.outer_middleware(AuthMiddleware())
     dp.message.outer_middleware(CleanText())
     dp.message.middleware(RoleMiddleware())
     dp.callback_query.middleware(PressedButtonCheck())
@@ -199,7 +203,7 @@ async def _serve(
     placement: nodes.Placement,
     stop_when: asyncio.Event | None,
 ) -> int:
-    monitor = PollMonitor(before_poll=leadership.alive)
+    monitor = PollMonitor(before_poll=leadership.alive, on_updates=Receiver(db, config.node.name))
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
     in_flight = InFlight()
@@ -207,7 +211,13 @@ async def _serve(
     gateway = Gateway(config, db)
     runtime = Runtime(config, db, gateway, placement=placement)
     triage = Triage(config, db, gateway)
-    scheduler = Scheduler(db, leading=lambda: leadership.is_leader)
+    scheduler = Scheduler(
+        db,
+        leading=lambda: leadership.is_leader,
+        node=config.node.name,
+        # A slot missed while no node led falls within the takeover and a long poll.
+        catch_up=max(60.0, 2 * leadership.takeover + config.telegram.polling_timeout),
+    )
     approval_policy = ApprovalPolicy.from_config(config)
     kinds = approval_kinds(config)
     dp = make_dispatcher(
@@ -250,15 +260,16 @@ async def _serve(
     supervisor = PollingSupervisor(
         dp, bot, monitor, polling_timeout=config.telegram.polling_timeout, on_stall=on_stall
     )
-    started = time.monotonic()
 
     async def poll_beat() -> None:
-        last = monitor.last_poll_monotonic or started
+        # Since this node leads: a standby that just took over has not polled before.
+        last = max(monitor.last_poll_monotonic or 0.0, leadership.since)
         if time.monotonic() - last > supervisor.stall_after:
             raise JobFailed("no completed getUpdates within three polling timeouts")
 
     scheduler.every("telegram-poll", config.telegram.polling_timeout, poll_beat)
     scheduler.every("runs-prune", 3600, runtime.prune)
+    scheduler.every("ledgers-prune", 3600, functools.partial(prune_ledgers, db))
     add_health_jobs(config, db, scheduler, placement)
 
     async def expire_approvals() -> None:
@@ -326,6 +337,7 @@ async def _serve(
         gc.freeze()
     await scheduler.register(fleet_wide=False)
     scheduler.start()
+    wakes_task = asyncio.create_task(db.relay_wakes(stop), name="wake-relay")
     runtime_task = asyncio.create_task(runtime.run(stop), name="run-worker")
     deploy_task = asyncio.create_task(deployer.run(stop), name="deploy-worker")
     exec_task = asyncio.create_task(executor.run(stop), name="exec-worker")
@@ -333,6 +345,14 @@ async def _serve(
     pipeline_task = asyncio.create_task(
         PipelineWorker(config, db).run(stop), name="pipeline-worker"
     )
+
+    async def announce() -> None:
+        if me is not None:  # the menu is the leader's to set, each time a node leads
+            try:
+                await register_commands(bot, config, dp["routers"])
+            except TelegramAPIError as err:
+                log.warning("could not register the command menu: %s", err)
+
     code = EXIT_OK
     try:
         await leadership.run(
@@ -340,16 +360,7 @@ async def _serve(
             with_role(
                 db,
                 placement.node,
-                functools.partial(
-                    lead,
-                    config,
-                    dp["routers"],
-                    bot,
-                    scheduler,
-                    sender,
-                    supervisor,
-                    announce=me is not None,
-                ),
+                functools.partial(lead, scheduler, sender, supervisor, on_lead=announce),
             ),
         )
     except TelegramTokenRejected:
@@ -378,6 +389,8 @@ async def _serve(
             await asyncio.wait_for(publish_task, SHUTDOWN_GRACE)
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(pipeline_task, SHUTDOWN_GRACE)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(wakes_task, SHUTDOWN_GRACE)
         await triage.close()
         await gateway.close()
         await bot.session.close()
@@ -386,34 +399,6 @@ async def _serve(
                 loop.remove_signal_handler(sig)
         log.info("stopped")
     return code
-
-
-async def lead(
-    config: Config,
-    routers: list[Router],
-    bot: Bot,
-    scheduler: Scheduler,
-    sender: Sender,
-    supervisor: PollingSupervisor,
-    term: asyncio.Event,
-    *,
-    announce: bool,
-) -> None:
-    """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
-    (the scheduler runs them while `leadership.is_leader`), the outbox sender and polling."""
-    await scheduler.register(fleet_wide=True)
-    if announce:
-        try:
-            await register_commands(bot, config, routers)
-        except TelegramAPIError as err:
-            log.warning("could not register the command menu: %s", err)
-    sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
-    try:
-        await supervisor.run(term)
-    finally:
-        term.set()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(sender_task, SHUTDOWN_GRACE)
 
 
 async def alert(db: Database, config: Config, text: str, *, dedup_key: str) -> None:
@@ -446,8 +431,8 @@ def add_health_jobs(
     for check in config.checks:
         if check.id in elsewhere:
             continue
-        # Every node that may run a check schedules it; one probes per interval (see
-        # Alerting.run_check), so a check pinned to a standby runs there.
+        # On every node that may run it (a standby too): each slot runs once, on the node
+        # that claims it.
         scheduler.every(
             f"check:{check.id}",
             check.every.total_seconds(),

@@ -14,15 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from bot.poller_lock import AdvisoryLock
+from bot.polling import PollingSupervisor
+from bot.scheduler import Scheduler
+from bot.sender import Sender
+from bot.update_ledger import replay
+from storage import slots, updates
+from storage.db import Database
 
 log = logging.getLogger(__name__)
 
 # How long the lock connection may take to answer `SELECT 1` before the leader steps down.
 ALIVE_TIMEOUT = 2.0
+# Seconds the sender gets to finish the parts in flight when the node stops leading.
+SENDER_GRACE = 10.0
 
 Duties = Callable[[asyncio.Event], Awaitable[None]]
 
@@ -43,6 +53,7 @@ class Leadership:
         self.try_every = max(0.5, takeover / 3)
         self.role = NodeRole.standby
         self.changes = 0  # role changes so far (the first lead counts)
+        self.since = time.monotonic()  # when this node last became the leader (or started)
         self._term: asyncio.Event | None = None
 
     @property
@@ -69,6 +80,7 @@ class Leadership:
             term = asyncio.Event()
             self._term = term
             self.role = NodeRole.leader
+            self.since = time.monotonic()
             self.changes += 1
             log.info("role: leader (node %s holds the poller lock; polling Telegram)", self.node)
             watcher = asyncio.create_task(self._watch(stop, term), name="leader-watch")
@@ -86,7 +98,7 @@ class Leadership:
             if self.lock is not None:
                 await self.lock.abandon()
             log.warning(
-                "role: standby (node %s stopped leading; trying the lock every %.0f s)",
+                "role: standby (node %s stopped leading; trying the lock every %g s)",
                 self.node,
                 self.try_every,
             )
@@ -104,7 +116,7 @@ class Leadership:
                 log.warning("could not try the poller lock: %s: %s", type(err).__name__, err)
             if not announced:
                 log.info(
-                    "role: standby (node %s: %s polls this bot; trying the lock every %.0f s)",
+                    "role: standby (node %s: %s polls this bot; trying the lock every %g s)",
                     self.node,
                     await self._holder(),
                     self.try_every,
@@ -137,3 +149,41 @@ class Leadership:
             log.error("stepping down: %s; stopping polling, the leader jobs and the sender", why)
             self._term.set()
         self.role = NodeRole.standby
+
+
+async def lead(
+    scheduler: Scheduler,
+    sender: Sender,
+    supervisor: PollingSupervisor,
+    term: asyncio.Event,
+    *,
+    on_lead: Callable[[], Awaitable[None]],
+) -> None:
+    """The leader's duties, until `term` (shutdown, or the lock lost): the fleet-wide jobs
+    (the scheduler runs them while the node leads; a slot missed in the takeover is run now),
+    the outbox sender, the updates a dead leader received and did not handle, and polling."""
+    try:
+        await scheduler.register(fleet_wide=True)
+        await scheduler.take_over()
+    except Exception as err:  # noqa: BLE001 - the jobs still run at their next slots
+        log.error("could not catch up the fleet-wide jobs: %s: %s", type(err).__name__, err)
+    await on_lead()
+    sender_task = asyncio.create_task(sender.run(term), name="outbox-sender")
+    try:
+        try:
+            await replay(supervisor.dp, supervisor.bot, scheduler.db)
+        except Exception as err:  # noqa: BLE001 - the next leader or restart tries again
+            log.error("could not read the unhandled updates: %s: %s", type(err).__name__, err)
+        await supervisor.run(term)
+    finally:
+        term.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(sender_task, SENDER_GRACE)
+
+
+async def prune_ledgers(db: Database) -> None:
+    """Forget old updates and job slots (the ledgers are read only around a takeover)."""
+    now = datetime.now(UTC)
+    async with db.session() as session:
+        await updates.prune(session, now)
+        await slots.prune(session, now)

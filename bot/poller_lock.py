@@ -81,6 +81,9 @@ class AdvisoryLock:
         digest = hashlib.sha256(f"fleetbridge-poller:{bot_id}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)
         self._conn: AsyncConnection | None = None
+        # One statement at a time on the lock connection: the check before each getUpdates
+        # and the periodic check may come together.
+        self._using = asyncio.Lock()
 
     async def acquire(self) -> None:
         if await self.try_acquire():
@@ -140,7 +143,7 @@ class AdvisoryLock:
         if self._conn is None:
             return False
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout(within), self._using:
                 await self._conn.execute(text("SELECT 1"))
                 await self._conn.commit()
         except Exception:  # noqa: BLE001 - any failure means the lock may be gone

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import (
@@ -24,6 +24,7 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.exceptions import TelegramConflictError, TelegramUnauthorizedError
 from aiogram.methods import GetUpdates, Response, TelegramMethod
 from aiogram.methods.base import TelegramType
+from aiogram.types import Update
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,17 @@ class Throttle:
 class PollMonitor(BaseRequestMiddleware):
     """A bot-session middleware that records every completed getUpdates."""
 
-    def __init__(self, before_poll: Callable[[], Awaitable[bool]] | None = None) -> None:
+    def __init__(
+        self,
+        before_poll: Callable[[], Awaitable[bool]] | None = None,
+        on_updates: Callable[[list[Update]], Awaitable[None]] | None = None,
+    ) -> None:
         # Asked before each getUpdates whether this node may poll (bot.leader: the lock
         # connection still answers); False stops the call.
         self.before_poll = before_poll
+        # Given each batch of updates before aiogram handles it (bot.update_ledger records
+        # them before the next getUpdates confirms them to Telegram).
+        self.on_updates = on_updates
         self.last_poll_at: datetime | None = None
         self.last_poll_monotonic: float | None = None
         self.polls = 0
@@ -99,6 +107,12 @@ class PollMonitor(BaseRequestMiddleware):
                     err,
                 )
             raise
+        if self.on_updates is not None:
+            # aiogram's middleware chain hands back the result, not the Response its types say.
+            received: Any = response
+            batch = received.result if isinstance(received, Response) else received
+            if batch:
+                await self.on_updates(cast(list[Update], batch))
         self.last_poll_at = datetime.now(UTC)
         self.last_poll_monotonic = time.monotonic()
         self.polls += 1

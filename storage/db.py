@@ -1,11 +1,16 @@
-"""The async engine, sessions and the transaction modes that make claims safe on both backends."""
+"""The async engine, sessions and the transaction modes that make claims safe on both backends,
+and the wakes after a commit (`touch` / `on_commit`), carried to the other nodes by PostgreSQL's
+LISTEN/NOTIFY (`relay_wakes`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
+import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +29,15 @@ from sqlalchemy.ext.asyncio import (
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# The NOTIFY channel of the wakes; a payload is "<topic> <instance>".
+WAKE_CHANNEL = "fleet_wake"
+# How often the listening connection is checked, and how long it may take to answer.
+LISTEN_CHECK_EVERY = 10.0
+LISTEN_CHECK_TIMEOUT = 5.0
 
 # A write transaction that claims work on SQLite must take the write lock when it begins:
 # with a plain (deferred) BEGIN two claimers both read, then one fails to upgrade its lock
@@ -67,6 +80,8 @@ class Database:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        # Names this process in the NOTIFY payloads, so it skips the wakes it sent itself.
+        self.instance = uuid.uuid4().hex[:12]
 
     def redact_with(self, redact: Callable[[str], str]) -> None:
         """Pass every text parameter of every statement through `redact` (bot.redact): no
@@ -88,7 +103,8 @@ class Database:
 
     def on_commit(self, topic: str, listener: Callable[[], None]) -> None:
         """Call `listener` after any transaction that `touch`ed `topic` commits: the sender
-        when outbox rows were queued, the run worker when an agent was woken."""
+        when outbox rows were queued, the run worker when an agent was woken. On PostgreSQL
+        the commit also wakes the listeners of the other nodes (see `relay_wakes`)."""
         self._listeners.setdefault(topic, []).append(listener)
 
     @asynccontextmanager
@@ -97,6 +113,7 @@ class Database:
         async with self.sessions() as session:
             async with session.begin():
                 yield session
+                await self._notify_nodes(session)
             self._notify(session)
 
     @asynccontextmanager
@@ -106,12 +123,77 @@ class Database:
             async with session.begin():
                 await session.connection(execution_options={_IMMEDIATE: True})
                 yield session
+                await self._notify_nodes(session)
             self._notify(session)
+
+    async def _notify_nodes(self, session: AsyncSession) -> None:
+        """NOTIFY each touched topic inside the transaction: PostgreSQL delivers it to the
+        listening nodes when, and only if, the transaction commits."""
+        if self.is_sqlite:
+            return
+        for topic in session.info.get(_TOUCHED, ()):
+            await session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": WAKE_CHANNEL, "payload": f"{topic} {self.instance}"},
+            )
 
     def _notify(self, session: AsyncSession) -> None:
         for topic in session.info.pop(_TOUCHED, ()):
-            for listener in self._listeners.get(topic, ()):
-                listener()
+            self._wake(topic)
+
+    def _wake(self, topic: str) -> None:
+        for listener in self._listeners.get(topic, ()):
+            listener()
+
+    async def relay_wakes(self, stop: asyncio.Event) -> None:
+        """Until `stop` (PostgreSQL only): LISTEN on a connection of its own and wake this
+        process's listeners when another node's commit touched their topic. Each worker still
+        polls on its own, so a wake lost while reconnecting costs only the polling delay; every
+        topic is woken once after each (re)connect for the same reason."""
+        if self.is_sqlite:
+            return
+        warned = False
+        while not stop.is_set():
+            try:
+                await self._listen(stop)
+                warned = False
+            except Exception as err:  # noqa: BLE001 - the database is away: listen again later
+                if not warned:
+                    log.warning(
+                        "wakes from other nodes paused (%s: %s); polling meanwhile, listening "
+                        "again in a few seconds",
+                        type(err).__name__,
+                        err,
+                    )
+                    warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=LISTEN_CHECK_TIMEOUT)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection  # asyncpg's connection: it delivers notifications
+            assert driver is not None
+
+            def received(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+                topic, _, sender = payload.partition(" ")
+                if sender != self.instance:
+                    self._wake(topic)
+
+            await driver.add_listener(WAKE_CHANNEL, received)
+            try:
+                for topic in list(self._listeners):
+                    self._wake(topic)
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=LISTEN_CHECK_EVERY)
+                    async with asyncio.timeout(LISTEN_CHECK_TIMEOUT):
+                        await driver.execute("SELECT 1")
+                async with asyncio.timeout(LISTEN_CHECK_TIMEOUT):
+                    await driver.remove_listener(WAKE_CHANNEL, received)
+            except BaseException:
+                await conn.invalidate()  # not back to the pool with a listener on it
+                raise
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest migration (a quick check when it is there).

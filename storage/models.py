@@ -737,3 +737,29 @@ class BudgetHold(Base):
     usd: Mapped[Decimal] = mapped_column(Numeric(12, 6))
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TelegramUpdate(Base):
+    """An update the leader received (storage.updates), recorded before Telegram is told it
+    arrived; `handled_at` is set in the transaction that handles it. A new leader handles the
+    ones a dead leader had not, and drops one Telegram delivers again."""
+
+    __tablename__ = "telegram_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(String(64))  # the node that received (then handled) it
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    payload: Mapped[dict[str, Any] | None]  # the update as Telegram sent it; None if fed
+    handled_at: Mapped[datetime | None]
+
+
+class JobSlot(Base):
+    """One scheduled time of one fleet-wide job, claimed by the node that runs it
+    (storage.slots): a takeover neither skips nor doubles a slot."""
+
+    __tablename__ = "job_slots"
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(primary_key=True, index=True)
+    node: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
