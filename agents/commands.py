@@ -23,7 +23,7 @@ from agents.files import Confinement, FileRefused, atomic_write, workspace_of
 from bot.config import WORKSPACE_ROOT, AgentConfig, Config
 from bot.redact import Redactor
 from integrations import claim_loop, process
-from storage import artifacts
+from storage import artifacts, nodes
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import ExecRun
@@ -161,10 +161,22 @@ class ExecWorker:
     """Runs approved exec runs until stopped. Run one per process; `recover` first, so the
     runs a crash left `running` are reported interrupted, not re-run."""
 
-    def __init__(self, config: Config, db: Database, *, idle_poll: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        *,
+        idle_poll: float = 5.0,
+        placement: nodes.Placement | None = None,
+    ) -> None:
+        """`placement`: this node; the commands of agents that run on other nodes are left
+        to them, and at start it reports interrupted only the commands it claimed."""
         self.config = config
         self.db = db
         self.idle_poll = idle_poll
+        self.elsewhere = placement.agents_elsewhere if placement is not None else frozenset()
+        self.node = placement.node.name if placement is not None else None
+        self.own_only = placement is not None and placement.shared
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -172,7 +184,9 @@ class ExecWorker:
 
     async def recover(self) -> list[int]:
         async with self.db.claim() as session:
-            interrupted = await exec_runs.interrupt_running(session)
+            interrupted = await exec_runs.interrupt_running(
+                session, node=self.node if self.own_only else None
+            )
         for run_id in interrupted:
             log.warning("command #%d was interrupted by a restart; reported, not re-run", run_id)
         return interrupted
@@ -200,7 +214,7 @@ class ExecWorker:
 
     async def _claim(self) -> ExecRun | None:
         async with self.db.claim() as session:
-            return await exec_runs.claim_next(session)
+            return await exec_runs.claim_next(session, exclude=self.elsewhere, node=self.node)
 
     async def carry_out(self, run: ExecRun) -> None:
         log.info("command #%d of %s starting: %s", run.id, run.agent_id, " ".join(run.argv))

@@ -243,9 +243,9 @@ async def _serve(
     db.on_commit("outbox", sender.wake)
     deployer = DeployWorker(config, db, placement=placement)
     db.on_commit("deploys", deployer.wake)
-    executor = ExecWorker(config, db)
+    executor = ExecWorker(config, db, placement=placement)
     db.on_commit("exec", executor.wake)
-    publisher = PublishWorker(config, db)
+    publisher = PublishWorker(config, db, placement=placement)
     db.on_commit("publish", publisher.wake)
 
     async def on_stall(silent: float) -> None:

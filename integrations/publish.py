@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.config import Config, PublishTarget
-from storage import outbox, publications
+from storage import nodes, outbox, publications
 from storage.db import Database
 from storage.models import Publication
 from storage.statuses import OutboxStatus, PublicationStatus
@@ -71,10 +71,21 @@ def shows(body: str, text: str) -> bool:
 class PublishWorker:
     """Publishes approved publications until stopped. One per process; `recover` first."""
 
-    def __init__(self, config: Config, db: Database, *, idle_poll: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        *,
+        idle_poll: float = 1.0,
+        placement: nodes.Placement | None = None,
+    ) -> None:
+        """`placement`: this node; at start it settles only the publications it claimed
+        (another node's webhook call may be in flight)."""
         self.config = config
         self.db = db
         self.idle_poll = idle_poll
+        self.node = placement.node.name if placement is not None else None
+        self.own_only = placement is not None and placement.shared
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -92,7 +103,9 @@ class PublishWorker:
         record: `unknown`, never re-sent. A folder write is repeatable (same file, same
         text): it is done again. Telegram rows are the outbox's (see `settle_telegram`)."""
         async with self.db.session() as session:
-            stuck = await publications.publishing(session)
+            stuck = await publications.publishing(
+                session, node=self.node if self.own_only else None
+            )
         for publication in stuck:
             if publication.kind == "webhook":
                 await self._finish(
@@ -131,7 +144,7 @@ class PublishWorker:
         """Claim the oldest approved publication and carry it out (a telegram one: queue its
         outbox row); False when there was none."""
         async with self.db.claim() as session:
-            publication = await publications.claim_next(session)
+            publication = await publications.claim_next(session, node=self.node)
             if publication is None:
                 return False
             target = self._target(publication)

@@ -12,7 +12,7 @@ An exec rule is one "Always allow" a person granted: this agent, this exact argv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -120,13 +120,22 @@ async def start(
     return run
 
 
-async def claim_next(session: AsyncSession, now: datetime | None = None) -> ExecRun | None:
-    """Start the oldest pending (approved) exec run. Run in `Database.claim()`."""
+async def claim_next(
+    session: AsyncSession,
+    now: datetime | None = None,
+    *,
+    exclude: Collection[str] = (),
+    node: str | None = None,
+) -> ExecRun | None:
+    """Start the oldest pending (approved) exec run, for `node`, of an agent not in
+    `exclude` (the agents that run on other nodes: a command runs where its agent's roots
+    are). Run in `Database.claim()`."""
     run = await claim_oldest(
         session,
         ExecRun,
-        {"status": ExecStatus.RUNNING, "started_at": now or utcnow()},
+        {"status": ExecStatus.RUNNING, "started_at": now or utcnow(), "node": node},
         only_from=ExecStatus.PENDING,
+        where=(ExecRun.agent_id.not_in(exclude or {""}),),
     )
     if run is None:
         return None
@@ -186,10 +195,16 @@ async def _report(session: AsyncSession, run: ExecRun, note: str, report: str | 
     await tell_agent(session, run.agent_id, run.task_id, actor=ACTOR, body=note, dedup_key=key)
 
 
-async def interrupt_running(session: AsyncSession, now: datetime | None = None) -> list[int]:
+async def interrupt_running(
+    session: AsyncSession, now: datetime | None = None, *, node: str | None = None
+) -> list[int]:
     """Commands found `running` at start died with the process (or were left behind by it):
-    mark them interrupted and tell their agents. They are never re-run."""
-    found = await session.execute(select(ExecRun.id).where(ExecRun.status == ExecStatus.RUNNING))
+    mark them interrupted and tell their agents. They are never re-run. With `node`, only
+    the runs that node claimed (other nodes' commands are alive)."""
+    running = select(ExecRun.id).where(ExecRun.status == ExecStatus.RUNNING)
+    if node is not None:
+        running = running.where(ExecRun.node == node)
+    found = await session.execute(running)
     done: list[int] = []
     for run_id in found.scalars().all():
         note = (

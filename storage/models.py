@@ -544,6 +544,7 @@ class ExecRun(Base):
     output_tail: Mapped[str] = mapped_column(Text, default="")
     artifact_id: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime | None]
+    node: Mapped[str | None] = mapped_column(String(63))  # the node that claimed it
     finished_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -606,6 +607,7 @@ class Publication(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     location: Mapped[str | None] = mapped_column(String(1024))  # a URL or a file written
     started_at: Mapped[datetime | None]
+    node: Mapped[str | None] = mapped_column(String(63))  # the node that claimed it
     published_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

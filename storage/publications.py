@@ -285,13 +285,15 @@ class PublishKind:
 PUBLISH = PublishKind()
 
 
-async def claim_next(session: AsyncSession, now: datetime | None = None) -> Publication | None:
-    """Mark the oldest approved publication `sending`. Run in `Database.claim()`; the
-    caller commits before making the outside call."""
+async def claim_next(
+    session: AsyncSession, now: datetime | None = None, *, node: str | None = None
+) -> Publication | None:
+    """Mark the oldest approved publication `sending`, for `node`. Run in
+    `Database.claim()`; the caller commits before making the outside call."""
     return await claim_oldest(
         session,
         Publication,
-        {"status": Status.PUBLISHING, "started_at": now or utcnow()},
+        {"status": Status.PUBLISHING, "started_at": now or utcnow(), "node": node},
         only_from=Status.APPROVED,
     )
 
@@ -373,8 +375,13 @@ def outcome_note(publication: Publication) -> str:
     return f"{head} is {publication.status}: {publication.reason}"
 
 
-async def publishing(session: AsyncSession, kind: str | None = None) -> list[Publication]:
+async def publishing(
+    session: AsyncSession, kind: str | None = None, *, node: str | None = None
+) -> list[Publication]:
+    """Publications being sent (with `node`: the ones that node claimed)."""
     stmt = select(Publication).where(Publication.status == Status.PUBLISHING)
+    if node is not None:
+        stmt = stmt.where(Publication.node == node)
     if kind is not None:
         stmt = stmt.where(Publication.kind == kind)
     found = await session.execute(stmt.order_by(Publication.id))

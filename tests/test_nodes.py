@@ -21,9 +21,10 @@ from bot.config import Config, load_config
 from bot.views.nodes import node_lines
 from bot.watchdog import silent_nodes
 from storage import checks, deploys, nodes, runs, tasks
+from storage import exec as exec_runs
 from storage.db import Database
-from storage.models import Base, DeployRun, Node, Run, utcnow
-from storage.statuses import DeployStatus, RunStatus, TaskStatus
+from storage.models import Base, DeployRun, ExecRun, Node, Run, utcnow
+from storage.statuses import DeployStatus, ExecStatus, RunStatus, TaskStatus
 from tests import pg
 from tests.fleet import write_config
 
@@ -400,6 +401,37 @@ async def test_deploys_go_to_a_node_that_may_run_their_target_one_at_a_time(
         assert await deploys.interrupt_running(session, node="mac") == [docs]
     async with any_db.session() as session:
         assert (await deploys.get(session, web)).status == DeployStatus.RUNNING  # type: ignore[union-attr]
+
+
+async def _pending_command(db: Database, agent_id: str) -> int:
+    async with db.session() as session:
+        run = ExecRun(
+            agent_id=agent_id, argv=["true"], cwd="workspace:", timeout_s=10, allowed_by="policy"
+        )
+        session.add(run)
+        await session.flush()
+        return run.id
+
+
+async def test_commands_run_where_their_agent_runs_and_a_start_recovers_only_its_own(
+    any_db: Database,
+) -> None:
+    mine = await _pending_command(any_db, "coder")
+    theirs = await _pending_command(any_db, "writer")
+    async with any_db.claim() as session:
+        taken = await exec_runs.claim_next(session, exclude={"writer"}, node="mac")
+        assert taken is not None and taken.id == mine and taken.node == "mac"
+    async with any_db.claim() as session:
+        assert await exec_runs.claim_next(session, exclude={"writer"}, node="mac") is None
+    async with any_db.claim() as session:
+        taken = await exec_runs.claim_next(session, node="vps")
+        assert taken is not None and taken.id == theirs
+    # A node starting up reports only its own commands interrupted, not the other node's.
+    async with any_db.claim() as session:
+        assert await exec_runs.interrupt_running(session, node="mac") == [mine]
+    async with any_db.session() as session:
+        still = await session.get(ExecRun, theirs)
+        assert still is not None and still.status == ExecStatus.RUNNING
 
 
 async def test_two_nodes_never_run_one_target_twice_at_once(pg_db: Database) -> None:
