@@ -11,7 +11,6 @@ P1/P0 is reminded of every `repeat_interval`.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 
 from bot.config import CheckConfig, Config
@@ -20,7 +19,7 @@ from bot.views.incidents import alert_buttons
 from bot.views.text import esc, when
 from integrations import checks
 from storage import checks as check_state
-from storage import incidents, nodes, outbox
+from storage import incidents, outbox
 from storage.db import Database
 from storage.models import Incident, utcnow
 
@@ -35,15 +34,12 @@ def fingerprint(check: CheckConfig) -> str:
 
 
 class Alerting:
-    def __init__(
-        self, config: Config, db: Database, *, placement: nodes.Placement | None = None
-    ) -> None:
-        """`placement`: this node; on a shared database a check without `on` is probed by
-        one node per interval (the node that claims the slot)."""
+    def __init__(self, config: Config, db: Database) -> None:
+        """On a shared database a check without `on` is probed by one node per interval:
+        the scheduler runs its job only on the node that claims the slot (storage.slots)."""
         self.config = config
         self.db = db
         self.redactor = Redactor(config.secret_values())
-        self.placement = placement
 
     @property
     def alerts(self) -> outbox.Destination | None:
@@ -57,8 +53,6 @@ class Alerting:
     # --- checks ------------------------------------------------------------------------------
 
     async def run_check(self, check: CheckConfig) -> None:
-        if not await self._claim_slot(check):
-            return
         result = await checks.probe(check, self.config.own_secrets(), self.redactor)
         now = utcnow()
         threshold = False
@@ -93,18 +87,6 @@ class Alerting:
             log.info("check %s failed: %s", check.id, result.detail)
         if attempt is not None and check.recover:
             await self._recover(check, attempt, now)
-
-    async def _claim_slot(self, check: CheckConfig) -> bool:
-        """Whether this node probes now: always alone on the database or with the check
-        pinned to it (`on`); else when it claims this interval's slot first."""
-        placement = self.placement
-        if placement is None or not placement.shared or check.on is not None:
-            return True
-        slot = int(time.time() // max(1.0, check.every.total_seconds()))
-        async with self.db.session() as session:
-            return await check_state.claim_probe(
-                session, check.id, node=placement.node.name, slot=slot
-            )
 
     async def _recover(self, check: CheckConfig, attempt: int, at: datetime) -> None:
         assert check.recover is not None

@@ -422,7 +422,7 @@ def add_health_jobs(
     """Checks (`check:<id>`; not those whose `on` names another node), the alerts feed
     (`alerts`), the `watchdog` and `config-watch`. Saves the running config as
     last-known-good first."""
-    alerting = Alerting(config, db, placement=placement)
+    alerting = Alerting(config, db)
     if config.feed("alerts") is None:
         log.warning(
             "no alerts feed configured: incidents are recorded (see /incidents), not posted"

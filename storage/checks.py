@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import CheckState
@@ -41,26 +41,6 @@ async def record_probe(
     state = await session.get(CheckState, check_id, populate_existing=True)
     assert state is not None
     return state
-
-
-async def claim_probe(session: AsyncSession, check_id: str, *, node: str, slot: int) -> bool:
-    """Take interval `slot` of a check for `node`: of the nodes whose job fires in one slot,
-    one probes (a check without `on` is scheduled on every node). False: already taken."""
-    return await upsert(
-        session,
-        CheckState,
-        {
-            "check_id": check_id,
-            "consecutive_failures": 0,
-            "consecutive_successes": 0,
-            "recover_count": 0,
-            "probe_slot": slot,
-            "probed_by": node,
-        },
-        keys=["check_id"],
-        update_columns=["probe_slot", "probed_by"],
-        only_if=or_(CheckState.probe_slot.is_(None), CheckState.probe_slot < slot),
-    )
 
 
 async def claim_recovery(

@@ -468,10 +468,6 @@ class CheckState(Base):
     next_recover_at: Mapped[datetime | None]
     last_recover_at: Mapped[datetime | None]
     last_recover_outcome: Mapped[str | None] = mapped_column(Text)
-    # The interval slot (seconds since the epoch // the check's interval) last probed, and by
-    # which node: a check without `on` is probed by one node per slot (storage.checks).
-    probe_slot: Mapped[int | None] = mapped_column(BigInteger)
-    probed_by: Mapped[str | None] = mapped_column(String(63))
 
 
 class MailboxState(Base):

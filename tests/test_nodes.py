@@ -20,7 +20,7 @@ from sqlalchemy import select, text, update
 from bot.config import Config, load_config
 from bot.views.nodes import node_lines
 from bot.watchdog import silent_nodes
-from storage import checks, deploys, nodes, runs, tasks
+from storage import deploys, nodes, runs, tasks
 from storage import exec as exec_runs
 from storage.db import Database
 from storage.models import Base, DeployRun, ExecRun, Node, Run, utcnow
@@ -450,38 +450,6 @@ async def test_two_nodes_never_run_one_target_twice_at_once(pg_db: Database) -> 
         for db in dbs:
             await db.dispose()
     assert len([g for g in got if g is not None]) == 1
-
-
-async def test_one_node_probes_a_check_per_slot(any_db: Database) -> None:
-    async with any_db.session() as session:
-        assert await checks.claim_probe(session, "site", node="a", slot=100)
-    async with any_db.session() as session:
-        assert not await checks.claim_probe(session, "site", node="b", slot=100)
-        assert not await checks.claim_probe(session, "site", node="b", slot=99)
-    async with any_db.session() as session:
-        assert await checks.claim_probe(session, "site", node="b", slot=101)
-    async with any_db.session() as session:
-        await checks.record_probe(session, "site", ok=True, detail="fine", at=utcnow())
-        state = await checks.get(session, "site")
-    assert state is not None and (state.probe_slot, state.probed_by, state.up) == (101, "b", True)
-
-
-async def test_concurrent_probe_claims_of_one_slot_make_one_probe(pg_db: Database) -> None:
-    dbs = [Database(pg_db.url) for _ in range(3)]
-    try:
-
-        async def claim(i: int) -> bool:
-            async with dbs[i].session() as session:
-                return await checks.claim_probe(session, "site", node=f"n{i}", slot=7)
-
-        won = await asyncio.gather(*(claim(i) for i in range(3)))
-    finally:
-        for db in dbs:
-            await db.dispose()
-    assert sum(won) == 1
-
-
-# --- seeing it --------------------------------------------------------------------------------
 
 
 async def test_the_watchdog_names_a_silent_node_and_the_agents_that_wait_for_it(

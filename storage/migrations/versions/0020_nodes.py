@@ -33,15 +33,10 @@ def upgrade() -> None:
         sa.Column("may_run", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_nodes")),
     )
-    op.add_column("check_state", sa.Column("probe_slot", sa.BigInteger(), nullable=True))
-    op.add_column("check_state", sa.Column("probed_by", sa.String(63), nullable=True))
     op.add_column("deploy_runs", sa.Column("node", sa.String(63), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("deploy_runs") as batch:
         batch.drop_column("node")
-    with op.batch_alter_table("check_state") as batch:
-        batch.drop_column("probed_by")
-        batch.drop_column("probe_slot")
     op.drop_table("nodes")
