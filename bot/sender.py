@@ -19,7 +19,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
-from bot.pacing import MARGIN, Pacer, is_group, paced, unpaced
+from bot.pacing import MARGIN, Pacer, paced, unpaced
 from bot.views.text import split_html
 from storage import outbox
 from storage.db import Database
@@ -38,8 +38,9 @@ class Sender:
     Each chat with a due row gets a worker task that sends that chat's rows in order, one part
     at a time, each part after `Pacer.acquire`: chats are served at once and only the shared
     limits hold them back, so a long message to one chat does not hold up the others. The times
-    of messages sent to groups are also rows (`outbox.record_send`), read back at start, so a
-    restart does not begin a group's minute with an empty window."""
+    of messages sent are also rows (`outbox.record_send`), read back at start, so a restart or
+    a new leader does not begin a group's minute with an empty window, nor write to a private
+    chat within a second of the last message."""
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class Sender:
             self._wake.set()
 
     async def _seed(self) -> None:
-        """Read the recent sends to groups (another process's, before a restart)."""
+        """Read the recent sends (another process's, before a restart or a takeover)."""
         now_wall, now = utcnow(), time.monotonic()
         async with self.db.session() as session:
             await outbox.prune_sends(session, now_wall - SEND_HORIZON)
@@ -170,8 +171,9 @@ class Sender:
         async with self.db.session() as session:
             if not await outbox.begin_send(session, row.id, index):
                 return False
-            if is_group(row.chat_id):
-                await outbox.record_send(session, row.chat_id, utcnow())
+            # Every chat's (a private chat's 1 s spacing too): the next leader, or this
+            # process after a kill -9, starts from when the last message went out.
+            await outbox.record_send(session, row.chat_id, utcnow())
         # A write that waited for the database must not bring two calls of the chat closer.
         await self.pacer.space(row.chat_id)
         if time.monotonic() - self._last_prune > SEND_HORIZON.total_seconds():

@@ -351,8 +351,9 @@ class Outbox(Base):
 
 
 class OutboxSend(Base):
-    """One message the sender handed to Telegram for a group: the pacing state (20 messages a
-    minute per group) that must outlive a restart. Rows older than two minutes are deleted."""
+    """One message the sender handed to Telegram: the pacing state (20 messages a minute per
+    group, one a second per chat) that must outlive a restart or a change of leader. Rows
+    older than two minutes are deleted."""
 
     __tablename__ = "outbox_sends"
 
