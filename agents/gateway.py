@@ -18,9 +18,8 @@ together. At 80% of the agent's (or the fleet's) month the `alerts` feed is warn
 button for the owner. One call can cross the line, never two. The 80% warning is also checked
 as each call's usage is recorded, so a run whose last call crosses it is warned about at once.
 
-A little over 400 lines: the call loop, and the budget stops that build the "Raise budget"
-button (`handlers.budget.RaiseBudget`, which must move to bot/views before the stops can join
-agents/budget.py without an upward import).
+The budget's warnings and stops are agents.budget's (`BudgetStops`); the failover state is
+agents.failover's; usage rows are written by agents.usage_writer.
 """
 
 from __future__ import annotations
@@ -28,13 +27,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-import bot.views.models as view
-from agents.budget import Ledger, Standing
+from agents.budget import BudgetStops, Ledger, Standing
 from agents.failover import CALL_TIMEOUT, Failover, retry_after
 from agents.model_alerts import ModelAlerts
 from agents.model_errors import BudgetExceeded, GatewayError
@@ -42,10 +40,6 @@ from agents.prices import cache_writes, cost_of, input_bound, price_of, worst_ca
 from agents.usage_writer import UsageWriter, usage_row
 from bot.config import AgentConfig, Config
 from bot.redact import Redactor
-from bot.views.budget import RaiseBudget
-from bot.views.text import percent
-from storage import agents as agent_state
-from storage import budget_holds
 from storage import usage as spend
 from storage.db import Database
 from storage.models import utcnow
@@ -83,8 +77,10 @@ class Gateway:
         self.failover = Failover(config, db)
         self.ledger = Ledger(config, db)
         self.alerts = ModelAlerts(config, db)
-        self.usage = UsageWriter(db, unpriced=self.alerts.unpriced, written=self._warn_crossed)
-        self._warned: set[str] = set()  # budget warnings queued by this process
+        self.stops = BudgetStops(config, db, self.ledger, self.alerts)
+        self.usage = UsageWriter(
+            db, unpriced=self.alerts.unpriced, written=self.stops.warn_crossed
+        )
         # One process owns a SQLite database (the poller lock refuses a second), so there
         # what this process knows is all there is to know: the profiles' state needs no
         # read, and an agent found without a budget stays so until a transaction of this
@@ -127,7 +123,7 @@ class Gateway:
             agent, worst, timedelta(seconds=CALL_TIMEOUT * len(pairs)) + HOLD_MARGIN
         )
         try:
-            await self._judge(agent, standing)
+            await self.stops.judge(agent, standing)
             return await self._call(
                 agent, pairs, run_id, purpose, system, messages, tools, max_tokens
             )
@@ -276,7 +272,7 @@ class Gateway:
     async def check_budget(self, agent: AgentConfig) -> None:
         """What a model call checks first (BudgetExceeded when the month is spent, the 80%
         warning), for a process agent before it starts a CLI."""
-        await self._judge(agent, await self._reserve(agent, Decimal(0), timedelta(0)))
+        await self.stops.judge(agent, await self._reserve(agent, Decimal(0), timedelta(0)))
 
     def cooling_until(self, key: tuple[str, str]) -> datetime | None:
         """When the (model or CLI, profile) pair stops cooling down; None if it is not."""
@@ -380,97 +376,3 @@ class Gateway:
         elif not self._loaded:
             await self.failover.refresh(session, self.config.anthropic.profiles)
             self._loaded = True
-
-    async def _judge(self, agent: AgentConfig, standing: Standing) -> None:
-        """Refuse the call (BudgetExceeded) when the agent's or the fleet's month is spent;
-        warn `alerts` once at 80%."""
-        if standing.over and standing.limit is not None:
-            await self._stop(agent, standing.month, standing.spent, standing.limit)
-        if standing.fleet_over and standing.fleet_limit is not None:
-            await self._stop_fleet(
-                agent, standing.month, standing.fleet_spent, standing.fleet_limit
-            )
-        if standing.warn and standing.limit is not None:
-            await self._warn(agent.id, standing.month, standing.spent, standing.limit)
-        if standing.fleet_warn and standing.fleet_limit is not None:
-            await self._warn(None, standing.month, standing.fleet_spent, standing.fleet_limit)
-
-    async def _warn_crossed(self, agent_ids: set[str]) -> None:
-        """The 80% warning for spend just recorded: a run whose last call crosses the line
-        may be followed by no call for days, so the check before a call is not enough."""
-        fleet_warned = False
-        for agent_id in sorted(agent_ids):
-            agent = next((a for a in self.config.agents if a.id == agent_id), None)
-            if agent is None:
-                continue
-            standing = await self.ledger.standing(agent)
-            if standing.warn and standing.limit is not None:
-                await self._warn(agent_id, standing.month, standing.spent, standing.limit)
-            if standing.fleet_warn and standing.fleet_limit is not None and not fleet_warned:
-                fleet_warned = True
-                await self._warn(None, standing.month, standing.fleet_spent, standing.fleet_limit)
-
-    async def _warn(
-        self, agent_id: str | None, month: date, spent: Decimal, limit: Decimal
-    ) -> None:
-        key = f"budget-warn:{agent_id or '*fleet'}:{month:%Y-%m}:{limit:.2f}"
-        if key in self._warned:
-            return
-        share = percent(spent, limit) if limit else "all"
-        async with self.db.session() as session:
-            await self.alerts.alert(
-                session, view.budget_warning(agent_id, share, month, spent, limit), key
-            )
-        self._warned.add(key)
-
-    async def _stop(
-        self, agent: AgentConfig, month: date, spent: Decimal, limit: Decimal
-    ) -> NoReturn:
-        step = Decimal(str(self.config.budget.raise_step_usd))
-        reason = view.budget_reason(month, spent, limit)
-        async with self.db.claim() as session:
-            # Nodes stopping the agent at once make one request (and one stop) between them.
-            await budget_holds.lock(session, agent.id, fleet=False)
-            await agent_state.pause(session, agent.id, by=spend.BUDGET_ACTOR, reason=reason)
-            approval, new = await spend.request_raise(
-                session, agent.id, month=month, budget=limit, spent=spent, step=step
-            )
-            if new:
-                button = {
-                    "text": view.budget_button(step),
-                    "callback_data": RaiseBudget(approval=approval.id).pack(),
-                }
-                await self.alerts.alert(
-                    session,
-                    view.budget_stop(agent.id, month, spent, limit),
-                    f"budget-stop:{approval.id}",
-                    buttons=[[button]],
-                )
-                await self.alerts.tell_hub(
-                    session,
-                    agent.id,
-                    view.budget_stop_notice(agent.id, reason),
-                    f"oversight:budget-stop:{approval.id}",
-                )
-        log.warning("%s: %s; paused", agent.id, reason)
-        raise BudgetExceeded(f"{reason}; paused until the budget is raised", alerted=True)
-
-    async def _stop_fleet(
-        self, agent: AgentConfig, month: date, spent: Decimal, limit: Decimal
-    ) -> NoReturn:
-        reason = view.budget_reason(month, spent, limit, fleet=True)
-        async with self.db.claim() as session:
-            await agent_state.pause(session, agent.id, by=spend.BUDGET_ACTOR, reason=reason)
-            await self.alerts.alert(
-                session,
-                view.fleet_stop(month, spent, limit),
-                f"budget-stop:*fleet:{month:%Y-%m}:{limit:.2f}",
-            )
-            await self.alerts.tell_hub(
-                session,
-                agent.id,
-                view.fleet_stop_notice(reason),
-                f"oversight:budget-stop:*fleet:{month:%Y-%m}:{limit:.2f}",
-            )
-        log.warning("%s: %s; paused", agent.id, reason)
-        raise BudgetExceeded(f"{reason}; paused", alerted=True)

@@ -84,6 +84,12 @@ def approval_kinds(config: Config) -> Kinds:
     )
 
 
+def shared_by_nodes(db: Database) -> bool:
+    """Several `fleet run` may share this database (PostgreSQL): updates go through the
+    update ledger (bot.update_ledger), which a single SQLite process does without."""
+    return not db.is_sqlite
+
+
 def make_dispatcher(
     config: Config, db: Database, in_flight: InFlight, **services: object
 ) -> Dispatcher:
@@ -94,11 +100,17 @@ def make_dispatcher(
     dp = Dispatcher()
     dp.workflow_data.update(config=config, db=db, routers=routers, **services)
     dp.update.outer_middleware(in_flight)
-    # The ledger takes each update in its session, before AuthMiddleware may refuse it: a
-    # refused update is handled too, and must not be handled again after a takeover.
-    dp.update.outer_middleware(DbSessionMiddleware())
-    dp.update.outer_middleware(UpdateLedger(config.node.name))
-    dp.update.outer_middleware(AuthMiddleware())
+    if shared_by_nodes(db):
+        # The ledger takes each update in its session, before AuthMiddleware may refuse it: a
+        # refused update is handled too, and must not be handled again after a takeover.
+        dp.update.outer_middleware(DbSessionMiddleware())
+        dp.update.outer_middleware(UpdateLedger(config.node.name))
+        dp.update.outer_middleware(AuthMiddleware())
+    else:
+        # One process owns a SQLite database: no takeover to survive, so no ledger, and a
+        # stranger's update is dropped before it costs a session.
+        dp.update.outer_middleware(AuthMiddleware())
+        dp.update.outer_middleware(DbSessionMiddleware())
     dp.message.outer_middleware(CleanText())
     dp.message.middleware(RoleMiddleware())
     dp.callback_query.middleware(PressedButtonCheck())
@@ -203,7 +215,8 @@ async def _serve(
     placement: nodes.Placement,
     stop_when: asyncio.Event | None,
 ) -> int:
-    monitor = PollMonitor(before_poll=leadership.alive, on_updates=Receiver(db, config.node.name))
+    receiver = Receiver(db, config.node.name) if shared_by_nodes(db) else None
+    monitor = PollMonitor(before_poll=leadership.alive, on_updates=receiver)
     pacer = Pacer(config.telegram.messages_per_second, margin=MARGIN)
     bot = make_bot(config, monitor, pacer)
     in_flight = InFlight()
