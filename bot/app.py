@@ -19,8 +19,9 @@ from sqlalchemy.engine import URL, make_url
 from agents import coding_queue
 from agents.commands import ExecWorker
 from agents.gateway import Gateway
+from agents.heartbeats import heartbeat_seconds
 from agents.pipelines import PipelineWorker
-from agents.runtime import Runtime, heartbeat_seconds
+from agents.runtime import Runtime
 from agents.triage import Triage
 from bot.alerting import Alerting
 from bot.config import Config, Role

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from agents import files, tools
 from agents.org import OrgChart
-from agents.runtime import _brief
+from agents.run_context import _brief
 from agents.tools import ToolContext
 from bot.config import ConfigError, load_config
 from storage import artifacts, tasks
