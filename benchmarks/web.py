@@ -38,7 +38,7 @@ from common import (  # before the project's imports: it puts the root on sys.pa
 )
 
 from bot.web.auth import SESSION, Signer
-from bot.web.server import COOKIE
+from bot.web.sessions import COOKIE
 from storage import tasks
 from storage.db import Database
 from tests.botapi_server import BotAPIServer

@@ -7,7 +7,7 @@ from aiogram.types import LinkPreviewOptions, Message
 from bot.config import Config, Person, Role
 from bot.views.text import esc
 from bot.web.auth import LINK, LINK_SECONDS
-from bot.web.server import signer_for
+from bot.web.sessions import signer_for
 from handlers.registry import Routes, command
 from storage.db import Database
 

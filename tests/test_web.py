@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import Config, ConfigError, load_config
 from bot.web.auth import LINK, SESSION, Signer
-from bot.web.server import COOKIE, make_app, signer_for
+from bot.web.server import make_app
+from bot.web.sessions import COOKIE, signer_for
 from storage import incidents, outbox, tasks
 from storage import web as web_store
 from storage.db import Database
