@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents import coding_queue, process_adapter, workspace
+from agents import coding_queue, process_adapter, workspace, workspace_prompt
 from agents.gateway import Gateway
 from agents.org import OrgChart
 from agents.tools import ToolContext
@@ -336,7 +336,7 @@ class Runtime:
             else:
                 history, handoffs = [], []
         files = workspace.load_workspace(folder, now.date())
-        system = workspace.render_system_prompt(agent.id, agent.title or agent.id, files)
+        system = workspace_prompt.render_system_prompt(agent.id, agent.title or agent.id, files)
         focus = escalated or task
         brief = _brief(
             focus, history, messages, standing, self.config, handoffs, news if task else None
