@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from agents import coding_queue, process_adapter, workspace
+from agents import coding_queue, process_adapter, workspace, workspace_prompt
 from agents.gateway import Gateway
 from agents.heartbeats import Heartbeats
 from agents.org import OrgChart
@@ -246,7 +246,7 @@ class Runtime(Heartbeats, Reaper):
             else:
                 history, handoffs = [], []
         files = workspace.load_workspace(folder, now.date())
-        system = workspace.render_system_prompt(agent.id, agent.title or agent.id, files)
+        system = workspace_prompt.render_system_prompt(agent.id, agent.title or agent.id, files)
         focus = escalated or task
         brief = _brief(
             focus, history, messages, standing, self.config, handoffs, news if task else None

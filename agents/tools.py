@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from agents import commands, exec_policy, files, workspace
+from agents import commands, exec_policy, files, workspace, workspace_writes
 from agents import pipelines as pipeline_runs
 from agents.org import OrgChart
 from bot.config import AgentConfig, Config, Role
@@ -243,12 +243,12 @@ async def _message_hub(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
 
 
 async def _append_memory(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    path = workspace.append_daily_log(ctx.workspace, ctx.today, args["text"], ctx.now)
+    path = workspace_writes.append_daily_log(ctx.workspace, ctx.today, args["text"], ctx.now)
     return ToolResult(True, f"appended to {path.name}", changed=True)
 
 
 async def _update_workstate(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    workspace.write_workstate(ctx.workspace, args["text"])
+    workspace_writes.write_workstate(ctx.workspace, args["text"])
     return ToolResult(True, "WORKSTATE.md replaced", changed=True)
 
 
@@ -256,7 +256,7 @@ async def _remember(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     try:
         # Only what fits the loaded part of MEMORY.md is worth remembering.
         limit = workspace.DEFAULT_LIMITS["MEMORY.md"]
-        workspace.remember(ctx.workspace, args["text"], max_chars=limit)
+        workspace_writes.remember(ctx.workspace, args["text"], max_chars=limit)
     except ValueError as err:
         return refused(str(err))
     return ToolResult(True, "added to MEMORY.md", changed=True)

@@ -6,7 +6,7 @@ Run from the repository root::
 
 Three measurements:
 
-- **rules**: `agents.triage.Rules.verdict` alone over N envelopes (pure CPU, no I/O).
+- **rules**: `agents.triage_rules.Rules.verdict` alone over N envelopes (pure CPU, no I/O).
 - **pass**: the real `Triage.run_pass` over N new envelopes that rules decide (the mix below
   without its unmatched messages and its importance-header ones, which himalaya does not
   report: 15 urgent per 55), on a migrated SQLite file: inserting the triage items
@@ -37,7 +37,8 @@ from typing import Any
 from common import parse_args, parser_for, run  # puts the root on sys.path
 
 from agents.gateway import Gateway
-from agents.triage import Rules, Triage
+from agents.triage import Triage
+from agents.triage_rules import Rules
 from bot.config import load_config
 from integrations.mailbox import Envelope
 from storage.db import Database

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from agents.gateway import Gateway
-from agents.triage import SYSTEM, UNTRUSTED, Triage, parse_verdict
+from agents.triage import Triage
+from agents.triage_model import SYSTEM, UNTRUSTED, parse_verdict
 from bot.config import Config, load_config
 from bot.scheduler import JobFailed
 from storage.db import Database

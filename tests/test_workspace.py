@@ -14,17 +14,14 @@ import pytest
 from agents import workspace
 from agents.workspace import (
     DEFAULT_LIMITS,
-    MAX_WRITE_CHARS,
     WORKSPACE_ORDER,
     WorkspaceFile,
     WorkspaceMissing,
-    append_daily_log,
     heartbeat_has_tasks,
     load_workspace,
-    remember,
-    render_system_prompt,
-    write_workstate,
 )
+from agents.workspace_prompt import render_system_prompt
+from agents.workspace_writes import MAX_WRITE_CHARS, append_daily_log, remember, write_workstate
 from bot.scaffold import planned_files
 
 TODAY = date(2025, 3, 10)
