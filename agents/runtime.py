@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents import coding_queue, process_adapter, workspace
 from agents.gateway import Gateway
 from agents.org import OrgChart
-from agents.tools import ToolContext
+from agents.tools_base import ToolContext
 from agents.turn import StopSignal, TurnResult, run_turn
 from bot.config import AgentConfig, Config
 from bot.views import runs as views
