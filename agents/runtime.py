@@ -23,7 +23,7 @@ from agents.heartbeats import Heartbeats
 from agents.org import OrgChart
 from agents.reaper import Reaper
 from agents.run_context import _brief, _escalated_task, _task_for
-from agents.tools import ToolContext
+from agents.tools_base import ToolContext
 from agents.turn import StopSignal, TurnResult, run_turn
 from bot.config import Config
 from storage import artifacts, inbox, nodes, runs, tasks

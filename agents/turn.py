@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from agents.gateway import BudgetExceeded, Gateway, GatewayError
-from agents.tools import ToolContext, definitions, execute
+from agents.tools import definitions, execute
+from agents.tools_base import ToolContext
 
 CONTEXT_FLUSH_AT = 0.85
 FLUSH_NOTE = (

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents import tools
 from agents.org import OrgChart
-from agents.tools import ToolContext
+from agents.tools_base import ToolContext
 from bot.app import approval_kinds
 from bot.config import Config, ConfigError, load_config
 from bot.views.approvals import ApprovalCb

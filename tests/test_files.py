@@ -13,7 +13,7 @@ from sqlalchemy import select
 from agents import files, tools
 from agents.org import OrgChart
 from agents.run_context import _brief
-from agents.tools import ToolContext
+from agents.tools_base import ToolContext
 from bot.config import ConfigError, load_config
 from storage import artifacts, tasks
 from storage.db import Database

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from agents import tools
 from agents.org import OrgChart
+from agents.tools_base import ToolContext
 from bot.alerting import Alerting
 from bot.config import CheckConfig, Config, load_config
 from storage import incident_gates, incidents, tasks
@@ -61,10 +62,10 @@ class Env:
     org: OrgChart
     task_id: int
 
-    def ctx(self, agent_id: str, run_id: int = 1) -> tools.ToolContext:
+    def ctx(self, agent_id: str, run_id: int = 1) -> ToolContext:
         agent = self.org.get(agent_id)
         assert agent is not None
-        return tools.ToolContext(
+        return ToolContext(
             config=self.config,
             org=self.org,
             db=self.db,

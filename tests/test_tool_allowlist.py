@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from agents import tools
 from agents.org import OrgChart
+from agents.tools_base import ToolContext
 from bot.config import AgentConfig, load_config
 from storage import tasks
 from storage.db import Database
@@ -66,7 +67,7 @@ async def test_a_call_to_a_tool_left_out_is_refused_and_recorded(
         org = OrgChart(config)
         coder = org.get("coder")
         assert coder is not None
-        ctx = tools.ToolContext(
+        ctx = ToolContext(
             config=config,
             org=org,
             db=db,
