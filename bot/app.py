@@ -1,4 +1,9 @@
-"""Assembles and runs the process: `fleet run`."""
+"""Assembles and runs the process: `fleet run`.
+
+A little over 400 lines: the assembly is the one place that knows every part (what is built,
+in which order, what each node runs and what only the leader runs, and the order of shutdown),
+and reads best as one sequence; each part's own work lives in its module.
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ the database; these handlers only parse, call it and answer. Reject by button as
 reason with ForceReply; the prompt sent is recorded (chat, message, presser: an approval event),
 and only the presser's reply to that very message rejects. The text of the message replied to
 proves nothing: an agent can make the bot send any text.
+
+A little over 400 lines: one feature, one Router (the buttons and commands of approvals);
+the texts are bot/views/approvals.py and the decisions storage.approvals.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Every state change below is a conditional UPDATE that says whether it won; messa
 with it (resolved notices, reminders, pages) are outbox rows in the same transaction. A notice
 about an incident already announced replies to the announcing message, found through
 `alert_key` (the outbox dedup key of that message), so no config is needed here.
+
+A little over 400 lines: the lifecycle (open, acknowledge, silence, resolve, remind) is one
+job; the escalation gates are storage.incident_gates and the texts bot/views/incidents.py.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Every status lives here and is changed only by the transition functions of `storage/`. Times
 are stored in UTC; `UTCDateTime` makes that hold on SQLite, which has no time zones.
+
+Over 400 lines on purpose: the schema is read as one page, beside the migrations that must
+match it (tests/test_migrations.py compares the two); each class is a table and nothing else.
 """
 
 from __future__ import annotations

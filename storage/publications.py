@@ -9,6 +9,9 @@ see bot/app.py) approves or rejects it. The publish worker
 the publication id is the call's idempotency key) and `finish`es it `published` only once the
 result was verified, else `unverified` or `failed`. A row found `sending` after a crash
 cannot say whether the call happened: it is reported `unknown`, never re-sent blindly.
+
+Just over 400 lines: the guards, the lifecycle and the `publish` approval kind of one
+feature; the outside calls are integrations.publish.
 """
 
 from __future__ import annotations
