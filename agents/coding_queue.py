@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import AgentConfig, Config
 from bot.views.coding import queue_skipped
 from bot.views.text import usd
-from storage import outbox, runs
+from storage import budget_holds, outbox, runs
 from storage import queue as task_queue
 from storage import usage as spend
 from storage.db import Database
@@ -77,8 +77,9 @@ async def _why_not(session: AsyncSession, agent: AgentConfig) -> str | None:
     state = await session.get(AgentState, agent.id)
     if state is not None and state.paused:
         return "the agent is paused"
-    since = spend.month_start(utcnow())
-    seen = await spend.standing(session, agent.id, since, fleet=False)
+    now = utcnow()
+    since = spend.month_start(now)
+    seen = await budget_holds.standing(session, agent.id, since, fleet=False, now=now)
     limit = spend.effective_budget(seen.override, agent.budget_usd_month)
     if limit is not None and seen.spent >= limit:
         return f"its monthly budget is spent ({usd(seen.spent)} of {usd(limit)})"

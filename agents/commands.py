@@ -175,8 +175,7 @@ class ExecWorker:
         self.db = db
         self.idle_poll = idle_poll
         self.elsewhere = placement.agents_elsewhere if placement is not None else frozenset()
-        self.node = placement.node.name if placement is not None else None
-        self.own_only = placement is not None and placement.shared
+        self.node, self.recovers = nodes.Placement.claims(placement)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -184,9 +183,7 @@ class ExecWorker:
 
     async def recover(self) -> list[int]:
         async with self.db.claim() as session:
-            interrupted = await exec_runs.interrupt_running(
-                session, node=self.node if self.own_only else None
-            )
+            interrupted = await exec_runs.interrupt_running(session, node=self.recovers)
         for run_id in interrupted:
             log.warning("command #%d was interrupted by a restart; reported, not re-run", run_id)
         return interrupted

@@ -87,9 +87,7 @@ class DeployWorker:
         self.db = db
         self.idle_poll = idle_poll
         self.elsewhere = placement.deploys_elsewhere if placement is not None else frozenset()
-        # On a shared database each node recovers only the runs it claimed.
-        self.node = placement.node.name if placement is not None else None
-        self.own_only = placement is not None and placement.shared
+        self.node, self.recovers = nodes.Placement.claims(placement)
         self.redactor = Redactor(config.secret_values())
         self.approval_policy = ApprovalPolicy.from_config(config)
         self._wake = asyncio.Event()
@@ -99,9 +97,7 @@ class DeployWorker:
 
     async def recover(self) -> list[int]:
         async with self.db.claim() as session:
-            interrupted = await deploys.interrupt_running(
-                session, node=self.node if self.own_only else None
-            )
+            interrupted = await deploys.interrupt_running(session, node=self.recovers)
         for run_id in interrupted:
             log.warning(
                 "deploy run #%d was interrupted by a restart; reported, not re-run", run_id

@@ -84,8 +84,7 @@ class PublishWorker:
         self.config = config
         self.db = db
         self.idle_poll = idle_poll
-        self.node = placement.node.name if placement is not None else None
-        self.own_only = placement is not None and placement.shared
+        self.node, self.recovers = nodes.Placement.claims(placement)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -103,9 +102,7 @@ class PublishWorker:
         record: `unknown`, never re-sent. A folder write is repeatable (same file, same
         text): it is done again. Telegram rows are the outbox's (see `settle_telegram`)."""
         async with self.db.session() as session:
-            stuck = await publications.publishing(
-                session, node=self.node if self.own_only else None
-            )
+            stuck = await publications.publishing(session, node=self.recovers)
         for publication in stuck:
             if publication.kind == "webhook":
                 await self._finish(

@@ -106,6 +106,16 @@ class Placement:
     checks_elsewhere: frozenset[str] = frozenset()
     deploys_elsewhere: frozenset[str] = frozenset()
 
+    @staticmethod
+    def claims(placement: Placement | None) -> tuple[str | None, str | None]:
+        """(the node name a worker's claims record, the node whose claims it recovers at
+        start): with other nodes on the database a starting worker recovers only its own,
+        since theirs are alive; alone (None: all) it recovers every claim a crash left."""
+        if placement is None:
+            return None, None
+        name = placement.node.name
+        return name, name if placement.shared else None
+
     @classmethod
     def of(cls, config: Config, node: Identity, *, shared: bool) -> Placement:
         if not shared:

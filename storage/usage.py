@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, cast, func, literal, select
+from sqlalchemy import ColumnElement, Date, cast, func, select
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -243,43 +243,6 @@ async def budgets(
     return {
         agent: effective_budget(overrides.get(agent), usd) for agent, usd in configured.items()
     }
-
-
-@dataclass(frozen=True)
-class Standing:
-    """An agent's budget override and month-to-date spend, and the fleet's spend."""
-
-    override: Decimal | None
-    spent: Decimal
-    fleet_spent: Decimal
-
-
-async def standing(
-    session: AsyncSession, agent_id: str, since: datetime, *, fleet: bool = True
-) -> Standing:
-    """What a budget check needs, in one statement (it runs before every model call).
-    Without `fleet` (no fleet budget) the fleet's spend is not summed and reads 0."""
-    override = (
-        select(AgentState.budget_usd_month)
-        .where(AgentState.agent_id == agent_id)
-        .scalar_subquery()
-    )
-    spent = (
-        select(func.sum(Usage.cost_usd))
-        .where(Usage.agent_id == agent_id, Usage.created_at >= since)
-        .scalar_subquery()
-    )
-    fleet_spent = (
-        select(func.sum(Usage.cost_usd)).where(Usage.created_at >= since).scalar_subquery()
-        if fleet
-        else literal(None)
-    )
-    row = (await session.execute(select(override, spent, fleet_spent))).one()
-    return Standing(
-        override=usd_of(row[0]) if row[0] is not None else None,
-        spent=usd_of(row[1]),
-        fleet_spent=usd_of(row[2]),
-    )
 
 
 async def pending_raise(session: AsyncSession, agent_id: str) -> Approval | None:
