@@ -139,10 +139,13 @@ class Browser:
         await asyncio.to_thread(self.driver.get, url)
 
     async def text(self) -> str:
-        from selenium.webdriver.common.by import By
+        """The page's visible text, read in one script call: a body element found first and
+        read after could belong to the page a click has just replaced."""
+        script = "return document.body ? document.body.innerText : '';"
+        return str(await asyncio.to_thread(self.driver.execute_script, script))
 
-        element = await asyncio.to_thread(self.driver.find_element, By.TAG_NAME, "body")
-        return str(await asyncio.to_thread(lambda: element.text))
+    async def shows(self, text: str) -> bool:
+        return text in await self.text()
 
     async def click(self, css: str) -> None:
         from selenium.webdriver.common.by import By
@@ -227,7 +230,8 @@ async def test_sign_in_from_telegram_see_the_fleet_and_live_activity(
         # The link works once; an expired one is refused too.
         await browser.get(link)
         await browser.click("#signin")
-        assert "used already" in await browser.text()
+        # The click posts a form: wait for the page that answers it, not the one clicked.
+        await until(lambda: browser.shows("used already"), "the refusal of a used link")
         [(key,)] = query(fleet.config, "SELECT value FROM web_keys WHERE name = 'signing'")
         old = Signer(key).issue(LINK, OWNER, 300, now=time.time() - 600)
         await browser.get(f"{base}/signin?t={old}")
