@@ -88,10 +88,15 @@ class Scheduler:
         *,
         node: str = "local",
         catch_up: float = 60.0,
+        ledger: bool | None = None,
     ) -> None:
+        """`ledger`: claim each run's slot in the slot ledger; by default where several nodes
+        may share the database (PostgreSQL). A single SQLite process has no other node to
+        share slots with and skips the write (most of an idle heartbeat's cost)."""
         self.db = db
         self.leading = leading
         self.node = node
+        self.ledger = not db.is_sqlite if ledger is None else ledger
         # How far back a new leader looks for a slot nobody ran (see take_over).
         self.catch_up = timedelta(seconds=catch_up)
         # the jobs only the leader runs
@@ -192,7 +197,7 @@ class Scheduler:
             slot = _SCHEDULED.get() or now  # always set when APScheduler runs it
             self._busy.add(job_id)
             try:
-                if await self._claim(job_id, slot, now):
+                if not self.ledger or await self._claim(job_id, slot, now):
                     await func()
             finally:
                 self._busy.discard(job_id)
@@ -213,6 +218,8 @@ class Scheduler:
         in one process; a job that never ran on this database (a new fleet) waits for its next
         slot, as it always has; older slots are not run (a fleet that was down for hours does
         not replay them). Returns the runs started (they go on in the background)."""
+        if not self.ledger:
+            return []  # alone: no slots recorded, and no other node ran any
         now = datetime.now(UTC)
         due: list[tuple[str, datetime, JobFunc]] = []
         async with self.db.session() as session:

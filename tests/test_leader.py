@@ -173,7 +173,7 @@ async def test_a_new_leader_runs_a_missed_slot_once_and_a_new_job_not_at_all(
 
         return run
 
-    scheduler = Scheduler(any_db, node="b", catch_up=120)
+    scheduler = Scheduler(any_db, node="b", catch_up=120, ledger=True)
     scheduler.every("missed", 30, job("missed"))
     scheduler.every("fresh", 30, job("fresh"))
     scheduler.every("checked", 30, job("checked"), everywhere=True)
@@ -362,7 +362,7 @@ async def test_a_scheduled_run_does_not_start_beside_a_catch_up_of_the_same_job(
         runs += 1
         await release.wait()
 
-    scheduler = Scheduler(any_db, node="b", catch_up=120)
+    scheduler = Scheduler(any_db, node="b", catch_up=120, ledger=True)
     scheduler.every("triage:work", 30, slow)
     now = datetime.now(UTC)
     slot = due_slot(scheduler.fleet_wide["triage:work"].trigger, now, timedelta(seconds=30))
