@@ -48,7 +48,7 @@ class Changed(Generic[M]):
 
     @property
     def missing(self) -> bool:
-        return self.row is None
+        return not self.won and self.row is None
 
 
 async def change(
@@ -61,17 +61,27 @@ async def change(
     where: Iterable[ColumnElement[bool]] = (),
     status: str = "status",
     then: Then[M] | None = None,
+    fetch: bool = True,
 ) -> Changed[M]:
     """Apply `values` to the row whose primary key is `row_id` if its `status` column is in
     `only_from` (when given) and every `where` holds. On a win, `then(row)` runs with the
     updated row: it may add rows itself (an awaitable) or return the rows to add (events,
-    outbox messages)."""
+    outbox messages). `fetch=False` (no `then`): the caller needs only whether it won, so a
+    win loads no row (`row` is None) and costs a bare UPDATE (a triage pass decides
+    thousands)."""
     table = cast(Any, model)
     [key] = inspect(model).primary_key
     conditions: list[ColumnElement[bool]] = [key == row_id, *where]
     if only_from is not None:
         column: InstrumentedAttribute[Any] = getattr(table, status)
         conditions.append(column.in_(list(only_from)))
+    if not fetch and then is None:
+        bare = await session.execute(
+            update(table).where(*conditions).values(**values).returning(key)
+        )
+        if bare.first() is not None:
+            return Changed(True, None)
+        return Changed(False, await session.get(model, row_id, populate_existing=True))
     # RETURNING the row itself: a win costs one statement (the sender makes three a message).
     result = await session.execute(
         update(table).where(*conditions).values(**values).returning(table),

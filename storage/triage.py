@@ -144,16 +144,6 @@ async def decide(
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}")
 
-    async def post(item: TriageItem) -> None:
-        if notice is not None:
-            await outbox.enqueue(
-                session,
-                notice.to,
-                notice.text,
-                buttons=notice.buttons,
-                dedup_key=f"triage:{item_id}",
-            )
-
     decided = await change(
         session,
         TriageItem,
@@ -166,8 +156,12 @@ async def decide(
             "decided_at": utcnow(),
         },
         where=[TriageItem.verdict.is_(None)],
-        then=post,
+        fetch=False,
     )
+    if decided.won and notice is not None:
+        await outbox.enqueue(
+            session, notice.to, notice.text, buttons=notice.buttons, dedup_key=f"triage:{item_id}"
+        )
     return decided.won
 
 
