@@ -14,6 +14,10 @@ unused)::
 
     pg_database = pg.pg_database  # module-scoped fixture; yields the new database's URL
 
+and, for tests of storage on both backends, `pg_migrated` (the module's database migrated
+once), `pg_db` (a Database on it, emptied for the test) and `any_db` (a migrated, empty
+Database on SQLite and on PostgreSQL in turn; assign `backend_url` too, which it uses).
+
 or build your own fixture on `temporary_database()`, or call `require_pg_url()` first thing
 in a test that needs the server some other way.
 """
@@ -25,10 +29,15 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+
+from storage.db import Database
+from storage.models import Base
 
 ENV = "FLEET_TEST_PG_URL"
 HOW = 'start one with: eval "$(bash .ci/postgres.sh)"'
@@ -93,3 +102,51 @@ async def pg_database(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     Skips (or fails under CI) when no server is configured."""
     async with temporary_database(request.module.__name__.rsplit(".", 1)[-1]) as url:
         yield url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pg_migrated(pg_database: str) -> AsyncIterator[str]:
+    """The module's database, migrated once; yields its URL."""
+    db = Database(pg_database)
+    try:
+        await db.migrate()
+    finally:
+        await db.dispose()
+    yield pg_database
+
+
+async def truncate_all(db: Database) -> None:
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    async with db.session() as session:
+        await session.execute(text(f"TRUNCATE TABLE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest_asyncio.fixture
+async def pg_db(pg_migrated: str) -> AsyncIterator[Database]:
+    """A Database on the migrated PostgreSQL database, emptied for this test."""
+    db = Database(pg_migrated)
+    await truncate_all(db)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # Synchronous on purpose: it pulls the module-loop PostgreSQL fixture in lazily (so the
+    # SQLite case never needs a server), which cannot be done from inside a running loop.
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
+    url: str = request.getfixturevalue("pg_migrated")
+    return url
+
+
+@pytest_asyncio.fixture
+async def any_db(backend_url: str) -> AsyncIterator[Database]:
+    """A migrated, empty Database on each backend in turn (SQLite: a temporary file)."""
+    db = Database(backend_url)
+    if db.is_sqlite:
+        await db.migrate()
+    else:
+        await truncate_all(db)
+    yield db
+    await db.dispose()

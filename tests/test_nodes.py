@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from bot.config import Config, load_config
 from bot.views.nodes import node_lines
@@ -23,7 +21,7 @@ from bot.watchdog import silent_nodes
 from storage import deploys, nodes, runs, tasks
 from storage import exec as exec_runs
 from storage.db import Database
-from storage.models import Base, DeployRun, ExecRun, Node, Run, utcnow
+from storage.models import DeployRun, ExecRun, Node, Run, utcnow
 from storage.statuses import DeployStatus, ExecStatus, RunStatus, TaskStatus
 from tests import pg
 from tests.fleet import write_config
@@ -34,46 +32,10 @@ ALIVE = timedelta(seconds=9)
 DEAD_PID = 4_194_305  # above Linux's largest pid_max: no process has it
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pg_migrated(pg_database: str) -> AsyncIterator[str]:
-    db = Database(pg_database)
-    try:
-        await db.migrate()
-    finally:
-        await db.dispose()
-    yield pg_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
-    url: str = request.getfixturevalue("pg_migrated")
-    return url
-
-
-@pytest_asyncio.fixture
-async def any_db(backend_url: str) -> AsyncIterator[Database]:
-    """A migrated, empty database on each backend in turn."""
-    db = Database(backend_url)
-    if db.is_sqlite:
-        await db.migrate()
-    else:
-        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        async with db.session() as session:
-            await session.execute(text(f"TRUNCATE TABLE {names} RESTART IDENTITY CASCADE"))
-    yield db
-    await db.dispose()
-
-
-@pytest_asyncio.fixture
-async def pg_db(pg_migrated: str) -> AsyncIterator[Database]:
-    db = Database(pg_migrated)
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    async with db.session() as session:
-        await session.execute(text(f"TRUNCATE TABLE {names} RESTART IDENTITY CASCADE"))
-    yield db
-    await db.dispose()
+pg_migrated = pg.pg_migrated
+pg_db = pg.pg_db
+backend_url = pg.backend_url
+any_db = pg.any_db
 
 
 NODE_AGENTS = """

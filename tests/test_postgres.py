@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,52 +40,10 @@ pg_database = pg.pg_database
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pg_migrated(pg_database: str) -> AsyncIterator[str]:
-    """The module's database, migrated once; yields its URL."""
-    db = Database(pg_database)
-    try:
-        await db.migrate()
-    finally:
-        await db.dispose()
-    yield pg_database
-
-
-async def _truncate_all(db: Database) -> None:
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    async with db.session() as s:
-        await s.execute(text(f"TRUNCATE TABLE {names} RESTART IDENTITY CASCADE"))
-
-
-@pytest_asyncio.fixture
-async def pg_db(pg_migrated: str) -> AsyncIterator[Database]:
-    """A Database on the migrated PostgreSQL database, emptied for this test."""
-    db = Database(pg_migrated)
-    await _truncate_all(db)
-    yield db
-    await db.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    # Synchronous on purpose: it pulls the module-loop PostgreSQL fixture in lazily (so the
-    # SQLite case never needs a server), which cannot be done from inside a running loop.
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
-    url: str = request.getfixturevalue("pg_migrated")
-    return url
-
-
-@pytest_asyncio.fixture
-async def any_db(backend_url: str) -> AsyncIterator[Database]:
-    """A migrated, empty Database on each backend in turn (SQLite: a temporary file)."""
-    db = Database(backend_url)
-    if db.is_sqlite:
-        await db.migrate()
-    else:
-        await _truncate_all(db)
-    yield db
-    await db.dispose()
+pg_migrated = pg.pg_migrated
+pg_db = pg.pg_db
+backend_url = pg.backend_url
+any_db = pg.any_db
 
 
 # --- migrations -----------------------------------------------------------------------------

@@ -6,15 +6,12 @@ leaves alone or updates."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 import pytest_asyncio
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from storage.db import Database
-from storage.models import AgentState, Base, JobBeat, Task, TaskEvent, utcnow
+from storage.models import AgentState, JobBeat, Task, TaskEvent, utcnow
 from storage.statuses import TaskStatus
 from storage.transition import Changed, affected, change, upsert
 from tests import pg
@@ -22,36 +19,14 @@ from tests import pg
 pg_database = pg.pg_database
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pg_migrated(pg_database: str) -> AsyncIterator[str]:
-    db = Database(pg_database)
-    try:
-        await db.migrate()
-    finally:
-        await db.dispose()
-    yield pg_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    # Synchronous, so the SQLite case never asks for the PostgreSQL server.
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
-    url: str = request.getfixturevalue("pg_migrated")
-    return url
+pg_migrated = pg.pg_migrated
+backend_url = pg.backend_url
+any_db = pg.any_db
 
 
 @pytest_asyncio.fixture
-async def db(backend_url: str) -> AsyncIterator[Database]:
-    database = Database(backend_url)
-    if database.is_sqlite:
-        await database.migrate()
-    else:
-        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        async with database.session() as session:
-            await session.execute(text(f"TRUNCATE TABLE {names} RESTART IDENTITY CASCADE"))
-    yield database
-    await database.dispose()
+async def db(any_db: Database) -> Database:
+    return any_db
 
 
 async def _task(db: Database, status: TaskStatus = TaskStatus.TODO) -> int:
