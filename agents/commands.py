@@ -26,7 +26,7 @@ from integrations import claim_loop, process
 from storage import artifacts, nodes
 from storage import exec as exec_runs
 from storage.db import Database
-from storage.models import ExecRun
+from storage.models import ExecRun, utcnow
 from storage.statuses import ExecStatus
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class ExecWorker:
         self.idle_poll = idle_poll
         self.elsewhere = placement.agents_elsewhere if placement is not None else frozenset()
         self.node, self.recovers = nodes.Placement.claims(placement)
+        self.started = utcnow()  # what was running before this is what a crash left
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -183,7 +184,9 @@ class ExecWorker:
 
     async def recover(self) -> list[int]:
         async with self.db.claim() as session:
-            interrupted = await exec_runs.interrupt_running(session, node=self.recovers)
+            interrupted = await exec_runs.interrupt_running(
+                session, node=self.recovers, before=self.started
+            )
         for run_id in interrupted:
             log.warning("command #%d was interrupted by a restart; reported, not re-run", run_id)
         return interrupted

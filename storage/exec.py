@@ -196,7 +196,11 @@ async def _report(session: AsyncSession, run: ExecRun, note: str, report: str | 
 
 
 async def interrupt_running(
-    session: AsyncSession, now: datetime | None = None, *, node: str | None = None
+    session: AsyncSession,
+    now: datetime | None = None,
+    *,
+    node: str | None = None,
+    before: datetime | None = None,
 ) -> list[int]:
     """Commands found `running` at start died with the process (or were left behind by it):
     mark them interrupted and tell their agents. They are never re-run. With `node`, only
@@ -204,6 +208,10 @@ async def interrupt_running(
     running = select(ExecRun.id).where(ExecRun.status == ExecStatus.RUNNING)
     if node is not None:
         running = running.where(ExecRun.node == node)
+    if before is not None:
+        # Started by this process already (an allowed command runs in its agent's run,
+        # which may start before this recovery gets the database): alive, not interrupted.
+        running = running.where(ExecRun.started_at < before)
     found = await session.execute(running)
     done: list[int] = []
     for run_id in found.scalars().all():
